@@ -1,0 +1,357 @@
+"""The ``agentfence`` command: a thin layer over the public API.
+
+Subcommands mirror the API (``policy validate`` loads a :class:`PolicyEngine`, ``policy test``
+calls :meth:`Fence.decide`); ``--json`` prints machine-readable output; every error leaves
+through one path that prints what went wrong and what to do, with exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import tomllib
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from agentfence.config import Settings
+from agentfence.errors import AgentfenceError, AgentfenceWarning, ConfigurationError
+from agentfence.fence import Fence
+from agentfence.policy import Effect, PolicyEngine, check_syntax, generate_schema
+from agentfence.tools import ToolCatalog
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="agentfence",
+    help="Govern LangGraph agents: Cedar policy on every tool call, recorded before it runs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+policy_app = typer.Typer(help="Validate, test and inspect Cedar policies.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+# Wide enough for the decision tables when output goes to a file or a CI log.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ToolsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--tools",
+        help="The governed tools, as module:attribute (a list of tools or a "
+        "function returning one), e.g. agentfence.demo.tools:TOOLS.",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+class Exit(Exception):
+    """A CLI outcome with an exit code (1: checks failed; 2: could not run)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def main() -> None:
+    """Entry point of the ``agentfence`` console script."""
+    try:
+        app(standalone_mode=False)
+    except Exit as exc:
+        sys.exit(exc.code)
+    except AgentfenceError as exc:
+        err.print(f"[bold red]error:[/] {exc}", markup=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like carry their own exit code
+        code = getattr(exc, "exit_code", None)
+        if code is not None and hasattr(exc, "show"):
+            exc.show()
+            sys.exit(code)
+        raise
+
+
+def load_tools(spec: str | None) -> list[Any]:
+    """Import ``module:attribute`` and return the tools it names."""
+    if not spec:
+        raise ConfigurationError(
+            "no tools given: pass --tools module:attribute naming your list of tools, e.g. "
+            "--tools agentfence.demo.tools:TOOLS"
+        )
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(f"--tools {spec!r} must look like module:attribute")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"--tools {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    finally:
+        sys.path.pop(0)
+    try:
+        value = getattr(module, attr)
+    except AttributeError as exc:
+        raise ConfigurationError(f"--tools {spec!r}: {module_name} has no {attr!r}") from exc
+    tools = value() if callable(value) and not hasattr(value, "name") else value
+    if not isinstance(tools, Iterable):
+        raise ConfigurationError(f"--tools {spec!r} is not a list of tools")
+    return list(tools)
+
+
+@policy_app.command("validate")
+def policy_validate(
+    directory: Annotated[
+        Path | None,
+        typer.Argument(help="Policy directory (default: $AGENTFENCE_POLICY_DIR or ./policies)."),
+    ] = None,
+    tools: ToolsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Parse and validate every policy against the schema; list each problem with file:line."""
+    directory = directory or Path(Settings.from_env().policy_dir)
+    if not tools:
+        count = check_syntax(directory)
+        note = (
+            "parsed only: pass --tools module:attribute to validate attributes against "
+            "the schema generated from your tools"
+        )
+        if as_json:
+            out.print_json(
+                json.dumps(
+                    {"valid": True, "policies": count, "parsed_only": True, "warnings": [note]}
+                )
+            )
+        else:
+            err.print(f"warning: {note}")
+            out.print(f"{directory}: {count} policies parse")
+        return
+    catalog = ToolCatalog.from_tools(load_tools(tools))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AgentfenceWarning)
+        engine = PolicyEngine.load(directory, catalog)
+    notes = [str(w.message) for w in caught if issubclass(w.category, AgentfenceWarning)]
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "valid": True,
+                    "policy_hash": engine.policy_hash,
+                    "policies": len(engine.policies),
+                    "files": engine.files,
+                    "warnings": notes,
+                    "parsed_only": False,
+                }
+            )
+        )
+        return
+    for note in notes:
+        err.print(f"warning: {note}")
+    out.print(
+        f"{directory}: {len(engine.policies)} policies are valid against the schema "
+        f"(policy set {engine.policy_hash[:16]})"
+    )
+
+
+@policy_app.command("schema")
+def policy_schema(
+    tools: ToolsOption = None,
+    policies: Annotated[
+        Path | None, typer.Option(help="Include this directory's *.cedarschema files.")
+    ] = None,
+) -> None:
+    """Print the Cedar schema generated from the tools (plus the directory's schema files)."""
+    catalog = ToolCatalog.from_tools(load_tools(tools))
+    if policies is not None:
+        engine = PolicyEngine.load(policies, catalog)
+        out.print(engine.schema_text, markup=False, end="")
+    else:
+        out.print(generate_schema(catalog), markup=False, end="")
+
+
+@dataclass(frozen=True)
+class _Case:
+    name: str
+    tool: str
+    args: dict[str, Any]
+    principal: str
+    expect: Effect
+    expect_policies: tuple[str, ...] | None
+    agent: str | None
+
+
+def _read_cases(path: Path) -> tuple[dict[str, Any], list[_Case]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"cases file {str(path)!r} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{path}: not valid TOML: {exc}") from exc
+    cases: list[_Case] = []
+    for index, raw in enumerate(data.get("case", []), start=1):
+        where = f"{path}: case {index} ({raw.get('name', 'unnamed')!r})"
+        missing = [k for k in ("tool", "principal", "expect") if k not in raw]
+        if missing:
+            raise ConfigurationError(f"{where} lacks {', '.join(missing)}")
+        expect = str(raw["expect"]).upper()
+        if expect not in Effect.__members__:
+            raise ConfigurationError(
+                f"{where}: expect = {raw['expect']!r}; use allow, deny or require_approval"
+            )
+        expected_policies = raw.get("policies")
+        cases.append(
+            _Case(
+                name=str(raw.get("name", f"case {index}")),
+                tool=str(raw["tool"]),
+                args=dict(raw.get("args", {})),
+                principal=str(raw["principal"]),
+                expect=Effect[expect],
+                expect_policies=tuple(expected_policies) if expected_policies is not None else None,
+                agent=raw.get("agent"),
+            )
+        )
+    if not cases:
+        raise ConfigurationError(f"{path} has no [[case]] tables; see docs/policy-guide.md")
+    return data, cases
+
+
+@policy_app.command("test")
+def policy_test(
+    cases_file: Annotated[Path, typer.Argument(help="A TOML file of [[case]] tables.")],
+    policies: Annotated[
+        Path | None, typer.Option(help="Policy directory (default: the file's 'policies' key).")
+    ] = None,
+    tools: ToolsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Decide each case and compare with its expected outcome; exit 1 on any mismatch."""
+    data, cases = _read_cases(cases_file)
+    base = cases_file.parent
+    directory = policies or (base / data["policies"] if "policies" in data else None)
+    if directory is None:
+        raise ConfigurationError(
+            f"no policy directory: pass --policies or set 'policies' in {cases_file}"
+        )
+    fence = Fence.from_directory(directory, tools=load_tools(tools or data.get("tools")))
+    results = []
+    for case in cases:
+        decision = fence.decide(
+            case.tool,
+            case.args,
+            principal=case.principal,
+            agent=case.agent,
+            thread=f"policy-test:{case.name}",
+        )
+        problems = []
+        if decision.effect is not case.expect:
+            problems.append(f"expected {case.expect.value}, got {decision.effect.value}")
+        if case.expect_policies is not None and set(case.expect_policies) != set(
+            decision.policy_ids
+        ):
+            problems.append(
+                f"expected policies {sorted(case.expect_policies)}, got "
+                f"{sorted(decision.policy_ids)}"
+            )
+        results.append((case, decision, problems))
+    failed = [r for r in results if r[2]]
+    if as_json:
+        out.print_json(
+            json.dumps(
+                {
+                    "passed": len(results) - len(failed),
+                    "failed": len(failed),
+                    "cases": [
+                        {
+                            "name": c.name,
+                            "expected": c.expect.value,
+                            "got": d.effect.value,
+                            "policies": list(d.policy_ids),
+                            "reasons": list(d.reasons),
+                            "problems": p,
+                        }
+                        for c, d, p in results
+                    ],
+                }
+            )
+        )
+    else:
+        table = Table(title=f"policy test: {cases_file}")
+        for column in ("case", "expected", "got", "policies", ""):
+            table.add_column(column)
+        for case, decision, problems in results:
+            table.add_row(
+                case.name,
+                case.expect.value,
+                decision.effect.value,
+                ", ".join(decision.policy_ids) or "-",
+                "[red]FAIL[/]" if problems else "[green]ok[/]",
+            )
+        out.print(table)
+        for case, decision, problems in failed:
+            out.print(f"[red]FAIL[/] {case.name}: " + "; ".join(problems), markup=True)
+            out.print(f"     reasons: {'; '.join(decision.reasons)}", markup=False)
+        out.print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise Exit(1)
+
+
+@app.command("demo")
+def demo() -> None:
+    """Run the offline support-desk demo agent and show each decision."""
+    from agentfence import demo as demo_module
+
+    out.print(
+        "[bold]agentfence demo[/]: a support-desk agent (scripted model, offline) works "
+        'ticket T-88 as User::"alice"; every tool call passes through the fence.\n'
+    )
+    run = demo_module.run()
+    style = {"ALLOW": "green", "DENY": "red", "REQUIRE_APPROVAL": "yellow"}
+    table = Table(title="Decisions, as recorded in the decision log", show_lines=True)
+    for column in ("#", "step", "tool", "arguments", "outcome", "policies", "reasons"):
+        table.add_column(column, overflow="fold")
+    for index, record in enumerate(run.decisions, start=1):
+        request = json.loads(record.request_json) if record.request_json else {}
+        args = request.get("context", {}).get("args", {})
+        shown = ", ".join(f"{k}={_short(v)}" for k, v in args.items())
+        table.add_row(
+            str(index),
+            str(record.step),
+            record.tool,
+            shown,
+            f"[{style[record.effect]}]{record.effect}[/]",
+            "\n".join(record.policy_ids) or "-",
+            "\n".join(record.reasons),
+        )
+    out.print(table)
+    counts = {e: sum(r.effect == e for r in run.decisions) for e in style}
+    out.print(
+        f"{len(run.decisions)} calls: {counts['ALLOW']} allowed, {counts['DENY']} denied, "
+        f"{counts['REQUIRE_APPROVAL']} held for approval. Policy set "
+        f"{run.fence.policy_hash[:16]}…"
+    )
+    final = run.messages[-1].content if run.messages else ""
+    out.print(f"\nThe agent's last word: {final}", markup=False)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "__extn" in value:
+        number = str(value["__extn"]["arg"])
+        return number.rstrip("0").rstrip(".") if "." in number else number
+    text = str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

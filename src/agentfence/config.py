@@ -1,0 +1,53 @@
+"""Settings: constructor arguments, then ``AGENTFENCE_*`` environment variables, then defaults.
+
+This is the only module that reads the environment. Every variable is listed in
+``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from agentfence.errors import ConfigurationError
+
+__all__ = ["Settings"]
+
+DEFAULT_AGENT = "agent"
+DEFAULT_POLICY_DIR = "policies"
+
+# The RunnableConfig keys the fence reads from ``config["configurable"]``.
+CONFIG_PRINCIPAL = "agentfence_principal"
+CONFIG_AGENT = "agentfence_agent"
+CONFIG_SEED = "agentfence_seed"
+CONFIG_THREAD = "thread_id"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """agentfence's settings after arguments, environment and defaults are combined."""
+
+    policy_dir: str = DEFAULT_POLICY_DIR
+    agent: str = DEFAULT_AGENT
+    seed: int | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``AGENTFENCE_POLICY_DIR``, ``AGENTFENCE_AGENT`` and ``AGENTFENCE_SEED``."""
+        env = os.environ if environ is None else environ
+        seed_text = env.get("AGENTFENCE_SEED")
+        seed: int | None = None
+        if seed_text:
+            try:
+                seed = int(seed_text)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"AGENTFENCE_SEED={seed_text!r} is not an integer; set it to a number "
+                    "from 0 to 2**53-1 or unset it to derive seeds from thread ids"
+                ) from exc
+        return cls(
+            policy_dir=env.get("AGENTFENCE_POLICY_DIR") or DEFAULT_POLICY_DIR,
+            agent=env.get("AGENTFENCE_AGENT") or DEFAULT_AGENT,
+            seed=seed,
+        )

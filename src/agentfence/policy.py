@@ -1,0 +1,495 @@
+"""Loading Cedar policies and deciding one tool call.
+
+:class:`PolicyEngine` is built once per activation from a directory of ``*.cedar`` policies,
+optional ``*.cedarschema`` files and an optional ``entities.json``, plus the governed tools.
+It parses everything once into pre-parsed handles and validates every policy against the
+schema; per call, :meth:`PolicyEngine.decide` builds one request and makes one evaluation.
+
+The three outcomes come from Cedar's answer and the annotations on the determining
+policies (see ``docs/policy-guide.md``):
+
+- ``@require_approval("group")`` on a permit: the call needs a human approver.
+- ``@overridable("group")`` on a forbid: an approver may override that forbid.
+- ``@reason("...")``: the human-readable reason shown to the model, approver and auditor.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from agentfence import _cedar
+from agentfence._ids import derive_id
+from agentfence.errors import AgentfenceWarning, PolicyLoadError
+from agentfence.tools import ArgumentError, ToolCatalog, render_type
+
+__all__ = [
+    "CallFacts",
+    "Decision",
+    "Effect",
+    "EntityRef",
+    "PolicyEngine",
+]
+
+ENTITIES_FILE = "entities.json"
+REQUIRE_APPROVAL = "require_approval"
+OVERRIDABLE = "overridable"
+REASON = "reason"
+_ENTITY = re.compile(
+    r'^\s*([A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)::"(.*)"\s*$', re.DOTALL
+)
+
+
+class Effect(enum.Enum):
+    """What the fence does with a call."""
+
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+    REQUIRE_APPROVAL = "REQUIRE_APPROVAL"
+
+
+@dataclass(frozen=True)
+class EntityRef:
+    """A Cedar entity uid such as ``User::"alice"``."""
+
+    type: str
+    id: str
+
+    @classmethod
+    def parse(cls, value: str | Mapping[str, Any] | EntityRef, default_type: str) -> EntityRef:
+        """Read ``User::"alice"``, ``{"type": "User", "id": "alice"}`` or a bare ``alice``."""
+        if isinstance(value, EntityRef):
+            return value
+        if isinstance(value, Mapping):
+            kind, ident = value.get("type"), value.get("id")
+            if not isinstance(kind, str) or not isinstance(ident, str):
+                raise ValueError(f"an entity must have string 'type' and 'id', got {value!r}")
+            return cls(kind, ident)
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"an entity must be a non-empty string, got {value!r}")
+        match = _ENTITY.match(value)
+        if match:
+            return cls(match.group(1), json.loads(f'"{match.group(2)}"'))
+        return cls(default_type, value)
+
+    def __str__(self) -> str:
+        return f"{self.type}::{json.dumps(self.id, ensure_ascii=False)}"
+
+    def as_json(self) -> dict[str, str]:
+        """The ``{"type": ..., "id": ...}`` form Cedar requests accept."""
+        return {"type": self.type, "id": self.id}
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """Everything the fence knows about one tool call before deciding it."""
+
+    tool: str
+    args: Mapping[str, Any]
+    principal: EntityRef | None
+    agent: str
+    thread: str
+    step: int
+    tool_call_id: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The fence's answer for one call: an effect, the policies that determined it, and why."""
+
+    effect: Effect
+    decision_id: str
+    policy_ids: tuple[str, ...]
+    reasons: tuple[str, ...]
+    policy_hash: str
+    facts: CallFacts
+    errors: tuple[str, ...] = ()
+    approvers: tuple[str, ...] = ()
+    annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    request: Mapping[str, Any] | None = None
+
+    @property
+    def allowed(self) -> bool:
+        """True only for ALLOW."""
+        return self.effect is Effect.ALLOW
+
+    def explain(self) -> str:
+        """One line for a person or a model: the effect, the reasons and the policies."""
+        verb = {
+            Effect.ALLOW: "allowed",
+            Effect.DENY: "denied",
+            Effect.REQUIRE_APPROVAL: "requires approval for",
+        }[self.effect]
+        text = f"agentfence {verb} the call to {self.facts.tool!r}: " + "; ".join(self.reasons)
+        if self.policy_ids:
+            text += f" [policies: {', '.join(self.policy_ids)}]"
+        return text + f" [decision {self.decision_id}]"
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    policy_set: Any
+    without_overridable: Any
+    schema: Any
+    entities: Any
+
+
+class PolicyEngine:
+    """Pre-parsed policies, schema and entities for one activation; decides calls."""
+
+    def __init__(
+        self,
+        *,
+        policies: Sequence[_cedar.ParsedPolicy],
+        schema_text: str,
+        compiled: _Compiled,
+        catalog: ToolCatalog,
+        files: Mapping[str, str],
+        principal_types: tuple[str, ...],
+    ) -> None:
+        self.policies = tuple(policies)
+        self.schema_text = schema_text
+        self.catalog = catalog
+        self.files = dict(files)
+        self.principal_types = principal_types
+        self._compiled = compiled
+        self._by_id = {p.policy_id: p for p in policies}
+        self.policy_hash = _policy_hash(files, schema_text)
+
+    @classmethod
+    def load(
+        cls,
+        directory: str | Path,
+        catalog: ToolCatalog,
+        *,
+        principal_types: Sequence[str] = ("User",),
+    ) -> PolicyEngine:
+        """Load and validate a policy directory; raise :class:`PolicyLoadError` on any problem.
+
+        Every problem found is reported (``PolicyLoadError.problems``), each naming its file
+        and line, so one run of ``agentfence policy validate`` shows them all.
+        """
+        root = Path(directory)
+        files: dict[str, str] = {}
+        policies, schema_sources, problems = _parse_directory(root, files)
+        entities_path = root / ENTITIES_FILE
+        entities_text = _read(entities_path, files, root) if entities_path.is_file() else "[]"
+        if problems:
+            raise _load_error(problems)
+
+        generated = generate_schema(catalog, schema_sources, principal_types)
+        generated_source = _cedar.Statement("<schema generated from tools>", 1, 1, generated)
+        schema_text = "\n".join(s.text for s in schema_sources) + "\n" + generated
+        try:
+            schema = _cedar.parse_schema(schema_text, [*schema_sources, generated_source])
+        except ValueError as exc:
+            raise _load_error([str(exc)]) from exc
+        problems.extend(_cedar.validate_policies(policies, schema))
+        try:
+            entities = _cedar.parse_entities(entities_text, schema, str(entities_path))
+        except ValueError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise _load_error(problems)
+        if not policies:
+            warnings.warn(
+                f"policy directory {str(root)!r} has no *.cedar policies: every tool call "
+                "will be denied. Add policies (see docs/policy-guide.md).",
+                AgentfenceWarning,
+                stacklevel=2,
+            )
+        overridable = [p for p in policies if p.effect == "forbid" and OVERRIDABLE in p.annotations]
+        compiled = _Compiled(
+            policy_set=_cedar.build_policy_set(policies),
+            without_overridable=_cedar.build_policy_set(
+                [p for p in policies if p not in overridable]
+            ),
+            schema=schema,
+            entities=entities,
+        )
+        return cls(
+            policies=policies,
+            schema_text=schema_text,
+            compiled=compiled,
+            catalog=catalog,
+            files=files,
+            principal_types=tuple(principal_types),
+        )
+
+    def decide(self, facts: CallFacts) -> Decision:
+        """Decide one call. Never raises for bad input: a call that cannot be decided is a DENY."""
+        decision_id = derive_id(
+            "decision", facts.seed, facts.thread, facts.step, facts.tool_call_id
+        )
+
+        def deny(
+            *reasons: str, errors: Sequence[str] = (), request: Mapping[str, Any] | None = None
+        ) -> Decision:
+            return Decision(
+                effect=Effect.DENY,
+                decision_id=decision_id,
+                policy_ids=(),
+                reasons=reasons,
+                policy_hash=self.policy_hash,
+                facts=facts,
+                errors=tuple(errors),
+                request=request,
+            )
+
+        entry = self.catalog.get(facts.tool)
+        if entry is None:
+            return deny(
+                f"tool {facts.tool!r} is not governed by this fence (default deny); "
+                "pass it in Fence.from_directory(..., tools=[...])"
+            )
+        if facts.principal is None:
+            return deny(
+                "no principal: the run did not say who the agent acts for; set "
+                "configurable['agentfence_principal'] or pass a principal_resolver"
+            )
+        if facts.principal.type not in self.principal_types:
+            return deny(
+                f"principal {facts.principal} is not of a known principal type "
+                f"({', '.join(self.principal_types)})"
+            )
+        try:
+            args = entry.cedar_args(facts.args)
+            resource = EntityRef(entry.resource_type, entry.resource_id(facts.args))
+        except ArgumentError as exc:
+            return deny(f"arguments do not fit the schema of {facts.tool!r}: {exc}")
+        request = {
+            "principal": facts.principal.as_json(),
+            "action": {"type": "Action", "id": facts.tool},
+            "resource": resource.as_json(),
+            "context": {
+                "agent": {"__entity": {"type": "Agent", "id": facts.agent}},
+                "run": {
+                    "thread": facts.thread,
+                    "step": facts.step,
+                    "tool_call_id": facts.tool_call_id,
+                    "seed": facts.seed,
+                },
+                "args": args,
+            },
+        }
+        compiled = self._compiled
+        result = _cedar.is_authorized(
+            request, compiled.policy_set, compiled.entities, compiled.schema
+        )
+        # Fail closed: any evaluation error or a request Cedar could not decide is a deny,
+        # so a forbid policy that errors can never turn into an allow.
+        if result.errors or (result.decision != "Allow" and result.decision != "Deny"):
+            return deny(
+                "the policies could not be evaluated for this call (fail closed): "
+                + "; ".join(result.errors or ("no decision",)),
+                errors=result.errors or ("NoDecision",),
+                request=request,
+            )
+        determining = [self._by_id[pid] for pid in result.determining if pid in self._by_id]
+        if result.decision == "Allow":
+            holds = [p for p in determining if REQUIRE_APPROVAL in p.annotations]
+            effect = Effect.REQUIRE_APPROVAL if holds else Effect.ALLOW
+            return self._decision(
+                effect, decision_id, determining, holds, facts, request, REQUIRE_APPROVAL
+            )
+        if not determining:
+            return Decision(
+                effect=Effect.DENY,
+                decision_id=decision_id,
+                policy_ids=(),
+                reasons=(
+                    f"no policy permits {facts.principal} to call {facts.tool!r} on "
+                    f"{resource} (default deny)",
+                ),
+                policy_hash=self.policy_hash,
+                facts=facts,
+                request=request,
+            )
+        if all(OVERRIDABLE in p.annotations for p in determining):
+            # An approver may override these forbids only if, without them, some permit
+            # would allow the call: overriding a forbid never creates a missing permit.
+            again = _cedar.is_authorized(
+                request, compiled.without_overridable, compiled.entities, compiled.schema
+            )
+            if again.decision == "Allow" and not again.errors:
+                return self._decision(
+                    Effect.REQUIRE_APPROVAL,
+                    decision_id,
+                    determining,
+                    determining,
+                    facts,
+                    request,
+                    OVERRIDABLE,
+                )
+        return self._decision(Effect.DENY, decision_id, determining, [], facts, request, "")
+
+    def _decision(
+        self,
+        effect: Effect,
+        decision_id: str,
+        determining: Sequence[_cedar.ParsedPolicy],
+        holds: Sequence[_cedar.ParsedPolicy],
+        facts: CallFacts,
+        request: Mapping[str, Any],
+        approver_key: str,
+    ) -> Decision:
+        shown = holds or determining
+        reasons = tuple(_reason_of(p) for p in shown)
+        approvers = sorted(
+            {p.annotations[approver_key] for p in holds if p.annotations.get(approver_key)}
+        )
+        return Decision(
+            effect=effect,
+            decision_id=decision_id,
+            policy_ids=tuple(p.policy_id for p in determining),
+            reasons=reasons,
+            policy_hash=self.policy_hash,
+            facts=facts,
+            approvers=tuple(approvers),
+            annotations={p.policy_id: dict(p.annotations) for p in determining},
+            request=request,
+        )
+
+    def source_of(self, policy_id: str) -> str | None:
+        """``file:line`` where a policy is written, or ``None`` for an unknown id."""
+        policy = self._by_id.get(policy_id)
+        return f"{policy.path}:{policy.line}" if policy else None
+
+
+def check_syntax(directory: str | Path) -> int:
+    """Parse every policy and schema statement without tools; return the number of policies.
+
+    This is ``agentfence policy validate`` without ``--tools``: it finds syntax errors and
+    duplicate ids, but cannot check attributes against the schema the tools generate.
+    """
+    policies, _, problems = _parse_directory(Path(directory), {})
+    if problems:
+        raise _load_error(problems)
+    return len(policies)
+
+
+def _parse_directory(
+    root: Path, files: dict[str, str]
+) -> tuple[list[_cedar.ParsedPolicy], list[_cedar.Statement], list[str]]:
+    """Parse the directory's policies and split its schema files; collect every problem."""
+    if not root.is_dir():
+        raise PolicyLoadError(
+            f"policy directory {str(root)!r} does not exist or is not a directory; "
+            "create it with your *.cedar files or pass the right path"
+        )
+    problems: list[str] = []
+    policies: list[_cedar.ParsedPolicy] = []
+    for path in _cedar.iter_files(root, ".cedar"):
+        parsed, bad = _cedar.parse_policy_file(_read(path, files, root), str(path))
+        policies.extend(parsed)
+        problems.extend(bad)
+    schema_sources: list[_cedar.Statement] = []
+    for path in _cedar.iter_files(root, ".cedarschema"):
+        schema_sources.extend(_cedar.split_statements(_read(path, files, root), str(path)))
+    seen: dict[str, _cedar.ParsedPolicy] = {}
+    for policy in policies:
+        if policy.policy_id in seen:
+            first = seen[policy.policy_id]
+            problems.append(
+                f"{policy.path}:{policy.line}: policy id {policy.policy_id!r} is already "
+                f"used at {first.path}:{first.line}; give each @id a unique value"
+            )
+        seen[policy.policy_id] = policy
+    return policies, schema_sources, problems
+
+
+def _reason_of(policy: _cedar.ParsedPolicy) -> str:
+    reason = policy.annotations.get(REASON)
+    if reason:
+        return reason
+    verb = "forbids" if policy.effect == "forbid" else "permits"
+    return f"policy {policy.policy_id} ({policy.path}:{policy.line}) {verb} this call"
+
+
+def _read(path: Path, files: dict[str, str], root: Path) -> str:
+    data = path.read_bytes()
+    files[path.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyLoadError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
+        ) from exc
+
+
+def _load_error(problems: Sequence[str]) -> PolicyLoadError:
+    listing = "\n".join(f"  {p}" for p in problems)
+    return PolicyLoadError(
+        f"the policies could not be loaded ({len(problems)} problem"
+        f"{'s' if len(problems) != 1 else ''}):\n{listing}\n"
+        "Fix them and run `agentfence policy validate` again; the active policies are unchanged.",
+        tuple(problems),
+    )
+
+
+def _policy_hash(files: Mapping[str, str], schema_text: str) -> str:
+    material: dict[str, Any] = {
+        "format": "agentfence.policyset/v1",
+        "files": dict(sorted(files.items())),
+        "schema": hashlib.sha256(schema_text.encode()).hexdigest(),
+    }
+    return hashlib.sha256(rfc8785.dumps(material)).hexdigest()
+
+
+_DECLARED = re.compile(r"^\s*entity\s+(.+?)(?:\s+in\s|\s*[={;]|$)", re.DOTALL)
+
+
+def _declared_entity_types(sources: Sequence[_cedar.Statement]) -> set[str]:
+    names: set[str] = set()
+    for stmt in sources:
+        code = _cedar.strip_comments(stmt.text)
+        match = _DECLARED.match(code)
+        if match:
+            names.update(n.strip().strip('"') for n in match.group(1).split(","))
+    return names
+
+
+def generate_schema(
+    catalog: ToolCatalog,
+    sources: Sequence[_cedar.Statement] = (),
+    principal_types: Sequence[str] = ("User",),
+) -> str:
+    """The Cedar schema text for the governed tools (declarations the schema files lack).
+
+    Each tool is an action; its ``context`` is ``{agent, run, args}`` where ``args`` is the
+    type derived from the tool's argument schema. Entity types used by principals, agents
+    and resources are declared here unless a schema file declares them.
+    """
+    declared = _declared_entity_types(sources)
+    needed = sorted(({"Agent", *principal_types} | catalog.entity_types()) - declared)
+    lines = ["// Generated by agentfence from the governed tools."]
+    lines += [f"entity {name};" for name in needed]
+    lines += [f'action "{group}";' for group in sorted(catalog.groups())]
+    principals = ", ".join(principal_types)
+    for entry in sorted(catalog, key=lambda e: e.name):
+        member = ""
+        if entry.spec.groups:
+            member = " in [" + ", ".join(f'"{g}"' for g in entry.spec.groups) + "]"
+        lines.append(
+            f'action "{entry.name}"{member} appliesTo {{\n'
+            f"  principal: [{principals}],\n"
+            f"  resource: [{entry.resource_type}],\n"
+            "  context: {\n"
+            '    "agent": Agent,\n'
+            '    "run": { "thread": String, "step": Long, "tool_call_id": String, '
+            '"seed": Long },\n'
+            f'    "args": {render_type(entry.args_type, "    ")}\n'
+            "  }\n"
+            "};"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,476 @@
+"""What the fence knows about each tool: its action groups, its resource, its argument types.
+
+A developer attaches governance metadata to a LangChain tool with :func:`govern`; the fence
+reads it into a :class:`ToolSpec`. From each tool's argument schema the fence derives the Cedar
+type of ``context.args`` (see ``docs/policy-guide.md``, "Type mapping") and converts every
+call's arguments to Cedar values, refusing values that do not fit.
+"""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import enum
+import math
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from agentfence.errors import ToolSpecError
+
+__all__ = ["ArgumentError", "Resource", "ToolCatalog", "ToolSpec", "govern"]
+
+METADATA_KEY = "agentfence"
+"""The key under ``BaseTool.metadata`` where :func:`govern` stores a tool's spec."""
+
+_LONG_MIN = -(2**63)
+_LONG_MAX = 2**63 - 1
+# Cedar's decimal extension type is a 64-bit integer scaled by 10^4.
+_DECIMAL_PLACES = decimal.Decimal("0.0001")
+_DECIMAL_MAX = decimal.Decimal(_LONG_MAX) / 10000
+_DECIMAL_MIN = decimal.Decimal(_LONG_MIN) / 10000
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _ToolLike(Protocol):
+    name: str
+    metadata: dict[str, Any] | None
+
+
+ToolT = TypeVar("ToolT", bound=_ToolLike)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Which argument names the resource a call touches.
+
+    ``Resource("Customer", arg="customer_id")`` makes a call with
+    ``{"customer_id": "c-42"}`` act on ``Customer::"c-42"``. ``arg`` may be a dotted path
+    into nested arguments (``"invoice.account"``).
+    """
+
+    type: str
+    arg: str
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.type):
+            raise ToolSpecError(
+                f"resource type {self.type!r} is not a Cedar entity type name; use letters, "
+                "digits and '_' (for example Resource('Customer', arg='customer_id'))"
+            )
+        if not self.arg or any(not part for part in self.arg.split(".")):
+            raise ToolSpecError(
+                f"resource argument path {self.arg!r} is empty or malformed; name an argument, "
+                "for example arg='customer_id' or arg='invoice.account'"
+            )
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """Governance metadata for one tool.
+
+    ``groups`` are the Cedar action groups the tool's action belongs to (``external_send``,
+    ``read``), so policies can speak of kinds of action. ``resource`` maps an argument to the
+    Cedar resource; without it the resource is ``Tool::"<tool name>"``.
+    """
+
+    groups: tuple[str, ...] = ()
+    resource: Resource | None = None
+
+    @classmethod
+    def of(cls, tool: _ToolLike) -> ToolSpec:
+        """Read the spec :func:`govern` attached to a tool (an empty spec when none)."""
+        raw = (tool.metadata or {}).get(METADATA_KEY)
+        if raw is None:
+            return cls()
+        if isinstance(raw, ToolSpec):
+            return raw
+        if not isinstance(raw, Mapping):
+            raise ToolSpecError(
+                f"tool {tool.name!r}: metadata[{METADATA_KEY!r}] must be a mapping with "
+                f"'groups' and 'resource', got {type(raw).__name__}; use agentfence.govern()"
+            )
+        unknown = set(raw) - {"groups", "resource"}
+        if unknown:
+            raise ToolSpecError(
+                f"tool {tool.name!r}: unknown key(s) {sorted(unknown)} in "
+                f"metadata[{METADATA_KEY!r}]; the keys are 'groups' and 'resource'"
+            )
+        groups = raw.get("groups", ())
+        if isinstance(groups, str) or not all(isinstance(g, str) for g in groups):
+            raise ToolSpecError(
+                f"tool {tool.name!r}: 'groups' must be a list of action group names, got {groups!r}"
+            )
+        resource = raw.get("resource")
+        if isinstance(resource, Mapping):
+            resource = Resource(
+                type=str(resource.get("type", "")), arg=str(resource.get("arg", ""))
+            )
+        elif resource is not None and not isinstance(resource, Resource):
+            raise ToolSpecError(
+                f"tool {tool.name!r}: 'resource' must be Resource(type, arg=...) or "
+                f"{{'type': ..., 'arg': ...}}, got {resource!r}"
+            )
+        for group in groups:
+            if not _NAME.match(group):
+                raise ToolSpecError(
+                    f"tool {tool.name!r}: action group {group!r} is not a valid name; use "
+                    "letters, digits and '_'"
+                )
+        return cls(groups=tuple(groups), resource=resource)
+
+
+def govern(tool: ToolT, *, groups: Iterable[str] = (), resource: Resource | None = None) -> ToolT:
+    """Attach governance metadata to a LangChain tool and return the same tool.
+
+    ::
+
+        send_email = govern(send_email, groups=["external_send"],
+                            resource=Resource("Recipient", arg="to"))
+    """
+    spec = ToolSpec(groups=tuple(groups), resource=resource)
+    ToolSpec.of(_Probe(tool.name, {METADATA_KEY: _as_metadata(spec)}))  # validates
+    metadata = dict(tool.metadata or {})
+    metadata[METADATA_KEY] = _as_metadata(spec)
+    tool.metadata = metadata
+    return tool
+
+
+@dataclass
+class _Probe:
+    name: str
+    metadata: dict[str, Any] | None
+
+
+def _as_metadata(spec: ToolSpec) -> dict[str, Any]:
+    resource = {"type": spec.resource.type, "arg": spec.resource.arg} if spec.resource else None
+    return {"groups": list(spec.groups), "resource": resource}
+
+
+# --- Cedar types derived from JSON Schema -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Prim:
+    name: str  # "String", "Long", "Bool" or "decimal"
+
+
+@dataclass(frozen=True)
+class _SetOf:
+    item: CedarType
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    type: CedarType
+    required: bool
+
+
+@dataclass(frozen=True)
+class _Record:
+    fields: tuple[_Field, ...]
+
+
+CedarType = _Prim | _SetOf | _Record
+_STRING = _Prim("String")
+_LONG = _Prim("Long")
+_BOOL = _Prim("Bool")
+_DECIMAL = _Prim("decimal")
+
+
+class ArgumentError(ValueError):
+    """An argument does not fit the tool's schema; ``path`` names it (``invoice.amount``)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"argument {path!r}: {message}" if path else message)
+        self.path = path
+
+
+def _type_of(
+    schema: Mapping[str, Any], defs: Mapping[str, Any], seen: frozenset[str]
+) -> tuple[CedarType | None, bool]:
+    """The Cedar type of a JSON Schema node and whether it admits null.
+
+    ``None`` means the value has no Cedar type (free-form objects, unions of different
+    types, tuples, recursion): such arguments are not visible to policies.
+    """
+    if "$ref" in schema:
+        ref = str(schema["$ref"]).rsplit("/", 1)[-1]
+        if ref in seen or ref not in defs:
+            return None, False
+        return _type_of(defs[ref], defs, seen | {ref})
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [o for o in schema[key] if o.get("type") != "null"]
+            nullable = len(options) != len(schema[key])
+            if len(options) == 1:
+                inner, inner_null = _type_of(options[0], defs, seen)
+                return inner, nullable or inner_null
+            return None, nullable
+    if "allOf" in schema and len(schema["allOf"]) == 1:
+        return _type_of(schema["allOf"][0], defs, seen)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        options = [k for k in kind if k != "null"]
+        if len(options) != 1:
+            return None, "null" in kind
+        inner, _ = _type_of({**schema, "type": options[0]}, defs, seen)
+        return inner, "null" in kind
+    if kind is None and ("enum" in schema or "const" in schema):
+        values = schema.get("enum", [schema.get("const")])
+        if all(isinstance(v, str) for v in values):
+            return _STRING, False
+        return None, False
+    if kind == "string":
+        return _STRING, False
+    if kind == "integer":
+        return _LONG, False
+    if kind == "boolean":
+        return _BOOL, False
+    if kind == "number":
+        return _DECIMAL, False
+    if kind == "array":
+        items = schema.get("items")
+        if not isinstance(items, Mapping) or "prefixItems" in schema:
+            return None, False
+        item, _ = _type_of(items, defs, seen)
+        return (_SetOf(item) if item is not None else None), False
+    if kind == "object" or "properties" in schema:
+        return _record_of(schema, defs, seen), False
+    return None, False
+
+
+def _record_of(
+    schema: Mapping[str, Any], defs: Mapping[str, Any], seen: frozenset[str]
+) -> _Record | None:
+    properties = schema.get("properties")
+    if not isinstance(properties, Mapping) or not properties:
+        return None
+    required = set(schema.get("required", ()))
+    fields: list[_Field] = []
+    for name, sub in properties.items():
+        ctype, nullable = _type_of(sub, defs, seen)
+        if ctype is None:
+            continue
+        has_default = sub.get("default") is not None
+        fields.append(_Field(name, ctype, (name in required or has_default) and not nullable))
+    return _Record(tuple(fields))
+
+
+def render_type(ctype: CedarType, indent: str = "") -> str:
+    """Cedar schema syntax for a type (record attribute names are always quoted)."""
+    if isinstance(ctype, _Prim):
+        return ctype.name
+    if isinstance(ctype, _SetOf):
+        return f"Set<{render_type(ctype.item, indent)}>"
+    if not ctype.fields:
+        return "{}"
+    inner = indent + "  "
+    lines = [
+        f'{inner}"{f.name}"{"" if f.required else "?"}: {render_type(f.type, inner)}'
+        for f in ctype.fields
+    ]
+    return "{\n" + ",\n".join(lines) + f"\n{indent}}}"
+
+
+def to_cedar(value: Any, ctype: CedarType, path: str) -> Any:
+    """Convert a Python value to the Cedar JSON value of ``ctype`` or raise ArgumentError."""
+    if isinstance(ctype, _Prim):
+        return _prim_to_cedar(value, ctype, path)
+    if isinstance(ctype, _SetOf):
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset):
+            raise ArgumentError(path, f"expected a list, got {type(value).__name__}")
+        return [to_cedar(item, ctype.item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if not isinstance(value, Mapping):
+        raise ArgumentError(path, f"expected an object, got {type(value).__name__}")
+    return _record_to_cedar(value, ctype, path)
+
+
+def _record_to_cedar(value: Mapping[str, Any], record: _Record, path: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in record.fields:
+        sub = f"{path}.{f.name}" if path else f.name
+        item = value.get(f.name)
+        if item is None:
+            if f.required:
+                raise ArgumentError(sub, "is required but missing")
+            continue
+        out[f.name] = to_cedar(item, f.type, sub)
+    return out
+
+
+def _prim_to_cedar(value: Any, ctype: _Prim, path: str) -> Any:
+    if ctype is _STRING or ctype.name == "String":
+        if isinstance(value, enum.Enum):
+            value = value.value
+        if isinstance(value, datetime.date | datetime.time):
+            return value.isoformat()
+        if isinstance(value, uuid.UUID):
+            return str(value)
+        if not isinstance(value, str):
+            raise ArgumentError(path, f"expected a string, got {type(value).__name__}")
+        return value
+    if ctype.name == "Bool":
+        if not isinstance(value, bool):
+            raise ArgumentError(path, f"expected true or false, got {type(value).__name__}")
+        return value
+    if ctype.name == "Long":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ArgumentError(path, f"expected an integer, got {type(value).__name__}")
+        if not _LONG_MIN <= value <= _LONG_MAX:
+            raise ArgumentError(
+                path, f"integer {value} is outside the 64-bit range policies can compare"
+            )
+        return value
+    return _decimal_to_cedar(value, path)
+
+
+def _decimal_to_cedar(value: Any, path: str) -> dict[str, Any]:
+    if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
+        raise ArgumentError(path, f"expected a number, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ArgumentError(path, f"{value!r} is not a finite number")
+    try:
+        exact = decimal.Decimal(repr(value) if isinstance(value, float) else value)
+        if not exact.is_finite():
+            raise ArgumentError(path, f"{value!r} is not a finite number")
+        rounded = exact.quantize(_DECIMAL_PLACES, rounding=decimal.ROUND_HALF_EVEN)
+    except decimal.InvalidOperation as exc:
+        raise ArgumentError(path, f"{value!r} is too large for a Cedar decimal") from exc
+    if not _DECIMAL_MIN <= rounded <= _DECIMAL_MAX:
+        raise ArgumentError(path, f"{value!r} is outside the range of a Cedar decimal")
+    return {"__extn": {"fn": "decimal", "arg": f"{rounded:f}"}}
+
+
+# --- The catalog of governed tools ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolEntry:
+    """One tool as the fence sees it: name, spec, argument model and Cedar argument type."""
+
+    name: str
+    spec: ToolSpec
+    args_type: _Record
+    model: type[BaseModel] | None
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def cedar_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate the arguments and convert them to the Cedar record ``context.args``.
+
+        Raises :class:`ArgumentError` naming the first argument that does not fit.
+        """
+        if not isinstance(args, Mapping):
+            raise ArgumentError("", f"arguments must be an object, got {type(args).__name__}")
+        values: Mapping[str, Any]
+        if self.model is not None:
+            try:
+                values = self.model.model_validate(dict(args)).model_dump()
+            except ValidationError as exc:
+                raise _argument_error(exc) from None
+            except (RecursionError, ValueError, TypeError) as exc:
+                raise ArgumentError("", f"arguments could not be validated: {exc}") from None
+        else:
+            values = {**self.defaults, **args}
+        return _record_to_cedar(values, self.args_type, "")
+
+    def resource_id(self, args: Mapping[str, Any]) -> str:
+        """The id of the resource the call touches (the tool name when none is declared)."""
+        if self.spec.resource is None:
+            return self.name
+        value: Any = args
+        for part in self.spec.resource.arg.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                raise ArgumentError(
+                    self.spec.resource.arg,
+                    f"names the {self.spec.resource.type} resource but is missing",
+                )
+            value = value[part]
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ArgumentError(
+                self.spec.resource.arg,
+                f"names the {self.spec.resource.type} resource and must be a string or "
+                f"integer, got {type(value).__name__}",
+            )
+        return str(value)
+
+    @property
+    def resource_type(self) -> str:
+        """The Cedar entity type of this tool's resource."""
+        return self.spec.resource.type if self.spec.resource else "Tool"
+
+
+def _argument_error(exc: ValidationError) -> ArgumentError:
+    first = exc.errors(include_url=False)[0]
+    path = ".".join(str(p) for p in first["loc"])
+    extra = f" ({len(exc.errors())} problems in all)" if len(exc.errors()) > 1 else ""
+    return ArgumentError(path, f"{first['msg']}{extra}")
+
+
+class ToolCatalog:
+    """The governed tools, keyed by name, with the Cedar schema text derived from them."""
+
+    def __init__(self, entries: Sequence[ToolEntry]) -> None:
+        self._entries = {e.name: e for e in entries}
+
+    @classmethod
+    def from_tools(cls, tools: Iterable[Any]) -> ToolCatalog:
+        """Build the catalog from LangChain tools (anything with ``name`` and an args schema)."""
+        entries: list[ToolEntry] = []
+        seen: set[str] = set()
+        for tool in tools:
+            name = getattr(tool, "name", None)
+            if not isinstance(name, str) or not name:
+                raise ToolSpecError(f"{tool!r} has no name; pass LangChain tools (BaseTool)")
+            if name in seen:
+                raise ToolSpecError(f"two tools are named {name!r}; tool names must be unique")
+            seen.add(name)
+            entries.append(_entry_for(tool))
+        return cls(entries)
+
+    def get(self, name: str) -> ToolEntry | None:
+        """The entry for a tool name, or ``None`` for a tool the fence was not given."""
+        return self._entries.get(name)
+
+    def __iter__(self) -> Any:
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entity_types(self) -> set[str]:
+        """Entity types the tools' resources use."""
+        return {"Tool"} | {e.resource_type for e in self._entries.values()}
+
+    def groups(self) -> set[str]:
+        """Every action group some tool declares."""
+        return {g for e in self._entries.values() for g in e.spec.groups}
+
+
+def _entry_for(tool: Any) -> ToolEntry:
+    spec = ToolSpec.of(tool)
+    schema_source = getattr(tool, "tool_call_schema", None) or getattr(tool, "args_schema", None)
+    model: type[BaseModel] | None = None
+    json_schema: Mapping[str, Any]
+    if isinstance(schema_source, type) and issubclass(schema_source, BaseModel):
+        model = schema_source
+        json_schema = schema_source.model_json_schema()
+    elif isinstance(schema_source, Mapping):
+        json_schema = schema_source
+    else:
+        json_schema = {"type": "object", "properties": getattr(tool, "args", {}) or {}}
+    defs = {**json_schema.get("$defs", {}), **json_schema.get("definitions", {})}
+    record = _record_of(json_schema, defs, frozenset()) or _Record(())
+    defaults = {
+        k: v["default"]
+        for k, v in (json_schema.get("properties") or {}).items()
+        if isinstance(v, Mapping) and "default" in v
+    }
+    return ToolEntry(name=tool.name, spec=spec, args_type=record, model=model, defaults=defaults)

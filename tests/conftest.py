@@ -1,0 +1,82 @@
+"""Shared fixtures: a small governed tool set that counts its own runs, and its policies."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.tools import BaseTool, tool
+
+from agentfence import Fence, Resource, govern
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+class Ran:
+    """Records every tool that actually ran, with its arguments."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.calls]
+
+
+@pytest.fixture
+def ran() -> Ran:
+    return Ran()
+
+
+@pytest.fixture
+def tools(ran: Ran) -> list[BaseTool]:
+    """read_record, send_email, pay and wipe: each notes in ``ran`` that it ran."""
+
+    @tool
+    def read_record(record_id: str) -> str:
+        """Read a record."""
+        ran.calls.append(("read_record", {"record_id": record_id}))
+        return f"record {record_id}: ok"
+
+    @tool
+    def send_email(to: str, body: str) -> str:
+        """Send an email."""
+        ran.calls.append(("send_email", {"to": to, "body": body}))
+        return f"sent to {to}"
+
+    @tool
+    def pay(account: str, amount: float, memo: str | None = None) -> str:
+        """Pay an amount to an account."""
+        ran.calls.append(("pay", {"account": account, "amount": amount}))
+        return f"paid {amount} to {account}"
+
+    @tool
+    def wipe(path: str) -> str:
+        """Delete a path."""
+        ran.calls.append(("wipe", {"path": path}))
+        return f"wiped {path}"
+
+    govern(read_record, groups=["read"], resource=Resource("Record", arg="record_id"))
+    govern(send_email, groups=["external_send"])
+    govern(pay, groups=["payments"], resource=Resource("Account", arg="account"))
+    govern(wipe, groups=["destructive"])
+    return [read_record, send_email, pay, wipe]
+
+
+@pytest.fixture
+def policy_dir(tmp_path: Path) -> Path:
+    """A writable copy of tests/fixtures/policies."""
+    target = tmp_path / "policies"
+    shutil.copytree(FIXTURES / "policies", target)
+    return target
+
+
+@pytest.fixture
+def make_fence(policy_dir: Path, tools: list[BaseTool]) -> Callable[..., Fence]:
+    def make(**kwargs: Any) -> Fence:
+        kwargs.setdefault("tools", tools)
+        return Fence.from_directory(policy_dir, **kwargs)
+
+    return make

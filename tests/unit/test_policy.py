@@ -1,0 +1,256 @@
+"""PolicyEngine: loading (with file:line errors) and the three outcomes."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from langchain_core.tools import BaseTool
+
+from agentfence import AgentfenceWarning, Effect, EntityRef, Fence, PolicyLoadError
+from agentfence.policy import CallFacts, PolicyEngine
+from agentfence.tools import ToolCatalog
+
+
+def decide(fence: Fence, tool: str, args: dict, principal: str = "alice"):  # type: ignore[no-untyped-def]
+    return fence.decide(tool, args, principal=principal, thread="t", step=1, tool_call_id="c")
+
+
+def test_allow_names_the_permit_and_its_reason(make_fence: Callable[..., Fence]) -> None:
+    d = decide(make_fence(), "read_record", {"record_id": "r1"})
+    assert d.effect is Effect.ALLOW
+    assert d.policy_ids == ("read-anything",)
+    assert d.reasons == ("records may be read",)
+
+
+def test_forbid_wins_and_is_reported(make_fence: Callable[..., Fence]) -> None:
+    d = decide(make_fence(), "wipe", {"path": "/etc"})
+    assert d.effect is Effect.DENY
+    assert d.policy_ids == ("no-wipe",)
+    assert d.reasons == ("wiping is never allowed",)
+
+
+def test_unmentioned_call_is_default_deny(make_fence: Callable[..., Fence]) -> None:
+    d = decide(make_fence(), "send_email", {"to": "x@evil.test", "body": "hi"})
+    assert d.effect is Effect.DENY
+    assert d.policy_ids == ()
+    assert "no policy permits" in d.reasons[0] and "default deny" in d.reasons[0]
+
+
+def test_require_approval_annotation_holds_the_call(make_fence: Callable[..., Fence]) -> None:
+    d = decide(make_fence(), "pay", {"account": "acc-1", "amount": 500})
+    assert d.effect is Effect.REQUIRE_APPROVAL
+    assert d.approvers == ("finance",)
+    assert d.reasons == ("payments over 100 need finance",)
+
+
+def test_reason_defaults_to_policy_location(make_fence: Callable[..., Fence]) -> None:
+    d = decide(make_fence(), "pay", {"account": "acc-1", "amount": 5})
+    assert d.effect is Effect.ALLOW
+    assert d.reasons[0].startswith("policy pay-small (")
+    assert "base.cedar:" in d.reasons[0]
+
+
+def test_principal_in_blocked_group_is_denied(make_fence: Callable[..., Fence]) -> None:
+    d = decide(make_fence(), "read_record", {"record_id": "r1"}, principal='User::"mallory"')
+    assert d.effect is Effect.DENY
+    assert d.policy_ids == ("blocked-users",)
+
+
+def test_overridable_forbid_requires_approval_only_when_a_permit_exists(
+    make_fence: Callable[..., Fence], policy_dir: Path
+) -> None:
+    (policy_dir / "override.cedar").write_text(
+        '@id("no-weekend-mail") @overridable("ops") @reason("mail is paused")\n'
+        'forbid (principal, action == Action::"send_email", resource);\n'
+    )
+    fence = make_fence()
+    held = decide(fence, "send_email", {"to": "a@corp.test", "body": "x"})
+    assert held.effect is Effect.REQUIRE_APPROVAL
+    assert held.approvers == ("ops",)
+    assert held.policy_ids == ("no-weekend-mail",)
+    # Overriding the forbid would not create a permit for an outside address: still denied.
+    denied = decide(fence, "send_email", {"to": "a@evil.test", "body": "x"})
+    assert denied.effect is Effect.DENY
+
+
+def test_unknown_tool_is_denied(make_fence: Callable[..., Fence]) -> None:
+    d = decide(make_fence(), "launch_missiles", {})
+    assert d.effect is Effect.DENY
+    assert "not governed by this fence" in d.reasons[0]
+
+
+def test_missing_principal_is_denied_not_anonymous(make_fence: Callable[..., Fence]) -> None:
+    fence = make_fence()
+    d = fence.decide("read_record", {"record_id": "r"}, principal=None)
+    assert d.effect is Effect.DENY
+    assert "no principal" in d.reasons[0]
+
+
+def test_principal_of_unknown_type_is_denied(make_fence: Callable[..., Fence]) -> None:
+    d = decide(make_fence(), "read_record", {"record_id": "r"}, principal='Robot::"r2"')
+    assert d.effect is Effect.DENY
+    assert "not of a known principal type" in d.reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        ({"account": "a", "amount": "lots"}, "argument 'amount'"),
+        ({"account": "a", "amount": float("nan")}, "argument 'amount': nan is not a finite"),
+        ({"account": "a", "amount": float("inf")}, "argument 'amount'"),
+        ({"account": "a", "amount": 10**30}, "argument 'amount'"),
+        ({"amount": 5}, "argument 'account'"),
+        ({"account": ["x"], "amount": 5}, "argument 'account'"),
+        ("not an object", "arguments must be an object"),
+    ],
+)
+def test_arguments_that_do_not_fit_are_denied_naming_the_argument(
+    make_fence: Callable[..., Fence], args: object, fragment: str
+) -> None:
+    d = decide(make_fence(), "pay", args)  # type: ignore[arg-type]
+    assert d.effect is Effect.DENY
+    assert fragment in d.reasons[0], d.reasons
+
+
+def test_deeply_nested_value_is_denied_not_a_crash(make_fence: Callable[..., Fence]) -> None:
+    nested: object = "x"
+    for _ in range(5000):
+        nested = [nested]
+    d = decide(make_fence(), "read_record", {"record_id": nested})
+    assert d.effect is Effect.DENY
+    assert "argument 'record_id'" in d.reasons[0]
+
+
+def test_erroring_forbid_never_turns_into_allow(
+    make_fence: Callable[..., Fence], policy_dir: Path
+) -> None:
+    # This forbid passes validation but overflows a 64-bit long when evaluated. Cedar skips
+    # an erroring policy, so without the fence's fail-closed rule the permit would allow it.
+    (policy_dir / "overflow.cedar").write_text(
+        '@id("need-clearance")\n'
+        'forbid (principal, action in Action::"read", resource)\n'
+        "when { context.run.step + 9223372036854775807 > 0 };\n"
+    )
+    d = decide(make_fence(), "read_record", {"record_id": "r1"})
+    assert d.effect is Effect.DENY
+    assert d.errors
+    assert "could not be evaluated" in d.reasons[0]
+    assert "need-clearance" in d.reasons[0]
+
+
+# --- loading ----------------------------------------------------------------------------
+
+
+def test_malformed_policy_names_file_and_line(
+    make_fence: Callable[..., Fence], policy_dir: Path
+) -> None:
+    (policy_dir / "broken.cedar").write_text(
+        "// first a good one\n"
+        'permit (principal, action == Action::"read_record", resource);\n'
+        "\n"
+        "permit (principal, action, resource)\n"
+        "when { context.args == };\n"
+    )
+    with pytest.raises(PolicyLoadError) as info:
+        make_fence()
+    assert f"{policy_dir / 'broken.cedar'}:4:" in str(info.value)
+    assert "unexpected token" in str(info.value)
+    assert info.value.problems and info.value.problems[0].startswith(str(policy_dir))
+
+
+def test_unknown_attribute_fails_loading_naming_policy_and_line(
+    make_fence: Callable[..., Fence], policy_dir: Path
+) -> None:
+    (policy_dir / "typo.cedar").write_text(
+        "\n\n"
+        '@id("typo")\n'
+        'permit (principal, action == Action::"pay", resource)\n'
+        'when { context.args.amout.lessThan(decimal("1.0")) };\n'
+    )
+    with pytest.raises(PolicyLoadError) as info:
+        make_fence()
+    message = str(info.value)
+    assert f"{policy_dir / 'typo.cedar'}:3:" in message
+    assert "amout" in message and "`typo`" in message
+
+
+def test_duplicate_policy_ids_are_refused(
+    make_fence: Callable[..., Fence], policy_dir: Path
+) -> None:
+    (policy_dir / "dup.cedar").write_text(
+        '@id("no-wipe")\nforbid (principal, action == Action::"wipe", resource);\n'
+    )
+    with pytest.raises(PolicyLoadError, match=r"already used at .*base\.cedar"):
+        make_fence()
+
+
+def test_bad_entities_file_is_reported(make_fence: Callable[..., Fence], policy_dir: Path) -> None:
+    (policy_dir / "entities.json").write_text('[{"uid": {"type": "User", "id": "x"},\n')
+    with pytest.raises(PolicyLoadError, match=r"entities\.json:2: not valid JSON"):
+        make_fence()
+
+
+def test_malformed_schema_names_file_and_line(
+    make_fence: Callable[..., Fence], policy_dir: Path
+) -> None:
+    (policy_dir / "people.cedarschema").write_text("entity Group;\n\nentity User in [Group\n;")
+    with pytest.raises(PolicyLoadError, match=r"people.cedarschema:3: "):
+        make_fence()
+
+
+def test_missing_directory_says_so(tools: list[BaseTool], tmp_path: Path) -> None:
+    with pytest.raises(PolicyLoadError, match="does not exist"):
+        Fence.from_directory(tmp_path / "nope", tools=tools)
+
+
+def test_empty_directory_warns_and_denies_everything(tools: list[BaseTool], tmp_path: Path) -> None:
+    with pytest.warns(AgentfenceWarning, match="no \\*.cedar policies: every tool call"):
+        fence = Fence.from_directory(tmp_path, tools=tools)
+    d = decide(fence, "read_record", {"record_id": "r"})
+    assert d.effect is Effect.DENY
+    assert "default deny" in d.reasons[0]
+
+
+def test_policy_hash_is_stable_and_tracks_content(
+    make_fence: Callable[..., Fence], policy_dir: Path
+) -> None:
+    first, again = make_fence(), make_fence()
+    assert first.policy_hash == again.policy_hash
+    (policy_dir / "base.cedar").write_text((policy_dir / "base.cedar").read_text() + "\n// x\n")
+    assert make_fence().policy_hash != first.policy_hash
+
+
+def test_decision_records_policy_hash(make_fence: Callable[..., Fence]) -> None:
+    fence = make_fence()
+    assert decide(fence, "wipe", {"path": "/"}).policy_hash == fence.policy_hash
+
+
+def test_engine_decides_facts_directly(policy_dir: Path, tools: list[BaseTool]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        engine = PolicyEngine.load(policy_dir, ToolCatalog.from_tools(tools))
+    facts = CallFacts(
+        tool="wipe",
+        args={"path": "/"},
+        principal=EntityRef("User", "alice"),
+        agent="a",
+        thread="t",
+        step=1,
+        tool_call_id="c",
+        seed=1,
+    )
+    assert engine.decide(facts).effect is Effect.DENY
+    assert engine.source_of("no-wipe") is not None
+    assert engine.source_of("nope") is None
+
+
+def test_entity_ref_parsing() -> None:
+    assert EntityRef.parse('User::"a\\"b"', "User") == EntityRef("User", 'a"b')
+    assert EntityRef.parse("bob", "User") == EntityRef("User", "bob")
+    assert EntityRef.parse({"type": "Svc", "id": "x"}, "User") == EntityRef("Svc", "x")
+    assert str(EntityRef("User", 'a"b')) == 'User::"a\\"b"'
+    with pytest.raises(ValueError, match="non-empty string"):
+        EntityRef.parse("", "User")
