@@ -322,7 +322,8 @@ def demo() -> None:
     for column in ("#", "step", "tool", "arguments", "outcome", "policies", "reasons"):
         table.add_column(column, overflow="fold")
     for index, record in enumerate(run.decisions, start=1):
-        request = json.loads(record.request_json) if record.request_json else {}
+        stored = run.log.blob(record.request_blob) if record.request_blob else None
+        request = json.loads(stored) if stored else {}
         args = request.get("context", {}).get("args", {})
         shown = ", ".join(f"{k}={_short(v)}" for k, v in args.items())
         table.add_row(

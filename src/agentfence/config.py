@@ -31,10 +31,12 @@ class Settings:
     policy_dir: str = DEFAULT_POLICY_DIR
     agent: str = DEFAULT_AGENT
     seed: int | None = None
+    log: str | None = None
+    signing_key: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read ``AGENTFENCE_POLICY_DIR``, ``AGENTFENCE_AGENT`` and ``AGENTFENCE_SEED``."""
+        """Read the ``AGENTFENCE_*`` variables (listed in ``docs/configuration.md``)."""
         env = os.environ if environ is None else environ
         seed_text = env.get("AGENTFENCE_SEED")
         seed: int | None = None
@@ -50,4 +52,6 @@ class Settings:
             policy_dir=env.get("AGENTFENCE_POLICY_DIR") or DEFAULT_POLICY_DIR,
             agent=env.get("AGENTFENCE_AGENT") or DEFAULT_AGENT,
             seed=seed,
+            log=env.get("AGENTFENCE_LOG") or None,
+            signing_key=env.get("AGENTFENCE_SIGNING_KEY") or None,
         )

@@ -19,6 +19,7 @@ import rfc8785
 
 from agentfence import _cedar
 from agentfence._ids import check_seed, derive_id, derive_seed
+from agentfence._signing import Signer, read_private_key
 from agentfence.config import (
     CONFIG_AGENT,
     CONFIG_PRINCIPAL,
@@ -38,9 +39,9 @@ from agentfence.langgraph import (
     refusal,
     result_digest,
 )
-from agentfence.log import DecisionLog, MemoryLog
+from agentfence.log import DecisionLog, MemoryLog, SignedLog
 from agentfence.policy import CallFacts, Decision, Effect, EntityRef, PolicyEngine
-from agentfence.records import ActivationRecord, DecisionRecord, OutcomeRecord
+from agentfence.records import ActivationRecord, Blob, DecisionRecord, OutcomeRecord
 from agentfence.tools import ToolCatalog
 
 __all__ = ["Clock", "Fence", "PrincipalResolver"]
@@ -77,7 +78,8 @@ class Fence:
         self,
         engine: PolicyEngine,
         *,
-        log: DecisionLog | None = None,
+        log: DecisionLog | str | Path | None = None,
+        signing_key: str | Path | Signer | None = None,
         agent: str | None = None,
         seed: int | None = None,
         principal_resolver: PrincipalResolver | None = None,
@@ -87,7 +89,10 @@ class Fence:
         settings = Settings.from_env()
         self._engine = engine
         self._lock = threading.Lock()
-        self._log: DecisionLog = log if log is not None else MemoryLog()
+        self._log = _open_log(
+            log if log is not None else settings.log,
+            signing_key if signing_key is not None else settings.signing_key,
+        )
         self._agent = agent or settings.agent
         seed = seed if seed is not None else settings.seed
         self._seed = check_seed(seed) if seed is not None else None
@@ -102,7 +107,8 @@ class Fence:
         directory: str | Path,
         *,
         tools: Iterable[Any],
-        log: DecisionLog | None = None,
+        log: DecisionLog | str | Path | None = None,
+        signing_key: str | Path | Signer | None = None,
         agent: str | None = None,
         seed: int | None = None,
         principal_resolver: PrincipalResolver | None = None,
@@ -139,6 +145,16 @@ class Fence:
     def log(self) -> DecisionLog:
         """Where decisions and outcomes are recorded."""
         return self._log
+
+    def close(self) -> None:
+        """Close the log (a signed log signs its final checkpoint). Call at the end of a run."""
+        self._log.close()
+
+    def __enter__(self) -> Fence:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def reload(self) -> str:
         """Load the policy directory again and switch to it atomically; return the new hash.
@@ -225,7 +241,7 @@ class Fence:
         try:
             facts = self._facts_from_request(request)
             decision = self._engine.decide(facts)
-            self._log.append(self._decision_record(decision))
+            self._log.append(*self._decision_record(decision))
         except GraphBubbleUp:
             raise
         except Exception as exc:
@@ -249,15 +265,18 @@ class Fence:
     def _after(
         self, request: ToolCallRequest, decision: Decision, result: ToolResult
     ) -> ToolResult:
-        status, digest = result_digest(result)
+        status, digest, content = result_digest(result)
+        blob = Blob.of(content)
         try:
             self._log.append(
                 OutcomeRecord(
                     decision_id=decision.decision_id,
                     status=status,
                     result_digest=digest,
+                    result_blob=blob.ref,
                     time_us=self._clock(),
-                )
+                ),
+                [blob],
             )
         except Exception as exc:
             # Fail closed: a result whose outcome is not on record is withheld from the model.
@@ -323,11 +342,12 @@ class Fence:
             seed=check_seed(seed),
         )
 
-    def _decision_record(self, decision: Decision) -> DecisionRecord:
+    def _decision_record(self, decision: Decision) -> tuple[DecisionRecord, list[Blob]]:
         facts = decision.facts
         request = decision.request or {}
         resource = request.get("resource")
-        return DecisionRecord(
+        blobs = [Blob.of(request_bytes(request))] if request else []
+        record = DecisionRecord(
             decision_id=decision.decision_id,
             seed=facts.seed,
             thread=facts.thread,
@@ -338,11 +358,7 @@ class Fence:
             agent=facts.agent,
             action=str(EntityRef("Action", facts.tool)),
             resource=str(EntityRef(resource["type"], resource["id"])) if resource else None,
-            request_json=(
-                json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-                if request
-                else None
-            ),
+            request_blob=blobs[0].ref if blobs else None,
             effect=decision.effect.value,
             policy_ids=list(decision.policy_ids),
             reasons=list(decision.reasons),
@@ -352,6 +368,7 @@ class Fence:
             engine=_cedar.ENGINE_VERSION,
             time_us=self._clock(),
         )
+        return record, blobs
 
     def _record_failure(self, facts: CallFacts | None, exc: Exception) -> None:
         """Best effort: put a call that could not be decided on record as a DENY."""
@@ -369,7 +386,7 @@ class Fence:
             errors=(f"{type(exc).__name__}: {exc}",),
         )
         try:
-            self._log.append(self._decision_record(decision))
+            self._log.append(*self._decision_record(decision))
         except Exception:  # the log itself may be what failed; the call is refused either way
             return
 
@@ -387,14 +404,44 @@ class Fence:
             return
 
     def _record_activation(self, engine: PolicyEngine) -> None:
+        file_blobs = {name: Blob.of(text.encode()) for name, text in engine.texts.items()}
+        schema = Blob.of(engine.schema_text.encode())
+        generated = Blob.of(engine.generated_schema.encode())
         self._log.append(
             ActivationRecord(
                 policy_hash=engine.policy_hash,
                 files=engine.files,
+                file_blobs={name: blob.ref for name, blob in file_blobs.items()},
+                schema_blob=schema.ref,
+                generated_schema_blob=generated.ref,
                 engine=_cedar.ENGINE_VERSION,
                 time_us=self._clock(),
-            )
+            ),
+            [*file_blobs.values(), schema, generated],
         )
+
+
+def request_bytes(request: Mapping[str, Any]) -> bytes:
+    """The stored form of a Cedar request: compact JSON, sorted keys, UTF-8.
+
+    Not RFC 8785: Cedar longs may exceed the integer range RFC 8785 allows.
+    """
+    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _open_log(log: DecisionLog | str | Path | None, key: str | Path | Signer | None) -> DecisionLog:
+    if log is None:
+        return MemoryLog()
+    if not isinstance(log, str | Path):
+        return log
+    if key is None:
+        raise ConfigurationError(
+            f"the signed log {str(log)!r} needs a signing key: run `agentfence keys generate "
+            "--name NAME --out DIR` and pass signing_key='DIR/NAME.key' (or set "
+            "AGENTFENCE_SIGNING_KEY)"
+        )
+    signer = key if isinstance(key, Signer) else read_private_key(key)
+    return SignedLog.open(log, signer=signer)
 
 
 def _jsonable(value: Any) -> Any:

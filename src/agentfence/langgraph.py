@@ -75,8 +75,11 @@ def refusal(request: ToolCallRequest, text: str, decision: Decision | None) -> T
     )
 
 
-def result_digest(result: ToolResult) -> tuple[str, str]:
-    """The status (``success``/``error``) and SHA-256 hex digest of a tool result's content."""
+def result_digest(result: ToolResult) -> tuple[str, str, bytes]:
+    """The status (``success``/``error``), SHA-256 hex digest and bytes of a result's content.
+
+    The bytes are RFC 8785 canonical JSON of the content when it is JSON, else its text.
+    """
     if isinstance(result, ToolMessage):
         status = "error" if result.status == "error" else "success"
         content: Any = result.content
@@ -86,4 +89,4 @@ def result_digest(result: ToolResult) -> tuple[str, str]:
         data = rfc8785.dumps(content)
     except Exception:  # content that is not JSON: digest its text form
         data = repr(content).encode()
-    return status, hashlib.sha256(data).hexdigest()
+    return status, hashlib.sha256(data).hexdigest(), data

@@ -1,29 +1,49 @@
-"""The decision log seam: where the fence hands every decision and outcome.
+"""The decision log: where the fence records every decision before the tool runs.
 
-:class:`DecisionLog` is the protocol the fence writes to. An append must be durable when it
-returns; if it raises, the fence denies the call (fail closed). :class:`MemoryLog` keeps
-entries in memory, for tests and for trying agentfence out; the signed durable log
-implements the same protocol.
+:class:`DecisionLog` is the protocol the fence writes to. An append is durable when it
+returns; if it raises, the fence denies the call (fail closed). Two implementations:
+
+- :class:`SignedLog`, the append-only signed log: entries are leaves of an RFC 6962 Merkle
+  tree, and signed C2SP checkpoints commit to its size and root. Stored in SQLite by
+  default (``SignedLog.open("sqlite:///fence.db", signer=...)``). The byte format is in
+  ``docs/log-format.md``.
+- :class:`MemoryLog`, in memory, for tests and for trying agentfence out.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
+from pydantic import TypeAdapter, ValidationError
+
+from agentfence import _merkle, _signing
+from agentfence._sqlite import CheckpointRow, EntryRow, SqliteBackend
+from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
-    ActivationRecord,
+    ENTRY_FORMAT,
+    Blob,
     DecisionRecord,
+    ErasureRecord,
+    KeyChangeRecord,
+    LogRecord,
     OutcomeRecord,
+    Record,
     canonical_bytes,
+    entry_bytes,
+    entry_bytes_from,
 )
 
-__all__ = ["DecisionLog", "MemoryLog", "Receipt"]
+__all__ = ["DecisionLog", "MemoryLog", "Receipt", "SignedLog"]
 
-LogRecord = ActivationRecord | DecisionRecord | OutcomeRecord
+LOG_FORMAT = "agentfence.log/v1"
+DEFAULT_CHECKPOINT_INTERVAL = 0.5
+"""Seconds between checkpoints while the tree grows (one is also signed on close)."""
 
 
 @dataclass(frozen=True)
@@ -36,7 +56,7 @@ class Receipt:
 
 @runtime_checkable
 class DecisionLog(Protocol):
-    """Anything that durably appends records in order.
+    """Anything that durably appends records, with their blobs, in order.
 
     ``append`` returns only once the record is durable. Appending a decision or outcome
     whose ``decision_id`` was already recorded returns the first receipt and writes
@@ -44,43 +64,47 @@ class DecisionLog(Protocol):
     record the same call twice.
     """
 
-    def append(self, record: LogRecord) -> Receipt:
-        """Append one record and return its receipt."""
+    def append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
+        """Append one record (and the blobs it references) and return its receipt."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release the log (a signed log signs a final checkpoint)."""
         ...
 
 
-def leaf_hash_hex(data: bytes) -> str:
-    """RFC 6962 section 2.1 leaf hash, SHA-256(0x00 || data), as hex."""
-    return hashlib.sha256(b"\x00" + data).hexdigest()
-
-
-def idempotency_key(record: LogRecord) -> tuple[str, str] | None:
+def dedupe_key(record: LogRecord) -> str | None:
     """The key under which a record may be appended only once (``None``: no such key)."""
     if isinstance(record, DecisionRecord | OutcomeRecord):
-        return (record.format, record.decision_id)
+        return f"{record.format}:{record.decision_id}"
     return None
 
 
 class MemoryLog:
-    """An in-memory :class:`DecisionLog`: ordered, idempotent, nothing persisted."""
+    """An in-memory :class:`DecisionLog`: ordered, idempotent, nothing persisted or signed."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._records: list[LogRecord] = []
-        self._receipts: dict[tuple[str, str], Receipt] = {}
+        self._receipts: dict[str, Receipt] = {}
+        self._blobs: dict[str, bytes] = {}
 
-    def append(self, record: LogRecord) -> Receipt:
+    def append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
         """Append one record (see :class:`DecisionLog`)."""
-        key = idempotency_key(record)
-        data = canonical_bytes(record)
+        key = dedupe_key(record)
         with self._lock:
             if key is not None and key in self._receipts:
                 return self._receipts[key]
-            receipt = Receipt(seq=len(self._records), leaf_hash=leaf_hash_hex(data))
+            seq = len(self._records)
+            receipt = Receipt(seq=seq, leaf_hash=_merkle.leaf_hash(entry_bytes(seq, record)).hex())
             self._records.append(record)
+            self._blobs.update((b.ref, b.content) for b in blobs)
             if key is not None:
                 self._receipts[key] = receipt
             return receipt
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     @property
     def records(self) -> Sequence[LogRecord]:
@@ -95,3 +119,453 @@ class MemoryLog:
     def outcomes(self) -> list[OutcomeRecord]:
         """The outcome records appended so far, in order."""
         return [r for r in self.records if isinstance(r, OutcomeRecord)]
+
+    def blob(self, ref: str) -> bytes | None:
+        """The content of a blob, or ``None`` if it is unknown."""
+        with self._lock:
+            return self._blobs.get(ref)
+
+
+@dataclass
+class _Pending:
+    record: LogRecord
+    blobs: Sequence[Blob]
+    record_bytes: bytes
+    receipt: Receipt | None = None
+    error: BaseException | None = None
+    done: bool = False
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class _IndexColumns:
+    thread: str | None = None
+    tool: str | None = None
+    effect: str | None = None
+
+
+def _index_columns(record: LogRecord) -> _IndexColumns:
+    if isinstance(record, DecisionRecord):
+        return _IndexColumns(thread=record.thread, tool=record.tool, effect=record.effect)
+    return _IndexColumns()
+
+
+@dataclass
+class _Stats:
+    batches: int = 0
+    entries: int = 0
+    checkpoints: int = 0
+    largest_batch: int = 0
+    commit_seconds: list[float] = field(default_factory=list)
+
+
+class SignedLog:
+    """The append-only, signed decision log (a :class:`DecisionLog`).
+
+    Appends from many threads share one ordered tree through group commit: the first caller
+    to find no commit in progress commits everything queued so far in one transaction, and
+    the others wait for their record's turn. A checkpoint is signed when the tree has grown
+    and ``checkpoint_interval`` seconds have passed since the last, and on :meth:`close`.
+
+    On open the log checks its own tail (the latest checkpoint's signature, that its root
+    matches the stored tree, that the entries after it are contiguous and hash to the
+    stored tree state) and refuses to write to a log that fails.
+    """
+
+    def __init__(
+        self,
+        backend: SqliteBackend,
+        *,
+        signer: _signing.Signer,
+        origin: str,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self._backend = backend
+        self._signer = signer
+        self._origin = origin
+        self._interval = checkpoint_interval
+        self._clock = clock or (lambda: time.time_ns() // 1000)
+        self._lock = threading.Lock()  # guards the queue and the leader flag
+        self._commit_lock = threading.Lock()  # one writer of the backend at a time
+        self._queue: list[_Pending] = []
+        self._leader = False
+        self._closed = False
+        self._last_checkpoint_size = -1
+        self._last_checkpoint_at = 0.0
+        self._key_lock = threading.Lock()
+        self.stats = _Stats()
+        self._start()
+
+    # --- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        url: str | Path,
+        *,
+        signer: _signing.Signer,
+        origin: str | None = None,
+        checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
+    ) -> SignedLog:
+        """Open (creating if needed) the log at ``sqlite:///PATH`` (or a plain path)."""
+        path = sqlite_path(url)
+        backend = SqliteBackend(path)
+        return cls(
+            backend,
+            signer=signer,
+            origin=origin or f"agentfence/{path.stem}",
+            checkpoint_interval=checkpoint_interval,
+        )
+
+    def _start(self) -> None:
+        meta = self._backend.get_meta()
+        if not meta:
+            self._backend.set_meta(
+                {"format": LOG_FORMAT, "origin": self._origin, "created_us": str(self._clock())}
+            )
+            meta = self._backend.get_meta()
+        if meta.get("format") != LOG_FORMAT:
+            raise LogError(
+                f"{self._backend.path} is not an agentfence decision log of format "
+                f"{LOG_FORMAT} (found {meta.get('format')!r}); open the right file"
+            )
+        self._origin = meta["origin"]
+        try:
+            self._check_tail()
+        except (VerificationError, LogError) as exc:
+            raise LogError(
+                f"the decision log {str(self._backend.path)!r} failed its own tail check and "
+                f"will not be written to: {exc}. Inspect it with `agentfence log verify "
+                f"{self._backend.path} --key <verifier key>`; do not delete or edit it."
+            ) from exc
+
+    def _check_tail(self) -> None:
+        latest = self._backend.latest_checkpoint()
+        state = self._backend.tree_state()
+        if latest is None:
+            if state is not None and state[0] != 0:
+                raise LogError(f"it holds {state[0]} entries but no signed checkpoint")
+            self._sign_checkpoint(_merkle.MerkleFrontier())
+            return
+        checkpoint = self._open_own_checkpoint(latest.note)
+        if checkpoint.size != latest.size or checkpoint.root != latest.root:
+            raise VerificationError(
+                f"the stored checkpoint row for size {latest.size} does not match its signed note"
+            )
+        frontier = _merkle.MerkleFrontier.from_state(
+            _merkle.FrontierState.from_bytes(latest.frontier)
+        )
+        if frontier.size != checkpoint.size or frontier.root() != checkpoint.root:
+            raise VerificationError(
+                f"the tree stored at the latest checkpoint (size {checkpoint.size}) does not "
+                "hash to its signed root"
+            )
+        for row in self._backend.entries(checkpoint.size):
+            if row.seq != frontier.size:
+                raise VerificationError(
+                    f"entry {frontier.size} is missing (the next stored entry is {row.seq})"
+                )
+            leaf = _merkle.leaf_hash(row.body)
+            if leaf != row.leaf_hash:
+                raise VerificationError(f"entry {row.seq} does not hash to its stored leaf hash")
+            frontier.append(leaf)
+        stored = state or (0, _merkle.FrontierState(0, ()).to_bytes())
+        stored_frontier = _merkle.MerkleFrontier.from_state(
+            _merkle.FrontierState.from_bytes(stored[1])
+        )
+        if stored[0] != frontier.size or stored_frontier.root() != frontier.root():
+            raise VerificationError(
+                f"the stored tree state (size {stored[0]}) does not match the entries "
+                f"(size {frontier.size})"
+            )
+        self._last_checkpoint_size = checkpoint.size
+        if frontier.size != checkpoint.size:
+            self._sign_checkpoint(frontier)
+
+    def _open_own_checkpoint(self, note: str) -> _signing.Checkpoint:
+        try:
+            return _signing.open_checkpoint(note, [self._signer.verifier], origin=self._origin)
+        except VerificationError as exc:
+            raise VerificationError(
+                f"the latest checkpoint does not verify with this process's signing key "
+                f"{self._signer.name!r}: {exc}. To change keys, rotate them with "
+                "SignedLog.rotate_key (see docs/auditor-guide.md)"
+            ) from exc
+
+    # --- appending -----------------------------------------------------------------------
+
+    @property
+    def origin(self) -> str:
+        """The log's origin line, the first line of every checkpoint."""
+        return self._origin
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file."""
+        return self._backend.path
+
+    @property
+    def verifier_key(self) -> str:
+        """The verifier key (C2SP vkey) of the current signing key."""
+        return self._signer.verifier_key
+
+    def append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
+        """Append one record durably and return its receipt (see :class:`DecisionLog`).
+
+        Raises :class:`~agentfence.errors.LogError` if the record could not be committed.
+        """
+        # Serialise before queueing: the commit leader only assembles and hashes.
+        item = _Pending(record, blobs, canonical_bytes(record))
+        with self._lock:
+            if self._closed:
+                raise LogError(f"the decision log {self.path} is closed")
+            self._queue.append(item)
+            lead = not self._leader
+            self._leader = True
+        if not lead:
+            # A follower sleeps until its record is committed, or until the leader hands it
+            # the lead because records are still queued.
+            item.wake.wait()
+        if not item.done:
+            with self._lock:
+                batch, self._queue = self._queue, []
+            with self._commit_lock:
+                self._commit(batch)
+            with self._lock:
+                if self._queue:
+                    self._queue[0].wake.set()
+                else:
+                    self._leader = False
+        if item.error is not None:
+            raise LogError(
+                f"the decision log could not record the entry: {item.error}"
+            ) from item.error
+        if item.receipt is None:  # pragma: no cover - _commit always sets one or the other
+            raise LogError("the decision log did not record the entry")
+        return item.receipt
+
+    def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            frontier = self._write(batch)
+        except BaseException as exc:
+            for item in batch:
+                item.error, item.done = exc, True
+                item.wake.set()
+            return
+        for item in batch:
+            item.done = True
+            item.wake.set()
+        self.stats.batches += 1
+        self.stats.entries += len(batch)
+        self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
+        self.stats.commit_seconds.append(time.perf_counter() - started)
+        if (
+            frontier.size != self._last_checkpoint_size
+            and time.monotonic() - self._last_checkpoint_at >= self._interval
+        ):
+            try:
+                self._sign_checkpoint(frontier)
+            except Exception:  # the entries are durable; the next commit or close() signs
+                return
+
+    def _write(self, batch: list[_Pending]) -> _merkle.MerkleFrontier:
+        with self._backend.transaction() as tx:
+            state = tx.tree_state()
+            if state is None:
+                frontier = _merkle.MerkleFrontier()
+            else:
+                frontier = _merkle.MerkleFrontier.from_state(
+                    _merkle.FrontierState.from_bytes(state[1])
+                )
+            keys = [k for k in (dedupe_key(i.record) for i in batch) if k is not None]
+            existing = tx.find(keys) if keys else {}
+            rows: list[EntryRow] = []
+            blobs: list[tuple[str, bytes, bytes]] = []
+            for item in batch:
+                key = dedupe_key(item.record)
+                if key is not None and key in existing:
+                    seq, leaf = existing[key]
+                    item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex())
+                    continue
+                seq = frontier.size
+                body = entry_bytes_from(seq, item.record_bytes)
+                leaf = _merkle.leaf_hash(body)
+                frontier.append(leaf)
+                columns = _index_columns(item.record)
+                rows.append(
+                    EntryRow(
+                        seq,
+                        item.record.format,
+                        key,
+                        body,
+                        leaf,
+                        columns.thread,
+                        columns.tool,
+                        columns.effect,
+                        item.record.time_us,
+                    )
+                )
+                blobs.extend((b.ref, b.salt, b.content) for b in item.blobs)
+                item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex())
+                if key is not None:
+                    existing[key] = (seq, leaf)
+            if rows:
+                tx.insert_blobs(blobs)
+                tx.insert_entries(rows)
+                tx.set_tree_state(frontier.size, frontier.state().to_bytes())
+        return frontier
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def _sign_checkpoint(
+        self, frontier: _merkle.MerkleFrontier, extra: _signing.Signer | None = None
+    ) -> str:
+        checkpoint = _signing.Checkpoint(
+            origin=self._origin, size=frontier.size, root=frontier.root()
+        )
+        body = checkpoint.body()
+        with self._key_lock:
+            signers = [self._signer] + ([extra] if extra is not None else [])
+        note = body + "\n" + "".join(s.signature_line(body) for s in signers)
+        self._backend.insert_checkpoint(
+            CheckpointRow(
+                size=frontier.size,
+                root=checkpoint.root,
+                note=note,
+                frontier=frontier.state().to_bytes(),
+                time_us=self._clock(),
+            )
+        )
+        self._last_checkpoint_size = frontier.size
+        self._last_checkpoint_at = time.monotonic()
+        self.stats.checkpoints += 1
+        return note
+
+    def checkpoint(self) -> str:
+        """Sign a checkpoint of the current tree (if it grew) and return the latest note."""
+        with self._commit_lock:
+            state = self._backend.tree_state()
+            if state is not None and state[0] != self._last_checkpoint_size:
+                self._sign_checkpoint(
+                    _merkle.MerkleFrontier.from_state(_merkle.FrontierState.from_bytes(state[1]))
+                )
+            latest = self._backend.latest_checkpoint()
+        if latest is None:  # pragma: no cover - a checkpoint is signed at creation
+            raise LogError("the log has no checkpoint")
+        return latest.note
+
+    def rotate_key(self, new_signer: _signing.Signer) -> Receipt:
+        """Hand checkpoint signing over to ``new_signer``, recorded as a key-change entry.
+
+        The checkpoint right after the key-change entry is signed by both keys; later ones by
+        the new key only.
+        """
+        if new_signer.verifier_key == self._signer.verifier_key:
+            raise ConfigurationError(
+                "the new signing key is the current one; generate a new "
+                "key with `agentfence keys generate`"
+            )
+        receipt = self.append(
+            KeyChangeRecord(
+                old_key=self._signer.verifier_key,
+                new_key=new_signer.verifier_key,
+                time_us=self._clock(),
+            )
+        )
+        with self._commit_lock:
+            state = self._backend.tree_state()
+            old = self._signer
+            with self._key_lock:
+                self._signer = new_signer
+            if state is not None:
+                frontier = _merkle.MerkleFrontier.from_state(
+                    _merkle.FrontierState.from_bytes(state[1])
+                )
+                # The handover checkpoint carries both signatures; it is the largest one yet,
+                # so a signed checkpoint of this size may not exist under either key alone.
+                self._sign_checkpoint(frontier, extra=old)
+        return receipt
+
+    def erase_blob(self, ref: str, *, reason: str) -> Receipt:
+        """Erase a blob's content (kept: its ref), recorded first as an erasure entry."""
+        if not reason.strip():
+            raise ConfigurationError("an erasure needs a reason (for example the request id)")
+        if self._backend.blob(ref) is None:
+            raise LogError(
+                f"no blob {ref!r} in {self.path}; list blobs with `agentfence log show --blobs`"
+            )
+        receipt = self.append(ErasureRecord(blob=ref, reason=reason, time_us=self._clock()))
+        with self._backend.transaction() as tx:
+            tx.erase_blob(ref)
+        return receipt
+
+    def close(self) -> None:
+        """Sign a final checkpoint if the tree grew, and close the file."""
+        with self._lock:
+            if self._closed:
+                return
+        try:
+            self.checkpoint()
+        finally:
+            with self._lock:
+                self._closed = True
+            self._backend.close()
+
+    def __enter__(self) -> SignedLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- reading -------------------------------------------------------------------------
+
+    def size(self) -> int:
+        """The number of entries."""
+        state = self._backend.tree_state()
+        return state[0] if state else 0
+
+    def records(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, LogRecord]]:
+        """``(seq, record)`` pairs in order."""
+        for row in self._backend.entries(start, end):
+            yield row.seq, parse_entry(row.body)[1]
+
+    def blob(self, ref: str) -> bytes | None:
+        """A blob's content (``None`` if unknown or erased)."""
+        row = self._backend.blob(ref)
+        return row.content if row else None
+
+
+_RECORD: TypeAdapter[LogRecord] = TypeAdapter(Record)
+
+
+def parse_entry(body: bytes) -> tuple[int, LogRecord]:
+    """Parse stored entry bytes into ``(seq, record)``; raise VerificationError if malformed."""
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise VerificationError(f"entry is not JSON: {exc}") from exc
+    if not isinstance(data, Mapping) or data.get("format") != ENTRY_FORMAT:
+        raise VerificationError(f"entry is not an {ENTRY_FORMAT} object")
+    seq = data.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise VerificationError("entry has no integer seq")
+    try:
+        record = _RECORD.validate_python(data.get("record"))
+    except ValidationError as exc:
+        raise VerificationError(f"entry {seq} holds a malformed record: {exc}") from exc
+    return seq, record
+
+
+def sqlite_path(url: str | Path) -> Path:
+    """The file of a ``sqlite:///PATH`` URL (a plain path is accepted too)."""
+    text = str(url)
+    if text.startswith("sqlite:///"):
+        return Path(text[len("sqlite:///") :])
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise ConfigurationError(
+            f"log URL {text!r}: unsupported scheme {scheme!r}; use sqlite:///PATH"
+        )
+    return Path(text)

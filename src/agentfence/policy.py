@@ -152,13 +152,17 @@ class PolicyEngine:
         *,
         policies: Sequence[_cedar.ParsedPolicy],
         schema_text: str,
+        generated_schema: str,
         compiled: _Compiled,
         catalog: ToolCatalog,
+        texts: Mapping[str, str],
         files: Mapping[str, str],
         principal_types: tuple[str, ...],
     ) -> None:
         self.policies = tuple(policies)
         self.schema_text = schema_text
+        self.generated_schema = generated_schema
+        self.texts = dict(texts)
         self.catalog = catalog
         self.files = dict(files)
         self.principal_types = principal_types
@@ -180,33 +184,68 @@ class PolicyEngine:
         and line, so one run of ``agentfence policy validate`` shows them all.
         """
         root = Path(directory)
-        files: dict[str, str] = {}
-        policies, schema_sources, problems = _parse_directory(root, files)
-        entities_path = root / ENTITIES_FILE
-        entities_text = _read(entities_path, files, root) if entities_path.is_file() else "[]"
+        return cls.from_texts(
+            read_directory(root), catalog, principal_types=principal_types, base=root
+        )
+
+    @classmethod
+    def from_texts(
+        cls,
+        texts: Mapping[str, str],
+        catalog: ToolCatalog,
+        *,
+        principal_types: Sequence[str] = ("User",),
+        generated_schema: str | None = None,
+        base: Path | None = None,
+    ) -> PolicyEngine:
+        """Build an engine from file texts keyed by name (``*.cedar``, ``*.cedarschema``,
+        ``entities.json``), as :meth:`load` reads them from a directory.
+
+        ``generated_schema`` replaces the schema generated from ``catalog``: replay uses the
+        one recorded with the activation. ``base`` prefixes file names in messages.
+        """
+
+        def shown(name: str) -> str:
+            return str(base / name) if base is not None else name
+
+        files = {name: hashlib.sha256(text.encode()).hexdigest() for name, text in texts.items()}
+        problems: list[str] = []
+        policies: list[_cedar.ParsedPolicy] = []
+        schema_sources: list[_cedar.Statement] = []
+        for name in sorted(texts):
+            if name.endswith(".cedar"):
+                parsed, bad = _cedar.parse_policy_file(texts[name], shown(name))
+                policies.extend(parsed)
+                problems.extend(bad)
+            elif name.endswith(".cedarschema"):
+                schema_sources.extend(_cedar.split_statements(texts[name], shown(name)))
+        problems.extend(_duplicate_ids(policies))
         if problems:
             raise _load_error(problems)
 
-        generated = generate_schema(catalog, schema_sources, principal_types)
-        generated_source = _cedar.Statement("<schema generated from tools>", 1, 1, generated)
-        schema_text = "\n".join(s.text for s in schema_sources) + "\n" + generated
+        if generated_schema is None:
+            generated_schema = generate_schema(catalog, schema_sources, principal_types)
+        generated_source = _cedar.Statement("<schema generated from tools>", 1, 1, generated_schema)
+        schema_text = "\n".join(s.text for s in schema_sources) + "\n" + generated_schema
         try:
             schema = _cedar.parse_schema(schema_text, [*schema_sources, generated_source])
         except ValueError as exc:
             raise _load_error([str(exc)]) from exc
         problems.extend(_cedar.validate_policies(policies, schema))
         try:
-            entities = _cedar.parse_entities(entities_text, schema, str(entities_path))
+            entities = _cedar.parse_entities(
+                texts.get(ENTITIES_FILE, "[]"), schema, shown(ENTITIES_FILE)
+            )
         except ValueError as exc:
             problems.append(str(exc))
         if problems:
             raise _load_error(problems)
         if not policies:
             warnings.warn(
-                f"policy directory {str(root)!r} has no *.cedar policies: every tool call "
-                "will be denied. Add policies (see docs/policy-guide.md).",
+                f"policy directory {shown('') or '.'!r} has no *.cedar policies: every tool "
+                "call will be denied. Add policies (see docs/policy-guide.md).",
                 AgentfenceWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         overridable = [p for p in policies if p.effect == "forbid" and OVERRIDABLE in p.annotations]
         compiled = _Compiled(
@@ -220,8 +259,10 @@ class PolicyEngine:
         return cls(
             policies=policies,
             schema_text=schema_text,
+            generated_schema=generated_schema,
             compiled=compiled,
             catalog=catalog,
+            texts=texts,
             files=files,
             principal_types=tuple(principal_types),
         )
@@ -367,35 +408,49 @@ class PolicyEngine:
 
 
 def check_syntax(directory: str | Path) -> int:
-    """Parse every policy and schema statement without tools; return the number of policies.
+    """Parse every policy in a directory without tools; return the number of policies.
 
     This is ``agentfence policy validate`` without ``--tools``: it finds syntax errors and
     duplicate ids, but cannot check attributes against the schema the tools generate.
     """
-    policies, _, problems = _parse_directory(Path(directory), {})
+    root = Path(directory)
+    texts = read_directory(root)
+    problems: list[str] = []
+    policies: list[_cedar.ParsedPolicy] = []
+    for name in sorted(texts):
+        if name.endswith(".cedar"):
+            parsed, bad = _cedar.parse_policy_file(texts[name], str(root / name))
+            policies.extend(parsed)
+            problems.extend(bad)
+    problems.extend(_duplicate_ids(policies))
     if problems:
         raise _load_error(problems)
     return len(policies)
 
 
-def _parse_directory(
-    root: Path, files: dict[str, str]
-) -> tuple[list[_cedar.ParsedPolicy], list[_cedar.Statement], list[str]]:
-    """Parse the directory's policies and split its schema files; collect every problem."""
+def read_directory(root: Path) -> dict[str, str]:
+    """The texts of a policy directory's ``*.cedar``, ``*.cedarschema`` and entities file."""
     if not root.is_dir():
         raise PolicyLoadError(
             f"policy directory {str(root)!r} does not exist or is not a directory; "
             "create it with your *.cedar files or pass the right path"
         )
+    paths = [*_cedar.iter_files(root, ".cedar"), *_cedar.iter_files(root, ".cedarschema")]
+    if (root / ENTITIES_FILE).is_file():
+        paths.append(root / ENTITIES_FILE)
+    texts: dict[str, str] = {}
+    for path in paths:
+        try:
+            texts[path.name] = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PolicyLoadError(
+                f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
+            ) from exc
+    return texts
+
+
+def _duplicate_ids(policies: Sequence[_cedar.ParsedPolicy]) -> list[str]:
     problems: list[str] = []
-    policies: list[_cedar.ParsedPolicy] = []
-    for path in _cedar.iter_files(root, ".cedar"):
-        parsed, bad = _cedar.parse_policy_file(_read(path, files, root), str(path))
-        policies.extend(parsed)
-        problems.extend(bad)
-    schema_sources: list[_cedar.Statement] = []
-    for path in _cedar.iter_files(root, ".cedarschema"):
-        schema_sources.extend(_cedar.split_statements(_read(path, files, root), str(path)))
     seen: dict[str, _cedar.ParsedPolicy] = {}
     for policy in policies:
         if policy.policy_id in seen:
@@ -405,7 +460,7 @@ def _parse_directory(
                 f"used at {first.path}:{first.line}; give each @id a unique value"
             )
         seen[policy.policy_id] = policy
-    return policies, schema_sources, problems
+    return problems
 
 
 def _reason_of(policy: _cedar.ParsedPolicy) -> str:
@@ -414,17 +469,6 @@ def _reason_of(policy: _cedar.ParsedPolicy) -> str:
         return reason
     verb = "forbids" if policy.effect == "forbid" else "permits"
     return f"policy {policy.policy_id} ({policy.path}:{policy.line}) {verb} this call"
-
-
-def _read(path: Path, files: dict[str, str], root: Path) -> str:
-    data = path.read_bytes()
-    files[path.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PolicyLoadError(
-            f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
-        ) from exc
 
 
 def _load_error(problems: Sequence[str]) -> PolicyLoadError:

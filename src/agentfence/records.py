@@ -7,6 +7,9 @@ hashes and what an independent verifier recomputes.
 
 from __future__ import annotations
 
+import hashlib
+import os
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import rfc8785
@@ -14,11 +17,43 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ActivationRecord",
+    "Blob",
     "DecisionRecord",
+    "ErasureRecord",
+    "KeyChangeRecord",
     "OutcomeRecord",
     "Record",
     "canonical_bytes",
+    "entry_bytes",
 ]
+
+ENTRY_FORMAT = "agentfence.entry/v1"
+BLOB_SALT_BYTES = 16
+
+
+@dataclass(frozen=True)
+class Blob:
+    """Content kept beside the log, referenced from entries by ``ref``.
+
+    ``ref`` is ``"sha256:" + hex(SHA-256(salt || content))`` with a random 16-byte salt per
+    blob, so that erasing a blob's content and salt leaves every entry (and so every proof)
+    intact, and a guessed content cannot be confirmed against the ref once salt is gone.
+    """
+
+    ref: str
+    salt: bytes
+    content: bytes
+
+    @classmethod
+    def of(cls, content: bytes) -> Blob:
+        """A new blob for ``content`` with a fresh random salt."""
+        salt = os.urandom(BLOB_SALT_BYTES)
+        return cls(ref=blob_ref(salt, content), salt=salt, content=content)
+
+
+def blob_ref(salt: bytes, content: bytes) -> str:
+    """The reference of a blob: ``sha256:`` and the hex SHA-256 of salt then content."""
+    return "sha256:" + hashlib.sha256(salt + content).hexdigest()
 
 
 class _Frozen(BaseModel):
@@ -26,11 +61,18 @@ class _Frozen(BaseModel):
 
 
 class ActivationRecord(_Frozen):
-    """A policy set became active (at start-up or on ``Fence.reload()``)."""
+    """A policy set became active (at start-up or on ``Fence.reload()``).
+
+    The policy texts, the full schema and the schema generated from the tools are stored as
+    blobs, so a replay can rebuild exactly the engine that decided.
+    """
 
     format: Literal["agentfence.activation/v1"] = "agentfence.activation/v1"
     policy_hash: str
     files: dict[str, str] = Field(description="file name -> SHA-256 hex of its bytes")
+    file_blobs: dict[str, str] = Field(description="file name -> blob ref of its text")
+    schema_blob: str = Field(description="blob ref of the full Cedar schema text")
+    generated_schema_blob: str = Field(description="blob ref of the part generated from tools")
     engine: str
     time_us: int
 
@@ -53,9 +95,9 @@ class DecisionRecord(_Frozen):
     agent: str
     action: str
     resource: str | None
-    request_json: str | None = Field(
-        description="the Cedar request (principal, action, resource, context) as compact JSON "
-        "with sorted keys; a string because Cedar longs exceed the RFC 8785 integer range"
+    request_blob: str | None = Field(
+        description="blob ref of the Cedar request (principal, action, resource, context) as "
+        "compact JSON with sorted keys; null when the call was refused before Cedar"
     )
     effect: Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"]
     policy_ids: list[str]
@@ -65,6 +107,8 @@ class DecisionRecord(_Frozen):
     policy_hash: str
     engine: str
     time_us: int
+    trace_id: str | None = None
+    span_id: str | None = None
 
 
 class OutcomeRecord(_Frozen):
@@ -74,14 +118,62 @@ class OutcomeRecord(_Frozen):
     decision_id: str
     status: Literal["success", "error"]
     result_digest: str = Field(description="SHA-256 hex of the canonical result content")
+    result_blob: str | None = Field(default=None, description="blob ref of the result content")
     time_us: int
 
 
-Record = Annotated[ActivationRecord | DecisionRecord | OutcomeRecord, Field(discriminator="format")]
+class KeyChangeRecord(_Frozen):
+    """The log's checkpoint signing key changes from ``old_key`` to ``new_key``.
+
+    Checkpoints up to the size that ends just before this entry are signed by the old key;
+    the first checkpoint that includes this entry carries both signatures, and later ones the
+    new key's, so a verifier trusting either key can follow the handover.
+    """
+
+    format: Literal["agentfence.keychange/v1"] = "agentfence.keychange/v1"
+    old_key: str = Field(description="verifier key (C2SP vkey) of the outgoing signer")
+    new_key: str = Field(description="verifier key (C2SP vkey) of the incoming signer")
+    time_us: int
+
+
+class ErasureRecord(_Frozen):
+    """A blob's content was erased (for example on a data-subject request)."""
+
+    format: Literal["agentfence.erasure/v1"] = "agentfence.erasure/v1"
+    blob: str
+    reason: str
+    time_us: int
+
+
+LogRecord = ActivationRecord | DecisionRecord | OutcomeRecord | KeyChangeRecord | ErasureRecord
 """Any record the decision log accepts."""
+
+Record = Annotated[LogRecord, Field(discriminator="format")]
+"""A record, as a pydantic discriminated union (for parsing stored entries)."""
 
 
 def canonical_bytes(record: BaseModel) -> bytes:
-    """The RFC 8785 canonical JSON bytes of a record: the only form that is hashed or signed."""
+    """The RFC 8785 canonical JSON bytes of a record."""
     data: Any = record.model_dump(mode="json")
     return rfc8785.dumps(data)
+
+
+def entry_bytes(seq: int, record: BaseModel) -> bytes:
+    """The bytes of log entry ``seq``: the Merkle leaf data, the only form that is hashed.
+
+    RFC 8785 canonical JSON of ``{"format": "agentfence.entry/v1", "record": ..., "seq": n}``.
+    """
+    return entry_bytes_from(seq, canonical_bytes(record))
+
+
+_ENTRY_HEAD = b'{"format":"' + ENTRY_FORMAT.encode() + b'","record":'
+
+
+def entry_bytes_from(seq: int, record_bytes: bytes) -> bytes:
+    """:func:`entry_bytes` from a record's canonical bytes.
+
+    RFC 8785 sorts keys by UTF-16 code units, so ``format`` < ``record`` < ``seq``; a
+    canonical object nested in a canonical object is copied as is. The entry can therefore
+    be assembled around bytes serialised earlier, outside the log's commit path.
+    """
+    return _ENTRY_HEAD + record_bytes + b',"seq":' + str(seq).encode() + b"}"

@@ -16,7 +16,8 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
 from agentfence.errors import LogError
-from agentfence.log import LogRecord, MemoryLog, Receipt
+from agentfence.log import MemoryLog, Receipt
+from agentfence.records import Blob, LogRecord
 
 __all__ = ["FailingLog", "MemoryLog", "ScriptedChatModel", "tool_call"]
 
@@ -79,8 +80,8 @@ class FailingLog(MemoryLog):
         super().__init__()
         self._fail_when = fail_when or (lambda record: True)
 
-    def append(self, record: LogRecord) -> Receipt:
+    def append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
         """Raise for records ``fail_when`` selects; append the others."""
         if self._fail_when(record):
             raise LogError("the decision log is unavailable (FailingLog)")
-        return super().append(record)
+        return super().append(record, blobs)

@@ -97,6 +97,7 @@ class DemoRun:
     messages: list[BaseMessage]
     decisions: list[DecisionRecord]
     fence: Fence
+    log: MemoryLog
 
 
 def run(*, policies: Path | None = None) -> DemoRun:
@@ -126,4 +127,6 @@ def run(*, policies: Path | None = None) -> DemoRun:
         },
         config,
     )
-    return DemoRun(messages=list(result["messages"]), decisions=log.decisions(), fence=fence)
+    return DemoRun(
+        messages=list(result["messages"]), decisions=log.decisions(), fence=fence, log=log
+    )
