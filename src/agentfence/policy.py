@@ -323,6 +323,32 @@ class PolicyEngine:
                 "args": args,
             },
         }
+        return self.decide_request(facts, request, decision_id)
+
+    def decide_request(
+        self, facts: CallFacts, request: Mapping[str, Any], decision_id: str | None = None
+    ) -> Decision:
+        """Decide an already-built Cedar request (replay uses the recorded one).
+
+        ``facts`` supply the names used in reasons; the request alone is evaluated.
+        """
+        if decision_id is None:
+            decision_id = derive_id(
+                "decision", facts.seed, facts.thread, facts.step, facts.tool_call_id
+            )
+
+        def deny(*reasons: str, errors: Sequence[str] = ()) -> Decision:
+            return Decision(
+                effect=Effect.DENY,
+                decision_id=decision_id,
+                policy_ids=(),
+                reasons=reasons,
+                policy_hash=self.policy_hash,
+                facts=facts,
+                errors=tuple(errors),
+                request=request,
+            )
+
         compiled = self._compiled
         result = _cedar.is_authorized(
             request, compiled.policy_set, compiled.entities, compiled.schema
@@ -334,7 +360,6 @@ class PolicyEngine:
                 "the policies could not be evaluated for this call (fail closed): "
                 + "; ".join(result.errors or ("no decision",)),
                 errors=result.errors or ("NoDecision",),
-                request=request,
             )
         determining = [self._by_id[pid] for pid in result.determining if pid in self._by_id]
         if result.decision == "Allow":
@@ -350,7 +375,7 @@ class PolicyEngine:
                 policy_ids=(),
                 reasons=(
                     f"no policy permits {facts.principal} to call {facts.tool!r} on "
-                    f"{resource} (default deny)",
+                    f"{EntityRef.parse(request['resource'], 'Tool')} (default deny)",
                 ),
                 policy_hash=self.policy_hash,
                 facts=facts,
