@@ -282,6 +282,11 @@ class SqliteBackend:
         )
         return (int(row[0]), bytes(row[1])) if row else None
 
+    def count_and_max_seq(self) -> tuple[int, int]:
+        """How many entries are stored and the highest seq (-1 when there are none)."""
+        row = self._connect().execute("SELECT count(*), max(seq) FROM entries").fetchone()
+        return int(row[0]), int(row[1]) if row[1] is not None else -1
+
     def size(self) -> int:
         """The number of stored entries."""
         row = self._connect().execute("SELECT count(*) FROM entries").fetchone()

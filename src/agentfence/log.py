@@ -270,6 +270,12 @@ class SignedLog:
             if leaf != row.leaf_hash:
                 raise VerificationError(f"entry {row.seq} does not hash to its stored leaf hash")
             frontier.append(leaf)
+        count, highest = self._backend.count_and_max_seq()
+        if count != frontier.size or highest != frontier.size - 1:
+            raise VerificationError(
+                f"the log holds {count} entries (seqs up to {highest}) but its tree has "
+                f"{frontier.size}: entries were deleted or inserted"
+            )
         stored = state or (0, _merkle.FrontierState(0, ()).to_bytes())
         stored_frontier = _merkle.MerkleFrontier.from_state(
             _merkle.FrontierState.from_bytes(stored[1])

@@ -21,13 +21,16 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextvars import Token
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, TypeVar, cast
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -36,6 +39,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from agentfence.errors import ConfigurationError
+from agentfence.policy import EntityRef
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
@@ -164,26 +168,23 @@ def _report(where: str) -> None:
     _logger.log(level, "agentfence telemetry failed in %s (ignored)", where, exc_info=True)
 
 
-def _fail_open(fallback: _R) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-    """Make a telemetry method return ``fallback`` instead of raising.
+def _fail_open(method: Callable[_P, _R]) -> Callable[_P, _R | None]:
+    """Make a telemetry method return ``None`` instead of raising.
 
     Fail open: this is the one place where telemetry errors are swallowed. Observing a call
     must never change what the call does, so an exporter, processor or provider that raises
     is logged (see :func:`_report`) and the caller carries on.
     """
 
-    def decorate(method: Callable[_P, _R]) -> Callable[_P, _R]:
-        @functools.wraps(method)
-        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            try:
-                return method(*args, **kwargs)
-            except Exception:
-                _report(method.__qualname__)
-                return fallback
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R | None:
+        try:
+            return method(*args, **kwargs)
+        except Exception:
+            _report(method.__qualname__)
+            return None
 
-        return wrapper
-
-    return decorate
+    return wrapper
 
 
 def error_type_of(exc: BaseException) -> str:
@@ -214,6 +215,15 @@ def _hex_ids(span: Span) -> tuple[str, str] | None:
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
+def _detach_and_end(token: Token[otel_context.Context] | None, span: Span) -> None:
+    """Restore the context that was current before the span, then end the span."""
+    try:
+        if token is not None:
+            otel_context.detach(token)
+    finally:
+        span.end()
+
+
 def _entity_uid(resource: Any) -> str | None:
     """``Type::"id"`` for a Cedar request's ``{"type", "id"}`` resource, else None."""
     if not isinstance(resource, Mapping):
@@ -221,7 +231,7 @@ def _entity_uid(resource: Any) -> str | None:
     kind, ident = resource.get("type"), resource.get("id")
     if not isinstance(kind, str) or not isinstance(ident, str):
         return None
-    return f"{kind}::{json.dumps(ident, ensure_ascii=False)}"
+    return str(EntityRef(kind, ident))
 
 
 @dataclass(frozen=True)
@@ -243,8 +253,6 @@ def telemetry_settings_from_env(environ: Mapping[str, str] | None = None) -> Tel
     This is the only function in this module that reads the environment; it belongs in
     ``config.py`` and moves there when ``Settings`` gains these fields.
     """
-    import os
-
     env = os.environ if environ is None else environ
     exporter = (env.get("AGENTFENCE_TRACE_EXPORTER") or "none").strip().lower()
     if exporter not in EXPORTERS:
@@ -259,8 +267,7 @@ def telemetry_settings_from_env(environ: Mapping[str, str] | None = None) -> Tel
             "put redacted argument and result values on spans, or 'false' (the default)"
         )
     return TelemetrySettings(
-        exporter=exporter,  # type: ignore[arg-type]  # checked against EXPORTERS above
-        capture_content=content_text in ("true", "1"),
+        exporter=cast(Exporter, exporter), capture_content=content_text in ("true", "1")
     )
 
 
@@ -299,7 +306,8 @@ def configure_from_settings(
 
     span_exporter: SpanExporter
     if exporter == "console":
-        span_exporter = ConsoleSpanExporter()
+        # sys.stdout as it is now, not as it was when the SDK was imported.
+        span_exporter = ConsoleSpanExporter(out=sys.stdout)
     else:
         try:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -387,7 +395,7 @@ class Telemetry:
         except Exception:
             _report("Telemetry.__init__ (tracer)")
         try:
-            meter = metrics.get_meter(INSTRUMENTATION_NAME, version, meter_provider)
+            meter = metrics.get_meter(INSTRUMENTATION_NAME, version or "", meter_provider)
             self._instruments = _Instruments(meter)
         except Exception:
             _report("Telemetry.__init__ (meter)")
@@ -464,15 +472,11 @@ class Telemetry:
         """
         return TracingCallbackHandler(self._steps)
 
-    @_fail_open(None)
+    @_fail_open
     def log_append(self, seconds: float, *, error_type: str | None = None) -> None:
         """Record how long one decision-log append took (``error_type`` if it failed)."""
         attributes = {ATTR_ERROR_TYPE: error_type} if error_type else None
         self._instruments.log_append_duration.record(seconds, attributes)
-
-    @property
-    def _tracer_for_spans(self) -> trace.Tracer:
-        return self._tracer
 
 
 class ToolCallSpan:
@@ -501,19 +505,17 @@ class ToolCallSpan:
         self._parent = parent
         self._tool_type = tool_type
         self._span: Span = trace.INVALID_SPAN
-        self._token: object | None = None
+        self._token: Token[otel_context.Context] | None = None
         self._finished = False
         self._enabled = True
 
     @classmethod
     def _disabled(cls, telemetry: Telemetry) -> ToolCallSpan:
-        span = cls(
-            telemetry, "", None, agent=None, thread=None, parent=None, tool_type=""
-        )
+        span = cls(telemetry, "", None, agent=None, thread=None, parent=None, tool_type="")
         span._enabled = False
         return span
 
-    @_fail_open(None)
+    @_fail_open
     def _start(self) -> None:
         if not self._enabled:
             return
@@ -530,7 +532,7 @@ class ToolCallSpan:
         if self._thread:
             attributes[ATTR_GEN_AI_CONVERSATION_ID] = self._thread
         name = f"{SPAN_EXECUTE_TOOL} {self._tool}" if self._tool else SPAN_EXECUTE_TOOL
-        self._span = self._telemetry._tracer_for_spans.start_span(
+        self._span = self._telemetry._tracer.start_span(
             name, context=self._parent, kind=SpanKind.INTERNAL, attributes=attributes
         )
         self._token = otel_context.attach(trace.set_span_in_context(self._span, self._parent))
@@ -548,7 +550,7 @@ class ToolCallSpan:
         # Returns None: an exception from the with block always propagates unchanged.
         self._close(exc)
 
-    @_fail_open(None)
+    @_fail_open
     def _close(self, exc: BaseException | None) -> None:
         token, self._token = self._token, None
         try:
@@ -558,16 +560,14 @@ class ToolCallSpan:
                 else:
                     self._fail(error_type_of(exc), "error")
         finally:
-            if token is not None:
-                otel_context.detach(token)  # type: ignore[arg-type]  # the token attach gave
-            self._span.end()
+            _detach_and_end(token, self._span)
 
     def _fail(self, error_type: str, outcome: Outcome) -> None:
         self._span.set_attribute(ATTR_ERROR_TYPE, error_type)
         self._span.set_attribute(ATTR_OUTCOME, outcome)
         self._span.set_status(Status(StatusCode.ERROR, error_type))
 
-    @_fail_open(None)
+    @_fail_open
     def decided(self, decision: Decision, seconds: float) -> None:
         """Record the policy decision: a child span ``agentfence.decide`` and the metrics.
 
@@ -596,7 +596,7 @@ class ToolCallSpan:
         if resource is not None:
             span.set_attribute(ATTR_RESOURCE, resource)
         end = time.time_ns()
-        child = self._telemetry._tracer_for_spans.start_span(
+        child = self._telemetry._tracer.start_span(
             SPAN_DECIDE,
             context=trace.set_span_in_context(span),
             kind=SpanKind.INTERNAL,
@@ -613,19 +613,19 @@ class ToolCallSpan:
             child.set_attribute(ATTR_RESOURCE, resource)
         child.end(end_time=end)
 
-    @_fail_open(None)
+    @_fail_open
     def recorded(self, receipt_seq: int, leaf_hash_hex: str) -> None:
         """Link the span to its decision-log entry: sequence number and RFC 6962 leaf hash."""
         if self._span.is_recording():
             self._span.set_attribute(ATTR_LOG_SEQ, receipt_seq)
             self._span.set_attribute(ATTR_LOG_LEAF_HASH, leaf_hash_hex)
 
-    @_fail_open(None)
+    @_fail_open
     def ids(self) -> tuple[str, str] | None:
         """The span's W3C trace id (32 hex) and span id (16 hex); None when not recorded."""
         return _hex_ids(self._span)
 
-    @_fail_open(None)
+    @_fail_open
     def digested(self, *, args: str | None = None, result: str | None = None) -> None:
         """Put the SHA-256 digests (hex) of the arguments and the result on the span."""
         if self._span.is_recording():
@@ -634,7 +634,7 @@ class ToolCallSpan:
             if result is not None:
                 self._span.set_attribute(ATTR_RESULT_DIGEST, result)
 
-    @_fail_open(None)
+    @_fail_open
     def finished(
         self,
         status: Outcome,
@@ -666,7 +666,7 @@ class ToolCallSpan:
         else:
             self._fail(error_type or ERROR_TYPE_OTHER, "error")
 
-    @_fail_open(None)
+    @_fail_open
     def content(self, args: Mapping[str, Any], result: str | None = None) -> None:
         """Put argument and result values on the span, only if ``capture_content`` is on.
 
@@ -676,12 +676,13 @@ class ToolCallSpan:
         """
         if not self._telemetry.capture_content or not self._span.is_recording():
             return
-        text = json.dumps(dict(args), ensure_ascii=False, sort_keys=True, default=str)
+        value = dict(args) if isinstance(args, Mapping) else args
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
         self._span.set_attribute(ATTR_GEN_AI_TOOL_CALL_ARGUMENTS, text)
         if result is not None:
             self._span.set_attribute(ATTR_GEN_AI_TOOL_CALL_RESULT, result)
 
-    @_fail_open(None)
+    @_fail_open
     def approval_requested(
         self, request_id: str, approvers: Sequence[str], expires_at: datetime
     ) -> None:
@@ -697,7 +698,7 @@ class ToolCallSpan:
                 },
             )
 
-    @_fail_open(None)
+    @_fail_open
     def approval_answered(
         self, request_id: str, approver: str, outcome: str, waited_seconds: float
     ) -> None:
@@ -717,7 +718,7 @@ class ToolCallSpan:
                 },
             )
 
-    @_fail_open(None)
+    @_fail_open
     def approval_expired(self, request_id: str) -> None:
         """An approval request expired unanswered (which denies the call)."""
         self._telemetry._instruments.approvals_expired.add(1, {ATTR_GEN_AI_TOOL_NAME: self._tool})
@@ -741,7 +742,7 @@ class RunSpan:
         self._thread = thread
         self._provider = provider
         self._span: Span = trace.INVALID_SPAN
-        self._token: object | None = None
+        self._token: Token[otel_context.Context] | None = None
         self._enabled = True
 
     @classmethod
@@ -750,7 +751,7 @@ class RunSpan:
         span._enabled = False
         return span
 
-    @_fail_open(None)
+    @_fail_open
     def _start(self) -> None:
         if not self._enabled:
             return
@@ -763,7 +764,7 @@ class RunSpan:
             attributes[ATTR_GEN_AI_PROVIDER_NAME] = self._provider
         # gen-ai-agent-spans.md: "invoke_agent {gen_ai.agent.name}", or "invoke_agent".
         name = f"{SPAN_INVOKE_AGENT} {self._agent}" if self._agent else SPAN_INVOKE_AGENT
-        self._span = self._telemetry._tracer_for_spans.start_span(
+        self._span = self._telemetry._tracer.start_span(
             name, kind=SpanKind.INTERNAL, attributes=attributes
         )
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
@@ -781,7 +782,7 @@ class RunSpan:
         # Returns None: an exception from the with block always propagates unchanged.
         self._close(exc)
 
-    @_fail_open(None)
+    @_fail_open
     def _close(self, exc: BaseException | None) -> None:
         token, self._token = self._token, None
         try:
@@ -793,11 +794,9 @@ class RunSpan:
                     self._span.set_attribute(ATTR_ERROR_TYPE, kind)
                     self._span.set_status(Status(StatusCode.ERROR, kind))
         finally:
-            if token is not None:
-                otel_context.detach(token)  # type: ignore[arg-type]  # the token attach gave
-            self._span.end()
+            _detach_and_end(token, self._span)
 
-    @_fail_open(None)
+    @_fail_open
     def ids(self) -> tuple[str, str] | None:
         """The run span's W3C trace id and span id (hex); None when not recorded."""
         return _hex_ids(self._span)
@@ -883,7 +882,7 @@ class _StepSpans:
         Inside a node, ``config["callbacks"]`` is LangChain's callback manager for the node's
         children; its ``parent_run_id`` is the node's (or an inner runnable's) run id.
         """
-        if not config or not self._runs:
+        if not config:
             return None
         run_id = getattr(config.get("callbacks"), "parent_run_id", None)
         if not isinstance(run_id, UUID):
@@ -895,10 +894,6 @@ class _StepSpans:
     def __len__(self) -> int:
         with self._lock:
             return len(self._runs)
-
-    def __iter__(self) -> Iterator[UUID]:
-        with self._lock:
-            return iter(list(self._runs))
 
 
 class TracingCallbackHandler(BaseCallbackHandler):
@@ -919,7 +914,7 @@ class TracingCallbackHandler(BaseCallbackHandler):
         super().__init__()
         self._steps = steps
 
-    @_fail_open(None)
+    @_fail_open
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
@@ -934,7 +929,7 @@ class TracingCallbackHandler(BaseCallbackHandler):
         """Open a step span if this chain is a graph node's run."""
         self._steps.started(run_id, parent_run_id, metadata)
 
-    @_fail_open(None)
+    @_fail_open
     def on_chain_end(
         self,
         outputs: Any,
@@ -946,7 +941,7 @@ class TracingCallbackHandler(BaseCallbackHandler):
         """End the chain's step span, if it has one."""
         self._steps.ended(run_id, None)
 
-    @_fail_open(None)
+    @_fail_open
     def on_chain_error(
         self,
         error: BaseException,

@@ -1,0 +1,322 @@
+"""SignedLog: durable ordered appends, checkpoints, its own tail check, erasure, rotation."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from agentfence import ConfigurationError, LogError, MemoryLog
+from agentfence._merkle import leaf_hash, root_from_leaf_hashes
+from agentfence._signing import Signer, open_checkpoint
+from agentfence.log import SignedLog, parse_entry, sqlite_path
+from agentfence.records import (
+    Blob,
+    DecisionRecord,
+    ErasureRecord,
+    KeyChangeRecord,
+    OutcomeRecord,
+    blob_ref,
+    entry_bytes,
+)
+
+
+def outcome(i: int, blob: Blob | None = None) -> OutcomeRecord:
+    return OutcomeRecord(
+        decision_id=f"d{i}",
+        status="success",
+        result_digest="0" * 64,
+        result_blob=blob.ref if blob else None,
+        time_us=1_000 + i,
+    )
+
+
+@pytest.fixture
+def signer() -> Signer:
+    return Signer.generate("test-log")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "log.db"
+
+
+def open_log(db: Path, signer: Signer, **kwargs: object) -> SignedLog:
+    return SignedLog.open(f"sqlite:///{db}", signer=signer, **kwargs)  # type: ignore[arg-type]
+
+
+def raw(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(db, isolation_level=None)
+
+
+def test_appends_are_ordered_and_hash_to_the_checkpoint(db: Path, signer: Signer) -> None:
+    log = open_log(db, signer)
+    receipts = [log.append(outcome(i)) for i in range(10)]
+    assert [r.seq for r in receipts] == list(range(10))
+    assert receipts[3].leaf_hash == leaf_hash(entry_bytes(3, outcome(3))).hex()
+    note = log.checkpoint()
+    checkpoint = open_checkpoint(note, [signer.verifier], origin=log.origin)
+    assert checkpoint.size == 10
+    leaves = [bytes.fromhex(r.leaf_hash) for r in receipts]
+    assert checkpoint.root == root_from_leaf_hashes(leaves)
+    log.close()
+
+
+def test_entries_read_back_as_records(db: Path, signer: Signer) -> None:
+    with open_log(db, signer) as log:
+        log.append(outcome(1))
+        [(seq, record)] = list(log.records())
+    assert seq == 0 and record == outcome(1)
+
+
+def test_duplicate_decision_is_recorded_once(db: Path, signer: Signer) -> None:
+    with open_log(db, signer) as log:
+        first = log.append(outcome(1))
+        log.append(outcome(2))
+        again = log.append(outcome(1).model_copy(update={"time_us": 99}))
+        assert again == first
+        assert log.size() == 2
+
+
+def test_blobs_are_stored_and_readable(db: Path, signer: Signer) -> None:
+    blob = Blob.of(b"result text")
+    assert blob.ref == blob_ref(blob.salt, b"result text")
+    assert Blob.of(b"result text").ref != blob.ref  # a fresh salt each time
+    with open_log(db, signer) as log:
+        log.append(outcome(1, blob), [blob])
+        assert log.blob(blob.ref) == b"result text"
+
+
+def test_concurrent_writers_make_one_tree_without_gaps(db: Path, signer: Signer) -> None:
+    log = open_log(db, signer)
+    per_thread = 60
+
+    def work(k: int) -> None:
+        for i in range(per_thread):
+            log.append(outcome(k * 1000 + i))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    rows = raw(db).execute("SELECT seq, body FROM entries ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == list(range(8 * per_thread))
+    ids = {parse_entry(r[1])[1].decision_id for r in rows}  # type: ignore[union-attr]
+    assert len(ids) == 8 * per_thread
+
+
+def test_two_processes_worth_of_logs_share_the_tree(db: Path, signer: Signer) -> None:
+    # Two SignedLog objects on one file stand in for two processes: the tree state is read
+    # inside each write transaction, so neither overwrites the other's entries.
+    a, b = open_log(db, signer), open_log(db, signer)
+    for i in range(5):
+        a.append(outcome(i))
+        b.append(outcome(100 + i))
+    a.close()
+    b.close()
+    reopened = open_log(db, signer)
+    assert reopened.size() == 10
+    reopened.close()
+
+
+def test_close_signs_a_final_checkpoint(db: Path, signer: Signer) -> None:
+    log = open_log(db, signer, checkpoint_interval=3600)
+    for i in range(3):
+        log.append(outcome(i))
+    log.close()
+    sizes = [r[0] for r in raw(db).execute("SELECT size FROM checkpoints ORDER BY size")]
+    assert sizes[-1] == 3
+
+
+def test_closed_log_refuses_appends(db: Path, signer: Signer) -> None:
+    log = open_log(db, signer)
+    log.close()
+    with pytest.raises(LogError, match="is closed"):
+        log.append(outcome(1))
+
+
+def test_triggers_reject_update_and_delete(db: Path, signer: Signer) -> None:
+    blob = Blob.of(b"content")
+    with open_log(db, signer) as log:
+        log.append(outcome(1, blob), [blob])
+    conn = raw(db)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("UPDATE entries SET body = x'00' WHERE seq = 0")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM entries")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        conn.execute("DELETE FROM checkpoints")
+    with pytest.raises(sqlite3.IntegrityError, match="can only be erased"):
+        conn.execute("UPDATE blobs SET content = x'00'")
+    with pytest.raises(sqlite3.IntegrityError, match="erased, never deleted"):
+        conn.execute("DELETE FROM blobs")
+
+
+def tamper(db: Path, sql: str) -> None:
+    conn = raw(db)
+    for name in (
+        "entries_no_update",
+        "entries_no_delete",
+        "checkpoints_no_update",
+        "checkpoints_no_delete",
+    ):
+        conn.execute(f"DROP TRIGGER IF EXISTS {name}")
+    conn.execute(sql)
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "fragment"),
+    [
+        ("DELETE FROM entries WHERE seq = 4", "holds 5 entries (seqs up to 5)"),
+        (
+            "UPDATE checkpoints SET note = replace(note, 'test-log', 'test-lox')",
+            "does not verify with this process's signing key",
+        ),
+        ("SELECT 1", "FLIP_FRONTIER"),
+    ],
+)
+def test_open_refuses_a_tampered_log(db: Path, signer: Signer, sql: str, fragment: str) -> None:
+    # The open-time check is cheap: the latest checkpoint, the entry count and the unsigned
+    # tail. A body altered inside the signed range is for `agentfence log verify` to find.
+    with open_log(db, signer, checkpoint_interval=0) as log:
+        for i in range(6):
+            log.append(outcome(i))
+    tamper(db, sql)
+    if fragment == "FLIP_FRONTIER":
+        # Flip one bit of the stored frontier at the latest checkpoint.
+        conn = raw(db)
+        size, frontier = conn.execute(
+            "SELECT size, frontier FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        flipped = frontier[:-1] + bytes([frontier[-1] ^ 1])
+        conn.execute("UPDATE checkpoints SET frontier = ? WHERE size = ?", (flipped, size))
+        fragment = "does not hash to its signed root"
+    with pytest.raises(LogError) as info:
+        open_log(db, signer)
+    message = str(info.value)
+    assert "failed its own tail check and will not be written to" in message
+    assert "agentfence log verify" in message
+    assert fragment in message
+
+
+def test_open_refuses_a_tampered_unsigned_tail(db: Path, signer: Signer) -> None:
+    log = open_log(db, signer, checkpoint_interval=3600)
+    for i in range(4):
+        log.append(outcome(i))
+    # Simulate a crash: the entries are committed, the final checkpoint never signed.
+    log._closed = True  # skip close()'s checkpoint
+    tamper(
+        db,
+        "UPDATE entries SET body = CAST(replace(CAST(body AS TEXT), 'd2', 'd7') AS BLOB)"
+        " WHERE seq = 2",
+    )
+    with pytest.raises(LogError, match="entry 2 does not hash to its stored leaf hash"):
+        open_log(db, signer)
+
+
+def test_open_with_another_key_is_refused(db: Path, signer: Signer) -> None:
+    with open_log(db, signer) as log:
+        log.append(outcome(1))
+    with pytest.raises(LogError, match="does not verify with this process's signing key 'other'"):
+        open_log(db, Signer.generate("other"))
+
+
+def test_unsigned_tail_after_a_crash_is_signed_on_open(db: Path, signer: Signer) -> None:
+    log = open_log(db, signer, checkpoint_interval=3600)
+    for i in range(4):
+        log.append(outcome(i))
+    log._closed = True  # a crash: no final checkpoint
+    reopened = open_log(db, signer)
+    note = reopened.checkpoint()
+    assert open_checkpoint(note, [signer.verifier]).size == 4
+    reopened.close()
+
+
+def test_not_a_log_file(tmp_path: Path, signer: Signer) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    conn.execute("INSERT INTO meta VALUES ('format', 'something/v9')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LogError, match="is not an agentfence decision log"):
+        open_log(path, signer)
+
+
+def test_erase_blob_keeps_the_entry_and_records_why(db: Path, signer: Signer) -> None:
+    blob = Blob.of(b"alice@example.com")
+    with open_log(db, signer) as log:
+        log.append(outcome(1, blob), [blob])
+        receipt = log.erase_blob(blob.ref, reason="DSR-42")
+        assert log.blob(blob.ref) is None
+        records = [r for _, r in log.records()]
+    assert isinstance(records[-1], ErasureRecord) and records[-1].reason == "DSR-42"
+    assert receipt.seq == 1
+    row = raw(db).execute("SELECT salt, content, erased FROM blobs").fetchone()
+    assert row == (None, None, 1)
+
+
+def test_erase_needs_a_reason_and_a_known_blob(db: Path, signer: Signer) -> None:
+    with open_log(db, signer) as log:
+        with pytest.raises(ConfigurationError, match="needs a reason"):
+            log.erase_blob("sha256:00", reason=" ")
+        with pytest.raises(LogError, match="no blob 'sha256:00'"):
+            log.erase_blob("sha256:00", reason="x")
+
+
+def test_rotate_key_records_the_change_and_cosigns(db: Path, signer: Signer) -> None:
+    new = Signer.generate("test-log-2")
+    log = open_log(db, signer)
+    log.append(outcome(1))
+    receipt = log.rotate_key(new)
+    log.append(outcome(2))
+    note = log.checkpoint()
+    log.close()
+    records = [r for _, r in SignedLog.open(f"sqlite:///{db}", signer=new).records()]
+    change = records[receipt.seq]
+    assert isinstance(change, KeyChangeRecord)
+    assert change.old_key == signer.verifier_key and change.new_key == new.verifier_key
+    handover = (
+        raw(db)
+        .execute("SELECT note FROM checkpoints WHERE size = ?", (receipt.seq + 1,))
+        .fetchone()[0]
+    )
+    open_checkpoint(handover, [signer.verifier])
+    open_checkpoint(handover, [new.verifier])
+    assert open_checkpoint(note, [new.verifier]).size == 3
+    with pytest.raises(LogError, match="does not verify with this process's signing key"):
+        open_log(db, signer)
+
+
+def test_rotate_to_the_same_key_is_refused(db: Path, signer: Signer) -> None:
+    with open_log(db, signer) as log, pytest.raises(ConfigurationError, match="is the current"):
+        log.rotate_key(signer)
+
+
+def test_append_failure_raises_log_error(db: Path, signer: Signer) -> None:
+    log = open_log(db, signer)
+    raw(db).execute("DROP TABLE blobs")  # any storage failure
+    blob = Blob.of(b"x")
+    with pytest.raises(LogError, match="could not record the entry"):
+        log.append(outcome(1, blob), [blob])
+
+
+def test_sqlite_url_forms() -> None:
+    assert sqlite_path("sqlite:///rel/x.db") == Path("rel/x.db")
+    assert sqlite_path("sqlite:////abs/x.db") == Path("/abs/x.db")
+    with pytest.raises(ConfigurationError, match="unsupported scheme 'postgres'"):
+        sqlite_path("postgres://h/db")
+
+
+def test_memory_log_is_idempotent_and_keeps_blobs() -> None:
+    log = MemoryLog()
+    blob = Blob.of(b"c")
+    first = log.append(outcome(1, blob), [blob])
+    assert log.append(outcome(1)) == first
+    assert log.blob(blob.ref) == b"c" and len(log.records) == 1
+    assert isinstance(log.outcomes()[0], OutcomeRecord)
+    assert log.decisions() == [] and not isinstance(log.records[0], DecisionRecord)
