@@ -7,6 +7,7 @@ pipeline, in which nothing runs that was not decided and recorded first.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
@@ -218,8 +219,12 @@ class Fence:
         return self._after(request, decision, result)
 
     async def awrap_tool_call(self, request: ToolCallRequest, execute: AsyncExecute) -> ToolResult:
-        """``ToolNode(awrap_tool_call=...)``: the async form of :meth:`wrap_tool_call`."""
-        decision = self._before(request)
+        """``ToolNode(awrap_tool_call=...)``: the async form of :meth:`wrap_tool_call`.
+
+        Deciding and recording run in a worker thread so that a durable log's commit does not
+        block the event loop; parallel calls then share group commits.
+        """
+        decision = await asyncio.to_thread(self._before, request)
         if not isinstance(decision, Decision):
             return decision
         try:
@@ -229,7 +234,7 @@ class Fence:
         except Exception as exc:
             self._record_outcome(decision, "error", _digest(repr(exc)))
             raise
-        return self._after(request, decision, result)
+        return await asyncio.to_thread(self._after, request, decision, result)
 
     # --- the pipeline -------------------------------------------------------------------
 
