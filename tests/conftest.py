@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 from langchain_core.tools import BaseTool, tool
 
 from agentfence import Fence, Resource, govern
+from agentfence._signing import Signer
+from agentfence.approvals import ApprovalAnswer, ApprovalRequest, sign_answer
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -80,3 +83,30 @@ def make_fence(policy_dir: Path, tools: list[BaseTool]) -> Callable[..., Fence]:
         return Fence.from_directory(policy_dir, **kwargs)
 
     return make
+
+
+def approver_key(name: str) -> Signer:
+    """The test approvers' keys (their public halves are in fixtures/policies/approvers.toml)."""
+    return Signer.from_seed(
+        name, hashlib.sha256(f"agentfence test approver {name}".encode()).digest()
+    )
+
+
+def signed(
+    request: ApprovalRequest,
+    *,
+    approver: str = "fran",
+    decision: str = "approve",
+    key: str | None = None,
+    **changes: Any,
+) -> dict[str, Any]:
+    """A signed answer to ``request`` by ``approver`` (with ``key``'s signature)."""
+    answer = ApprovalAnswer(
+        request_id=request.request_id,
+        action_digest=request.action_digest,
+        approver=f'User::"{approver}"',
+        decision=decision,  # type: ignore[arg-type]
+        answered_us=changes.pop("answered_us", request.created_us + 1),
+        **changes,
+    )
+    return sign_answer(answer, approver_key(key or approver))

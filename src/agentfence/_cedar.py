@@ -108,11 +108,15 @@ def strip_comments(chunk: str) -> str:
     return "\n".join(line.split("//", 1)[0] for line in chunk.splitlines())
 
 
-def parse_policy_file(text: str, path: str) -> tuple[list[ParsedPolicy], list[str]]:
+def parse_policy_file(
+    text: str, path: str, *, name: str | None = None
+) -> tuple[list[ParsedPolicy], list[str]]:
     """Parse one ``.cedar`` file into policies, or into ``file:line: message`` problems.
 
     Each statement is parsed on its own so that a syntax error names the line where the
-    failing policy starts. A policy's id is its ``@id`` annotation, else ``file:line``.
+    failing policy starts. ``path`` is how messages show the file; ``name`` (default:
+    ``path``) is how ids show it: a policy's id is its ``@id`` annotation, else
+    ``name:line``, so ids do not depend on where the directory is.
     """
     policies: list[ParsedPolicy] = []
     problems: list[str] = []
@@ -133,7 +137,7 @@ def parse_policy_file(text: str, path: str) -> tuple[list[ParsedPolicy], list[st
             continue
         for node in tree.static_policies.values():
             annotations = dict(node.annotations)
-            policy_id = annotations.get("id") or f"{path}:{stmt.start_line}"
+            policy_id = annotations.get("id") or f"{name or path}:{stmt.start_line}"
             policies.append(
                 ParsedPolicy(
                     policy_id=policy_id,

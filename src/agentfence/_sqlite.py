@@ -282,6 +282,18 @@ class SqliteBackend:
         )
         return (int(row[0]), bytes(row[1])) if row else None
 
+    def find_entry(self, dedupe_key: str) -> EntryRow | None:
+        """The entry stored under a dedupe key, if any."""
+        row = (
+            self._connect()
+            .execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE dedupe_key = ?",  # noqa: S608  # constant columns
+                (dedupe_key,),
+            )
+            .fetchone()
+        )
+        return _entry(row) if row else None
+
     def count_and_max_seq(self) -> tuple[int, int]:
         """How many entries are stored and the highest seq (-1 when there are none)."""
         row = self._connect().execute("SELECT count(*), max(seq) FROM entries").fetchone()

@@ -229,7 +229,7 @@ def _read_cases(path: Path) -> tuple[dict[str, Any], list[_Case]]:
 
 @policy_app.command("test")
 def policy_test(
-    cases_file: Annotated[Path, typer.Argument(help="A TOML file of [[case]] tables.")],
+    cases_file: Annotated[Path, typer.Argument(help="A TOML file of \\[\\[case]] tables.")],
     policies: Annotated[
         Path | None, typer.Option(help="Policy directory (default: the file's 'policies' key).")
     ] = None,
@@ -308,21 +308,42 @@ def policy_test(
 
 
 @app.command("demo")
-def demo() -> None:
-    """Run the offline support-desk demo agent and show each decision."""
-    from agentfence import demo as demo_module
+def demo(
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="Where to write the demo's signed log (default: a temporary directory)."
+        ),
+    ] = None,
+    scripted: Annotated[
+        bool,
+        typer.Option(
+            "--scripted",
+            help="Answer approval requests with the scripted approver even in a terminal.",
+        ),
+    ] = False,
+) -> None:
+    """Run the offline support-desk demo agent: decisions, an approval, a verified log."""
+    import tempfile
 
+    from agentfence import demo as demo_module
+    from agentfence.verify import verify_log
+
+    interactive = sys.stdin.isatty() and not scripted
+    who = "you, at the terminal" if interactive else "SCRIPTED APPROVER (demo stand-in)"
     out.print(
         "[bold]agentfence demo[/]: a support-desk agent (scripted model, offline) works "
-        'ticket T-88 as User::"alice"; every tool call passes through the fence.\n'
+        'ticket T-88 as User::"alice"; every tool call passes through the fence and into a '
+        f"signed decision log. Approval requests are answered by {who}.\n"
     )
-    run = demo_module.run()
+    workdir = directory or Path(tempfile.mkdtemp(prefix="agentfence-demo-"))
+    run = demo_module.run(workdir, answerer=_ask_person if interactive else None, who=who)
     style = {"ALLOW": "green", "DENY": "red", "REQUIRE_APPROVAL": "yellow"}
     table = Table(title="Decisions, as recorded in the decision log", show_lines=True)
     for column in ("#", "step", "tool", "arguments", "outcome", "policies", "reasons"):
         table.add_column(column, overflow="fold")
     for index, record in enumerate(run.decisions, start=1):
-        stored = run.log.blob(record.request_blob) if record.request_blob else None
+        stored = run.blobs.get(record.request_blob or "")
         request = json.loads(stored) if stored else {}
         args = request.get("context", {}).get("args", {})
         shown = ", ".join(f"{k}={_short(v)}" for k, v in args.items())
@@ -338,12 +359,52 @@ def demo() -> None:
     out.print(table)
     counts = {e: sum(r.effect == e for r in run.decisions) for e in style}
     out.print(
-        f"{len(run.decisions)} calls: {counts['ALLOW']} allowed, {counts['DENY']} denied, "
+        f"{len(run.decisions)} decisions: {counts['ALLOW']} allowed, {counts['DENY']} denied, "
         f"{counts['REQUIRE_APPROVAL']} held for approval. Policy set "
         f"{run.fence.policy_hash[:16]}…"
     )
+    for answer in run.answers:
+        out.print(
+            f"Approval {answer.request_id[:12]}…: {answer.answer} by {answer.approver} "
+            f"({answer.verdict}: {answer.reason}); answered by {who}.",
+            markup=False,
+        )
     final = run.messages[-1].content if run.messages else ""
     out.print(f"\nThe agent's last word: {final}", markup=False)
+    verified = verify_log(run.log_path, [run.verifier_key])
+    out.print(
+        f"\nThe signed log {run.log_path} verifies: {verified.size} entries, root "
+        f"{verified.root.hex()[:16]}…, checkpoint signed by {run.verifier_key.split('+')[0]}. "
+        f"Check it yourself:\n  agentfence log verify {run.log_path} --key "
+        f"{run.verifier_key}",
+        markup=False,
+    )
+
+
+def _ask_person(pending: Any) -> Any:
+    """Ask the person at the terminal to answer one approval request (as fran)."""
+    from agentfence.approvals import ApprovalAnswer
+
+    request = pending.request
+    out.print(
+        f"\n[bold yellow]Approval needed[/]: {request.tool}({json.dumps(request.args)}) "
+        f"for {request.principal}\n  why: {'; '.join(request.reasons)}\n  "
+        f"approvers: {', '.join(request.approvers) or 'any allowed'}; you answer as "
+        'User::"fran" (demo key)'
+    )
+    choice = typer.prompt("approve / reject", default="approve").strip().lower()
+    decision = "reject" if choice.startswith("r") else "approve"
+    message = typer.prompt("message for the agent", default="") if decision == "reject" else None
+    import time
+
+    return ApprovalAnswer(
+        request_id=request.request_id,
+        action_digest=request.action_digest,
+        approver='User::"fran"',
+        decision=decision,
+        message=message or None,
+        answered_us=time.time_ns() // 1000,
+    )
 
 
 def _short(value: Any) -> str:

@@ -30,28 +30,35 @@ class Settings:
 
     policy_dir: str = DEFAULT_POLICY_DIR
     agent: str = DEFAULT_AGENT
-    seed: int | None = None
+    seed_text: str | None = None
     log: str | None = None
     signing_key: str | None = None
+
+    @property
+    def seed(self) -> int | None:
+        """``AGENTFENCE_SEED`` as an integer; raises ConfigurationError if it is not one.
+
+        Read only when no ``seed=`` argument was given, so a bad variable never breaks a
+        fence whose seed is set in code.
+        """
+        if not self.seed_text:
+            return None
+        try:
+            return int(self.seed_text)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"AGENTFENCE_SEED={self.seed_text!r} is not an integer; set it to a number "
+                "from 0 to 2**53-1 or unset it to derive seeds from thread ids"
+            ) from exc
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the ``AGENTFENCE_*`` variables (listed in ``docs/configuration.md``)."""
         env = os.environ if environ is None else environ
-        seed_text = env.get("AGENTFENCE_SEED")
-        seed: int | None = None
-        if seed_text:
-            try:
-                seed = int(seed_text)
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"AGENTFENCE_SEED={seed_text!r} is not an integer; set it to a number "
-                    "from 0 to 2**53-1 or unset it to derive seeds from thread ids"
-                ) from exc
         return cls(
             policy_dir=env.get("AGENTFENCE_POLICY_DIR") or DEFAULT_POLICY_DIR,
             agent=env.get("AGENTFENCE_AGENT") or DEFAULT_AGENT,
-            seed=seed,
+            seed_text=env.get("AGENTFENCE_SEED") or None,
             log=env.get("AGENTFENCE_LOG") or None,
             signing_key=env.get("AGENTFENCE_SIGNING_KEY") or None,
         )

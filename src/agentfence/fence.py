@@ -1,26 +1,47 @@
-"""The pipeline of one tool call: describe, decide, record, act.
+"""The pipeline of one tool call: describe, decide, record, act, trace.
 
 :class:`Fence` is what an agent developer holds. It wraps LangGraph's ``ToolNode`` (through
 ``wrap_tool_call``) and ``create_agent`` (through :meth:`Fence.middleware`); both run the same
-pipeline, in which nothing runs that was not decided and recorded first.
+pipeline, in which nothing runs that was not decided and recorded first. A call that policy
+holds for a human pauses the thread with ``interrupt()``; :meth:`Fence.run` drives a graph
+through its pauses, resuming as approvers answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import rfc8785
 
 from agentfence import _cedar
-from agentfence._ids import check_seed, derive_id, derive_seed
+from agentfence._ids import call_digest, check_seed, derive_seed
 from agentfence._signing import Signer, read_private_key
+from agentfence.approvals import (
+    DEFAULT_EXPIRY_SECONDS,
+    EXPIRED_FORMAT,
+    ApprovalRefused,
+    ApprovalRequest,
+    ApprovalStore,
+    ApproverRegistry,
+    StoredApproval,
+    answers_bundle,
+    approve_decision,
+    check_answer,
+    diff_args,
+    interrupt_payload,
+    pick_answer,
+    request_for,
+)
 from agentfence.config import (
     CONFIG_AGENT,
     CONFIG_PRINCIPAL,
@@ -37,13 +58,26 @@ from agentfence.langgraph import (
     ToolCallRequest,
     ToolResult,
     call_parts,
+    interrupt,
+    pending_interrupts,
+    recorded_result,
     refusal,
     result_digest,
+    resume_command,
 )
-from agentfence.log import DecisionLog, MemoryLog, SignedLog
+from agentfence.log import DecisionLog, MemoryLog, Receipt, SignedLog
 from agentfence.policy import CallFacts, Decision, Effect, EntityRef, PolicyEngine
-from agentfence.records import ActivationRecord, Blob, DecisionRecord, OutcomeRecord
+from agentfence.records import (
+    ActivationRecord,
+    ApprovalAnswerRecord,
+    ApprovalRequestRecord,
+    Blob,
+    DecisionRecord,
+    LogRecord,
+    OutcomeRecord,
+)
 from agentfence.tools import ToolCatalog
+from agentfence.tracing import ERROR_APPROVAL_REQUIRED, ERROR_FAIL_CLOSED, Telemetry, ToolCallSpan
 
 __all__ = ["Clock", "Fence", "PrincipalResolver"]
 
@@ -64,8 +98,19 @@ class Clock(Protocol):
         ...
 
 
+_PAST = {"approve": "approved", "edit": "edited and approved", "reject": "rejected"}
+
+
 def _system_clock() -> int:
     return time.time_ns() // 1000
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The pipeline's verdict that the tool runs: under which decision, with which request."""
+
+    decision: Decision
+    request: ToolCallRequest
 
 
 class Fence:
@@ -81,56 +126,86 @@ class Fence:
         *,
         log: DecisionLog | str | Path | None = None,
         signing_key: str | Path | Signer | None = None,
+        approvals: ApprovalStore | None = None,
+        approval_expiry: float = DEFAULT_EXPIRY_SECONDS,
         agent: str | None = None,
         seed: int | None = None,
         principal_resolver: PrincipalResolver | None = None,
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
         policy_dir: str | Path | None = None,
     ) -> None:
         settings = Settings.from_env()
         self._engine = engine
+        self._registry = ApproverRegistry.from_engine(engine)
         self._lock = threading.Lock()
         self._log = _open_log(
             log if log is not None else settings.log,
             signing_key if signing_key is not None else settings.signing_key,
         )
+        if approvals is None:
+            path = getattr(self._log, "path", None)
+            approvals = ApprovalStore(path) if isinstance(path, Path) else ApprovalStore()
+        self._approvals = approvals
+        self._expiry = int(approval_expiry)
         self._agent = agent or settings.agent
         seed = seed if seed is not None else settings.seed
         self._seed = check_seed(seed) if seed is not None else None
         self._resolver = principal_resolver
         self._clock: Clock = clock or _system_clock
+        self._telemetry = telemetry or Telemetry()
         self._policy_dir = Path(policy_dir) if policy_dir is not None else None
+        # Runs without a thread id cannot resume, so their calls need no stable ids; this
+        # nonce keeps two such runs that reuse tool call ids from sharing decision ids.
+        self._nonce = os.urandom(8).hex()
         self._record_activation(engine)
 
     @classmethod
     def from_directory(
         cls,
-        directory: str | Path,
+        directory: str | Path | None = None,
         *,
         tools: Iterable[Any],
         log: DecisionLog | str | Path | None = None,
         signing_key: str | Path | Signer | None = None,
+        approvals: ApprovalStore | None = None,
+        approval_expiry: float = DEFAULT_EXPIRY_SECONDS,
         agent: str | None = None,
         seed: int | None = None,
         principal_resolver: PrincipalResolver | None = None,
         principal_types: Sequence[str] = ("User",),
         clock: Clock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> Fence:
-        """Load ``*.cedar`` policies (and any ``*.cedarschema``, ``entities.json``) for tools.
+        """Load ``*.cedar`` policies (and ``*.cedarschema``, ``entities.json``,
+        ``approvers.toml``) for the tools.
 
-        Raises :class:`~agentfence.errors.PolicyLoadError` naming each bad file and line.
+        ``directory`` defaults to ``AGENTFENCE_POLICY_DIR`` (else ``./policies``). ``log`` is a
+        :class:`DecisionLog` or a URL: ``"sqlite:///fence.db"`` opens the signed log, which
+        needs ``signing_key`` (a key file from ``agentfence keys generate``). Without either,
+        ``AGENTFENCE_LOG`` and ``AGENTFENCE_SIGNING_KEY`` are used, and without those, an
+        in-memory log. Approval requests go to the log's database unless ``approvals`` is
+        given. Raises :class:`~agentfence.errors.PolicyLoadError` naming each bad file and
+        line.
         """
+        directory = directory if directory is not None else Settings.from_env().policy_dir
         catalog = ToolCatalog.from_tools(tools)
         engine = PolicyEngine.load(directory, catalog, principal_types=principal_types)
         return cls(
             engine,
             log=log,
+            signing_key=signing_key,
+            approvals=approvals,
+            approval_expiry=approval_expiry,
             agent=agent,
             seed=seed,
             principal_resolver=principal_resolver,
             clock=clock,
+            telemetry=telemetry,
             policy_dir=directory,
         )
+
+    # --- properties and lifecycle --------------------------------------------------------
 
     @property
     def engine(self) -> PolicyEngine:
@@ -146,6 +221,16 @@ class Fence:
     def log(self) -> DecisionLog:
         """Where decisions and outcomes are recorded."""
         return self._log
+
+    @property
+    def approvals(self) -> ApprovalStore:
+        """Where approval requests wait for answers."""
+        return self._approvals
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """The OpenTelemetry spans and metrics this fence emits."""
+        return self._telemetry
 
     def close(self) -> None:
         """Close the log (a signed log signs its final checkpoint). Call at the end of a run."""
@@ -171,9 +256,12 @@ class Fence:
             engine = PolicyEngine.load(
                 self._policy_dir, self._engine.catalog, principal_types=self._engine.principal_types
             )
+            registry = ApproverRegistry.from_engine(engine)
             self._record_activation(engine)
-            self._engine = engine
+            self._engine, self._registry = engine, registry
         return engine.policy_hash
+
+    # --- the public verbs ----------------------------------------------------------------
 
     def decide(
         self,
@@ -206,17 +294,18 @@ class Fence:
 
     def wrap_tool_call(self, request: ToolCallRequest, execute: Execute) -> ToolResult:
         """``ToolNode(wrap_tool_call=...)``: decide and record, then run the tool if allowed."""
-        decision = self._before(request)
-        if not isinstance(decision, Decision):
-            return decision
-        try:
-            result = execute(request)
-        except GraphBubbleUp:
-            raise
-        except Exception as exc:
-            self._record_outcome(decision, "error", _digest(repr(exc)))
-            raise
-        return self._after(request, decision, result)
+        with self._span(request) as span:
+            verdict = self._before(request, span)
+            if not isinstance(verdict, _Run):
+                return verdict
+            try:
+                result = execute(verdict.request)
+            except GraphBubbleUp:
+                raise
+            except Exception as exc:
+                self._record_outcome_error(verdict.decision, exc)
+                raise
+            return self._after(request, verdict.decision, result, span)
 
     async def awrap_tool_call(self, request: ToolCallRequest, execute: AsyncExecute) -> ToolResult:
         """``ToolNode(awrap_tool_call=...)``: the async form of :meth:`wrap_tool_call`.
@@ -224,56 +313,146 @@ class Fence:
         Deciding and recording run in a worker thread so that a durable log's commit does not
         block the event loop; parallel calls then share group commits.
         """
-        decision = await asyncio.to_thread(self._before, request)
-        if not isinstance(decision, Decision):
-            return decision
-        try:
-            result = await execute(request)
-        except GraphBubbleUp:
-            raise
-        except Exception as exc:
-            self._record_outcome(decision, "error", _digest(repr(exc)))
-            raise
-        return await asyncio.to_thread(self._after, request, decision, result)
+        with self._span(request) as span:
+            verdict = await asyncio.to_thread(self._before, request, span)
+            if not isinstance(verdict, _Run):
+                return verdict
+            try:
+                result = await execute(verdict.request)
+            except GraphBubbleUp:
+                raise
+            except Exception as exc:
+                self._record_outcome_error(verdict.decision, exc)
+                raise
+            return await asyncio.to_thread(self._after, request, verdict.decision, result, span)
 
-    # --- the pipeline -------------------------------------------------------------------
+    def run(
+        self,
+        graph: Any,
+        input: Any,
+        config: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 0.5,
+        on_pending: Callable[[list[StoredApproval]], None] | None = None,
+    ) -> Any:
+        """Run a graph to its end, waiting at each approval pause and resuming as answers come.
 
-    def _before(self, request: ToolCallRequest) -> Decision | ToolResult:
-        """Describe, decide and record one call: an ALLOW decision, or the refusal to return."""
+        Answers arrive in the approvals store (from ``agentfence approvals``, the inbox, or
+        ``on_pending``, which is called with the waiting requests each time the run pauses
+        and may submit answers itself). An expired request is resumed as expired, which the
+        fence refuses. Returns the graph's final output, or its paused output when
+        ``timeout`` seconds pass first, or when the graph pauses for something else.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        result = graph.invoke(input, config)
+        while True:
+            waiting = self._waiting(graph, config)
+            if waiting is None:
+                return result
+            if on_pending is not None:
+                on_pending([w for w in waiting if w.status(self._clock()) == "pending"])
+            resume = self.resume_value(waiting)
+            if resume is not None:
+                result = graph.invoke(resume_command(graph, config, resume), config)
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                return result
+            time.sleep(poll_interval)
+
+    def resume(self, graph: Any, config: Mapping[str, Any]) -> Any | None:
+        """Resume a paused thread once if any of its approvals was answered or expired.
+
+        Returns the graph's output, or ``None`` when there is nothing to resume with yet.
+        This is the piece to call from a worker that picks threads up after a restart.
+        """
+        waiting = self._waiting(graph, config)
+        if not waiting:
+            return None
+        resume = self.resume_value(waiting)
+        if resume is None:
+            return None
+        return graph.invoke(resume_command(graph, config, resume), config)
+
+    def resume_value(self, waiting: Sequence[StoredApproval]) -> dict[str, Any] | None:
+        """The bundle to resume with: every answered or expired request of those waiting.
+
+        ``None`` while every one of them is still pending.
+        """
+        now = self._clock()
+        ready = [w for w in waiting if w.status(now) in ("answered", "expired")]
+        if not ready:
+            return None
+        return answers_bundle(ready, now_us=now)
+
+    def _waiting(self, graph: Any, config: Mapping[str, Any]) -> list[StoredApproval] | None:
+        ids = pending_interrupts(graph, config)
+        if ids is None:
+            return None
+        waiting: list[StoredApproval] = []
+        for request_id in ids:
+            stored = self._approvals.get(request_id)
+            if stored is None:
+                return None
+            waiting.append(stored)
+        return waiting
+
+    # --- the pipeline --------------------------------------------------------------------
+
+    def _span(self, request: ToolCallRequest) -> ToolCallSpan:
+        tool, _, call_id, config = call_parts(request)
+        configurable = config.get("configurable") or {}
+        return self._telemetry.tool_call(
+            tool,
+            call_id,
+            agent=configurable.get(CONFIG_AGENT) or self._agent,
+            thread=configurable.get(CONFIG_THREAD),
+            config=config,
+        )
+
+    def _before(self, request: ToolCallRequest, span: ToolCallSpan) -> _Run | ToolResult:
+        """Describe, decide and record one call; then run, hold, or refuse it."""
         facts: CallFacts | None = None
         # Fail closed: if describing, deciding or recording raises, the tool does not run and
         # the model gets an error result. GraphBubbleUp (LangGraph's interrupt) propagates.
         try:
             facts = self._facts_from_request(request)
+            started = time.perf_counter()
             decision = self._engine.decide(facts)
-            self._log.append(*self._decision_record(decision))
+            span.decided(decision, time.perf_counter() - started)
+            receipt = self._append(*self._decision_record(decision, span))
+            span.recorded(receipt.seq, receipt.leaf_hash)
+            if receipt.duplicate and facts.thread:
+                # LangGraph re-executes a node when a thread resumes: a call that already
+                # ran returns its recorded result instead of running twice.
+                done = self._log.find_outcome(decision.decision_id)
+                if done is not None and decision.effect is not Effect.REQUIRE_APPROVAL:
+                    return recorded_result(request, *done)
+            if decision.effect is Effect.ALLOW:
+                return _Run(decision, request)
+            if decision.effect is Effect.REQUIRE_APPROVAL:
+                return self._hold(request, facts, decision, span)
         except GraphBubbleUp:
             raise
         except Exception as exc:
-            self._record_failure(facts, exc)
+            self._record_failure(facts, request, exc)
+            span.finished("denied", error_type=ERROR_FAIL_CLOSED)
             text = (
                 f"agentfence did not run this call: it could not be decided and recorded "
                 f"(fail closed): {type(exc).__name__}: {exc}"
             )
             return refusal(request, text, None)
-        if decision.effect is Effect.ALLOW:
-            return decision
-        text = decision.explain()
-        if decision.effect is Effect.REQUIRE_APPROVAL:
-            text += (
-                ". The call was not run: it needs a human approver"
-                + (f" ({', '.join(decision.approvers)})" if decision.approvers else "")
-                + " and this fence has no approval checkpoint configured."
-            )
-        return refusal(request, text, decision)
+        span.finished("denied")
+        return refusal(request, decision.explain(), decision)
 
     def _after(
-        self, request: ToolCallRequest, decision: Decision, result: ToolResult
+        self, request: ToolCallRequest, decision: Decision, result: ToolResult, span: ToolCallSpan
     ) -> ToolResult:
         status, digest, content = result_digest(result)
         blob = Blob.of(content)
+        span.digested(result=digest)
         try:
-            self._log.append(
+            self._append(
                 OutcomeRecord(
                     decision_id=decision.decision_id,
                     status=status,
@@ -286,6 +465,7 @@ class Fence:
         except Exception as exc:
             # Fail closed: a result whose outcome is not on record is withheld from the model.
             # The tool did run, so the message says so, lest the model retry a side effect.
+            span.finished("error", error_type=ERROR_FAIL_CLOSED)
             return refusal(
                 request,
                 (
@@ -295,7 +475,237 @@ class Fence:
                 ),
                 decision,
             )
+        resource = (decision.request or {}).get("resource")
+        span.finished(
+            "success" if status == "success" else "error",
+            resources=[str(EntityRef.parse(resource, "Tool"))] if resource else [],
+        )
         return result
+
+    # --- human-override checkpoints ------------------------------------------------------
+
+    def _hold(
+        self, request: ToolCallRequest, facts: CallFacts, decision: Decision, span: ToolCallSpan
+    ) -> _Run | ToolResult:
+        """Pause for an approver; on resume, run the call only on a good, unused answer."""
+        fresh = request_for(decision, now_us=self._clock(), default_expiry=self._expiry)
+        stored = self._approvals.create(fresh)  # the first pass's request, on re-execution
+        args_blob = Blob.of(_canonical(stored.args))
+        self._append(
+            ApprovalRequestRecord(
+                request_id=stored.request_id,
+                decision_id=stored.decision_id,
+                action_digest=stored.action_digest,
+                tool=stored.tool,
+                tool_call_id=stored.tool_call_id,
+                args_blob=args_blob.ref,
+                principal=stored.principal,
+                agent=stored.agent,
+                thread=stored.thread,
+                policy_hash=stored.policy_hash,
+                policy_ids=stored.policy_ids,
+                reasons=stored.reasons,
+                risk=stored.risk,
+                approvers=stored.approvers,
+                created_us=stored.created_us,
+                expires_us=stored.expires_us,
+                time_us=self._clock(),
+            ),
+            [args_blob],
+        )
+        done = self._log.find_outcome(decision.decision_id)
+        span.approval_requested(stored.request_id, stored.approvers, _datetime(stored.expires_us))
+        payload = interrupt_payload(stored)
+        while True:
+            # The resume value may be a bundle of several requests' answers (one resume
+            # serves every call paused in the same step) or this request's answer alone.
+            delivered = interrupt(payload)
+            picked = pick_answer(delivered, stored.request_id)
+            if picked is not None:
+                break
+        if done is not None:
+            # This call already ran on an earlier pass: its answer was used then.
+            self._answer_record(
+                stored,
+                picked.payload,
+                "replayed",
+                "the node was re-executed; the call had already run, so its "
+                "recorded result is returned and the tool is not run again",
+            )
+            return recorded_result(request, *done)
+        verdict = self._resolve(request, facts, decision, stored, picked.payload, span)
+        if isinstance(verdict, _Run):
+            return verdict
+        span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
+        return verdict
+
+    def _resolve(
+        self,
+        request: ToolCallRequest,
+        facts: CallFacts,
+        decision: Decision,
+        stored: ApprovalRequest,
+        payload: Any,
+        span: ToolCallSpan,
+    ) -> _Run | ToolResult:
+        now = self._clock()
+        waited = max(0.0, (now - stored.created_us) / 1_000_000)
+        if isinstance(payload, Mapping) and payload.get("format") == EXPIRED_FORMAT:
+            if stored.expired(now):
+                self._approvals.mark_expired(stored.request_id, now_us=now)
+                self._answer_record(stored, payload, "expired", "no approver answered in time")
+                span.approval_expired(stored.request_id)
+                return refusal(
+                    request,
+                    (
+                        f"the call to {stored.tool!r} needed approval and no approver answered "
+                        f"before it expired; it was not run [request {stored.request_id}]"
+                    ),
+                    decision,
+                )
+            payload = {"format": "agentfence.malformed", "note": "expired marker too early"}
+        try:
+            verified = check_answer(
+                payload, stored, engine=self._engine, registry=self._registry, now_us=now
+            )
+        except ApprovalRefused as refused:
+            if refused.code == "expired":
+                self._approvals.mark_expired(stored.request_id, now_us=now)
+            self._answer_record(stored, payload, "refused", str(refused))
+            return refusal(
+                request,
+                (
+                    f"the approval for {stored.tool!r} was refused: {refused}. The call was not "
+                    f"run [request {stored.request_id}]"
+                ),
+                decision,
+            )
+        if not self._approvals.consume(stored.request_id, verified.digest, now_us=now):
+            self._answer_record(stored, payload, "refused", "this approval was already used")
+            return refusal(
+                request,
+                (
+                    f"the approval for {stored.tool!r} was already used; an approval runs a call "
+                    f"once. The call was not run [request {stored.request_id}]"
+                ),
+                decision,
+            )
+        answer = verified.answer
+        span.approval_answered(stored.request_id, str(verified.approver), answer.decision, waited)
+        if answer.decision == "reject":
+            self._answer_record(stored, payload, "accepted", "rejected by the approver")
+            note = f": {answer.message}" if answer.message else ""
+            return refusal(
+                request,
+                (
+                    f"{verified.approver} rejected the call to {stored.tool!r}{note}. It was not "
+                    f"run [request {stored.request_id}]"
+                ),
+                decision,
+            )
+        run_args = dict(answer.edited_args or {}) if answer.decision == "edit" else stored.args
+        diff: dict[str, Any] | None = None
+        if answer.decision == "edit":
+            diff = diff_args(stored.args, run_args)
+        if answer.decision == "edit" or stored.policy_hash != self._engine.policy_hash:
+            # An edit is decided again (it cannot launder a denied call), and so is any
+            # call whose policies changed while it waited.
+            again = self._engine.decide(
+                dataclasses.replace(
+                    facts, args=run_args, nonce=f"{facts.nonce}resume:{self._engine.policy_hash}"
+                )
+            )
+            self._append(*self._decision_record(again, span))
+            if again.effect is Effect.DENY:
+                self._answer_record(
+                    stored,
+                    payload,
+                    "refused",
+                    "the call as approved is denied by policy: " + "; ".join(again.reasons),
+                    diff,
+                )
+                return refusal(
+                    request,
+                    (
+                        f"the approved call to {stored.tool!r} is denied by policy: "
+                        f"{'; '.join(again.reasons)}. It was not run [request "
+                        f"{stored.request_id}]"
+                    ),
+                    again,
+                )
+            if again.effect is Effect.REQUIRE_APPROVAL:
+                regrouped = stored.model_copy(
+                    update={"approvers": list(again.approvers), "policy_hash": again.policy_hash}
+                )
+                why = approve_decision(self._engine, regrouped, verified.approver)
+                if why is not None:
+                    self._answer_record(
+                        stored,
+                        payload,
+                        "refused",
+                        f"{verified.approver} may not approve the call as edited: {why}",
+                        diff,
+                    )
+                    return refusal(
+                        request,
+                        (
+                            f"{verified.approver} may not approve the call to {stored.tool!r} as "
+                            f"edited: {why}. It was not run [request {stored.request_id}]"
+                        ),
+                        again,
+                    )
+        self._answer_record(
+            stored, payload, "accepted", f"{_PAST[answer.decision]} by {verified.approver}", diff
+        )
+        if answer.decision == "edit":
+            request = request.override(tool_call={**request.tool_call, "args": run_args})
+        return _Run(decision, request)
+
+    def _answer_record(
+        self,
+        stored: ApprovalRequest,
+        payload: Any,
+        verdict: Literal["accepted", "refused", "expired", "replayed"],
+        reason: str,
+        diff: Mapping[str, Any] | None = None,
+    ) -> None:
+        answer = payload.get("answer") if isinstance(payload, Mapping) else None
+        kind = answer.get("decision") if isinstance(answer, Mapping) else None
+        approver = answer.get("approver") if isinstance(answer, Mapping) else None
+        delivered = Blob.of(_canonical_or_repr(payload))
+        blobs = [delivered]
+        diff_blob = None
+        if diff is not None:
+            diff_blob = Blob.of(_canonical_or_repr(diff))
+            blobs.append(diff_blob)
+        self._append(
+            ApprovalAnswerRecord(
+                request_id=stored.request_id,
+                decision_id=stored.decision_id,
+                approver=approver if isinstance(approver, str) else None,
+                answer=kind
+                if kind in ("approve", "edit", "reject")
+                else ("expired" if verdict == "expired" else "unknown"),
+                verdict=verdict,
+                reason=reason,
+                answer_blob=delivered.ref,
+                args_diff_blob=diff_blob.ref if diff_blob else None,
+                time_us=self._clock(),
+            ),
+            blobs,
+        )
+
+    # --- describing and recording --------------------------------------------------------
+
+    def _append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
+        started = time.perf_counter()
+        try:
+            receipt = self._log.append(record, blobs)
+        except Exception as exc:
+            self._telemetry.log_append(time.perf_counter() - started, error_type=type(exc).__name__)
+            raise
+        self._telemetry.log_append(time.perf_counter() - started)
+        return receipt
 
     def _facts_from_request(self, request: ToolCallRequest) -> CallFacts:
         tool, args, call_id, config = call_parts(request)
@@ -334,7 +744,7 @@ class Fence:
         if seed is None:
             seed = self._seed if self._seed is not None else derive_seed(thread)
         if not tool_call_id:
-            tool_call_id = "auto-" + _digest({"tool": tool, "args": _jsonable(args)})[:24]
+            tool_call_id = "auto-" + call_digest(tool, args, "")[:24]
         default_type = self._engine.principal_types[0]
         return CallFacts(
             tool=tool,
@@ -345,13 +755,17 @@ class Fence:
             step=step,
             tool_call_id=tool_call_id,
             seed=check_seed(seed),
+            nonce="" if thread else self._nonce,
         )
 
-    def _decision_record(self, decision: Decision) -> tuple[DecisionRecord, list[Blob]]:
+    def _decision_record(
+        self, decision: Decision, span: ToolCallSpan | None = None
+    ) -> tuple[DecisionRecord, list[Blob]]:
         facts = decision.facts
         request = decision.request or {}
         resource = request.get("resource")
         blobs = [Blob.of(request_bytes(request))] if request else []
+        ids = span.ids() if span is not None else None
         record = DecisionRecord(
             decision_id=decision.decision_id,
             seed=facts.seed,
@@ -372,18 +786,34 @@ class Fence:
             policy_hash=decision.policy_hash,
             engine=_cedar.ENGINE_VERSION,
             time_us=self._clock(),
+            trace_id=ids[0] if ids else None,
+            span_id=ids[1] if ids else None,
         )
         return record, blobs
 
-    def _record_failure(self, facts: CallFacts | None, exc: Exception) -> None:
+    def _record_failure(
+        self, facts: CallFacts | None, request: ToolCallRequest, exc: Exception
+    ) -> None:
         """Best effort: put a call that could not be decided on record as a DENY."""
         if facts is None:
-            return
+            # Describing the call failed (a resolver raised, a malformed principal or seed):
+            # record what is known of it, with no principal.
+            tool, args, call_id, config = call_parts(request)
+            thread = str((config.get("configurable") or {}).get(CONFIG_THREAD) or "")
+            facts = CallFacts(
+                tool=tool,
+                args=args if isinstance(args, Mapping) else {},
+                principal=None,
+                agent=self._agent,
+                thread=thread,
+                step=int((config.get("metadata") or {}).get("langgraph_step", 0) or 0),
+                tool_call_id=call_id or "",
+                seed=0,
+                nonce=self._nonce,
+            )
         decision = Decision(
             effect=Effect.DENY,
-            decision_id=derive_id(
-                "decision", facts.seed, facts.thread, facts.step, facts.tool_call_id
-            ),
+            decision_id=facts.decision_id,
             policy_ids=(),
             reasons=(f"the call could not be decided (fail closed): {exc}",),
             policy_hash=self._engine.policy_hash,
@@ -391,17 +821,17 @@ class Fence:
             errors=(f"{type(exc).__name__}: {exc}",),
         )
         try:
-            self._log.append(*self._decision_record(decision))
+            self._append(*self._decision_record(decision))
         except Exception:  # the log itself may be what failed; the call is refused either way
             return
 
-    def _record_outcome(self, decision: Decision, status: str, digest: str) -> None:
+    def _record_outcome_error(self, decision: Decision, exc: Exception) -> None:
         try:
-            self._log.append(
+            self._append(
                 OutcomeRecord(
                     decision_id=decision.decision_id,
-                    status="error" if status == "error" else "success",
-                    result_digest=digest,
+                    status="error",
+                    result_digest=_digest(repr(exc)),
                     time_us=self._clock(),
                 )
             )
@@ -412,7 +842,7 @@ class Fence:
         file_blobs = {name: Blob.of(text.encode()) for name, text in engine.texts.items()}
         schema = Blob.of(engine.schema_text.encode())
         generated = Blob.of(engine.generated_schema.encode())
-        self._log.append(
+        self._append(
             ActivationRecord(
                 policy_hash=engine.policy_hash,
                 files=engine.files,
@@ -453,9 +883,29 @@ def _jsonable(value: Any) -> Any:
     try:
         rfc8785.dumps(value)
     except Exception:
-        return repr(value)
+        try:
+            return repr(value)
+        except RecursionError:
+            return "<too deeply nested>"
     return value
 
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(rfc8785.dumps(_jsonable(value))).hexdigest()
+
+
+def _canonical(value: Any) -> bytes:
+    return rfc8785.dumps(_jsonable(value))
+
+
+def _canonical_or_repr(value: Any) -> bytes:
+    try:
+        return rfc8785.dumps(value)
+    except Exception:
+        return repr(value).encode()
+
+
+def _datetime(us: int) -> Any:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(us / 1_000_000, tz=datetime.UTC)

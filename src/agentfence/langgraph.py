@@ -7,6 +7,7 @@ package speaks of calls, decisions and records.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,13 +16,14 @@ from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import ToolMessage
 from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest
-from langgraph.types import Command
+from langgraph.types import Command, interrupt
 
 if TYPE_CHECKING:
     from agentfence.fence import Fence
     from agentfence.policy import Decision
+    from agentfence.records import OutcomeRecord
 
-__all__ = ["FenceMiddleware", "GraphBubbleUp", "ToolCallRequest"]
+__all__ = ["FenceMiddleware", "GraphBubbleUp", "ToolCallRequest", "interrupt"]
 
 ToolResult = ToolMessage | Command[Any]
 Execute = Callable[[ToolCallRequest], ToolResult]
@@ -90,3 +92,54 @@ def result_digest(result: ToolResult) -> tuple[str, str, bytes]:
     except Exception:  # content that is not JSON: digest its text form
         data = repr(content).encode()
     return status, hashlib.sha256(data).hexdigest(), data
+
+
+def recorded_result(
+    request: ToolCallRequest, outcome: OutcomeRecord, content: bytes | None
+) -> ToolMessage:
+    """The result a call returned when it ran before, rebuilt from the log (not run again)."""
+    name, _, call_id, _ = call_parts(request)
+    if content is None:
+        text: Any = (
+            f"this call already ran (decision {outcome.decision_id}); its result is not available"
+        )
+    else:
+        try:
+            text = json.loads(content)
+        except ValueError:
+            text = content.decode("utf-8", "replace")
+    if not isinstance(text, str | list):
+        text = json.dumps(text)
+    return ToolMessage(
+        content=text,
+        name=name,
+        tool_call_id=call_id or "",
+        status="error" if outcome.status == "error" else "success",
+        artifact={"agentfence": {"replayed": True, "decision_id": outcome.decision_id}},
+    )
+
+
+def pending_interrupts(graph: Any, config: Mapping[str, Any]) -> list[str] | None:
+    """The approval request ids a paused thread waits on.
+
+    ``None`` when the thread is not paused, or is paused by something other than the fence.
+    """
+    snapshot = graph.get_state(config)
+    interrupts = list(getattr(snapshot, "interrupts", ()) or ())
+    if not interrupts:
+        return None
+    ids: list[str] = []
+    for item in interrupts:
+        value = getattr(item, "value", None)
+        fence = value.get("agentfence") if isinstance(value, Mapping) else None
+        if not isinstance(fence, Mapping) or not isinstance(fence.get("request_id"), str):
+            return None
+        ids.append(fence["request_id"])
+    return ids
+
+
+def resume_command(graph: Any, config: Mapping[str, Any], value: Any) -> Command[Any]:
+    """``Command(resume=...)`` giving ``value`` to every interrupt the thread waits on."""
+    snapshot = graph.get_state(config)
+    interrupts = list(getattr(snapshot, "interrupts", ()) or ())
+    return Command(resume={item.id: value for item in interrupts})

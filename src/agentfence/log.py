@@ -12,6 +12,7 @@ returns; if it raises, the fence denies the call (fail closed). Two implementati
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -27,6 +28,7 @@ from agentfence._sqlite import CheckpointRow, EntryRow, SqliteBackend
 from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
     ENTRY_FORMAT,
+    ApprovalRequestRecord,
     Blob,
     DecisionRecord,
     ErasureRecord,
@@ -48,10 +50,15 @@ DEFAULT_CHECKPOINT_INTERVAL = 0.5
 
 @dataclass(frozen=True)
 class Receipt:
-    """Where a record landed: its sequence number and RFC 6962 leaf hash (hex)."""
+    """Where a record landed: its sequence number and RFC 6962 leaf hash (hex).
+
+    ``duplicate`` is true when the record was already on the log (the call was seen
+    before, as when LangGraph re-executes a node on resume) and nothing new was written.
+    """
 
     seq: int
     leaf_hash: str
+    duplicate: bool = False
 
 
 @runtime_checkable
@@ -72,11 +79,17 @@ class DecisionLog(Protocol):
         """Flush and release the log (a signed log signs a final checkpoint)."""
         ...
 
+    def find_outcome(self, decision_id: str) -> tuple[OutcomeRecord, bytes | None] | None:
+        """The recorded outcome of a decision and its result content, if the tool ran."""
+        ...
+
 
 def dedupe_key(record: LogRecord) -> str | None:
     """The key under which a record may be appended only once (``None``: no such key)."""
     if isinstance(record, DecisionRecord | OutcomeRecord):
         return f"{record.format}:{record.decision_id}"
+    if isinstance(record, ApprovalRequestRecord):
+        return f"{record.format}:{record.request_id}"
     return None
 
 
@@ -94,7 +107,7 @@ class MemoryLog:
         key = dedupe_key(record)
         with self._lock:
             if key is not None and key in self._receipts:
-                return self._receipts[key]
+                return dataclasses.replace(self._receipts[key], duplicate=True)
             seq = len(self._records)
             receipt = Receipt(seq=seq, leaf_hash=_merkle.leaf_hash(entry_bytes(seq, record)).hex())
             self._records.append(record)
@@ -124,6 +137,17 @@ class MemoryLog:
         """The content of a blob, or ``None`` if it is unknown."""
         with self._lock:
             return self._blobs.get(ref)
+
+    def find_outcome(self, decision_id: str) -> tuple[OutcomeRecord, bytes | None] | None:
+        """The recorded outcome of a decision and its result content, if the tool ran."""
+        with self._lock:
+            receipt = self._receipts.get(f"agentfence.outcome/v1:{decision_id}")
+            if receipt is None:
+                return None
+            record = self._records[receipt.seq]
+        if not isinstance(record, OutcomeRecord):  # pragma: no cover - keyed by format
+            return None
+        return record, self.blob(record.result_blob) if record.result_blob else None
 
 
 @dataclass
@@ -393,7 +417,7 @@ class SignedLog:
                 key = dedupe_key(item.record)
                 if key is not None and key in existing:
                     seq, leaf = existing[key]
-                    item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex())
+                    item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex(), duplicate=True)
                     continue
                 seq = frontier.size
                 body = entry_bytes_from(seq, item.record_bytes)
@@ -541,6 +565,16 @@ class SignedLog:
         """A blob's content (``None`` if unknown or erased)."""
         row = self._backend.blob(ref)
         return row.content if row else None
+
+    def find_outcome(self, decision_id: str) -> tuple[OutcomeRecord, bytes | None] | None:
+        """The recorded outcome of a decision and its result content, if the tool ran."""
+        row = self._backend.find_entry(f"agentfence.outcome/v1:{decision_id}")
+        if row is None:
+            return None
+        record = parse_entry(row.body)[1]
+        if not isinstance(record, OutcomeRecord):  # pragma: no cover - keyed by format
+            return None
+        return record, self.blob(record.result_blob) if record.result_blob else None
 
 
 _RECORD: TypeAdapter[LogRecord] = TypeAdapter(Record)

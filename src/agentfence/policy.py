@@ -28,7 +28,7 @@ from typing import Any
 import rfc8785
 
 from agentfence import _cedar
-from agentfence._ids import derive_id
+from agentfence._ids import call_digest, derive_id
 from agentfence.errors import AgentfenceWarning, PolicyLoadError
 from agentfence.tools import ArgumentError, ToolCatalog, render_type
 
@@ -41,6 +41,8 @@ __all__ = [
 ]
 
 ENTITIES_FILE = "entities.json"
+APPROVERS_FILE = "approvers.toml"
+APPROVE_ACTION = "approve"
 REQUIRE_APPROVAL = "require_approval"
 OVERRIDABLE = "overridable"
 REASON = "reason"
@@ -101,6 +103,15 @@ class CallFacts:
     step: int
     tool_call_id: str
     seed: int
+    nonce: str = ""
+    """Distinguishes calls of runs that have no thread id (which cannot resume); else empty."""
+
+    @property
+    def decision_id(self) -> str:
+        """The deterministic id of this call's decision."""
+        principal = str(self.principal) if self.principal else ""
+        digest = call_digest(self.tool, self.args, principal, self.nonce)
+        return derive_id("decision", self.seed, self.thread, self.step, self.tool_call_id, digest)
 
 
 @dataclass(frozen=True)
@@ -214,7 +225,7 @@ class PolicyEngine:
         schema_sources: list[_cedar.Statement] = []
         for name in sorted(texts):
             if name.endswith(".cedar"):
-                parsed, bad = _cedar.parse_policy_file(texts[name], shown(name))
+                parsed, bad = _cedar.parse_policy_file(texts[name], shown(name), name=name)
                 policies.extend(parsed)
                 problems.extend(bad)
             elif name.endswith(".cedarschema"):
@@ -269,9 +280,7 @@ class PolicyEngine:
 
     def decide(self, facts: CallFacts) -> Decision:
         """Decide one call. Never raises for bad input: a call that cannot be decided is a DENY."""
-        decision_id = derive_id(
-            "decision", facts.seed, facts.thread, facts.step, facts.tool_call_id
-        )
+        decision_id = facts.decision_id
 
         def deny(
             *reasons: str, errors: Sequence[str] = (), request: Mapping[str, Any] | None = None
@@ -333,9 +342,7 @@ class PolicyEngine:
         ``facts`` supply the names used in reasons; the request alone is evaluated.
         """
         if decision_id is None:
-            decision_id = derive_id(
-                "decision", facts.seed, facts.thread, facts.step, facts.tool_call_id
-            )
+            decision_id = facts.decision_id
 
         def deny(*reasons: str, errors: Sequence[str] = ()) -> Decision:
             return Decision(
@@ -361,13 +368,16 @@ class PolicyEngine:
                 + "; ".join(result.errors or ("no decision",)),
                 errors=result.errors or ("NoDecision",),
             )
-        determining = [self._by_id[pid] for pid in result.determining if pid in self._by_id]
+        # Cedar reports determining policies in no fixed order; sort them so that the same
+        # call gives the same decision record in every process.
+        determining = sorted(
+            (self._by_id[pid] for pid in result.determining if pid in self._by_id),
+            key=lambda p: p.policy_id,
+        )
         if result.decision == "Allow":
             holds = [p for p in determining if REQUIRE_APPROVAL in p.annotations]
             effect = Effect.REQUIRE_APPROVAL if holds else Effect.ALLOW
-            return self._decision(
-                effect, decision_id, determining, holds, facts, request, REQUIRE_APPROVAL
-            )
+            return self._decision(effect, decision_id, determining, holds, facts, request)
         if not determining:
             return Decision(
                 effect=Effect.DENY,
@@ -388,16 +398,21 @@ class PolicyEngine:
                 request, compiled.without_overridable, compiled.entities, compiled.schema
             )
             if again.decision == "Allow" and not again.errors:
+                # A permit that itself needs approval adds its approver group too.
+                gated = [
+                    self._by_id[pid]
+                    for pid in sorted(again.determining)
+                    if pid in self._by_id and REQUIRE_APPROVAL in self._by_id[pid].annotations
+                ]
                 return self._decision(
                     Effect.REQUIRE_APPROVAL,
                     decision_id,
                     determining,
-                    determining,
+                    [*determining, *gated],
                     facts,
                     request,
-                    OVERRIDABLE,
                 )
-        return self._decision(Effect.DENY, decision_id, determining, [], facts, request, "")
+        return self._decision(Effect.DENY, decision_id, determining, [], facts, request)
 
     def _decision(
         self,
@@ -407,12 +422,16 @@ class PolicyEngine:
         holds: Sequence[_cedar.ParsedPolicy],
         facts: CallFacts,
         request: Mapping[str, Any],
-        approver_key: str,
     ) -> Decision:
-        shown = holds or determining
+        shown = [p for p in holds if p in determining] or determining
         reasons = tuple(_reason_of(p) for p in shown)
         approvers = sorted(
-            {p.annotations[approver_key] for p in holds if p.annotations.get(approver_key)}
+            {
+                p.annotations[key]
+                for p in holds
+                for key in (REQUIRE_APPROVAL, OVERRIDABLE)
+                if p.annotations.get(key)
+            }
         )
         return Decision(
             effect=effect,
@@ -444,7 +463,7 @@ def check_syntax(directory: str | Path) -> int:
     policies: list[_cedar.ParsedPolicy] = []
     for name in sorted(texts):
         if name.endswith(".cedar"):
-            parsed, bad = _cedar.parse_policy_file(texts[name], str(root / name))
+            parsed, bad = _cedar.parse_policy_file(texts[name], str(root / name), name=name)
             policies.extend(parsed)
             problems.extend(bad)
     problems.extend(_duplicate_ids(policies))
@@ -454,15 +473,15 @@ def check_syntax(directory: str | Path) -> int:
 
 
 def read_directory(root: Path) -> dict[str, str]:
-    """The texts of a policy directory's ``*.cedar``, ``*.cedarschema`` and entities file."""
+    """The texts of a policy directory: ``*.cedar``, ``*.cedarschema``, ``entities.json`` and
+    ``approvers.toml``."""
     if not root.is_dir():
         raise PolicyLoadError(
             f"policy directory {str(root)!r} does not exist or is not a directory; "
             "create it with your *.cedar files or pass the right path"
         )
     paths = [*_cedar.iter_files(root, ".cedar"), *_cedar.iter_files(root, ".cedarschema")]
-    if (root / ENTITIES_FILE).is_file():
-        paths.append(root / ENTITIES_FILE)
+    paths += [root / name for name in (ENTITIES_FILE, APPROVERS_FILE) if (root / name).is_file()]
     texts: dict[str, str] = {}
     for path in paths:
         try:
@@ -493,6 +512,8 @@ def _reason_of(policy: _cedar.ParsedPolicy) -> str:
     if reason:
         return reason
     verb = "forbids" if policy.effect == "forbid" else "permits"
+    if policy.policy_id.endswith(f":{policy.line}"):
+        return f"policy {policy.policy_id} {verb} this call"
     return f"policy {policy.policy_id} ({policy.path}:{policy.line}) {verb} this call"
 
 
@@ -539,8 +560,15 @@ def generate_schema(
     type derived from the tool's argument schema. Entity types used by principals, agents
     and resources are declared here unless a schema file declares them.
     """
+    if catalog.get(APPROVE_ACTION) is not None:
+        raise PolicyLoadError(
+            f"a tool is named {APPROVE_ACTION!r}, which is the action agentfence reserves for "
+            "approvers' answers; rename the tool"
+        )
     declared = _declared_entity_types(sources)
-    needed = sorted(({"Agent", *principal_types} | catalog.entity_types()) - declared)
+    needed = sorted(
+        ({"Agent", "Approval", "Group", *principal_types} | catalog.entity_types()) - declared
+    )
     lines = ["// Generated by agentfence from the governed tools."]
     lines += [f"entity {name};" for name in needed]
     lines += [f'action "{group}";' for group in sorted(catalog.groups())]
@@ -561,4 +589,18 @@ def generate_schema(
             "  }\n"
             "};"
         )
+    # Answering an approval request is itself an action that policy decides
+    # (docs/approver-guide.md): the approver is the principal, the request the resource.
+    lines.append(
+        f'action "{APPROVE_ACTION}" appliesTo {{\n'
+        f"  principal: [{principals}],\n"
+        "  resource: [Approval],\n"
+        "  context: {\n"
+        '    "tool": String,\n'
+        f'    "requester": {principal_types[0]},\n'
+        '    "approver_groups": Set<Group>,\n'
+        '    "risk": String\n'
+        "  }\n"
+        "};"
+    )
     return "\n".join(lines) + "\n"

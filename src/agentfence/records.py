@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "ActivationRecord",
+    "ApprovalAnswerRecord",
+    "ApprovalRequestRecord",
     "Blob",
     "DecisionRecord",
     "ErasureRecord",
@@ -145,7 +147,57 @@ class ErasureRecord(_Frozen):
     time_us: int
 
 
-LogRecord = ActivationRecord | DecisionRecord | OutcomeRecord | KeyChangeRecord | ErasureRecord
+class ApprovalRequestRecord(_Frozen):
+    """A call was held for a human approver (the request as the approvers see it)."""
+
+    format: Literal["agentfence.approval_request/v1"] = "agentfence.approval_request/v1"
+    request_id: str
+    decision_id: str
+    action_digest: str = Field(description="SHA-256 hex binding tool, arguments and principal")
+    tool: str
+    tool_call_id: str
+    args_blob: str = Field(description="blob ref of the arguments (RFC 8785 JSON)")
+    principal: str
+    agent: str
+    thread: str
+    policy_hash: str
+    policy_ids: list[str]
+    reasons: list[str]
+    risk: str
+    approvers: list[str] = Field(description="approver groups named by the policies")
+    created_us: int
+    expires_us: int
+    time_us: int
+
+
+class ApprovalAnswerRecord(_Frozen):
+    """An answer reached the fence, and what the fence made of it.
+
+    Every attempt is recorded: accepted answers, refused ones (forged, unbound, reused,
+    late, from an approver policy does not allow, malformed) and expiries.
+    """
+
+    format: Literal["agentfence.approval_answer/v1"] = "agentfence.approval_answer/v1"
+    request_id: str
+    decision_id: str
+    approver: str | None
+    answer: Literal["approve", "edit", "reject", "expired", "unknown"]
+    verdict: Literal["accepted", "refused", "expired", "replayed"]
+    reason: str
+    answer_blob: str | None = Field(description="blob ref of the answer exactly as delivered")
+    args_diff_blob: str | None = Field(description="blob ref of the edit's argument diff")
+    time_us: int
+
+
+LogRecord = (
+    ActivationRecord
+    | DecisionRecord
+    | OutcomeRecord
+    | KeyChangeRecord
+    | ErasureRecord
+    | ApprovalRequestRecord
+    | ApprovalAnswerRecord
+)
 """Any record the decision log accepts."""
 
 Record = Annotated[LogRecord, Field(discriminator="format")]

@@ -17,7 +17,7 @@ from pydantic import PrivateAttr
 
 from agentfence.errors import LogError
 from agentfence.log import MemoryLog, Receipt
-from agentfence.records import Blob, LogRecord
+from agentfence.records import ActivationRecord, Blob, LogRecord
 
 __all__ = ["FailingLog", "MemoryLog", "ScriptedChatModel", "tool_call"]
 
@@ -73,12 +73,13 @@ class ScriptedChatModel(BaseChatModel):
 class FailingLog(MemoryLog):
     """A decision log whose appends raise :class:`LogError`, to test failing closed.
 
-    ``fail_when`` chooses which records fail (all of them by default).
+    ``fail_when`` chooses which records fail; by default every record but the policy
+    activation, so that a fence can be built on it and then fails on every call.
     """
 
     def __init__(self, fail_when: Callable[[LogRecord], bool] | None = None) -> None:
         super().__init__()
-        self._fail_when = fail_when or (lambda record: True)
+        self._fail_when = fail_when or (lambda record: not isinstance(record, ActivationRecord))
 
     def append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
         """Raise for records ``fail_when`` selects; append the others."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import enum
+import json
 import math
 import re
 import uuid
@@ -208,6 +209,9 @@ def _type_of(
         if key in schema:
             options = [o for o in schema[key] if o.get("type") != "null"]
             nullable = len(options) != len(schema[key])
+            # pydantic describes Decimal as a number or a numeric string.
+            if sorted(str(o.get("type")) for o in options) == ["number", "string"]:
+                return _DECIMAL, nullable
             if len(options) == 1:
                 inner, inner_null = _type_of(options[0], defs, seen)
                 return inner, nullable or inner_null
@@ -227,6 +231,9 @@ def _type_of(
             return _STRING, False
         return None, False
     if kind == "string":
+        # Binary values have no faithful Cedar string form: not visible to policies.
+        if schema.get("format") == "binary":
+            return None, False
         return _STRING, False
     if kind == "integer":
         return _LONG, False
@@ -285,7 +292,9 @@ def to_cedar(value: Any, ctype: CedarType, path: str) -> Any:
     if isinstance(ctype, _SetOf):
         if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset):
             raise ArgumentError(path, f"expected a list, got {type(value).__name__}")
-        return [to_cedar(item, ctype.item, f"{path}[{i}]") for i, item in enumerate(value)]
+        items = [to_cedar(item, ctype.item, f"{path}[{i}]") for i, item in enumerate(value)]
+        # A Cedar set has no order; sort so the stored request is the same in every process.
+        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
     if isinstance(value, BaseModel):
         value = value.model_dump()
     if not isinstance(value, Mapping):

@@ -32,7 +32,7 @@ def test_validate_ok_with_tools() -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["valid"] is True and data["parsed_only"] is False
-    assert data["policies"] == 7
+    assert data["policies"] == 9
 
 
 def test_validate_without_tools_parses_only_and_says_so() -> None:
@@ -122,12 +122,15 @@ def test_policy_test_bad_cases_file(tmp_path: Path, content: str, message: str) 
     assert message in result.stderr
 
 
-def test_demo_shows_all_three_outcomes() -> None:
-    result = cli("demo")
+def test_demo_shows_all_three_outcomes_an_approval_and_a_verified_log(tmp_path: Path) -> None:
+    result = cli("demo", "--dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     for effect in ("ALLOW", "DENY", "REQUIRE_APPROVAL"):
         assert effect in result.stdout
-    assert "6 calls: 3 allowed, 2 denied, 1 held for approval" in result.stdout
+    assert "6 decisions: 3 allowed, 2 denied, 1 held for approval" in result.stdout
+    assert 'approve by User::"fran" (accepted' in result.stdout
+    assert "SCRIPTED APPROVER" in result.stdout  # labelled as such when not interactive
+    assert f"The signed log {tmp_path / 'demo-log.db'} verifies: 13 entries" in result.stdout
 
 
 @pytest.mark.parametrize("example", ["toolnode_graph.py", "create_agent_middleware.py"])

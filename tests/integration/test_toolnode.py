@@ -8,36 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import BaseTool, tool
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import START, MessagesState, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command, interrupt
 
 from agentfence import DecisionRecord, Fence, MemoryLog, OutcomeRecord
-from agentfence.testing import FailingLog, ScriptedChatModel, tool_call
+from agentfence.testing import FailingLog, tool_call
 from tests.conftest import Ran
-
-ALICE = {"agentfence_principal": 'User::"alice"'}
-
-
-def graph_for(fence: Fence, tools: list[BaseTool], replies: list[AIMessage]) -> Any:
-    model = ScriptedChatModel(responses=replies)
-
-    def agent(state: MessagesState) -> dict[str, list[AIMessage]]:
-        return {"messages": [model.invoke(state["messages"])]}
-
-    graph = StateGraph(MessagesState)
-    graph.add_node("agent", agent)
-    graph.add_node(
-        "tools",
-        ToolNode(tools, wrap_tool_call=fence.wrap_tool_call, awrap_tool_call=fence.awrap_tool_call),
-    )
-    graph.add_edge(START, "agent")
-    graph.add_conditional_edges("agent", tools_condition)
-    graph.add_edge("tools", "agent")
-    return graph.compile(checkpointer=InMemorySaver())
+from tests.graphs import ALICE, batch, config, graph_for, tool_messages
 
 
 def swap(tools: list[BaseTool], replacement: BaseTool) -> list[BaseTool]:
@@ -47,17 +24,8 @@ def swap(tools: list[BaseTool], replacement: BaseTool) -> list[BaseTool]:
     return [replacement if t is original else t for t in tools]
 
 
-def batch(*calls: dict[str, Any]) -> list[AIMessage]:
-    return [AIMessage(content="", tool_calls=list(calls)), AIMessage(content="done")]
-
-
-def tool_messages(result: dict[str, Any]) -> dict[str, ToolMessage]:
-    return {m.tool_call_id: m for m in result["messages"] if isinstance(m, ToolMessage)}
-
-
 def run(graph: Any, thread: str = "t1", **configurable: Any) -> dict[str, Any]:
-    config = {"configurable": {"thread_id": thread, **ALICE, **configurable}}
-    return graph.invoke({"messages": [("user", "go")]}, config)
+    return graph.invoke({"messages": [("user", "go")]}, config(thread, **configurable))
 
 
 def test_parallel_batch_is_decided_call_by_call(
@@ -75,20 +43,27 @@ def test_parallel_batch_is_decided_call_by_call(
             tool_call("pay", {"account": "acc", "amount": 900}, "d"),
         ),
     )
-    messages = tool_messages(run(graph))
-    # The forbidden and the held call never ran; the allowed ones did.
+    paused = run(graph)
+    # The held call paused the thread: it waits for an approver and has not run; the
+    # allowed calls ran and the forbidden one never did.
+    assert "__interrupt__" in paused
     assert sorted(ran.names()) == ["read_record", "send_email"]
-    assert messages["a"].status == "success" and messages["c"].status == "success"
-    assert messages["b"].status == "error"
-    assert "wiping is never allowed" in str(messages["b"].content)
-    assert messages["b"].artifact["agentfence"]["effect"] == "DENY"
-    assert messages["d"].status == "error"
-    assert "needs a human approver (finance)" in str(messages["d"].content)
     effects = {r.tool_call_id: r.effect for r in log.decisions()}
     assert effects == {"a": "ALLOW", "b": "DENY", "c": "ALLOW", "d": "REQUIRE_APPROVAL"}
     assert {o.decision_id for o in log.outcomes()} == {
         r.decision_id for r in log.decisions() if r.effect == "ALLOW"
     }
+    # Without a checkpointer-backed answer the thread stays paused; a refusal of the held
+    # call (an unsigned answer) lets the others' results through to the model.
+    resumed = graph.invoke(Command(resume={"decisions": [{"type": "approve"}]}), config("t1"))
+    messages = tool_messages(resumed)
+    assert sorted(ran.names()) == ["read_record", "send_email"]  # nothing ran twice
+    assert messages["a"].status == "success" and messages["c"].status == "success"
+    assert messages["b"].status == "error"
+    assert "wiping is never allowed" in str(messages["b"].content)
+    assert messages["b"].artifact["agentfence"]["effect"] == "DENY"
+    assert messages["d"].status == "error"
+    assert "unsigned answer" in str(messages["d"].content)
 
 
 def test_decision_is_recorded_before_the_tool_runs(policy_dir: Path, tools: list[BaseTool]) -> None:

@@ -1,12 +1,16 @@
 """The support-desk demo: a scripted agent whose tool calls are allowed, denied or held.
 
 ``agentfence demo`` runs it: a real ``create_agent`` agent with a scripted chat model (no API
-key, no network) works a refund ticket; every tool call goes through the fence, and the demo
-prints each decision as the log recorded it.
+key, no network) works a refund ticket as ``User::"alice"``. Every tool call goes through the
+fence and into a signed decision log; the large refund pauses for a finance approver, who is
+a person at the terminal or, when the demo is not run in a terminal, a scripted approver
+(``User::"fran"``, with a demo-only key). At the end the log is verified as an auditor would.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,23 +20,35 @@ from langchain.agents import create_agent
 from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
+from agentfence._signing import Signer
+from agentfence.approvals import ApprovalAnswer, StoredApproval, sign_answer
 from agentfence.demo.tools import TOOLS
 from agentfence.fence import Fence
-from agentfence.log import MemoryLog
-from agentfence.records import DecisionRecord
+from agentfence.log import SignedLog
+from agentfence.records import ApprovalAnswerRecord, DecisionRecord, LogRecord
 from agentfence.testing import ScriptedChatModel, tool_call
 
-__all__ = ["DemoRun", "policy_dir", "run", "script"]
+__all__ = ["DemoRun", "demo_approver", "policy_dir", "run", "script"]
 
 PRINCIPAL = 'User::"alice"'
+APPROVER = 'User::"fran"'
 AGENT = "support-bot"
 THREAD = "ticket-T-88"
 SEED = 20261122
 
+Answerer = Callable[[StoredApproval], ApprovalAnswer | None]
+"""Decides a pending request for the demo: an answer to sign, or None to leave it waiting."""
+
 
 def policy_dir() -> Path:
-    """The directory holding the demo's policies, schema and entities."""
+    """The directory holding the demo's policies, schema, entities and approvers."""
     return Path(str(resources.files("agentfence.demo") / "policies"))
+
+
+def demo_approver() -> Signer:
+    """Fran's DEMO-ONLY signing key, derived from a public seed (see approvers.toml)."""
+    seed = hashlib.sha256(b"agentfence demo approver fran: public, never use for real approvals")
+    return Signer.from_seed("fran", seed.digest())
 
 
 def script() -> list[AIMessage]:
@@ -84,28 +100,89 @@ def script() -> list[AIMessage]:
             ],
         ),
         AIMessage(
-            content="Refunded EUR 40. The EUR 2,500 refund is waiting for a finance "
-            "approver; deleting attachments and the outside forward were refused."
+            content="Refunded EUR 40 and, once finance approved it, EUR 2,500. Deleting "
+            "the attachments and forwarding outside were refused."
         ),
     ]
 
 
+def scripted_answer(pending: StoredApproval) -> ApprovalAnswer:
+    """The scripted approver: fran approves every request, as the demo's stand-in."""
+    request = pending.request
+    return ApprovalAnswer(
+        request_id=request.request_id,
+        action_digest=request.action_digest,
+        approver=APPROVER,
+        decision="approve",
+        message="approved by the demo's scripted approver",
+        answered_us=request.created_us + 1,
+    )
+
+
 @dataclass(frozen=True)
 class DemoRun:
-    """What a demo run produced: the conversation and the decisions on record."""
+    """What a demo run produced: the conversation and the log's records."""
 
     messages: list[BaseMessage]
-    decisions: list[DecisionRecord]
+    records: list[LogRecord]
     fence: Fence
-    log: MemoryLog
+    log_path: Path
+    verifier_key: str
+    approvals: list[tuple[StoredApproval, str]]
+    blobs: dict[str, bytes]
+
+    @property
+    def decisions(self) -> list[DecisionRecord]:
+        """The decision records, in log order."""
+        return [r for r in self.records if isinstance(r, DecisionRecord)]
+
+    @property
+    def answers(self) -> list[ApprovalAnswerRecord]:
+        """The approval answers the fence received, in log order."""
+        return [r for r in self.records if isinstance(r, ApprovalAnswerRecord)]
 
 
-def run(*, policies: Path | None = None) -> DemoRun:
-    """Run the support-desk agent end to end through the fence."""
-    log = MemoryLog()
+def run(
+    workdir: Path,
+    *,
+    answerer: Answerer | None = None,
+    who: str = "scripted approver",
+    policies: Path | None = None,
+) -> DemoRun:
+    """Run the support-desk agent end to end, writing a signed log in ``workdir``.
+
+    ``answerer`` answers approval requests (default: the scripted approver); ``who`` names
+    it in the demo's report.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "demo-log.db"
+    for stale in workdir.glob("demo-log.db*"):
+        stale.unlink()
+    log_key = Signer.generate("agentfence-demo-log")
+    answer = answerer or scripted_answer
+    approver_key = demo_approver()
+    handled: list[tuple[StoredApproval, str]] = []
     fence = Fence.from_directory(
-        policies or policy_dir(), tools=TOOLS, log=log, agent=AGENT, seed=SEED
+        policies or policy_dir(),
+        tools=TOOLS,
+        log=f"sqlite:///{log_path}",
+        signing_key=log_key,
+        agent=AGENT,
+        seed=SEED,
     )
+
+    def on_pending(waiting: list[StoredApproval]) -> None:
+        for pending in waiting:
+            reply = answer(pending)
+            if reply is None:
+                continue
+            fence.approvals.submit(
+                pending.request.request_id,
+                sign_answer(reply, approver_key),
+                now_us=reply.answered_us,
+            )
+            handled.append((pending, who))
+
     agent: Any = create_agent(
         ScriptedChatModel(responses=script()),
         TOOLS,
@@ -114,19 +191,36 @@ def run(*, policies: Path | None = None) -> DemoRun:
         checkpointer=InMemorySaver(),
     )
     config = {"configurable": {"thread_id": THREAD, "agentfence_principal": PRINCIPAL}}
-    result = agent.invoke(
-        {
-            "messages": [
-                (
-                    "user",
-                    "Customer c-102 should get EUR 40 back for the late delivery "
-                    "and EUR 2,500 for the broken laptop. Tell them, tidy up the "
-                    "ticket attachments and forward the ticket to the archive.",
-                )
-            ]
-        },
-        config,
+    request = (
+        "Customer c-102 should get EUR 40 back for the late delivery and EUR 2,500 "
+        "for the broken laptop. Tell them, tidy up the ticket attachments and forward "
+        "the ticket to the archive."
     )
+    try:
+        result = fence.run(
+            agent,
+            {"messages": [("user", request)]},
+            config,
+            timeout=600,
+            poll_interval=0.05,
+            on_pending=on_pending,
+        )
+    finally:
+        fence.close()
+    reader = SignedLog.open(f"sqlite:///{log_path}", signer=log_key)
+    records = [record for _, record in reader.records()]
+    blobs = {
+        r.request_blob: reader.blob(r.request_blob) or b""
+        for r in records
+        if isinstance(r, DecisionRecord) and r.request_blob
+    }
+    reader.close()
     return DemoRun(
-        messages=list(result["messages"]), decisions=log.decisions(), fence=fence, log=log
+        messages=list(result["messages"]),
+        records=records,
+        fence=fence,
+        log_path=log_path,
+        verifier_key=log_key.verifier_key,
+        approvals=handled,
+        blobs=blobs,
     )

@@ -1,0 +1,666 @@
+"""Human-override checkpoints: approval requests, signed answers, and the store between them.
+
+A call that policy holds (REQUIRE_APPROVAL) becomes an :class:`ApprovalRequest`, written to
+an :class:`ApprovalStore` (the same database as the decision log) and raised as a LangGraph
+``interrupt()``. An approver answers with an :class:`ApprovalAnswer` signed by their own
+Ed25519 key (:func:`sign_answer`); the thread resumes with that signed answer, and the fence
+accepts it only if :func:`check_answer` finds it signed by a declared approver, bound to this
+request's action digest, in time, allowed by policy (``Action::"approve"``), not by the
+requester, and not used before (:meth:`ApprovalStore.consume`).
+
+Approvers and their public keys are declared in ``approvers.toml`` beside the policies::
+
+    [[approver]]
+    principal = 'User::"fran"'
+    key = "fran+1a2b3c4d+AW...="          # from `agentfence keys generate --name fran`
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+import time
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import rfc8785
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agentfence._ids import derive_id
+from agentfence._signing import Signer, Verifier
+from agentfence.errors import AgentfenceError, ConfigurationError, PolicyLoadError
+from agentfence.policy import (
+    APPROVERS_FILE,
+    CallFacts,
+    Decision,
+    Effect,
+    EntityRef,
+    PolicyEngine,
+)
+
+__all__ = [
+    "ApprovalAnswer",
+    "ApprovalRefused",
+    "ApprovalRequest",
+    "ApprovalStore",
+    "ApproverRegistry",
+    "check_answer",
+    "sign_answer",
+]
+
+SIGNED_ANSWER_FORMAT = "agentfence.signed_answer/v1"
+EXPIRED_FORMAT = "agentfence.expired/v1"
+BUNDLE_FORMAT = "agentfence.answers/v1"
+DEFAULT_EXPIRY_SECONDS = 15 * 60
+EXPIRES_ANNOTATION = "approval_expires"
+RISK_ANNOTATION = "risk"
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ApprovalRefused(AgentfenceError):  # an outcome the caller handles, not a bug
+    """An answer was not accepted; ``code`` names why (``forged``, ``expired``, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ApprovalRequest(_Frozen):
+    """A held call, as approvers see it and as the store keeps it."""
+
+    format: Literal["agentfence.approval_request/v1"] = "agentfence.approval_request/v1"
+    request_id: str
+    decision_id: str
+    action_digest: str
+    tool: str
+    tool_call_id: str
+    args: dict[str, Any]
+    principal: str
+    agent: str
+    thread: str
+    policy_hash: str
+    policy_ids: list[str]
+    reasons: list[str]
+    risk: str
+    approvers: list[str]
+    created_us: int
+    expires_us: int
+
+    def expired(self, now_us: int) -> bool:
+        """True once the request's time to answer has passed."""
+        return now_us > self.expires_us
+
+
+class ApprovalAnswer(_Frozen):
+    """An approver's answer to one request; what the approver's key signs."""
+
+    format: Literal["agentfence.approval_answer/v1"] = "agentfence.approval_answer/v1"
+    request_id: str
+    action_digest: str
+    approver: str = Field(description='the approver\'s principal, e.g. User::"fran"')
+    decision: Literal["approve", "edit", "reject"]
+    edited_args: dict[str, Any] | None = None
+    message: str | None = None
+    answered_us: int
+
+
+def action_digest(tool: str, args: Mapping[str, Any], principal: str) -> str:
+    """SHA-256 hex of the canonical (RFC 8785) tool name, arguments and principal."""
+    return hashlib.sha256(
+        rfc8785.dumps({"args": dict(args), "principal": principal, "tool": tool})
+    ).hexdigest()
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in ``"90s"``, ``"15m"``, ``"2h"`` or ``"1d"``; raises ValueError otherwise."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 90s, 15m, 2h or 1d")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def request_for(decision: Decision, *, now_us: int, default_expiry: int) -> ApprovalRequest:
+    """The approval request for a REQUIRE_APPROVAL decision (its id is deterministic)."""
+    facts = decision.facts
+    expiry = default_expiry
+    risk = ""
+    for notes in decision.annotations.values():
+        if EXPIRES_ANNOTATION in notes:
+            expiry = min(expiry, parse_duration(notes[EXPIRES_ANNOTATION]))
+        risk = risk or notes.get(RISK_ANNOTATION, "")
+    principal = str(facts.principal)
+    args = dict(facts.args)
+    return ApprovalRequest(
+        request_id=derive_id("approval", facts.seed, facts.thread, facts.step, facts.tool_call_id),
+        decision_id=decision.decision_id,
+        action_digest=action_digest(facts.tool, args, principal),
+        tool=facts.tool,
+        tool_call_id=facts.tool_call_id,
+        args=args,
+        principal=principal,
+        agent=facts.agent,
+        thread=facts.thread,
+        policy_hash=decision.policy_hash,
+        policy_ids=list(decision.policy_ids),
+        reasons=list(decision.reasons),
+        risk=risk or "high",
+        approvers=list(decision.approvers),
+        created_us=now_us,
+        expires_us=now_us + expiry * 1_000_000,
+    )
+
+
+def interrupt_payload(request: ApprovalRequest) -> dict[str, Any]:
+    """The ``interrupt()`` value: LangChain's HITL request format plus agentfence's fields."""
+    description = f"{request.tool} for {request.principal} needs approval: " + "; ".join(
+        request.reasons
+    )
+    return {
+        "action_requests": [
+            {"name": request.tool, "args": request.args, "description": description}
+        ],
+        "review_configs": [
+            {"action_name": request.tool, "allowed_decisions": ["approve", "edit", "reject"]}
+        ],
+        "agentfence": {
+            "request_id": request.request_id,
+            "action_digest": request.action_digest,
+            "policy_hash": request.policy_hash,
+            "policy_ids": request.policy_ids,
+            "reasons": request.reasons,
+            "risk": request.risk,
+            "approvers": request.approvers,
+            "principal": request.principal,
+            "thread": request.thread,
+            "tool_call_id": request.tool_call_id,
+            "expires_us": request.expires_us,
+        },
+    }
+
+
+# --- approvers and signatures -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Approver:
+    """A declared approver: the principal they answer as and one of their verifier keys."""
+
+    principal: EntityRef
+    verifier: Verifier
+
+
+class ApproverRegistry:
+    """Approvers' public keys, from ``approvers.toml`` beside the policies."""
+
+    def __init__(self, approvers: Sequence[Approver]) -> None:
+        self._by_key = {(a.verifier.name, a.verifier.key_id): a for a in approvers}
+
+    @classmethod
+    def from_text(
+        cls, text: str, *, source: str = APPROVERS_FILE, default_type: str = "User"
+    ) -> ApproverRegistry:
+        """Parse the TOML text of an approvers file; raise PolicyLoadError naming the entry."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyLoadError(f"{source}: not valid TOML: {exc}") from exc
+        approvers: list[Approver] = []
+        for index, entry in enumerate(data.get("approver", []), start=1):
+            where = f"{source}: approver {index}"
+            if not isinstance(entry, dict) or "principal" not in entry or "key" not in entry:
+                raise PolicyLoadError(f"{where} needs 'principal' and 'key'")
+            try:
+                principal = EntityRef.parse(entry["principal"], default_type)
+                verifier = Verifier.from_vkey(str(entry["key"]))
+            except (ValueError, ConfigurationError) as exc:
+                raise PolicyLoadError(f"{where}: {exc}") from exc
+            approvers.append(Approver(principal, verifier))
+        return cls(approvers)
+
+    @classmethod
+    def from_engine(cls, engine: PolicyEngine) -> ApproverRegistry:
+        """The registry in the engine's policy texts (empty when there is no approvers file)."""
+        text = engine.texts.get(APPROVERS_FILE)
+        if text is None:
+            return cls([])
+        return cls.from_text(text, default_type=engine.principal_types[0])
+
+    def lookup(self, key_name: str, key_id: int) -> Approver | None:
+        """The approver holding a key, if declared."""
+        return self._by_key.get((key_name, key_id))
+
+    def __len__(self) -> int:
+        return len(self._by_key)
+
+
+def sign_answer(answer: ApprovalAnswer, signer: Signer) -> dict[str, Any]:
+    """The signed answer envelope to resume a thread with (or to store for the fence)."""
+    signature = signer.sign(rfc8785.dumps(answer.model_dump(mode="json")))
+    return {
+        "format": SIGNED_ANSWER_FORMAT,
+        "answer": answer.model_dump(mode="json"),
+        "key": f"{signer.name}+{signer.key_id:08x}",
+        "signature": base64.b64encode(signature).decode(),
+    }
+
+
+def answer_digest(envelope: Mapping[str, Any]) -> str:
+    """SHA-256 hex of a delivered answer, to tell one use of it from another."""
+    try:
+        return hashlib.sha256(rfc8785.dumps(dict(envelope))).hexdigest()
+    except Exception:
+        return hashlib.sha256(repr(envelope).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifiedAnswer:
+    """An answer that passed every check but single use (the store's consume does that)."""
+
+    answer: ApprovalAnswer
+    approver: EntityRef
+    digest: str
+
+
+def parse_envelope(payload: Any) -> tuple[ApprovalAnswer, str, bytes]:
+    """Read a signed answer envelope: the answer, the key it names and the signature."""
+    if not isinstance(payload, Mapping):
+        raise ApprovalRefused(
+            "malformed", f"malformed answer: expected an object, got {type(payload).__name__}"
+        )
+    if payload.get("format") != SIGNED_ANSWER_FORMAT:
+        if "decisions" in payload:
+            raise ApprovalRefused(
+                "unsigned",
+                "unsigned answer: a plain human-in-the-loop "
+                "decision is not accepted; answer with `agentfence "
+                "approvals approve|reject|edit` so the answer is signed",
+            )
+        raise ApprovalRefused(
+            "malformed",
+            f"malformed answer: format is "
+            f"{payload.get('format')!r}, expected {SIGNED_ANSWER_FORMAT!r}",
+        )
+    try:
+        answer = ApprovalAnswer.model_validate(payload.get("answer"))
+    except ValidationError as exc:
+        raise ApprovalRefused(
+            "malformed",
+            f"malformed answer: {exc.errors()[0]['msg']} at "
+            f"{'.'.join(map(str, exc.errors()[0]['loc']))}",
+        ) from None
+    key = payload.get("key")
+    signature = payload.get("signature")
+    if not isinstance(key, str) or not isinstance(signature, str) or not signature:
+        raise ApprovalRefused("unsigned", "unsigned answer: it carries no key and signature")
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApprovalRefused("forged", "forged answer: the signature is not base64") from None
+    return answer, key, raw
+
+
+def check_answer(
+    payload: Any,
+    request: ApprovalRequest,
+    *,
+    engine: PolicyEngine,
+    registry: ApproverRegistry,
+    now_us: int,
+    args_for_edit: Mapping[str, Any] | None = None,
+) -> VerifiedAnswer:
+    """Check a delivered answer against its request; raise :class:`ApprovalRefused` if not good.
+
+    Checks, in order: the envelope is well formed; the key is a declared approver's and the
+    Ed25519 signature over the answer's canonical bytes verifies; the answer names this
+    request and its action digest (the exact tool, arguments and principal); the approver is
+    the key's principal and not the requester; the request had not expired; and Cedar allows
+    ``Action::"approve"`` for this approver on this request.
+    """
+    answer, key, signature = parse_envelope(payload)
+    name, _, key_id_hex = key.partition("+")
+    try:
+        key_id = int(key_id_hex, 16)
+    except ValueError:
+        raise ApprovalRefused("forged", f"forged answer: key {key!r} is malformed") from None
+    approver = registry.lookup(name, key_id)
+    if approver is None:
+        raise ApprovalRefused(
+            "forged",
+            f"forged answer: key {key!r} is not a declared approver's (see {APPROVERS_FILE})",
+        )
+    try:
+        approver.verifier.verify(signature, rfc8785.dumps(answer.model_dump(mode="json")))
+    except Exception:
+        raise ApprovalRefused(
+            "forged", f"forged answer: the signature does not verify with {key!r}"
+        ) from None
+    if answer.request_id != request.request_id:
+        raise ApprovalRefused(
+            "unbound", f"the answer is for request {answer.request_id}, not {request.request_id}"
+        )
+    if answer.action_digest != request.action_digest:
+        raise ApprovalRefused(
+            "unbound",
+            "the answer is bound to different arguments or "
+            "another principal than this call (action digest mismatch)",
+        )
+    try:
+        claimed = EntityRef.parse(answer.approver, approver.principal.type)
+    except ValueError:
+        raise ApprovalRefused(
+            "malformed", f"malformed answer: approver {answer.approver!r}"
+        ) from None
+    if claimed != approver.principal:
+        raise ApprovalRefused(
+            "forged",
+            f"forged answer: signed by {approver.principal}'s key but claims to be {claimed}",
+        )
+    if str(claimed) == request.principal:
+        raise ApprovalRefused(
+            "self_approval", f"{claimed} requested this call and cannot approve it"
+        )
+    if request.expired(now_us) or answer.answered_us > request.expires_us:
+        raise ApprovalRefused(
+            "expired", f"the request expired at {_iso(request.expires_us)}; the call was not run"
+        )
+    if answer.decision == "edit" and not isinstance(answer.edited_args, dict):
+        raise ApprovalRefused("malformed", "malformed answer: an edit needs edited_args")
+    allowed = approve_decision(engine, request, claimed)
+    if allowed is not None:
+        raise ApprovalRefused("not_allowed", f"{claimed} may not approve this request: {allowed}")
+    return VerifiedAnswer(answer=answer, approver=claimed, digest=answer_digest(payload))
+
+
+def approve_decision(
+    engine: PolicyEngine, request: ApprovalRequest, approver: EntityRef
+) -> str | None:
+    """``None`` if Cedar allows the approver to answer; otherwise why not."""
+    group_type = "Group"
+    facts = CallFacts(
+        tool="approve",
+        args={},
+        principal=approver,
+        agent=request.agent,
+        thread=request.thread,
+        step=0,
+        tool_call_id=request.request_id,
+        seed=0,
+    )
+    cedar_request = {
+        "principal": approver.as_json(),
+        "action": {"type": "Action", "id": "approve"},
+        "resource": {"type": "Approval", "id": request.request_id},
+        "context": {
+            "tool": request.tool,
+            "requester": EntityRef.parse(request.principal, approver.type).as_json(),
+            "approver_groups": [{"type": group_type, "id": g} for g in request.approvers],
+            "risk": request.risk,
+        },
+    }
+    decision = engine.decide_request(facts, cedar_request)
+    if decision.effect is Effect.ALLOW:
+        return None
+    return "; ".join(decision.reasons)
+
+
+def _iso(us: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(us / 1_000_000))
+
+
+# --- the store ---------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS approvals (
+    request_id TEXT PRIMARY KEY,
+    thread TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    created_us INTEGER NOT NULL,
+    expires_us INTEGER NOT NULL,
+    request TEXT NOT NULL,
+    answer TEXT,
+    answered_us INTEGER,
+    used_digest TEXT,
+    used_us INTEGER,
+    expired_us INTEGER
+);
+CREATE INDEX IF NOT EXISTS approvals_open ON approvals (used_us, expires_us);
+"""
+
+Status = Literal["pending", "answered", "used", "expired"]
+
+
+@dataclass(frozen=True)
+class StoredApproval:
+    """A request as the store holds it, with its answer and use."""
+
+    request: ApprovalRequest
+    answer: dict[str, Any] | None
+    answered_us: int | None
+    used_us: int | None
+    expired_us: int | None
+
+    def status(self, now_us: int) -> Status:
+        """``pending``, ``answered`` (waiting for the thread to resume), ``used``, ``expired``."""
+        if self.used_us is not None:
+            return "used"
+        if self.expired_us is not None or (self.answer is None and self.request.expired(now_us)):
+            return "expired"
+        return "answered" if self.answer is not None else "pending"
+
+
+class ApprovalStore:
+    """Approval requests and answers in the decision log's SQLite file (or in memory).
+
+    Approvers' tools (the CLI, the inbox) write answers here; the fence reads them when the
+    thread resumes and marks each answer used, once, in one atomic update.
+    """
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._memory: sqlite3.Connection | None = None
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        if self.path is None:
+            self._memory = sqlite3.connect(
+                ":memory:", check_same_thread=False, isolation_level=None
+            )
+        self._conn().executescript(_SCHEMA)
+
+    @classmethod
+    def open(cls, url: str | Path) -> ApprovalStore:
+        """The store in the SQLite file of ``sqlite:///PATH`` (the decision log's file)."""
+        from agentfence.log import sqlite_path
+
+        return cls(sqlite_path(url))
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._memory is not None:
+            return self._memory
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            assert self.path is not None  # set whenever _memory is None
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=30.0, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        with self._lock if self._memory is not None else _nolock():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def create(self, request: ApprovalRequest) -> ApprovalRequest:
+        """Store a request unless its id is stored already; return the stored one."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO approvals (request_id, thread, tool, principal, "
+                "created_us, expires_us, request) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    request.request_id,
+                    request.thread,
+                    request.tool,
+                    request.principal,
+                    request.created_us,
+                    request.expires_us,
+                    request.model_dump_json(),
+                ),
+            )
+            row = conn.execute(
+                "SELECT request FROM approvals WHERE request_id = ?", (request.request_id,)
+            ).fetchone()
+        return ApprovalRequest.model_validate_json(row[0])
+
+    def get(self, request_id: str) -> StoredApproval | None:
+        """One request with its answer and use, by id (a unique prefix of 8+ digits works)."""
+        conn = self._conn()
+        rows = conn.execute(
+            "SELECT request, answer, answered_us, used_us, expired_us FROM approvals "
+            "WHERE request_id = ? OR (length(?) >= 8 AND request_id LIKE ? || '%')",
+            (request_id, request_id, request_id),
+        ).fetchall()
+        if len(rows) != 1:
+            return None
+        return _stored(rows[0])
+
+    def list(self, *, thread: str | None = None) -> list[StoredApproval]:
+        """Every request, newest first (optionally one thread's)."""
+        columns = "SELECT request, answer, answered_us, used_us, expired_us FROM approvals"
+        if thread is None:
+            rows = self._conn().execute(f"{columns} ORDER BY created_us DESC").fetchall()
+        else:
+            rows = (
+                self._conn()
+                .execute(f"{columns} WHERE thread = ? ORDER BY created_us DESC", (thread,))
+                .fetchall()
+            )
+        return [_stored(r) for r in rows]
+
+    def submit(self, request_id: str, envelope: Mapping[str, Any], *, now_us: int) -> None:
+        """Store an approver's signed answer for the thread to pick up when it resumes.
+
+        A request takes one answer; a second is refused, as is an answer after expiry.
+        """
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT answer, used_us, expires_us, expired_us FROM approvals "
+                "WHERE request_id = ?",
+                (request_id,),
+            ).fetchone()
+            if row is None:
+                raise ApprovalRefused(
+                    "unknown",
+                    f"no approval request {request_id}; list them with `agentfence approvals list`",
+                )
+            if row[0] is not None or row[1] is not None:
+                raise ApprovalRefused("answered", f"request {request_id} is already answered")
+            if row[3] is not None or now_us > row[2]:
+                raise ApprovalRefused("expired", f"request {request_id} expired at {_iso(row[2])}")
+            conn.execute(
+                "UPDATE approvals SET answer = ?, answered_us = ? WHERE request_id = ?",
+                (json.dumps(dict(envelope)), now_us, request_id),
+            )
+
+    def consume(self, request_id: str, digest: str, *, now_us: int) -> bool:
+        """Mark the request's answer used by the delivery ``digest``; False if used already."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE approvals SET used_us = ?, used_digest = ? "
+                "WHERE request_id = ? AND used_us IS NULL",
+                (now_us, digest, request_id),
+            )
+            return cur.rowcount == 1
+
+    def mark_expired(self, request_id: str, *, now_us: int) -> None:
+        """Record that an unanswered request expired (it can no longer be answered)."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE approvals SET expired_us = ? WHERE request_id = ? AND expired_us IS NULL",
+                (now_us, request_id),
+            )
+
+
+@contextmanager
+def _nolock() -> Iterator[None]:
+    yield
+
+
+def _stored(row: Sequence[Any]) -> StoredApproval:
+    return StoredApproval(
+        request=ApprovalRequest.model_validate_json(row[0]),
+        answer=json.loads(row[1]) if row[1] else None,
+        answered_us=row[2],
+        used_us=row[3],
+        expired_us=row[4],
+    )
+
+
+def answers_bundle(ready: Sequence[StoredApproval], *, now_us: int) -> dict[str, Any]:
+    """The resume value for a paused thread: every given request's answer, or its expiry.
+
+    One bundle serves every call paused in the same step, whichever ``interrupt()`` it
+    reaches: each call takes its own request's entry.
+    """
+    answers: dict[str, Any] = {}
+    expired: list[str] = []
+    for item in ready:
+        if item.answer is not None and item.used_us is None:
+            answers[item.request.request_id] = item.answer
+        elif item.status(now_us) == "expired":
+            expired.append(item.request.request_id)
+    return {"format": BUNDLE_FORMAT, "answers": answers, "expired": sorted(expired)}
+
+
+@dataclass(frozen=True)
+class Picked:
+    """What a resume value holds for one request."""
+
+    payload: Any
+
+
+def pick_answer(delivered: Any, request_id: str) -> Picked | None:
+    """This request's part of a resume value; ``None`` if a bundle holds nothing for it.
+
+    A value that is not a bundle is taken as this request's answer as it stands (and is then
+    checked, so an answer for another request is refused, not skipped).
+    """
+    if isinstance(delivered, Mapping) and delivered.get("format") == BUNDLE_FORMAT:
+        answers = delivered.get("answers")
+        expired = delivered.get("expired")
+        if isinstance(answers, Mapping) and request_id in answers:
+            return Picked(answers[request_id])
+        if isinstance(expired, list) and request_id in expired:
+            return Picked({"format": EXPIRED_FORMAT, "request_id": request_id})
+        if isinstance(answers, Mapping) and isinstance(expired, list):
+            return None
+    return Picked(delivered)
+
+
+def diff_args(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The argument diff of an edit: each changed key with its old and new value."""
+    keys = sorted(set(old) | set(new))
+    return {k: {"old": old.get(k), "new": new.get(k)} for k in keys if old.get(k) != new.get(k)}
