@@ -322,6 +322,9 @@ def demo(
             help="Answer approval requests with the scripted approver even in a terminal.",
         ),
     ] = False,
+    trace: Annotated[
+        bool, typer.Option("--trace", help="Print the run's OpenTelemetry trace as a tree.")
+    ] = False,
 ) -> None:
     """Run the offline support-desk demo agent: decisions, an approval, a verified log."""
     import tempfile
@@ -337,7 +340,21 @@ def demo(
         f"signed decision log. Approval requests are answered by {who}.\n"
     )
     workdir = directory or Path(tempfile.mkdtemp(prefix="agentfence-demo-"))
-    run = demo_module.run(workdir, answerer=_ask_person if interactive else None, who=who)
+    telemetry, exporter = None, None
+    if trace:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        from agentfence.tracing import Telemetry
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        telemetry = Telemetry(tracer_provider=provider)
+    run = demo_module.run(
+        workdir, answerer=_ask_person if interactive else None, who=who, telemetry=telemetry
+    )
     style = {"ALLOW": "green", "DENY": "red", "REQUIRE_APPROVAL": "yellow"}
     table = Table(title="Decisions, as recorded in the decision log", show_lines=True)
     for column in ("#", "step", "tool", "arguments", "outcome", "policies", "reasons"):
@@ -371,6 +388,15 @@ def demo(
         )
     final = run.messages[-1].content if run.messages else ""
     out.print(f"\nThe agent's last word: {final}", markup=False)
+    if exporter is not None:
+        from agentfence.tracing import render_tree
+
+        out.print(
+            "\n[bold]Trace[/] (OpenTelemetry spans; each tool span's log.seq is its "
+            "decision's entry in the log, whose trace_id/span_id name the span):"
+        )
+        for line in render_tree(exporter.get_finished_spans()):
+            out.print("  " + line, markup=False, soft_wrap=True)
     verified = verify_log(run.log_path, [run.verifier_key])
     out.print(
         f"\nThe signed log {run.log_path} verifies: {verified.size} entries, root "
@@ -414,6 +440,16 @@ def _short(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
+
+# The auditor's commands (log, keys, evidence, replay) live in their own module.
+from agentfence._cli_log import register  # noqa: E402  # registered once app is complete
+
+register(app)
+
+# The approver's commands (approvals list, show, approve, reject, edit).
+from agentfence._cli_approvals import register as _register_approvals  # noqa: E402
+
+_register_approvals(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

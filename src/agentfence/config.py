@@ -33,6 +33,31 @@ class Settings:
     seed_text: str | None = None
     log: str | None = None
     signing_key: str | None = None
+    trace_exporter_text: str | None = None
+    trace_content_text: str | None = None
+    approver_key: str | None = None
+
+    @property
+    def trace_exporter(self) -> str:
+        """``AGENTFENCE_TRACE_EXPORTER``: ``console``, ``otlp`` or ``none`` (the default)."""
+        value = (self.trace_exporter_text or "none").strip().lower()
+        if value not in ("console", "otlp", "none"):
+            raise ConfigurationError(
+                f"AGENTFENCE_TRACE_EXPORTER={value!r} is not an exporter agentfence knows; set "
+                "it to 'console', 'otlp' or 'none' (see docs/observability.md)"
+            )
+        return value
+
+    @property
+    def trace_content(self) -> bool:
+        """``AGENTFENCE_TRACE_CONTENT``: put redacted values on spans (default false)."""
+        value = (self.trace_content_text or "false").strip().lower()
+        if value not in ("true", "false", "1", "0"):
+            raise ConfigurationError(
+                f"AGENTFENCE_TRACE_CONTENT={value!r} is not a boolean; set it to 'true' to "
+                "put redacted argument and result values on spans, or 'false' (the default)"
+            )
+        return value in ("true", "1")
 
     @property
     def seed(self) -> int | None:
@@ -61,4 +86,7 @@ class Settings:
             seed_text=env.get("AGENTFENCE_SEED") or None,
             log=env.get("AGENTFENCE_LOG") or None,
             signing_key=env.get("AGENTFENCE_SIGNING_KEY") or None,
+            trace_exporter_text=env.get("AGENTFENCE_TRACE_EXPORTER") or None,
+            trace_content_text=env.get("AGENTFENCE_TRACE_CONTENT") or None,
+            approver_key=env.get("AGENTFENCE_APPROVER_KEY") or None,
         )

@@ -77,7 +77,13 @@ from agentfence.records import (
     OutcomeRecord,
 )
 from agentfence.tools import ToolCatalog
-from agentfence.tracing import ERROR_APPROVAL_REQUIRED, ERROR_FAIL_CLOSED, Telemetry, ToolCallSpan
+from agentfence.tracing import (
+    ERROR_APPROVAL_REQUIRED,
+    ERROR_FAIL_CLOSED,
+    Telemetry,
+    ToolCallSpan,
+    telemetry_settings_from_env,
+)
 
 __all__ = ["Clock", "Fence", "PrincipalResolver"]
 
@@ -153,7 +159,7 @@ class Fence:
         self._seed = check_seed(seed) if seed is not None else None
         self._resolver = principal_resolver
         self._clock: Clock = clock or _system_clock
-        self._telemetry = telemetry or Telemetry()
+        self._telemetry = telemetry or Telemetry.from_settings(telemetry_settings_from_env())
         self._policy_dir = Path(policy_dir) if policy_dir is not None else None
         # Runs without a thread id cannot resume, so their calls need no stable ids; this
         # nonce keeps two such runs that reuse tool call ids from sharing decision ids.
@@ -345,20 +351,29 @@ class Fence:
         ``timeout`` seconds pass first, or when the graph pauses for something else.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        result = graph.invoke(input, config)
-        while True:
-            waiting = self._waiting(graph, config)
-            if waiting is None:
-                return result
-            if on_pending is not None:
-                on_pending([w for w in waiting if w.status(self._clock()) == "pending"])
-            resume = self.resume_value(waiting)
-            if resume is not None:
-                result = graph.invoke(resume_command(graph, config, resume), config)
-                continue
-            if deadline is not None and time.monotonic() >= deadline:
-                return result
-            time.sleep(poll_interval)
+        configurable = config.get("configurable") or {}
+        traced = {
+            **config,
+            "callbacks": _with(config.get("callbacks"), self._telemetry.callback_handler()),
+        }
+        # One invoke_agent span covers the whole run, approval waits included.
+        with self._telemetry.run(
+            configurable.get(CONFIG_AGENT) or self._agent, configurable.get(CONFIG_THREAD)
+        ):
+            result = graph.invoke(input, traced)
+            while True:
+                waiting = self._waiting(graph, config)
+                if waiting is None:
+                    return result
+                if on_pending is not None:
+                    on_pending([w for w in waiting if w.status(self._clock()) == "pending"])
+                resume = self.resume_value(waiting)
+                if resume is not None:
+                    result = graph.invoke(resume_command(graph, config, resume), traced)
+                    continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    return result
+                time.sleep(poll_interval)
 
     def resume(self, graph: Any, config: Mapping[str, Any]) -> Any | None:
         """Resume a paused thread once if any of its approvals was answered or expired.
@@ -854,6 +869,20 @@ class Fence:
             ),
             [*file_blobs.values(), schema, generated],
         )
+
+
+def _with(callbacks: Any, handler: Any) -> Any:
+    """The run's callbacks plus ``handler`` (a list, or a callback manager's handlers)."""
+    if callbacks is None:
+        return [handler]
+    if isinstance(callbacks, list):
+        return [*callbacks, handler]
+    try:
+        manager = callbacks.copy()
+        manager.add_handler(handler, inherit=True)
+        return manager
+    except Exception:  # telemetry must not change a run it cannot join: leave it as it was
+        return callbacks
 
 
 def request_bytes(request: Mapping[str, Any]) -> bytes:

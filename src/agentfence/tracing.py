@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import sys
 import threading
 import time
@@ -38,6 +37,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from agentfence.config import Settings
 from agentfence.errors import ConfigurationError
 from agentfence.policy import EntityRef
 
@@ -243,31 +243,17 @@ class TelemetrySettings:
 
 
 def telemetry_settings_from_env(environ: Mapping[str, str] | None = None) -> TelemetrySettings:
-    """Read ``AGENTFENCE_TRACE_EXPORTER`` and ``AGENTFENCE_TRACE_CONTENT``.
+    """The telemetry settings from ``AGENTFENCE_TRACE_EXPORTER`` and
+    ``AGENTFENCE_TRACE_CONTENT`` (read, like every variable, in ``config.py``).
 
     ``AGENTFENCE_TRACE_EXPORTER`` is ``console``, ``otlp`` or ``none`` (the default: use
     whatever the application configured, or nothing). ``AGENTFENCE_TRACE_CONTENT`` is
     ``true``/``false`` (default false). Standard ``OTEL_*`` variables are read by the
     OpenTelemetry SDK and exporter themselves.
-
-    This is the only function in this module that reads the environment; it belongs in
-    ``config.py`` and moves there when ``Settings`` gains these fields.
     """
-    env = os.environ if environ is None else environ
-    exporter = (env.get("AGENTFENCE_TRACE_EXPORTER") or "none").strip().lower()
-    if exporter not in EXPORTERS:
-        raise ConfigurationError(
-            f"AGENTFENCE_TRACE_EXPORTER={exporter!r} is not an exporter agentfence knows; set "
-            "it to 'console', 'otlp' or 'none' (see docs/observability.md)"
-        )
-    content_text = (env.get("AGENTFENCE_TRACE_CONTENT") or "false").strip().lower()
-    if content_text not in ("true", "false", "1", "0"):
-        raise ConfigurationError(
-            f"AGENTFENCE_TRACE_CONTENT={content_text!r} is not a boolean; set it to 'true' to "
-            "put redacted argument and result values on spans, or 'false' (the default)"
-        )
+    settings = Settings.from_env(environ)
     return TelemetrySettings(
-        exporter=cast(Exporter, exporter), capture_content=content_text in ("true", "1")
+        exporter=cast(Exporter, settings.trace_exporter), capture_content=settings.trace_content
     )
 
 
@@ -952,3 +938,52 @@ class TracingCallbackHandler(BaseCallbackHandler):
     ) -> None:
         """End the chain's step span with ERROR status (an interrupt is not an error)."""
         self._steps.ended(run_id, error)
+
+
+def render_tree(spans: Sequence[Any]) -> list[str]:
+    """Finished SDK spans as an indented text tree, one line a span, with key attributes.
+
+    For people reading a trace without a backend (``agentfence demo --trace``). Shows span
+    names, durations, status and the ``agentfence.*`` and ``gen_ai.tool.*`` attributes that
+    say what was decided and recorded.
+    """
+    shown = (
+        ATTR_DECISION_EFFECT,
+        ATTR_DECISION_POLICY_IDS,
+        ATTR_LOG_SEQ,
+        ATTR_DATA_RESOURCES,
+        ATTR_ERROR_TYPE,
+        ATTR_GEN_AI_TOOL_CALL_ID,
+    )
+    children: dict[int | None, list[Any]] = {}
+    ids = {span.context.span_id for span in spans}
+    for span in sorted(spans, key=lambda s: s.start_time or 0):
+        parent = span.parent.span_id if span.parent and span.parent.span_id in ids else None
+        children.setdefault(parent, []).append(span)
+    lines: list[str] = []
+
+    def walk(parent: int | None, depth: int) -> None:
+        for span in children.get(parent, []):
+            took = ((span.end_time or 0) - (span.start_time or 0)) / 1e6
+            attrs = span.attributes or {}
+            details = ", ".join(
+                f"{key.rsplit('.', 1)[-1]}={_short_value(attrs[key])}"
+                for key in shown
+                if key in attrs
+            )
+            status = " ERROR" if span.status.status_code.name == "ERROR" else ""
+            events = ", ".join(e.name for e in span.events)
+            line = f"{'  ' * depth}{span.name} [{took:.2f} ms]{status}"
+            line += f" {details}" if details else ""
+            line += f" events: {events}" if events else ""
+            lines.append(line)
+            walk(span.context.span_id, depth + 1)
+
+    walk(None, 0)
+    return lines
+
+
+def _short_value(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)

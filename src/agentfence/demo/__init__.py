@@ -27,6 +27,7 @@ from agentfence.fence import Fence
 from agentfence.log import SignedLog
 from agentfence.records import ApprovalAnswerRecord, DecisionRecord, LogRecord
 from agentfence.testing import ScriptedChatModel, tool_call
+from agentfence.tracing import Telemetry
 
 __all__ = ["DemoRun", "demo_approver", "policy_dir", "run", "script"]
 
@@ -148,11 +149,12 @@ def run(
     answerer: Answerer | None = None,
     who: str = "scripted approver",
     policies: Path | None = None,
+    telemetry: Telemetry | None = None,
 ) -> DemoRun:
     """Run the support-desk agent end to end, writing a signed log in ``workdir``.
 
     ``answerer`` answers approval requests (default: the scripted approver); ``who`` names
-    it in the demo's report.
+    it in the demo's report; ``telemetry`` receives the run's spans.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "demo-log.db"
@@ -169,6 +171,7 @@ def run(
         signing_key=log_key,
         agent=AGENT,
         seed=SEED,
+        telemetry=telemetry,
     )
 
     def on_pending(waiting: list[StoredApproval]) -> None:
