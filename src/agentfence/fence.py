@@ -10,37 +10,27 @@ through its pauses, resuming as approvers answer.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import rfc8785
 
 from agentfence import _cedar
+from agentfence._checkpoints import Checkpoints, Run
 from agentfence._ids import call_digest, check_seed, derive_seed
 from agentfence._signing import Signer, read_private_key
 from agentfence.approvals import (
     DEFAULT_EXPIRY_SECONDS,
-    EXPIRED_FORMAT,
-    ApprovalRefused,
-    ApprovalRequest,
     ApprovalStore,
     ApproverRegistry,
     StoredApproval,
     answers_bundle,
-    approve_decision,
-    check_answer,
-    diff_args,
-    interrupt_payload,
-    pick_answer,
-    request_for,
 )
 from agentfence.config import (
     CONFIG_AGENT,
@@ -58,7 +48,6 @@ from agentfence.langgraph import (
     ToolCallRequest,
     ToolResult,
     call_parts,
-    interrupt,
     pending_interrupts,
     recorded_result,
     refusal,
@@ -69,8 +58,6 @@ from agentfence.log import DecisionLog, MemoryLog, Receipt, SignedLog
 from agentfence.policy import CallFacts, Decision, Effect, EntityRef, PolicyEngine
 from agentfence.records import (
     ActivationRecord,
-    ApprovalAnswerRecord,
-    ApprovalRequestRecord,
     Blob,
     DecisionRecord,
     LogRecord,
@@ -78,7 +65,6 @@ from agentfence.records import (
 )
 from agentfence.tools import ToolCatalog
 from agentfence.tracing import (
-    ERROR_APPROVAL_REQUIRED,
     ERROR_FAIL_CLOSED,
     Telemetry,
     ToolCallSpan,
@@ -109,14 +95,6 @@ _PAST = {"approve": "approved", "edit": "edited and approved", "reject": "reject
 
 def _system_clock() -> int:
     return time.time_ns() // 1000
-
-
-@dataclass(frozen=True)
-class _Run:
-    """The pipeline's verdict that the tool runs: under which decision, with which request."""
-
-    decision: Decision
-    request: ToolCallRequest
 
 
 class Fence:
@@ -164,6 +142,7 @@ class Fence:
         # Runs without a thread id cannot resume, so their calls need no stable ids; this
         # nonce keeps two such runs that reuse tool call ids from sharing decision ids.
         self._nonce = os.urandom(8).hex()
+        self._checkpoints = Checkpoints(self)
         self._record_activation(engine)
 
     @classmethod
@@ -302,7 +281,7 @@ class Fence:
         """``ToolNode(wrap_tool_call=...)``: decide and record, then run the tool if allowed."""
         with self._span(request) as span:
             verdict = self._before(request, span)
-            if not isinstance(verdict, _Run):
+            if not isinstance(verdict, Run):
                 return verdict
             try:
                 result = execute(verdict.request)
@@ -321,7 +300,7 @@ class Fence:
         """
         with self._span(request) as span:
             verdict = await asyncio.to_thread(self._before, request, span)
-            if not isinstance(verdict, _Run):
+            if not isinstance(verdict, Run):
                 return verdict
             try:
                 result = await execute(verdict.request)
@@ -425,7 +404,7 @@ class Fence:
             config=config,
         )
 
-    def _before(self, request: ToolCallRequest, span: ToolCallSpan) -> _Run | ToolResult:
+    def _before(self, request: ToolCallRequest, span: ToolCallSpan) -> Run | ToolResult:
         """Describe, decide and record one call; then run, hold, or refuse it."""
         facts: CallFacts | None = None
         # Fail closed: if describing, deciding or recording raises, the tool does not run and
@@ -444,9 +423,9 @@ class Fence:
                 if done is not None and decision.effect is not Effect.REQUIRE_APPROVAL:
                     return recorded_result(request, *done)
             if decision.effect is Effect.ALLOW:
-                return _Run(decision, request)
+                return Run(decision, request)
             if decision.effect is Effect.REQUIRE_APPROVAL:
-                return self._hold(request, facts, decision, span)
+                return self._checkpoints.hold(request, facts, decision, span)
         except GraphBubbleUp:
             raise
         except Exception as exc:
@@ -496,219 +475,6 @@ class Fence:
             resources=[str(EntityRef.parse(resource, "Tool"))] if resource else [],
         )
         return result
-
-    # --- human-override checkpoints ------------------------------------------------------
-
-    def _hold(
-        self, request: ToolCallRequest, facts: CallFacts, decision: Decision, span: ToolCallSpan
-    ) -> _Run | ToolResult:
-        """Pause for an approver; on resume, run the call only on a good, unused answer."""
-        fresh = request_for(decision, now_us=self._clock(), default_expiry=self._expiry)
-        stored = self._approvals.create(fresh)  # the first pass's request, on re-execution
-        args_blob = Blob.of(_canonical(stored.args))
-        self._append(
-            ApprovalRequestRecord(
-                request_id=stored.request_id,
-                decision_id=stored.decision_id,
-                action_digest=stored.action_digest,
-                tool=stored.tool,
-                tool_call_id=stored.tool_call_id,
-                args_blob=args_blob.ref,
-                principal=stored.principal,
-                agent=stored.agent,
-                thread=stored.thread,
-                policy_hash=stored.policy_hash,
-                policy_ids=stored.policy_ids,
-                reasons=stored.reasons,
-                risk=stored.risk,
-                approvers=stored.approvers,
-                created_us=stored.created_us,
-                expires_us=stored.expires_us,
-                time_us=self._clock(),
-            ),
-            [args_blob],
-        )
-        done = self._log.find_outcome(decision.decision_id)
-        span.approval_requested(stored.request_id, stored.approvers, _datetime(stored.expires_us))
-        payload = interrupt_payload(stored)
-        while True:
-            # The resume value may be a bundle of several requests' answers (one resume
-            # serves every call paused in the same step) or this request's answer alone.
-            delivered = interrupt(payload)
-            picked = pick_answer(delivered, stored.request_id)
-            if picked is not None:
-                break
-        if done is not None:
-            # This call already ran on an earlier pass: its answer was used then.
-            self._answer_record(
-                stored,
-                picked.payload,
-                "replayed",
-                "the node was re-executed; the call had already run, so its "
-                "recorded result is returned and the tool is not run again",
-            )
-            return recorded_result(request, *done)
-        verdict = self._resolve(request, facts, decision, stored, picked.payload, span)
-        if isinstance(verdict, _Run):
-            return verdict
-        span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
-        return verdict
-
-    def _resolve(
-        self,
-        request: ToolCallRequest,
-        facts: CallFacts,
-        decision: Decision,
-        stored: ApprovalRequest,
-        payload: Any,
-        span: ToolCallSpan,
-    ) -> _Run | ToolResult:
-        now = self._clock()
-        waited = max(0.0, (now - stored.created_us) / 1_000_000)
-        if isinstance(payload, Mapping) and payload.get("format") == EXPIRED_FORMAT:
-            if stored.expired(now):
-                self._approvals.mark_expired(stored.request_id, now_us=now)
-                self._answer_record(stored, payload, "expired", "no approver answered in time")
-                span.approval_expired(stored.request_id)
-                return refusal(
-                    request,
-                    (
-                        f"the call to {stored.tool!r} needed approval and no approver answered "
-                        f"before it expired; it was not run [request {stored.request_id}]"
-                    ),
-                    decision,
-                )
-            payload = {"format": "agentfence.malformed", "note": "expired marker too early"}
-        try:
-            verified = check_answer(
-                payload, stored, engine=self._engine, registry=self._registry, now_us=now
-            )
-        except ApprovalRefused as refused:
-            if refused.code == "expired":
-                self._approvals.mark_expired(stored.request_id, now_us=now)
-            self._answer_record(stored, payload, "refused", str(refused))
-            return refusal(
-                request,
-                (
-                    f"the approval for {stored.tool!r} was refused: {refused}. The call was not "
-                    f"run [request {stored.request_id}]"
-                ),
-                decision,
-            )
-        if not self._approvals.consume(stored.request_id, verified.digest, now_us=now):
-            self._answer_record(stored, payload, "refused", "this approval was already used")
-            return refusal(
-                request,
-                (
-                    f"the approval for {stored.tool!r} was already used; an approval runs a call "
-                    f"once. The call was not run [request {stored.request_id}]"
-                ),
-                decision,
-            )
-        answer = verified.answer
-        span.approval_answered(stored.request_id, str(verified.approver), answer.decision, waited)
-        if answer.decision == "reject":
-            self._answer_record(stored, payload, "accepted", "rejected by the approver")
-            note = f": {answer.message}" if answer.message else ""
-            return refusal(
-                request,
-                (
-                    f"{verified.approver} rejected the call to {stored.tool!r}{note}. It was not "
-                    f"run [request {stored.request_id}]"
-                ),
-                decision,
-            )
-        run_args = dict(answer.edited_args or {}) if answer.decision == "edit" else stored.args
-        diff: dict[str, Any] | None = None
-        if answer.decision == "edit":
-            diff = diff_args(stored.args, run_args)
-        if answer.decision == "edit" or stored.policy_hash != self._engine.policy_hash:
-            # An edit is decided again (it cannot launder a denied call), and so is any
-            # call whose policies changed while it waited.
-            again = self._engine.decide(
-                dataclasses.replace(
-                    facts, args=run_args, nonce=f"{facts.nonce}resume:{self._engine.policy_hash}"
-                )
-            )
-            self._append(*self._decision_record(again, span))
-            if again.effect is Effect.DENY:
-                self._answer_record(
-                    stored,
-                    payload,
-                    "refused",
-                    "the call as approved is denied by policy: " + "; ".join(again.reasons),
-                    diff,
-                )
-                return refusal(
-                    request,
-                    (
-                        f"the approved call to {stored.tool!r} is denied by policy: "
-                        f"{'; '.join(again.reasons)}. It was not run [request "
-                        f"{stored.request_id}]"
-                    ),
-                    again,
-                )
-            if again.effect is Effect.REQUIRE_APPROVAL:
-                regrouped = stored.model_copy(
-                    update={"approvers": list(again.approvers), "policy_hash": again.policy_hash}
-                )
-                why = approve_decision(self._engine, regrouped, verified.approver)
-                if why is not None:
-                    self._answer_record(
-                        stored,
-                        payload,
-                        "refused",
-                        f"{verified.approver} may not approve the call as edited: {why}",
-                        diff,
-                    )
-                    return refusal(
-                        request,
-                        (
-                            f"{verified.approver} may not approve the call to {stored.tool!r} as "
-                            f"edited: {why}. It was not run [request {stored.request_id}]"
-                        ),
-                        again,
-                    )
-        self._answer_record(
-            stored, payload, "accepted", f"{_PAST[answer.decision]} by {verified.approver}", diff
-        )
-        if answer.decision == "edit":
-            request = request.override(tool_call={**request.tool_call, "args": run_args})
-        return _Run(decision, request)
-
-    def _answer_record(
-        self,
-        stored: ApprovalRequest,
-        payload: Any,
-        verdict: Literal["accepted", "refused", "expired", "replayed"],
-        reason: str,
-        diff: Mapping[str, Any] | None = None,
-    ) -> None:
-        answer = payload.get("answer") if isinstance(payload, Mapping) else None
-        kind = answer.get("decision") if isinstance(answer, Mapping) else None
-        approver = answer.get("approver") if isinstance(answer, Mapping) else None
-        delivered = Blob.of(_canonical_or_repr(payload))
-        blobs = [delivered]
-        diff_blob = None
-        if diff is not None:
-            diff_blob = Blob.of(_canonical_or_repr(diff))
-            blobs.append(diff_blob)
-        self._append(
-            ApprovalAnswerRecord(
-                request_id=stored.request_id,
-                decision_id=stored.decision_id,
-                approver=approver if isinstance(approver, str) else None,
-                answer=kind
-                if kind in ("approve", "edit", "reject")
-                else ("expired" if verdict == "expired" else "unknown"),
-                verdict=verdict,
-                reason=reason,
-                answer_blob=delivered.ref,
-                args_diff_blob=diff_blob.ref if diff_blob else None,
-                time_us=self._clock(),
-            ),
-            blobs,
-        )
 
     # --- describing and recording --------------------------------------------------------
 

@@ -1,0 +1,285 @@
+"""Human-override checkpoints inside the pipeline: pause a held call, check the answer on resume.
+
+:class:`Checkpoints` is the part of a :class:`~agentfence.fence.Fence` that runs when policy
+says REQUIRE_APPROVAL: it files the approval request, raises LangGraph's ``interrupt()``, and
+on resume accepts the answer only after :func:`~agentfence.approvals.check_answer` and the
+store's single-use ``consume``; an edit, or a policy change while waiting, is decided again.
+Every answer that reaches it, accepted or not, is put on the log.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import rfc8785
+
+from agentfence.approvals import (
+    EXPIRED_FORMAT,
+    ApprovalRefused,
+    ApprovalRequest,
+    approve_decision,
+    check_answer,
+    diff_args,
+    interrupt_payload,
+    pick_answer,
+    request_for,
+)
+from agentfence.langgraph import ToolCallRequest, ToolResult, interrupt, recorded_result, refusal
+from agentfence.policy import CallFacts, Decision, Effect
+from agentfence.records import ApprovalAnswerRecord, ApprovalRequestRecord, Blob
+from agentfence.tracing import ERROR_APPROVAL_REQUIRED, ToolCallSpan
+
+if TYPE_CHECKING:
+    from agentfence.fence import Fence
+
+
+@dataclass(frozen=True)
+class Run:
+    """The pipeline's verdict that the tool runs: under which decision, with which request."""
+
+    decision: Decision
+    request: ToolCallRequest
+
+
+_PAST = {"approve": "approved", "edit": "edited and approved", "reject": "rejected"}
+
+
+class Checkpoints:
+    """Holds calls for approvers and resolves their answers, for one fence."""
+
+    def __init__(self, fence: Fence) -> None:
+        self._fence = fence
+
+    def hold(
+        self, request: ToolCallRequest, facts: CallFacts, decision: Decision, span: ToolCallSpan
+    ) -> Run | ToolResult:
+        """Pause for an approver; on resume, run the call only on a good, unused answer."""
+        fence = self._fence
+        fresh = request_for(decision, now_us=fence._clock(), default_expiry=fence._expiry)
+        stored = self._fence._approvals.create(fresh)  # the first pass's request, on re-execution
+        args_blob = Blob.of(_canonical(stored.args))
+        self._fence._append(
+            ApprovalRequestRecord(
+                request_id=stored.request_id,
+                decision_id=stored.decision_id,
+                action_digest=stored.action_digest,
+                tool=stored.tool,
+                tool_call_id=stored.tool_call_id,
+                args_blob=args_blob.ref,
+                principal=stored.principal,
+                agent=stored.agent,
+                thread=stored.thread,
+                policy_hash=stored.policy_hash,
+                policy_ids=stored.policy_ids,
+                reasons=stored.reasons,
+                risk=stored.risk,
+                approvers=stored.approvers,
+                created_us=stored.created_us,
+                expires_us=stored.expires_us,
+                time_us=self._fence._clock(),
+            ),
+            [args_blob],
+        )
+        done = self._fence._log.find_outcome(decision.decision_id)
+        span.approval_requested(stored.request_id, stored.approvers, _datetime(stored.expires_us))
+        payload = interrupt_payload(stored)
+        while True:
+            # The resume value may be a bundle of several requests' answers (one resume
+            # serves every call paused in the same step) or this request's answer alone.
+            delivered = interrupt(payload)
+            picked = pick_answer(delivered, stored.request_id)
+            if picked is not None:
+                break
+        if done is not None:
+            # This call already ran on an earlier pass: its answer was used then.
+            self._answer_record(
+                stored,
+                picked.payload,
+                "replayed",
+                "the node was re-executed; the call had already run, so its "
+                "recorded result is returned and the tool is not run again",
+            )
+            return recorded_result(request, *done)
+        verdict = self._resolve(request, facts, decision, stored, picked.payload, span)
+        if isinstance(verdict, Run):
+            return verdict
+        span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
+        return verdict
+
+    def _resolve(
+        self,
+        request: ToolCallRequest,
+        facts: CallFacts,
+        decision: Decision,
+        stored: ApprovalRequest,
+        payload: Any,
+        span: ToolCallSpan,
+    ) -> Run | ToolResult:
+        now = self._fence._clock()
+        waited = max(0.0, (now - stored.created_us) / 1_000_000)
+        if isinstance(payload, Mapping) and payload.get("format") == EXPIRED_FORMAT:
+            if stored.expired(now):
+                self._fence._approvals.mark_expired(stored.request_id, now_us=now)
+                self._answer_record(stored, payload, "expired", "no approver answered in time")
+                span.approval_expired(stored.request_id)
+                return refusal(
+                    request,
+                    (
+                        f"the call to {stored.tool!r} needed approval and no approver answered "
+                        f"before it expired; it was not run [request {stored.request_id}]"
+                    ),
+                    decision,
+                )
+            payload = {"format": "agentfence.malformed", "note": "expired marker too early"}
+        try:
+            verified = check_answer(
+                payload,
+                stored,
+                engine=self._fence._engine,
+                registry=self._fence._registry,
+                now_us=now,
+            )
+        except ApprovalRefused as refused:
+            if refused.code == "expired":
+                self._fence._approvals.mark_expired(stored.request_id, now_us=now)
+            self._answer_record(stored, payload, "refused", str(refused))
+            return refusal(
+                request,
+                (
+                    f"the approval for {stored.tool!r} was refused: {refused}. The call was not "
+                    f"run [request {stored.request_id}]"
+                ),
+                decision,
+            )
+        if not self._fence._approvals.consume(stored.request_id, verified.digest, now_us=now):
+            self._answer_record(stored, payload, "refused", "this approval was already used")
+            return refusal(
+                request,
+                (
+                    f"the approval for {stored.tool!r} was already used; an approval runs a call "
+                    f"once. The call was not run [request {stored.request_id}]"
+                ),
+                decision,
+            )
+        answer = verified.answer
+        span.approval_answered(stored.request_id, str(verified.approver), answer.decision, waited)
+        if answer.decision == "reject":
+            self._answer_record(stored, payload, "accepted", "rejected by the approver")
+            note = f": {answer.message}" if answer.message else ""
+            return refusal(
+                request,
+                (
+                    f"{verified.approver} rejected the call to {stored.tool!r}{note}. It was not "
+                    f"run [request {stored.request_id}]"
+                ),
+                decision,
+            )
+        run_args = dict(answer.edited_args or {}) if answer.decision == "edit" else stored.args
+        diff: dict[str, Any] | None = None
+        if answer.decision == "edit":
+            diff = diff_args(stored.args, run_args)
+        if answer.decision == "edit" or stored.policy_hash != self._fence._engine.policy_hash:
+            # An edit is decided again (it cannot launder a denied call), and so is any
+            # call whose policies changed while it waited.
+            again = self._fence._engine.decide(
+                dataclasses.replace(
+                    facts,
+                    args=run_args,
+                    nonce=f"{facts.nonce}resume:{self._fence._engine.policy_hash}",
+                )
+            )
+            self._fence._append(*self._fence._decision_record(again, span))
+            if again.effect is Effect.DENY:
+                self._answer_record(
+                    stored,
+                    payload,
+                    "refused",
+                    "the call as approved is denied by policy: " + "; ".join(again.reasons),
+                    diff,
+                )
+                return refusal(
+                    request,
+                    (
+                        f"the approved call to {stored.tool!r} is denied by policy: "
+                        f"{'; '.join(again.reasons)}. It was not run [request "
+                        f"{stored.request_id}]"
+                    ),
+                    again,
+                )
+            if again.effect is Effect.REQUIRE_APPROVAL:
+                regrouped = stored.model_copy(
+                    update={"approvers": list(again.approvers), "policy_hash": again.policy_hash}
+                )
+                why = approve_decision(self._fence._engine, regrouped, verified.approver)
+                if why is not None:
+                    self._answer_record(
+                        stored,
+                        payload,
+                        "refused",
+                        f"{verified.approver} may not approve the call as edited: {why}",
+                        diff,
+                    )
+                    return refusal(
+                        request,
+                        (
+                            f"{verified.approver} may not approve the call to {stored.tool!r} as "
+                            f"edited: {why}. It was not run [request {stored.request_id}]"
+                        ),
+                        again,
+                    )
+        self._answer_record(
+            stored, payload, "accepted", f"{_PAST[answer.decision]} by {verified.approver}", diff
+        )
+        if answer.decision == "edit":
+            request = request.override(tool_call={**request.tool_call, "args": run_args})
+        return Run(decision, request)
+
+    def _answer_record(
+        self,
+        stored: ApprovalRequest,
+        payload: Any,
+        verdict: Literal["accepted", "refused", "expired", "replayed"],
+        reason: str,
+        diff: Mapping[str, Any] | None = None,
+    ) -> None:
+        answer = payload.get("answer") if isinstance(payload, Mapping) else None
+        kind = answer.get("decision") if isinstance(answer, Mapping) else None
+        approver = answer.get("approver") if isinstance(answer, Mapping) else None
+        delivered = Blob.of(_canonical(payload))
+        blobs = [delivered]
+        diff_blob = None
+        if diff is not None:
+            diff_blob = Blob.of(_canonical(diff))
+            blobs.append(diff_blob)
+        self._fence._append(
+            ApprovalAnswerRecord(
+                request_id=stored.request_id,
+                decision_id=stored.decision_id,
+                approver=approver if isinstance(approver, str) else None,
+                answer=kind
+                if kind in ("approve", "edit", "reject")
+                else ("expired" if verdict == "expired" else "unknown"),
+                verdict=verdict,
+                reason=reason,
+                answer_blob=delivered.ref,
+                args_diff_blob=diff_blob.ref if diff_blob else None,
+                time_us=self._fence._clock(),
+            ),
+            blobs,
+        )
+
+
+def _canonical(value: Any) -> bytes:
+    try:
+        return rfc8785.dumps(value)
+    except Exception:
+        return repr(value).encode()
+
+
+def _datetime(us: int) -> Any:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(us / 1_000_000, tz=datetime.UTC)
