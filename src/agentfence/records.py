@@ -8,6 +8,7 @@ hashes and what an independent verifier recomputes.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -200,6 +201,17 @@ LogRecord = (
 )
 """Any record the decision log accepts."""
 
+_PLAIN_RECORDS = (
+    ActivationRecord,
+    DecisionRecord,
+    OutcomeRecord,
+    KeyChangeRecord,
+    ErasureRecord,
+    ApprovalRequestRecord,
+    ApprovalAnswerRecord,
+)
+"""Records whose fields cannot hold floats (see :func:`canonical_bytes`)."""
+
 Record = Annotated[LogRecord, Field(discriminator="format")]
 """A record, as a pydantic discriminated union (for parsing stored entries)."""
 
@@ -207,7 +219,44 @@ Record = Annotated[LogRecord, Field(discriminator="format")]
 def canonical_bytes(record: BaseModel) -> bytes:
     """The RFC 8785 canonical JSON bytes of a record."""
     data: Any = record.model_dump(mode="json")
+    if isinstance(record, _PLAIN_RECORDS) and _plain(data):
+        try:
+            return _plain_dumps(data)
+        except UnicodeEncodeError:  # a lone surrogate: let the reference say what to do
+            pass
     return rfc8785.dumps(data)
+
+
+# Records hold no floats (by their field types), so for them RFC 8785 reduces to sorted keys,
+# no white space and JSON string escaping, which the standard library's C encoder does about
+# five times faster than the pure-Python reference (the log's commit path serialises every
+# record). Two conditions keep the bytes identical, and a property test holds them equal:
+# integers within +-(2**53 - 1) (RFC 8785 section 3.2.2.3: I-JSON numbers) and object keys
+# below U+E000, where Python's code-point order equals RFC 8785's UTF-16 order (section
+# 3.2.3). Anything else takes the reference implementation.
+_SAFE_INT = 2**53 - 1
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -_SAFE_INT <= value <= _SAFE_INT
+    if kind is list:
+        return all(_plain(item) for item in value)
+    if kind is dict:
+        return all(
+            type(key) is str and (not key or max(key) < "\ue000") and _plain(item)
+            for key, item in value.items()
+        )
+    return False
+
+
+def _plain_dumps(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
 
 
 def entry_bytes(seq: int, record: BaseModel) -> bytes:

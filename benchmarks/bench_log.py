@@ -1,0 +1,352 @@
+"""Benchmark the signed decision log: appends, group commit, verification, replay.
+
+Measures, in one run on this machine, each next to its floor:
+
+- (a) one writer, one durable commit per decision (floor: a bare SQLite insert + commit
+  with the same ``synchronous=FULL`` WAL setting);
+- (b) 8 writer threads sharing group commits (floor: bare SQLite commits of 8 rows);
+- (c) ``verify_log`` of a large log (floor: SHA-256 over the same entry bytes);
+- (d) ``replay`` of recorded decisions (floor: cedarpy with pre-parsed handles on the same
+  requests).
+
+Run: ``.venv/bin/python benchmarks/bench_log.py --write docs/performance.md``
+(``--entries N`` sets the size of the verified log, default 1,000,000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import sqlite3
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import cedarpy
+
+from agentfence import Fence
+from agentfence._signing import Signer
+from agentfence.demo import policy_dir
+from agentfence.demo.tools import TOOLS
+from agentfence.fence import request_bytes
+from agentfence.log import SignedLog, _Pending
+from agentfence.records import ActivationRecord, Blob, DecisionRecord, canonical_bytes
+from agentfence.verify import replay, verify_log
+
+START, END = "<!-- bench_log:start -->", "<!-- bench_log:end -->"
+
+
+def decision(i: int, request_blob: str | None = None) -> DecisionRecord:
+    """A realistic decision record (the size of the demo's refund decisions)."""
+    return DecisionRecord(
+        decision_id=hashlib.sha256(str(i).encode()).hexdigest()[:32],
+        seed=7,
+        thread=f"bench-{i % 50}",
+        step=i % 9,
+        tool_call_id=f"call-{i}",
+        tool="refund",
+        principal='User::"alice"',
+        agent="support-bot",
+        action='Action::"refund"',
+        resource='Customer::"c-102"',
+        request_blob=request_blob,
+        effect="ALLOW",
+        policy_ids=["refund-small"],
+        reasons=["refunds up to EUR 100 are routine"],
+        errors=[],
+        approvers=[],
+        policy_hash="0" * 64,
+        engine="cedarpy/4.12.2",
+        time_us=1_800_000_000_000_000 + i,
+    )
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def single_writer(tmp: Path, n: int) -> dict[str, float]:
+    log = SignedLog.open(tmp / "single.db", signer=Signer.generate("bench"))
+    latencies = []
+    started = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        log.append(decision(i))
+        latencies.append(time.perf_counter() - t)
+    elapsed = time.perf_counter() - started
+    log.close()
+    return {
+        "rate": n / elapsed,
+        "p50_ms": pct(latencies, 0.5) * 1e3,
+        "p99_ms": pct(latencies, 0.99) * 1e3,
+    }
+
+
+def bare_commits(tmp: Path, n: int, rows_per_commit: int) -> float:
+    body = canonical_bytes(decision(0))
+    conn = sqlite3.connect(tmp / f"bare-{rows_per_commit}.db", isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, body BLOB)")
+    started = time.perf_counter()
+    for _ in range(n // rows_per_commit):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO t (body) VALUES (?)", [(body,)] * rows_per_commit)
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return (n // rows_per_commit) * rows_per_commit / elapsed
+
+
+def group_commit(tmp: Path, per_thread: int, threads: int) -> dict[str, float]:
+    log = SignedLog.open(tmp / "group.db", signer=Signer.generate("bench"))
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def work(k: int) -> None:
+        mine = []
+        for i in range(per_thread):
+            t = time.perf_counter()
+            log.append(decision(k * 1_000_000 + i))
+            mine.append(time.perf_counter() - t)
+        with lock:
+            latencies.extend(mine)
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    elapsed = time.perf_counter() - started
+    batches = log.stats.batches
+    log.close()
+    total = per_thread * threads
+    return {
+        "rate": total / elapsed,
+        "p50_ms": pct(latencies, 0.5) * 1e3,
+        "p99_ms": pct(latencies, 0.99) * 1e3,
+        "mean_batch": total / max(batches, 1),
+    }
+
+
+def build_large(path: Path, n: int, signer: Signer) -> None:
+    """Append ``n`` decisions in large batches (group commit's own path, without threads)."""
+    log = SignedLog.open(path, signer=signer, checkpoint_interval=3600)
+    schema, generated = Blob.of(b"// schema"), Blob.of(b"// generated")
+    log.append(
+        ActivationRecord(
+            policy_hash="0" * 64,
+            files={},
+            file_blobs={},
+            schema_blob=schema.ref,
+            generated_schema_blob=generated.ref,
+            engine="cedarpy/4.12.2",
+            time_us=1,
+        ),
+        [schema, generated],
+    )
+    n -= 1
+    batch_size = 20_000
+    for start in range(0, n, batch_size):
+        batch = []
+        for i in range(start, min(n, start + batch_size)):
+            record = decision(i)
+            batch.append(_Pending(record, (), canonical_bytes(record)))
+        log._commit(batch)  # bulk load for the benchmark only
+    log.close()
+
+
+def verify_large(tmp: Path, n: int) -> dict[str, float]:
+    signer = Signer.generate("bench")
+    path = tmp / "large.db"
+    started = time.perf_counter()
+    build_large(path, n, signer)
+    build = time.perf_counter() - started
+    started = time.perf_counter()
+    verified = verify_log(path, [signer.verifier_key])
+    elapsed = time.perf_counter() - started
+    assert verified.size == n  # a benchmark that verified nothing is void
+    conn = sqlite3.connect(path)
+    bodies = [bytes(r[0]) for r in conn.execute("SELECT body FROM entries ORDER BY seq")]
+    conn.close()
+    started = time.perf_counter()
+    for body in bodies:
+        hashlib.sha256(b"\x00" + body).digest()
+    floor = time.perf_counter() - started
+    return {
+        "entries": n,
+        "build_s": build,
+        "rate": n / elapsed,
+        "floor_rate": n / floor,
+        "seconds": elapsed,
+    }
+
+
+def replay_bench(tmp: Path, n: int) -> dict[str, float]:
+    """Record ``n`` decisions through a real fence (demo policies), then replay them."""
+    signer = Signer.generate("bench")
+    path = tmp / "replay.db"
+    fence = Fence.from_directory(
+        policy_dir(), tools=TOOLS, log=f"sqlite:///{path}", signing_key=signer, seed=1
+    )
+    requests = []
+    amounts = [5.0, 40.0, 99.0, 150.0, 2500.0, 20000.0]
+    log = fence.log
+    batch = []
+    for i in range(n):
+        d = fence.decide(
+            "refund",
+            {"customer_id": f"c-{i % 40}", "amount": amounts[i % 6], "reason": "bench"},
+            principal='User::"alice"',
+            thread=f"t-{i % 30}",
+            step=i,
+            tool_call_id=f"c{i}",
+        )
+        blob = Blob.of(request_bytes(d.request or {}))
+        requests.append(d.request)
+        record, _ = fence._decision_record(d)  # the fence's own record
+        record = record.model_copy(update={"request_blob": blob.ref})
+        batch.append(_Pending(record, [blob], canonical_bytes(record)))
+        if len(batch) == 5000:
+            log._commit(batch)  # type: ignore[attr-defined]
+            batch = []
+    if batch:
+        log._commit(batch)  # type: ignore[attr-defined]
+    fence.close()
+    started = time.perf_counter()
+    report = replay(path)
+    elapsed = time.perf_counter() - started
+    compiled = fence.engine._compiled
+    started = time.perf_counter()
+    for request in requests:
+        cedarpy.is_authorized(
+            dict(request or {}), compiled.policy_set, compiled.entities, schema=compiled.schema
+        )
+    floor = time.perf_counter() - started
+    changed = len(getattr(report, "changed", []) or [])
+    return {"decisions": n, "rate": n / elapsed, "floor_rate": n / floor, "changed": changed}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        match = re.search(r"model name\s*:\s*(.+)", text)
+        cpu = match.group(1).strip() if match else cpu
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.platform()}, Python "
+        f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    )
+
+
+def render(results: dict[str, Any], command: str) -> str:
+    a, b, c, d = results["single"], results["group"], results["verify"], results["replay"]
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    rows = [
+        (
+            "a",
+            "1 writer, 1 durable commit per decision",
+            f"{a['rate']:,.0f}/s",
+            f"p50 {a['p50_ms']:.3f} ms, p99 {a['p99_ms']:.3f} ms",
+            f"bare commit {results['bare1']:,.0f}/s",
+            f"{a['rate'] / results['bare1']:.2f}",
+            "≥ 3,000/s, p99 ≤ 1 ms",
+            "met" if a["rate"] >= 3000 and a["p99_ms"] <= 1 else "missed",
+        ),
+        (
+            "b",
+            "8 writers, group commit",
+            f"{b['rate']:,.0f}/s",
+            f"p50 {b['p50_ms']:.3f} ms, p99 {b['p99_ms']:.3f} ms, mean batch {b['mean_batch']:.1f}",
+            f"bare 8-row commits {results['bare8']:,.0f}/s",
+            f"{b['rate'] / results['bare8']:.2f}",
+            "≥ 10,000/s",
+            "met" if b["rate"] >= 10000 else "missed",
+        ),
+        (
+            "c",
+            f"verify_log, {c['entries']:,} entries",
+            f"{c['rate']:,.0f} entries/s",
+            f"{c['seconds']:.1f} s",
+            f"SHA-256 of entries {c['floor_rate']:,.0f}/s",
+            f"{c['rate'] / c['floor_rate']:.2f}",
+            "≥ 100,000/s",
+            "met" if c["rate"] >= 100000 else "missed",
+        ),
+        (
+            "d",
+            f"replay, {d['decisions']:,} decisions",
+            f"{d['rate']:,.0f} decisions/s",
+            f"{d['changed']} changed",
+            f"cedarpy pre-parsed {d['floor_rate']:,.0f}/s",
+            f"{d['rate'] / d['floor_rate']:.2f}",
+            "≥ 10,000/s",
+            "met" if d["rate"] >= 10000 else "missed",
+        ),
+    ]
+    lines = [
+        START,
+        f"Measured {now} with `{command}`.",
+        "",
+        f"- Machine: {machine()}",
+        f"- 1-minute load average at the start: {results['load']:.2f}",
+        "",
+        "| case | what | result | detail | floor (same run) | result / floor | target | |",
+        "|---|---|---:|---|---|---:|---|---|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        END,
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--appends", type=int, default=5000)
+    parser.add_argument("--replay", type=int, default=50_000)
+    parser.add_argument("--write", type=Path)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"load": os.getloadavg()[0]}
+    with tempfile.TemporaryDirectory(prefix="agentfence-bench-") as name:
+        tmp = Path(name)
+        results["bare1"] = bare_commits(tmp, args.appends, 1)
+        results["single"] = single_writer(tmp, args.appends)
+        results["bare8"] = bare_commits(tmp, args.appends * 2, 8)
+        results["group"] = group_commit(tmp, args.appends // 4, 8)
+        results["verify"] = verify_large(tmp, args.entries)
+        results["replay"] = replay_bench(tmp, args.replay)
+    command = (
+        "`.venv/bin/python benchmarks/bench_log.py"
+        + (f" --entries {args.entries}" if args.entries != 1_000_000 else "")
+        + (f" --write {args.write}" if args.write else "")
+        + "`"
+    )
+    if args.json:
+        print(json.dumps(results, indent=2))
+    section = render(results, command.strip("`"))
+    print(section)
+    if args.write:
+        text = args.write.read_text() if args.write.exists() else ""
+        if START in text and END in text:
+            text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+        else:
+            text = text.rstrip() + "\n\n## The signed log\n\n" + section + "\n"
+        args.write.write_text(text)
+    _ = statistics  # kept for readers extending the percentiles
+
+
+if __name__ == "__main__":
+    main()

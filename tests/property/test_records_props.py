@@ -1,0 +1,120 @@
+"""Canonical bytes: the fast encoder and the RFC 8785 reference agree on every record."""
+
+from __future__ import annotations
+
+import json
+
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agentfence.records import (
+    ActivationRecord,
+    DecisionRecord,
+    ErasureRecord,
+    canonical_bytes,
+    entry_bytes,
+)
+
+text = st.text(st.characters(exclude_categories=()), max_size=30)  # any code point at all
+ints = st.integers(min_value=-(2**60), max_value=2**60)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    thread=text,
+    reason=text,
+    principal=st.one_of(st.none(), text),
+    step=ints,
+    seed=ints,
+    time_us=ints,
+    policy_ids=st.lists(text, max_size=3),
+)
+def test_decision_records(
+    thread: str,
+    reason: str,
+    principal: str | None,
+    step: int,
+    seed: int,
+    time_us: int,
+    policy_ids: list[str],
+) -> None:
+    record = DecisionRecord(
+        decision_id="d",
+        seed=seed,
+        thread=thread,
+        step=step,
+        tool_call_id=reason,
+        tool="t",
+        principal=principal,
+        agent=reason,
+        action="a",
+        resource=None,
+        request_blob=None,
+        effect="DENY",
+        policy_ids=policy_ids,
+        reasons=[reason],
+        errors=[],
+        approvers=[],
+        policy_hash="h",
+        engine="e",
+        time_us=time_us,
+    )
+    check(record)
+
+
+@settings(max_examples=300, deadline=None)
+@given(files=st.dictionaries(text, text, max_size=4), reason=text)
+def test_records_with_user_keys(files: dict[str, str], reason: str) -> None:
+    check(
+        ActivationRecord(
+            policy_hash="h",
+            files=files,
+            file_blobs=files,
+            schema_blob="s",
+            generated_schema_blob="g",
+            engine="e",
+            time_us=1,
+        )
+    )
+    check(ErasureRecord(blob="b", reason=reason, time_us=2))
+
+
+def check(record: ActivationRecord | DecisionRecord | ErasureRecord) -> None:
+    data = record.model_dump(mode="json")
+    try:
+        expected = rfc8785.dumps(data)
+    except Exception as reference_error:
+        # Where the reference refuses (integers beyond I-JSON's range, lone surrogates),
+        # the fast path must refuse too rather than invent bytes.
+        try:
+            canonical_bytes(record)
+        except Exception as ours:
+            assert type(ours).__name__ in (
+                type(reference_error).__name__,
+                "UnicodeEncodeError",
+                "IntegerDomainError",
+            )
+            return
+        raise AssertionError("canonical_bytes accepted what RFC 8785 refuses") from None
+    assert canonical_bytes(record) == expected
+    entry = entry_bytes(3, record)
+    assert entry == rfc8785.dumps({"format": "agentfence.entry/v1", "record": data, "seq": 3})
+    assert json.loads(entry)["seq"] == 3
+
+
+def test_keys_ordered_by_utf16_units_not_code_points() -> None:
+    # U+10000 is the surrogate pair D800 DC00 in UTF-16, so RFC 8785 puts it before U+E000,
+    # while a code-point sort puts it after: the fast path must not be used for such keys.
+    files = {"\ue000": "a", "\U00010000": "b", "plain": "c"}
+    check(
+        ActivationRecord(
+            policy_hash="h",
+            files=files,
+            file_blobs=files,
+            schema_blob="s",
+            generated_schema_blob="g",
+            engine="e",
+            time_us=1,
+        )
+    )
