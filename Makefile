@@ -32,6 +32,7 @@ test: lint unit
 
 bench: install
 	$(BIN)/python benchmarks/bench_decide.py --write docs/performance.md
+	$(BIN)/python benchmarks/bench_log.py --write docs/performance.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info src/*.egg-info
