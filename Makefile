@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint unit bench clean
+.PHONY: install demo test lint unit bench clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "agentfence needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -25,8 +25,19 @@ lint: install
 	$(BIN)/ruff format --check src tests examples benchmarks
 	$(BIN)/mypy
 
-unit: install
-	$(BIN)/pytest -q -n 2
+# The inbox's browser tests drive Debian's Chromium (no browser download is possible here);
+# install it when it is missing and we may (root, apt), and make the tests required.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium for the inbox browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "chromium is missing and cannot be installed here (need root and apt-get)"; exit 1; \
+	  fi; }
+
+unit: install browser
+	AGENTFENCE_BROWSER_TESTS=required $(BIN)/pytest -q -n 2
 
 test: lint unit
 

@@ -3,6 +3,7 @@
 The public API is the names in ``__all__``; everything else is internal and may change.
 """
 
+from agentfence._redaction import PresidioRedactor
 from agentfence.errors import (
     AgentfenceError,
     AgentfenceWarning,
@@ -13,6 +14,7 @@ from agentfence.errors import (
     VerificationError,
 )
 from agentfence.fence import Fence, PrincipalResolver
+from agentfence.labels import Directory, Finding, Meter, Provenance, Redactor, labelled
 from agentfence.log import DecisionLog, MemoryLog, Receipt
 from agentfence.policy import CallFacts, Decision, Effect, EntityRef, PolicyEngine
 from agentfence.records import ActivationRecord, DecisionRecord, OutcomeRecord, canonical_bytes
@@ -29,20 +31,27 @@ __all__ = [
     "Decision",
     "DecisionLog",
     "DecisionRecord",
+    "Directory",
     "Effect",
     "EntityRef",
     "Fence",
+    "Finding",
     "LogError",
     "MemoryLog",
+    "Meter",
     "OutcomeRecord",
     "PolicyEngine",
     "PolicyLoadError",
+    "PresidioRedactor",
     "PrincipalResolver",
+    "Provenance",
     "Receipt",
+    "Redactor",
     "Resource",
     "ToolSpec",
     "ToolSpecError",
     "VerificationError",
     "canonical_bytes",
     "govern",
+    "labelled",
 ]

@@ -141,6 +141,7 @@ class Checkpoints:
                 engine=self._fence._engine,
                 registry=self._fence._registry,
                 now_us=now,
+                answered_us=self._handed_in(stored.request_id, payload),
             )
         except ApprovalRefused as refused:
             if refused.code == "expired":
@@ -168,7 +169,7 @@ class Checkpoints:
         span.approval_answered(stored.request_id, str(verified.approver), answer.decision, waited)
         if answer.decision == "reject":
             self._answer_record(stored, payload, "accepted", "rejected by the approver")
-            note = f": {answer.message}" if answer.message else ""
+            note = f": {answer.message.rstrip('.')}" if answer.message else ""
             return refusal(
                 request,
                 (
@@ -236,6 +237,13 @@ class Checkpoints:
         if answer.decision == "edit":
             request = request.override(tool_call={**request.tool_call, "args": run_args})
         return Run(decision, request)
+
+    def _handed_in(self, request_id: str, payload: Any) -> int | None:
+        """When the store took this very answer (``None`` if it was delivered directly)."""
+        held = self._fence._approvals.get(request_id)
+        if held is None or held.answer is None or held.answered_us is None:
+            return None
+        return held.answered_us if held.answer == payload else None
 
     def _answer_record(
         self,

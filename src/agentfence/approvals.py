@@ -136,12 +136,22 @@ def parse_duration(text: str) -> int:
 def request_for(decision: Decision, *, now_us: int, default_expiry: int) -> ApprovalRequest:
     """The approval request for a REQUIRE_APPROVAL decision (its id is deterministic)."""
     facts = decision.facts
-    expiry = default_expiry
-    risk = ""
-    for notes in decision.annotations.values():
-        if EXPIRES_ANNOTATION in notes:
-            expiry = min(expiry, parse_duration(notes[EXPIRES_ANNOTATION]))
-        risk = risk or notes.get(RISK_ANNOTATION, "")
+    # The determining policies' @approval_expires set the time to answer (the shortest of
+    # them when several do); without one, the fence's default applies.
+    expiries = [
+        parse_duration(notes[EXPIRES_ANNOTATION])
+        for notes in decision.annotations.values()
+        if EXPIRES_ANNOTATION in notes
+    ]
+    expiry = min(expiries) if expiries else default_expiry
+    risk = next(
+        (
+            notes[RISK_ANNOTATION]
+            for notes in decision.annotations.values()
+            if notes.get(RISK_ANNOTATION)
+        ),
+        "",
+    )
     principal = str(facts.principal)
     args = dict(facts.args)
     return ApprovalRequest(
@@ -320,15 +330,16 @@ def check_answer(
     engine: PolicyEngine,
     registry: ApproverRegistry,
     now_us: int,
-    args_for_edit: Mapping[str, Any] | None = None,
+    answered_us: int | None = None,
 ) -> VerifiedAnswer:
     """Check a delivered answer against its request; raise :class:`ApprovalRefused` if not good.
 
     Checks, in order: the envelope is well formed; the key is a declared approver's and the
     Ed25519 signature over the answer's canonical bytes verifies; the answer names this
     request and its action digest (the exact tool, arguments and principal); the approver is
-    the key's principal and not the requester; the request had not expired; and Cedar allows
-    ``Action::"approve"`` for this approver on this request.
+    the key's principal and not the requester; the answer was given and handed in before the
+    request expired (``answered_us``: when the store took it, else ``now_us``); and Cedar
+    allows ``Action::"approve"`` for this approver on this request.
     """
     answer, key, signature = parse_envelope(payload)
     name, _, key_id_hex = key.partition("+")
@@ -373,7 +384,12 @@ def check_answer(
         raise ApprovalRefused(
             "self_approval", f"{claimed} requested this call and cannot approve it"
         )
-    if request.expired(now_us) or answer.answered_us > request.expires_us:
+    # An answer counts if it was given before the request expired, even when the thread
+    # resumes later: both the time the approver signed and the time the answer was handed
+    # in (``answered_us``: when the store took it; now, for an answer handed in directly)
+    # must be in time.
+    handed_in = answered_us if answered_us is not None else now_us
+    if answer.answered_us > request.expires_us or handed_in > request.expires_us:
         raise ApprovalRefused(
             "expired", f"the request expired at {_iso(request.expires_us)}; the call was not run"
         )
@@ -470,8 +486,9 @@ class ApprovalStore:
     thread resumes and marks each answer used, once, in one atomic update.
     """
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, readonly: bool = False) -> None:
         self.path = Path(path) if path is not None else None
+        self.readonly = readonly and self.path is not None
         self._memory: sqlite3.Connection | None = None
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -479,6 +496,13 @@ class ApprovalStore:
             self._memory = sqlite3.connect(
                 ":memory:", check_same_thread=False, isolation_level=None
             )
+        if self.readonly:
+            if self.path is None or not self.path.exists():
+                raise ConfigurationError(
+                    f"no approvals store at {str(self.path)!r}; check "
+                    "the --db path (the decision log's SQLite file)"
+                )
+            return
         self._conn().executescript(_SCHEMA)
 
     @classmethod
@@ -493,12 +517,21 @@ class ApprovalStore:
             return self._memory
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            assert self.path is not None  # set whenever _memory is None
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=30.0, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
+            path = self.path or Path(":memory:")
+            if self.readonly:
+                # Reading (listing, showing) never writes to the approvers' shared database.
+                conn = sqlite3.connect(
+                    f"file:{path.resolve()}?mode=ro",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:
+                conn = sqlite3.connect(
+                    path, isolation_level=None, timeout=30.0, check_same_thread=False
+                )
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
             self._local.conn = conn
         return conn
 
@@ -535,17 +568,22 @@ class ApprovalStore:
             ).fetchone()
         return ApprovalRequest.model_validate_json(row[0])
 
-    def get(self, request_id: str) -> StoredApproval | None:
-        """One request with its answer and use, by id (a unique prefix of 8+ digits works)."""
+    def find(self, prefix: str) -> list[StoredApproval]:
+        """Requests whose id is ``prefix`` or starts with it (8+ characters), for people
+        typing ids: none, one, or several (ambiguous)."""
         conn = self._conn()
         rows = conn.execute(
             "SELECT request, answer, answered_us, used_us, expired_us FROM approvals "
-            "WHERE request_id = ? OR (length(?) >= 8 AND request_id LIKE ? || '%')",
-            (request_id, request_id, request_id),
+            "WHERE request_id = ? OR (length(?) >= 8 AND request_id LIKE ? || '%') "
+            "ORDER BY created_us DESC",
+            (prefix, prefix, prefix.replace("%", "").replace("_", "")),
         ).fetchall()
-        if len(rows) != 1:
-            return None
-        return _stored(rows[0])
+        return [_stored(r) for r in rows]
+
+    def get(self, request_id: str) -> StoredApproval | None:
+        """One request with its answer and use, by id (or by a prefix that names one only)."""
+        found = self.find(request_id)
+        return found[0] if len(found) == 1 else None
 
     def list(self, *, thread: str | None = None) -> list[StoredApproval]:
         """Every request, newest first (optionally one thread's)."""

@@ -190,6 +190,47 @@ class _Case:
     expect: Effect
     expect_policies: tuple[str, ...] | None
     agent: str | None
+    messages: tuple[Any, ...] = ()
+
+
+def _case_messages(raw: Any, where: str) -> tuple[Any, ...]:
+    """The thread before a case's call: ``[[case.messages]]`` with role, content, tool, labels."""
+    from langchain_core.messages import HumanMessage, SystemMessage, ToolMessage
+
+    from agentfence.labels import METADATA_KEY, labelled
+
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigurationError(f"{where}: 'messages' must be a list of tables")
+    messages: list[Any] = []
+    for number, item in enumerate(raw, start=1):
+        at = f"{where}, message {number}"
+        if not isinstance(item, dict) or not isinstance(item.get("content"), str):
+            raise ConfigurationError(f"{at}: needs role and content (a string)")
+        role, content = item.get("role"), item["content"]
+        labels = item.get("labels", [])
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ConfigurationError(f"{at}: labels must be a list of strings")
+        if role == "user":
+            message: Any = HumanMessage(content)
+            if labels:
+                labelled(message, labels)
+        elif role == "system":
+            message = SystemMessage(content)
+        elif role == "tool":
+            if not isinstance(item.get("tool"), str):
+                raise ConfigurationError(f'{at}: a tool message needs tool = "<tool name>"')
+            message = ToolMessage(
+                content,
+                name=item["tool"],
+                tool_call_id=f"case-message-{number}",
+                response_metadata={METADATA_KEY: {"labels": sorted(set(labels))}},
+            )
+        else:
+            raise ConfigurationError(f"{at}: role = {role!r}; use user, system or tool")
+        messages.append(message)
+    return tuple(messages)
 
 
 def _read_cases(path: Path) -> tuple[dict[str, Any], list[_Case]]:
@@ -220,6 +261,7 @@ def _read_cases(path: Path) -> tuple[dict[str, Any], list[_Case]]:
                 expect=Effect[expect],
                 expect_policies=tuple(expected_policies) if expected_policies is not None else None,
                 agent=raw.get("agent"),
+                messages=_case_messages(raw.get("messages"), where),
             )
         )
     if not cases:
@@ -253,6 +295,7 @@ def policy_test(
             principal=case.principal,
             agent=case.agent,
             thread=f"policy-test:{case.name}",
+            messages=case.messages,
         )
         problems = []
         if decision.effect is not case.expect:
@@ -325,19 +368,40 @@ def demo(
     trace: Annotated[
         bool, typer.Option("--trace", help="Print the run's OpenTelemetry trace as a tree.")
     ] = False,
+    scenario: Annotated[
+        str,
+        typer.Option(
+            "--scenario",
+            help="desk: a support desk's refunds and approvals (default); injection: an "
+            "inbound email tries to make the agent exfiltrate data and pay an attacker.",
+        ),
+    ] = "desk",
 ) -> None:
-    """Run the offline support-desk demo agent: decisions, an approval, a verified log."""
+    """Run an offline demo agent: decisions, an approval, a verified log."""
     import tempfile
 
     from agentfence import demo as demo_module
     from agentfence.verify import verify_log
 
+    if scenario not in demo_module.SCENARIOS:
+        raise ConfigurationError(
+            f"--scenario {scenario!r} is not a demo scenario; choose one of "
+            + ", ".join(demo_module.SCENARIOS)
+        )
     interactive = sys.stdin.isatty() and not scripted
     who = "you, at the terminal" if interactive else "SCRIPTED APPROVER (demo stand-in)"
+    if scenario == "desk":
+        story = 'a support-desk agent (scripted model, offline) works ticket T-88 as User::"alice"'
+    else:
+        story = (
+            'Alice\'s assistant (scripted model, offline) reads her inbox as User::"alice"; '
+            "one email is a prompt injection telling it to send the customer list outside "
+            "and to pay an unknown account"
+        )
     out.print(
-        "[bold]agentfence demo[/]: a support-desk agent (scripted model, offline) works "
-        'ticket T-88 as User::"alice"; every tool call passes through the fence and into a '
-        f"signed decision log. Approval requests are answered by {who}.\n"
+        f"[bold]agentfence demo --scenario {scenario}[/]: {story}; every tool call passes "
+        "through the fence and into a signed decision log. Approval requests are answered "
+        f"by {who}.\n"
     )
     workdir = directory or Path(tempfile.mkdtemp(prefix="agentfence-demo-"))
     telemetry, exporter = None, None
@@ -353,27 +417,53 @@ def demo(
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         telemetry = Telemetry(tracer_provider=provider)
     run = demo_module.run(
-        workdir, answerer=_ask_person if interactive else None, who=who, telemetry=telemetry
+        workdir,
+        answerer=_ask_person if interactive else None,
+        who=who,
+        telemetry=telemetry,
+        scenario=scenario,
     )
     style = {"ALLOW": "green", "DENY": "red", "REQUIRE_APPROVAL": "yellow"}
+    flows = scenario != "desk"
     table = Table(title="Decisions, as recorded in the decision log", show_lines=True)
-    for column in ("#", "step", "tool", "arguments", "outcome", "policies", "reasons"):
+    columns = ["#", "step", "tool", "arguments"]
+    columns += ["data flow"] if flows else []
+    columns += ["outcome", "policies", "reasons"]
+    for column in columns:
         table.add_column(column, overflow="fold")
     for index, record in enumerate(run.decisions, start=1):
         stored = run.blobs.get(record.request_blob or "")
         request = json.loads(stored) if stored else {}
-        args = request.get("context", {}).get("args", {})
+        context = request.get("context", {})
+        args = context.get("args", {})
         shown = ", ".join(f"{k}={_short(v)}" for k, v in args.items())
-        table.add_row(
-            str(index),
-            str(record.step),
-            record.tool,
-            shown,
+        row = [str(index), str(record.step), record.tool, shown]
+        if flows:
+            row.append(_data_flow(context))
+        row += [
             f"[{style[record.effect]}]{record.effect}[/]",
             "\n".join(record.policy_ids) or "-",
             "\n".join(record.reasons),
-        )
+        ]
+        table.add_row(*row)
     out.print(table)
+    for index, record in enumerate(run.decisions, start=1):
+        if record.shadow is not None:
+            out.print(
+                f"Shadow (not enforced): #{index} {record.tool} would be "
+                f"{record.shadow.effect} by {', '.join(record.shadow.policy_ids) or '-'}; "
+                f"it was {record.effect}.",
+                markup=False,
+            )
+    tools_by_decision = {d.decision_id: d.tool for d in run.decisions}
+    for outcome in run.outcomes:
+        if outcome.redactions:
+            notes = ", ".join(f"{r.count} {r.kind}" for r in outcome.redactions)
+            out.print(
+                f"Redacted before the model saw it: {tools_by_decision.get(outcome.decision_id)}"
+                f" result ({notes}).",
+                markup=False,
+            )
     counts = {e: sum(r.effect == e for r in run.decisions) for e in style}
     out.print(
         f"{len(run.decisions)} decisions: {counts['ALLOW']} allowed, {counts['DENY']} denied, "
@@ -433,6 +523,22 @@ def _ask_person(pending: Any) -> Any:
     )
 
 
+def _data_flow(context: dict[str, Any]) -> str:
+    """The provenance of the resource and the labels seen, for the demo's table."""
+    lines = []
+    data = context.get("data", {})
+    if data.get("labels"):
+        lines.append("seen: " + ", ".join(data["labels"]))
+    resource = context.get("resource_provenance", {})
+    if resource.get("sources"):
+        where = ", ".join(resource["sources"])
+        labels = resource.get("labels") or []
+        lines.append(f"target from: {where}" + (f" ({', '.join(labels)})" if labels else ""))
+    if data.get("carried"):
+        lines.append("carries: " + ", ".join(data["carried"]))
+    return "\n".join(lines) or "-"
+
+
 def _short(value: Any) -> str:
     if isinstance(value, dict) and "__extn" in value:
         number = str(value["__extn"]["arg"])
@@ -450,6 +556,12 @@ register(app)
 from agentfence._cli_approvals import register as _register_approvals  # noqa: E402
 
 _register_approvals(app)
+
+# The web inbox's commands (inbox serve, add-approver, remove-approver); the web stack is
+# imported only by `inbox serve`, so the rest of the CLI works without the inbox extra.
+from agentfence.inbox._cli import register as _register_inbox  # noqa: E402
+
+_register_inbox(app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

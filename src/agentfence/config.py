@@ -36,6 +36,10 @@ class Settings:
     trace_exporter_text: str | None = None
     trace_content_text: str | None = None
     approver_key: str | None = None
+    inbox_trace_url_text: str | None = None
+    inbox_session_idle_text: str | None = None
+    inbox_session_max_text: str | None = None
+    inbox_secure_cookies_text: str | None = None
 
     @property
     def trace_exporter(self) -> str:
@@ -76,6 +80,48 @@ class Settings:
                 "from 0 to 2**53-1 or unset it to derive seeds from thread ids"
             ) from exc
 
+    @property
+    def inbox_trace_url(self) -> str | None:
+        """``AGENTFENCE_INBOX_TRACE_URL``: a link to a trace, with ``{trace_id}`` in it.
+
+        For example ``http://127.0.0.1:16686/trace/{trace_id}`` (Jaeger). Unset: the inbox
+        shows trace ids as text.
+        """
+        value = (self.inbox_trace_url_text or "").strip()
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")) or "{trace_id}" not in value:
+            raise ConfigurationError(
+                f"AGENTFENCE_INBOX_TRACE_URL={value!r} must be an http(s) URL containing "
+                "{trace_id}, e.g. http://127.0.0.1:16686/trace/{trace_id}; or unset it"
+            )
+        return value
+
+    @property
+    def inbox_session_idle(self) -> int:
+        """``AGENTFENCE_INBOX_SESSION_IDLE``: seconds an idle inbox session lasts (``30m``)."""
+        return _seconds("AGENTFENCE_INBOX_SESSION_IDLE", self.inbox_session_idle_text, "30m")
+
+    @property
+    def inbox_session_max(self) -> int:
+        """``AGENTFENCE_INBOX_SESSION_MAX``: seconds any inbox session lasts at most (``12h``)."""
+        return _seconds("AGENTFENCE_INBOX_SESSION_MAX", self.inbox_session_max_text, "12h")
+
+    @property
+    def inbox_secure_cookies(self) -> bool | None:
+        """``AGENTFENCE_INBOX_SECURE_COOKIES``: ``true`` marks inbox cookies Secure always.
+
+        ``auto`` (the default, ``None``) marks them Secure when the request came over TLS;
+        set ``true`` behind a TLS proxy that does not send ``X-Forwarded-Proto``.
+        """
+        value = (self.inbox_secure_cookies_text or "auto").strip().lower()
+        if value not in ("auto", "true", "false", "1", "0"):
+            raise ConfigurationError(
+                f"AGENTFENCE_INBOX_SECURE_COOKIES={value!r} is not 'auto', 'true' or 'false'; "
+                "set 'true' when the inbox is reached over TLS through a proxy"
+            )
+        return None if value == "auto" else value in ("true", "1")
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read the ``AGENTFENCE_*`` variables (listed in ``docs/configuration.md``)."""
@@ -89,4 +135,22 @@ class Settings:
             trace_exporter_text=env.get("AGENTFENCE_TRACE_EXPORTER") or None,
             trace_content_text=env.get("AGENTFENCE_TRACE_CONTENT") or None,
             approver_key=env.get("AGENTFENCE_APPROVER_KEY") or None,
+            inbox_trace_url_text=env.get("AGENTFENCE_INBOX_TRACE_URL") or None,
+            inbox_session_idle_text=env.get("AGENTFENCE_INBOX_SESSION_IDLE") or None,
+            inbox_session_max_text=env.get("AGENTFENCE_INBOX_SESSION_MAX") or None,
+            inbox_secure_cookies_text=env.get("AGENTFENCE_INBOX_SECURE_COOKIES") or None,
         )
+
+
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(variable: str, text: str | None, default: str) -> int:
+    """Seconds in a duration such as ``90s``, ``30m``, ``12h`` or ``1d``."""
+    value = (text or default).strip().lower()
+    number, unit = value[:-1], value[-1:]
+    if unit not in _UNIT_SECONDS or not number.isdigit() or int(number) <= 0:
+        raise ConfigurationError(
+            f"{variable}={value!r} is not a duration like 90s, 30m, 12h or 1d; fix or unset it"
+        )
+    return int(number) * _UNIT_SECONDS[unit]

@@ -10,6 +10,9 @@ through its pauses, resuming as approvers answer.
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
+import decimal
 import hashlib
 import json
 import os
@@ -24,7 +27,16 @@ import rfc8785
 from agentfence import _cedar
 from agentfence._checkpoints import Checkpoints, Run
 from agentfence._ids import call_digest, check_seed, derive_seed
+from agentfence._provenance import HistoryCache, messages_of
+from agentfence._redaction import (
+    RedactionPlan,
+    new_salt,
+    redact_content,
+    redact_text,
+    salted_digest,
+)
 from agentfence._signing import Signer, read_private_key
+from agentfence._usage import UsageLedger
 from agentfence.approvals import (
     DEFAULT_EXPIRY_SECONDS,
     ApprovalStore,
@@ -39,7 +51,8 @@ from agentfence.config import (
     CONFIG_THREAD,
     Settings,
 )
-from agentfence.errors import ConfigurationError
+from agentfence.errors import ConfigurationError, PolicyLoadError
+from agentfence.labels import BUILTIN_REDACTIONS, Directory, Redactor
 from agentfence.langgraph import (
     AsyncExecute,
     Execute,
@@ -48,20 +61,32 @@ from agentfence.langgraph import (
     ToolCallRequest,
     ToolResult,
     call_parts,
+    mark_result,
     pending_interrupts,
     recorded_result,
     refusal,
     result_digest,
+    result_messages,
     resume_command,
 )
 from agentfence.log import DecisionLog, MemoryLog, Receipt, SignedLog
-from agentfence.policy import CallFacts, Decision, Effect, EntityRef, PolicyEngine
+from agentfence.policy import (
+    CallFacts,
+    Decision,
+    Effect,
+    EntityRef,
+    PolicyEngine,
+    redaction_kinds_of,
+)
 from agentfence.records import (
     ActivationRecord,
     Blob,
     DecisionRecord,
     LogRecord,
+    Metered,
     OutcomeRecord,
+    RedactionNote,
+    ShadowVerdict,
 )
 from agentfence.tools import ToolCatalog
 from agentfence.tracing import (
@@ -118,8 +143,12 @@ class Fence:
         clock: Clock | None = None,
         telemetry: Telemetry | None = None,
         policy_dir: str | Path | None = None,
+        redactors: Sequence[Redactor] = (),
     ) -> None:
         settings = Settings.from_env()
+        self._redactors = tuple(redactors)
+        self._redaction_kinds = _known_kinds(self._redactors)
+        _check_redactions(engine, self._redaction_kinds)
         self._engine = engine
         self._registry = ApproverRegistry.from_engine(engine)
         self._lock = threading.Lock()
@@ -143,6 +172,8 @@ class Fence:
         # nonce keeps two such runs that reuse tool call ids from sharing decision ids.
         self._nonce = os.urandom(8).hex()
         self._checkpoints = Checkpoints(self)
+        self._history = HistoryCache()
+        self._usage = UsageLedger(self._log, self._clock)
         self._record_activation(engine)
 
     @classmethod
@@ -161,9 +192,11 @@ class Fence:
         principal_types: Sequence[str] = ("User",),
         clock: Clock | None = None,
         telemetry: Telemetry | None = None,
+        trusted_directory: Directory | Mapping[str, Iterable[Any]] | None = None,
+        redactors: Sequence[Redactor] = (),
     ) -> Fence:
         """Load ``*.cedar`` policies (and ``*.cedarschema``, ``entities.json``,
-        ``approvers.toml``) for the tools.
+        ``approvers.toml``, ``directory.json``) for the tools.
 
         ``directory`` defaults to ``AGENTFENCE_POLICY_DIR`` (else ``./policies``). ``log`` is a
         :class:`DecisionLog` or a URL: ``"sqlite:///fence.db"`` opens the signed log, which
@@ -172,10 +205,26 @@ class Fence:
         in-memory log. Approval requests go to the log's database unless ``approvals`` is
         given. Raises :class:`~agentfence.errors.PolicyLoadError` naming each bad file and
         line.
+
+        ``trusted_directory`` is the trusted directory of values (contacts, known accounts)
+        that argument provenance reports as source ``directory``, added to the policy
+        directory's ``directory.json``. ``redactors`` add redaction kinds beyond the built-in
+        ones (``docs/policy-guide.md``, "Redaction").
         """
         directory = directory if directory is not None else Settings.from_env().policy_dir
         catalog = ToolCatalog.from_tools(tools)
-        engine = PolicyEngine.load(directory, catalog, principal_types=principal_types)
+        trusted = (
+            trusted_directory
+            if isinstance(trusted_directory, Directory) or trusted_directory is None
+            else Directory(trusted_directory)
+        )
+        engine = PolicyEngine.load(
+            directory,
+            catalog,
+            principal_types=principal_types,
+            trusted=trusted,
+            redaction_kinds=_known_kinds(redactors),
+        )
         return cls(
             engine,
             log=log,
@@ -188,6 +237,7 @@ class Fence:
             clock=clock,
             telemetry=telemetry,
             policy_dir=directory,
+            redactors=redactors,
         )
 
     # --- properties and lifecycle --------------------------------------------------------
@@ -239,7 +289,11 @@ class Fence:
             )
         with self._lock:
             engine = PolicyEngine.load(
-                self._policy_dir, self._engine.catalog, principal_types=self._engine.principal_types
+                self._policy_dir,
+                self._engine.catalog,
+                principal_types=self._engine.principal_types,
+                trusted=self._engine.extra_directory,
+                redaction_kinds=self._redaction_kinds,
             )
             registry = ApproverRegistry.from_engine(engine)
             self._record_activation(engine)
@@ -259,8 +313,14 @@ class Fence:
         step: int = 0,
         tool_call_id: str | None = None,
         seed: int | None = None,
+        messages: Sequence[Any] | None = None,
     ) -> Decision:
-        """Decide one call without running or recording anything (for custom nodes and tests)."""
+        """Decide one call without running or recording anything (for custom nodes and tests).
+
+        ``messages`` are the thread's messages before the call (LangChain messages), from
+        which the labels seen and the provenance of the arguments are computed; usage comes
+        from the decision log as for a real call.
+        """
         facts = self._facts(
             tool,
             args,
@@ -271,7 +331,9 @@ class Fence:
             tool_call_id=tool_call_id,
             seed=seed,
         )
-        return self._engine.decide(facts)
+        facts = dataclasses.replace(facts, history=self._history.history("", list(messages or ())))
+        with self._usage.lock:
+            return self._engine.decide(self._with_usage(facts))
 
     def middleware(self) -> FenceMiddleware:
         """``create_agent`` middleware running this fence on every tool call."""
@@ -290,7 +352,7 @@ class Fence:
             except Exception as exc:
                 self._record_outcome_error(verdict.decision, exc)
                 raise
-            return self._after(request, verdict.decision, result, span)
+            return self._after(verdict.request, verdict.decision, result, span)
 
     async def awrap_tool_call(self, request: ToolCallRequest, execute: AsyncExecute) -> ToolResult:
         """``ToolNode(awrap_tool_call=...)``: the async form of :meth:`wrap_tool_call`.
@@ -309,7 +371,9 @@ class Fence:
             except Exception as exc:
                 self._record_outcome_error(verdict.decision, exc)
                 raise
-            return await asyncio.to_thread(self._after, request, verdict.decision, result, span)
+            return await asyncio.to_thread(
+                self._after, verdict.request, verdict.decision, result, span
+            )
 
     def run(
         self,
@@ -324,12 +388,13 @@ class Fence:
         """Run a graph to its end, waiting at each approval pause and resuming as answers come.
 
         Answers arrive in the approvals store (from ``agentfence approvals``, the inbox, or
-        ``on_pending``, which is called with the waiting requests each time the run pauses
-        and may submit answers itself). An expired request is resumed as expired, which the
+        ``on_pending``, which is called once with each newly waiting request and may submit
+        answers itself). An expired request is resumed as expired, which the
         fence refuses. Returns the graph's final output, or its paused output when
         ``timeout`` seconds pass first, or when the graph pauses for something else.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        announced: set[str] = set()
         configurable = config.get("configurable") or {}
         traced = {
             **config,
@@ -344,8 +409,15 @@ class Fence:
                 waiting = self._waiting(graph, config)
                 if waiting is None:
                     return result
-                if on_pending is not None:
-                    on_pending([w for w in waiting if w.status(self._clock()) == "pending"])
+                fresh = [
+                    w
+                    for w in waiting
+                    if w.status(self._clock()) == "pending"
+                    and w.request.request_id not in announced
+                ]
+                if on_pending is not None and fresh:
+                    on_pending(fresh)
+                announced.update(w.request.request_id for w in fresh)
                 resume = self.resume_value(waiting)
                 if resume is not None:
                     result = graph.invoke(resume_command(graph, config, resume), traced)
@@ -412,10 +484,24 @@ class Fence:
         try:
             facts = self._facts_from_request(request)
             started = time.perf_counter()
-            decision = self._engine.decide(facts)
+            engine = self._engine
+            # Usage is read, the call decided and (if allowed) counted under one lock, so that
+            # parallel calls cannot each slip under a limit that together they cross.
+            with self._usage.lock:
+                facts = self._with_usage(facts)
+                decision = engine.decide(facts)
+                self._reserve(decision)
             span.decided(decision, time.perf_counter() - started)
-            receipt = self._append(*self._decision_record(decision, span))
+            try:
+                receipt = self._append(*self._decision_record(decision, span))
+            except Exception:
+                self._usage.release(decision.decision_id)
+                raise
             span.recorded(receipt.seq, receipt.leaf_hash)
+            if receipt.duplicate:
+                # The node runs again (a resume): act on the request recorded the first time,
+                # since usage windows and the log have moved on since.
+                decision = self._as_recorded(engine, receipt.seq, decision)
             if receipt.duplicate and facts.thread:
                 # LangGraph re-executes a node when a thread resumes: a call that already
                 # ran returns its recorded result instead of running twice.
@@ -442,9 +528,31 @@ class Fence:
     def _after(
         self, request: ToolCallRequest, decision: Decision, result: ToolResult, span: ToolCallSpan
     ) -> ToolResult:
+        _, args, call_id, _ = call_parts(request)
+        resource_json = (decision.request or {}).get("resource")
+        resource = EntityRef.parse(resource_json, "Tool") if resource_json else None
+        labels = sorted(self._engine.result_labels(decision.facts.tool, resource))
+        plan = self._redaction_plan(decision)
+        counts: collections.Counter[str] = collections.Counter()
+        original_digest = salt_blob = None
+        blobs: list[Blob] = []
+        if plan:
+            _, _, original = result_digest(result)
+            redacted = mark_result(
+                result, call_id, {}, lambda content: redact_content(content, plan, counts)
+            )
+            if counts:
+                salt = new_salt()
+                original_digest = salted_digest(salt, original)
+                salt_blob = Blob.of(salt)
+                blobs.append(salt_blob)
+                result = redacted
         status, digest, content = result_digest(result)
         blob = Blob.of(content)
+        blobs.insert(0, blob)
         span.digested(result=digest)
+        metered = self._metered(decision.facts.tool, args)
+        redactions = [RedactionNote(kind=k, count=n) for k, n in sorted(counts.items())]
         try:
             self._append(
                 OutcomeRecord(
@@ -453,12 +561,19 @@ class Fence:
                     result_digest=digest,
                     result_blob=blob.ref,
                     time_us=self._clock(),
+                    labels=labels,
+                    redactions=redactions,
+                    original_digest=original_digest,
+                    original_salt_blob=salt_blob.ref if salt_blob else None,
+                    metered=metered,
                 ),
-                [blob],
+                blobs,
             )
         except Exception as exc:
             # Fail closed: a result whose outcome is not on record is withheld from the model.
             # The tool did run, so the message says so, lest the model retry a side effect.
+            # Its spending still counts: the tool ran.
+            self._usage.settle(decision.decision_id, succeeded=True, amount=None)
             span.finished("error", error_type=ERROR_FAIL_CLOSED)
             return refusal(
                 request,
@@ -469,12 +584,58 @@ class Fence:
                 ),
                 decision,
             )
-        resource = (decision.request or {}).get("resource")
+        self._usage.settle(
+            decision.decision_id,
+            succeeded=status == "success",
+            amount=decimal.Decimal(metered.amount) if metered else None,
+        )
+        facts: dict[str, Any] = {"labels": labels, "decision_id": decision.decision_id}
+        if redactions:
+            facts["redactions"] = [r.model_dump() for r in redactions]
+        result = mark_result(result, call_id, facts)
+        self._trace_content(span, plan, args, result, call_id)
         span.finished(
             "success" if status == "success" else "error",
-            resources=[str(EntityRef.parse(resource, "Tool"))] if resource else [],
+            resources=[str(resource)] if resource else [],
+            labels=labels,
         )
         return result
+
+    def _trace_content(
+        self,
+        span: ToolCallSpan,
+        plan: RedactionPlan,
+        args: Any,
+        result: ToolResult,
+        call_id: str | None,
+    ) -> None:
+        """Put the (redacted) argument and result values on the span, if capture is on."""
+        if not self._telemetry.capture_content:
+            return
+        counts: collections.Counter[str] = collections.Counter()
+        shown_args = {
+            k: redact_text(v, plan.kinds, plan.redactors, counts) if isinstance(v, str) else v
+            for k, v in (args.items() if isinstance(args, Mapping) else ())
+        }
+        texts = [m.content for m in result_messages(result, call_id)]
+        text = "\n".join(t if isinstance(t, str) else json.dumps(t, default=str) for t in texts)
+        span.content(shown_args, text)
+
+    def _redaction_plan(self, decision: Decision) -> RedactionPlan:
+        """What to redact in this call's result: the tool's declaration and ``@redact``."""
+        entry = self._engine.catalog.get(decision.facts.tool)
+        kinds = set(entry.spec.redact) if entry is not None else set()
+        fields = set(entry.spec.redact_fields) if entry is not None else set()
+        for marks in decision.annotations.values():
+            kinds.update(redaction_kinds_of(marks))
+        return RedactionPlan(frozenset(kinds), frozenset(fields), self._redactors)
+
+    def _metered(self, tool: str, args: Any) -> Metered | None:
+        entry = self._engine.catalog.get(tool)
+        meter = entry.spec.meter if entry is not None else None
+        if meter is None or not isinstance(args, Mapping):
+            return None
+        return Metered(meter=meter.name, amount=_amount_text(meter.amount(args)))
 
     # --- describing and recording --------------------------------------------------------
 
@@ -499,7 +660,7 @@ class Fence:
         thread = str(configurable.get(CONFIG_THREAD) or metadata.get("thread_id") or "")
         step = metadata.get("langgraph_step", 0)
         seed = configurable.get(CONFIG_SEED)
-        return self._facts(
+        facts = self._facts(
             tool,
             args,
             principal,
@@ -509,6 +670,73 @@ class Fence:
             tool_call_id=call_id,
             seed=seed,
         )
+        # What the run has seen so far: the thread's messages in the graph state, indexed
+        # only when a policy speaks of labels or provenance.
+        if not self._engine.flow.roots - {"usage"}:
+            return facts
+        history = self._history.history(thread, list(messages_of(request.state)))
+        return dataclasses.replace(facts, history=history)
+
+    def _with_usage(self, facts: CallFacts) -> CallFacts:
+        """The facts with the session usage the call sees (hold ``self._usage.lock``)."""
+        if facts.principal is None or "usage" not in self._engine.flow:
+            return facts
+        entry = self._engine.catalog.get(facts.tool)
+        meter = entry.spec.meter if entry is not None else None
+        args = facts.args if isinstance(facts.args, Mapping) else {}
+        usage = self._usage.usage(
+            principal=str(facts.principal),
+            thread=facts.thread,
+            tool=facts.tool,
+            meter=meter.name if meter is not None else None,
+            amount=meter.amount(args) if meter is not None else decimal.Decimal(0),
+            exclude=facts.decision_id,
+        )
+        return dataclasses.replace(facts, usage=usage)
+
+    def _reserve(self, decision: Decision) -> None:
+        """Count an allowed call before it is recorded; note a held one (it counts once run)."""
+        facts = decision.facts
+        if decision.effect is Effect.DENY or facts.principal is None:
+            return
+        metered = self._metered(facts.tool, facts.args)
+        self._usage.reserve(
+            decision_id=decision.decision_id,
+            principal=str(facts.principal),
+            thread=facts.thread,
+            tool_call_id=facts.tool_call_id,
+            tool=facts.tool,
+            meter=metered.meter if metered else None,
+            amount=decimal.Decimal(metered.amount) if metered else decimal.Decimal(0),
+            allowed=decision.effect is Effect.ALLOW,
+        )
+
+    def _as_recorded(self, engine: PolicyEngine, seq: int, decision: Decision) -> Decision:
+        """The decision as first recorded at ``seq``, re-decided from its recorded request.
+
+        Falls back to ``decision`` when the log cannot give the record back.
+        """
+        record: Any = None
+        records = getattr(self._log, "records", None)
+        try:
+            if callable(records):
+                record = next((r for _, r in records(seq, seq + 1)), None)
+            elif isinstance(records, Sequence) and seq < len(records):
+                record = records[seq]
+        except Exception:  # an unreadable log: keep the decision just made
+            return decision
+        blob = getattr(self._log, "blob", None)
+        if (
+            not isinstance(record, DecisionRecord)
+            or record.decision_id != decision.decision_id
+            or record.request_blob is None
+            or not callable(blob)
+        ):
+            return decision
+        content = blob(record.request_blob)
+        if content is None:
+            return decision
+        return engine.decide_request(decision.facts, json.loads(content), decision.decision_id)
 
     def _facts(
         self,
@@ -569,6 +797,16 @@ class Fence:
             time_us=self._clock(),
             trace_id=ids[0] if ids else None,
             span_id=ids[1] if ids else None,
+            metered=self._metered(facts.tool, facts.args)
+            if decision.effect is not Effect.DENY
+            else None,
+            shadow=ShadowVerdict(
+                effect=decision.shadow.effect.value,
+                policy_ids=list(decision.shadow.policy_ids),
+                reasons=list(decision.shadow.reasons),
+            )
+            if decision.shadow is not None
+            else None,
         )
         return record, blobs
 
@@ -607,6 +845,7 @@ class Fence:
             return
 
     def _record_outcome_error(self, decision: Decision, exc: Exception) -> None:
+        self._usage.settle(decision.decision_id, succeeded=False, amount=None)
         try:
             self._append(
                 OutcomeRecord(
@@ -635,6 +874,40 @@ class Fence:
             ),
             [*file_blobs.values(), schema, generated],
         )
+
+
+def _known_kinds(redactors: Sequence[Redactor]) -> frozenset[str]:
+    kinds = set(BUILTIN_REDACTIONS)
+    for redactor in redactors:
+        if not isinstance(redactor, Redactor):
+            raise ConfigurationError(
+                f"{redactor!r} is not a Redactor: it needs a 'kinds' property and a "
+                "find(text, kinds) method (see agentfence.labels.Redactor)"
+            )
+        kinds |= set(redactor.kinds)
+    return frozenset(kinds)
+
+
+def _check_redactions(engine: PolicyEngine, known: frozenset[str]) -> None:
+    """Every redaction kind the tools declare is one some detector knows."""
+    problems = []
+    for entry in engine.catalog:
+        for kind in entry.spec.redact:
+            if kind not in known:
+                problems.append(
+                    f"tool {entry.name!r}: redaction kind {kind!r} is unknown; known kinds are "
+                    f"{', '.join(sorted(known))} (pass a Redactor for others)"
+                )
+    if problems:
+        raise PolicyLoadError(
+            "the tools declare redactions no detector knows:\n"
+            + "\n".join(f"  {p}" for p in problems),
+            tuple(problems),
+        )
+
+
+def _amount_text(value: decimal.Decimal) -> str:
+    return f"{value.quantize(decimal.Decimal('0.0001'), rounding=decimal.ROUND_HALF_EVEN):f}"
 
 
 def _with(callbacks: Any, handler: Any) -> Any:

@@ -6,6 +6,7 @@ package speaks of calls, decisions and records.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,6 +18,8 @@ from langchain_core.messages import ToolMessage
 from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
+
+from agentfence.labels import METADATA_KEY
 
 if TYPE_CHECKING:
     from agentfence.fence import Fence
@@ -94,10 +97,62 @@ def result_digest(result: ToolResult) -> tuple[str, str, bytes]:
     return status, hashlib.sha256(data).hexdigest(), data
 
 
+def result_messages(result: ToolResult, call_id: str | None) -> list[ToolMessage]:
+    """The tool messages a result puts in the state for this call.
+
+    The ``ToolMessage`` itself, or those of a ``Command``'s ``update["messages"]`` that answer
+    ``call_id``.
+    """
+    if isinstance(result, ToolMessage):
+        return [result]
+    update = getattr(result, "update", None)
+    messages = update.get("messages") if isinstance(update, Mapping) else None
+    if not isinstance(messages, list):
+        return []
+    return [m for m in messages if isinstance(m, ToolMessage) and m.tool_call_id == call_id]
+
+
+def mark_result(
+    result: ToolResult,
+    call_id: str | None,
+    facts: Mapping[str, Any],
+    content: Callable[[Any], Any] | None = None,
+) -> ToolResult:
+    """The result with the fence's facts on its tool messages (and their content replaced).
+
+    ``facts`` go in ``response_metadata["agentfence"]``, replacing anything a tool put there:
+    the labels a message carries are the fence's to say. ``content`` maps a message's content
+    to what the model may see (redaction).
+    """
+
+    def marked(message: ToolMessage) -> ToolMessage:
+        metadata = {**(message.response_metadata or {}), METADATA_KEY: dict(facts)}
+        update: dict[str, Any] = {"response_metadata": metadata}
+        if content is not None:
+            update["content"] = content(message.content)
+        return message.model_copy(update=update)
+
+    if isinstance(result, ToolMessage):
+        return marked(result)
+    update = getattr(result, "update", None)
+    messages = update.get("messages") if isinstance(update, Mapping) else None
+    if not isinstance(update, Mapping) or not isinstance(messages, list):
+        return result
+    replaced = [
+        marked(m) if isinstance(m, ToolMessage) and m.tool_call_id == call_id else m
+        for m in messages
+    ]
+    return dataclasses.replace(result, update={**update, "messages": replaced})
+
+
 def recorded_result(
     request: ToolCallRequest, outcome: OutcomeRecord, content: bytes | None
 ) -> ToolMessage:
-    """The result a call returned when it ran before, rebuilt from the log (not run again)."""
+    """The result a call returned when it ran before, rebuilt from the log (not run again).
+
+    It carries the labels recorded with the outcome, so a replayed result still counts as
+    data the run has seen; its content is the redacted one the model saw the first time.
+    """
     name, _, call_id, _ = call_parts(request)
     if content is None:
         text: Any = (
@@ -116,6 +171,13 @@ def recorded_result(
         tool_call_id=call_id or "",
         status="error" if outcome.status == "error" else "success",
         artifact={"agentfence": {"replayed": True, "decision_id": outcome.decision_id}},
+        response_metadata={
+            METADATA_KEY: {
+                "labels": list(outcome.labels),
+                "decision_id": outcome.decision_id,
+                "redactions": [r.model_dump() for r in outcome.redactions],
+            }
+        },
     )
 
 

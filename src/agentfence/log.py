@@ -171,7 +171,19 @@ class _IndexColumns:
 def _index_columns(record: LogRecord) -> _IndexColumns:
     if isinstance(record, DecisionRecord):
         return _IndexColumns(thread=record.thread, tool=record.tool, effect=record.effect)
+    if isinstance(record, ApprovalRequestRecord):
+        return _IndexColumns(thread=record.thread, tool=record.tool)
     return _IndexColumns()
+
+
+def index_columns(record: LogRecord) -> tuple[str | None, str | None, str | None]:
+    """The ``thread``, ``tool`` and ``effect`` index columns stored beside an entry.
+
+    They are derived from the entry (for ``log show`` filters) and the verifier checks them
+    against it (docs/log-format.md, "Index columns").
+    """
+    columns = _index_columns(record)
+    return columns.thread, columns.tool, columns.effect
 
 
 @dataclass
@@ -216,7 +228,8 @@ class SignedLog:
         self._leader = False
         self._closed = False
         self._last_checkpoint_size = -1
-        self._last_checkpoint_at = 0.0
+        self._last_checkpoint_at = time.monotonic()
+        self._incoming: _signing.Signer | None = None
         self._key_lock = threading.Lock()
         self.stats = _Stats()
         self._start()
@@ -384,6 +397,10 @@ class SignedLog:
                 item.error, item.done = exc, True
                 item.wake.set()
             return
+        try:
+            handover = self._handover(batch, frontier)
+        except Exception:  # the entries are durable; rotate_key reports the failed handover
+            handover = True
         for item in batch:
             item.done = True
             item.wake.set()
@@ -392,7 +409,8 @@ class SignedLog:
         self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
         self.stats.commit_seconds.append(time.perf_counter() - started)
         if (
-            frontier.size != self._last_checkpoint_size
+            not handover
+            and frontier.size != self._last_checkpoint_size
             and time.monotonic() - self._last_checkpoint_at >= self._interval
         ):
             try:
@@ -447,17 +465,39 @@ class SignedLog:
                 tx.set_tree_state(frontier.size, frontier.state().to_bytes())
         return frontier
 
+    def _handover(self, batch: list[_Pending], frontier: _merkle.MerkleFrontier) -> bool:
+        """After a commit that wrote a key change: switch keys and sign the handover."""
+        with self._key_lock:
+            incoming = self._incoming
+        if incoming is None:
+            return False
+        changed = any(
+            isinstance(i.record, KeyChangeRecord)
+            and i.record.new_key == incoming.verifier_key
+            and i.receipt is not None
+            and not i.receipt.duplicate
+            for i in batch
+        )
+        if not changed:
+            return False
+        # Sign first: if that fails the old key stays in charge and rotate_key says so.
+        self._sign_checkpoint(frontier, signers=[incoming, self._signer])
+        with self._key_lock:
+            self._signer, self._incoming = incoming, None
+        return True
+
     # --- checkpoints ---------------------------------------------------------------------
 
     def _sign_checkpoint(
-        self, frontier: _merkle.MerkleFrontier, extra: _signing.Signer | None = None
+        self, frontier: _merkle.MerkleFrontier, signers: Sequence[_signing.Signer] = ()
     ) -> str:
         checkpoint = _signing.Checkpoint(
             origin=self._origin, size=frontier.size, root=frontier.root()
         )
         body = checkpoint.body()
-        with self._key_lock:
-            signers = [self._signer] + ([extra] if extra is not None else [])
+        if not signers:
+            with self._key_lock:
+                signers = [self._signer]
         note = body + "\n" + "".join(s.signature_line(body) for s in signers)
         self._backend.insert_checkpoint(
             CheckpointRow(
@@ -497,25 +537,24 @@ class SignedLog:
                 "the new signing key is the current one; generate a new "
                 "key with `agentfence keys generate`"
             )
-        receipt = self.append(
-            KeyChangeRecord(
-                old_key=self._signer.verifier_key,
-                new_key=new_signer.verifier_key,
-                time_us=self._clock(),
-            )
-        )
-        with self._commit_lock:
-            state = self._backend.tree_state()
-            old = self._signer
-            with self._key_lock:
-                self._signer = new_signer
-            if state is not None:
-                frontier = _merkle.MerkleFrontier.from_state(
-                    _merkle.FrontierState.from_bytes(state[1])
+        # The commit that writes the key-change entry also switches keys and signs the
+        # handover checkpoint with both, under the same commit lock: no checkpoint that
+        # includes the change is ever signed by the old key alone.
+        with self._key_lock:
+            self._incoming = new_signer
+        try:
+            receipt = self.append(
+                KeyChangeRecord(
+                    old_key=self._signer.verifier_key,
+                    new_key=new_signer.verifier_key,
+                    time_us=self._clock(),
                 )
-                # The handover checkpoint carries both signatures; it is the largest one yet,
-                # so a signed checkpoint of this size may not exist under either key alone.
-                self._sign_checkpoint(frontier, extra=old)
+            )
+        finally:
+            with self._key_lock:
+                self._incoming = None
+        if self._signer is not new_signer:  # pragma: no cover - the commit switches keys
+            raise LogError("the key change was recorded but the handover was not signed")
         return receipt
 
     def erase_blob(self, ref: str, *, reason: str) -> Receipt:

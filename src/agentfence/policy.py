@@ -11,16 +11,24 @@ policies (see ``docs/policy-guide.md``):
 - ``@require_approval("group")`` on a permit: the call needs a human approver.
 - ``@overridable("group")`` on a forbid: an approver may override that forbid.
 - ``@reason("...")``: the human-readable reason shown to the model, approver and auditor.
+- ``@shadow``: the policy is evaluated and its verdict recorded, but not enforced.
+- ``@redact("iban, card")`` on a permit: results of the calls it allows are redacted.
+
+Besides the arguments, the context holds the data-flow facts of ``agentfence.labels``: the
+labels the run has seen (``context.data``), where each argument value came from
+(``context.provenance``, ``context.resource_provenance``) and session usage
+(``context.usage``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +37,11 @@ import rfc8785
 
 from agentfence import _cedar
 from agentfence._ids import call_digest, derive_id
+from agentfence._provenance import History, carried, provenance
+from agentfence._usage import Usage
 from agentfence.errors import AgentfenceWarning, PolicyLoadError
-from agentfence.tools import ArgumentError, ToolCatalog, render_type
+from agentfence.labels import SOURCE_DEFAULT, Directory, Provenance
+from agentfence.tools import ArgumentError, ToolCatalog, ToolEntry, render_type
 
 __all__ = [
     "CallFacts",
@@ -42,10 +53,14 @@ __all__ = [
 
 ENTITIES_FILE = "entities.json"
 APPROVERS_FILE = "approvers.toml"
+DIRECTORY_FILE = "directory.json"
 APPROVE_ACTION = "approve"
 REQUIRE_APPROVAL = "require_approval"
 OVERRIDABLE = "overridable"
 REASON = "reason"
+SHADOW = "shadow"
+REDACT = "redact"
+_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
 _ENTITY = re.compile(
     r'^\s*([A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)::"(.*)"\s*$', re.DOTALL
 )
@@ -105,6 +120,10 @@ class CallFacts:
     seed: int
     nonce: str = ""
     """Distinguishes calls of runs that have no thread id (which cannot resume); else empty."""
+    history: History | None = None
+    """The thread's messages as the call saw them (labels seen, where values appeared)."""
+    usage: Usage | None = None
+    """Session usage before this call (``context.usage``); zeros when not given."""
 
     @property
     def decision_id(self) -> str:
@@ -128,6 +147,8 @@ class Decision:
     approvers: tuple[str, ...] = ()
     annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     request: Mapping[str, Any] | None = None
+    shadow: ShadowDecision | None = None
+    """What the ``@shadow`` policies would have decided, when it differs or one matched."""
 
     @property
     def allowed(self) -> bool:
@@ -148,11 +169,64 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class ShadowDecision:
+    """The decision the policies would make with the ``@shadow`` policies enforced."""
+
+    effect: Effect
+    policy_ids: tuple[str, ...]
+    """The shadow policies among the determining ones."""
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class _Compiled:
     policy_set: Any
     without_overridable: Any
     schema: Any
     entities: Any
+
+
+FLOW_ROOTS = ("data", "provenance", "resource_provenance", "usage")
+USAGE_WINDOWS = ("thread", "minute", "hour", "day")
+# A policy names a data-flow attribute as context.usage, context["usage"] or context has usage.
+_FLOW_REF = re.compile(
+    r'\bcontext\s*(?:\.\s*|\[\s*"|\s+has\s+"?)(data|provenance|resource_provenance|usage)\b'
+)
+_WINDOW_REF = re.compile(
+    r'\busage"?\s*\]?\s*(?:\.\s*|\[\s*"|\s+has\s+"?)(thread|minute|hour|day)\b'
+)
+
+
+@dataclass(frozen=True)
+class FlowParts:
+    """Which data-flow attributes the policies use, so only those are declared and computed.
+
+    Every call pays for the attributes in its Cedar request (computing them, and Cedar
+    reading and validating them), so a policy set that never names ``context.usage`` does not
+    get it. ``ALL`` is what ``agentfence policy schema`` shows without policies.
+    """
+
+    roots: frozenset[str]
+    windows: tuple[str, ...]
+
+    def __contains__(self, root: object) -> bool:
+        return root in self.roots
+
+    @classmethod
+    def of(cls, texts: Iterable[str]) -> FlowParts:
+        """The parts the policy texts name (``context.usage.day…``, ``context has data``…)."""
+        roots: set[str] = set()
+        windows: set[str] = set()
+        for text in texts:
+            code = "\n".join(line.split("//", 1)[0] for line in text.splitlines())
+            roots.update(_FLOW_REF.findall(code))
+            windows.update(_WINDOW_REF.findall(code))
+        if "usage" in roots and not windows:
+            windows = set(USAGE_WINDOWS)
+        return cls(frozenset(roots), tuple(w for w in USAGE_WINDOWS if w in windows))
+
+
+ALL_FLOW = FlowParts(frozenset(FLOW_ROOTS), USAGE_WINDOWS)
 
 
 class PolicyEngine:
@@ -169,8 +243,15 @@ class PolicyEngine:
         texts: Mapping[str, str],
         files: Mapping[str, str],
         principal_types: tuple[str, ...],
+        shadow: _Compiled | None = None,
+        directory: Directory | None = None,
+        entity_labels: Mapping[tuple[str, str], frozenset[str]] | None = None,
+        extra_directory: Directory | None = None,
+        flow: FlowParts = ALL_FLOW,
     ) -> None:
         self.policies = tuple(policies)
+        self.flow = flow
+        """The data-flow attributes the policies use (declared, and computed per call)."""
         self.schema_text = schema_text
         self.generated_schema = generated_schema
         self.texts = dict(texts)
@@ -178,8 +259,13 @@ class PolicyEngine:
         self.files = dict(files)
         self.principal_types = principal_types
         self._compiled = compiled
+        self._shadow = shadow
         self._by_id = {p.policy_id: p for p in policies}
         self.policy_hash = _policy_hash(files, schema_text)
+        self.directory = directory if directory is not None else Directory()
+        """The trusted directory: ``directory.json`` plus the one given in code."""
+        self.extra_directory = extra_directory
+        self._entity_labels = dict(entity_labels or {})
 
     @classmethod
     def load(
@@ -188,15 +274,24 @@ class PolicyEngine:
         catalog: ToolCatalog,
         *,
         principal_types: Sequence[str] = ("User",),
+        trusted: Directory | None = None,
+        redaction_kinds: frozenset[str] | None = None,
     ) -> PolicyEngine:
         """Load and validate a policy directory; raise :class:`PolicyLoadError` on any problem.
 
         Every problem found is reported (``PolicyLoadError.problems``), each naming its file
-        and line, so one run of ``agentfence policy validate`` shows them all.
+        and line, so one run of ``agentfence policy validate`` shows them all. ``trusted``
+        adds to the directory's ``directory.json``; ``redaction_kinds``, when given, are the
+        kinds ``@redact`` may name.
         """
         root = Path(directory)
         return cls.from_texts(
-            read_directory(root), catalog, principal_types=principal_types, base=root
+            read_directory(root),
+            catalog,
+            principal_types=principal_types,
+            base=root,
+            trusted=trusted,
+            redaction_kinds=redaction_kinds,
         )
 
     @classmethod
@@ -208,9 +303,11 @@ class PolicyEngine:
         principal_types: Sequence[str] = ("User",),
         generated_schema: str | None = None,
         base: Path | None = None,
+        trusted: Directory | None = None,
+        redaction_kinds: frozenset[str] | None = None,
     ) -> PolicyEngine:
         """Build an engine from file texts keyed by name (``*.cedar``, ``*.cedarschema``,
-        ``entities.json``), as :meth:`load` reads them from a directory.
+        ``entities.json``, ``directory.json``), as :meth:`load` reads them from a directory.
 
         ``generated_schema`` replaces the schema generated from ``catalog``: replay uses the
         one recorded with the activation. ``base`` prefixes file names in messages.
@@ -231,11 +328,19 @@ class PolicyEngine:
             elif name.endswith(".cedarschema"):
                 schema_sources.extend(_cedar.split_statements(texts[name], shown(name)))
         problems.extend(_duplicate_ids(policies))
+        problems.extend(_annotation_problems(policies, redaction_kinds))
+        directory = Directory()
+        if DIRECTORY_FILE in texts:
+            try:
+                directory = Directory.from_json(texts[DIRECTORY_FILE], shown(DIRECTORY_FILE))
+            except PolicyLoadError as exc:
+                problems.extend(exc.problems or (str(exc),))
         if problems:
             raise _load_error(problems)
 
+        flow = FlowParts.of(text for name, text in texts.items() if name.endswith(".cedar"))
         if generated_schema is None:
-            generated_schema = generate_schema(catalog, schema_sources, principal_types)
+            generated_schema = generate_schema(catalog, schema_sources, principal_types, flow)
         generated_source = _cedar.Statement("<schema generated from tools>", 1, 1, generated_schema)
         schema_text = "\n".join(s.text for s in schema_sources) + "\n" + generated_schema
         try:
@@ -258,15 +363,9 @@ class PolicyEngine:
                 AgentfenceWarning,
                 stacklevel=3,
             )
-        overridable = [p for p in policies if p.effect == "forbid" and OVERRIDABLE in p.annotations]
-        compiled = _Compiled(
-            policy_set=_cedar.build_policy_set(policies),
-            without_overridable=_cedar.build_policy_set(
-                [p for p in policies if p not in overridable]
-            ),
-            schema=schema,
-            entities=entities,
-        )
+        enforced = [p for p in policies if SHADOW not in p.annotations]
+        compiled = _compile(enforced, schema, entities)
+        shadow = _compile(policies, schema, entities) if len(enforced) != len(policies) else None
         return cls(
             policies=policies,
             schema_text=schema_text,
@@ -276,6 +375,11 @@ class PolicyEngine:
             texts=texts,
             files=files,
             principal_types=tuple(principal_types),
+            shadow=shadow,
+            directory=directory.merged(trusted),
+            entity_labels=_entity_labels(texts.get(ENTITIES_FILE, "[]")),
+            extra_directory=trusted,
+            flow=flow,
         )
 
     def decide(self, facts: CallFacts) -> Decision:
@@ -317,6 +421,7 @@ class PolicyEngine:
             resource = EntityRef(entry.resource_type, entry.resource_id(facts.args))
         except ArgumentError as exc:
             return deny(f"arguments do not fit the schema of {facts.tool!r}: {exc}")
+        flow = self._flow_context(entry, facts, resource)
         request = {
             "principal": facts.principal.as_json(),
             "action": {"type": "Action", "id": facts.tool},
@@ -330,9 +435,61 @@ class PolicyEngine:
                     "seed": facts.seed,
                 },
                 "args": args,
+                **flow,
             },
         }
         return self.decide_request(facts, request, decision_id)
+
+    def result_labels(self, tool: str, resource: EntityRef | None) -> frozenset[str]:
+        """The labels of what a call returns: the tool's, and its resource's (``entities.json``)."""
+        entry = self.catalog.get(tool)
+        labels = set(entry.spec.labels) if entry is not None else set()
+        if resource is not None:
+            labels |= self._entity_labels.get((resource.type, resource.id), frozenset())
+        return frozenset(labels)
+
+    def _flow_context(
+        self, entry: ToolEntry, facts: CallFacts, resource: EntityRef
+    ) -> dict[str, Any]:
+        """The data-flow attributes of a call's context that the policies use."""
+        flow = self.flow
+        if not flow.roots:
+            return {}
+        history = facts.history or History.empty()
+        raw = facts.args if isinstance(facts.args, Mapping) else {}
+        directory = self.directory
+        out: dict[str, Any] = {}
+        if "data" in flow:
+            carried_labels: set[str] = set()
+            for text in _strings_in(raw):
+                carried_labels |= carried(text, history, directory)
+            out["data"] = {
+                "labels": sorted(history.labels),
+                "tools": sorted(history.tools),
+                "returns": sorted(self.result_labels(entry.name, resource)),
+                "carried": sorted(carried_labels),
+            }
+        if "provenance" in flow:
+            seen: dict[str, Any] = {}
+            for fld in entry.provenance_fields():
+                if fld.name in raw and raw[fld.name] is not None:
+                    of_arg = provenance(raw[fld.name], history, directory, numeric=fld.numeric)
+                    seen[fld.name] = of_arg.as_cedar()
+                elif fld.required:
+                    # Filled in from the tool's own default: the model did not choose it.
+                    seen[fld.name] = Provenance(sources=frozenset({SOURCE_DEFAULT})).as_cedar()
+            out["provenance"] = seen
+        if "resource_provenance" in flow:
+            target = entry.resource_value(raw) if entry.spec.resource is not None else None
+            found = provenance(target, history, directory) if target is not None else Provenance()
+            out["resource_provenance"] = found.as_cedar()
+        if "usage" in flow:
+            usage = facts.usage
+            if usage is None:
+                meter = entry.spec.meter
+                usage = Usage().with_amount(meter.amount(raw)) if meter is not None else Usage()
+            out["usage"] = usage.as_cedar(flow.windows)
+        return out
 
     def decide_request(
         self, facts: CallFacts, request: Mapping[str, Any], decision_id: str | None = None
@@ -343,7 +500,26 @@ class PolicyEngine:
         """
         if decision_id is None:
             decision_id = facts.decision_id
+        decision = self._evaluate(self._compiled, facts, request, decision_id)
+        if self._shadow is not None:
+            would = self._evaluate(self._shadow, facts, request, decision_id)
+            shadows = tuple(
+                pid for pid in would.policy_ids if SHADOW in self._by_id[pid].annotations
+            )
+            if shadows or would.effect is not decision.effect:
+                decision = dataclasses.replace(
+                    decision,
+                    shadow=ShadowDecision(would.effect, shadows, would.reasons),
+                )
+        return decision
 
+    def _evaluate(
+        self,
+        compiled: _Compiled,
+        facts: CallFacts,
+        request: Mapping[str, Any],
+        decision_id: str,
+    ) -> Decision:
         def deny(*reasons: str, errors: Sequence[str] = ()) -> Decision:
             return Decision(
                 effect=Effect.DENY,
@@ -356,7 +532,6 @@ class PolicyEngine:
                 request=request,
             )
 
-        compiled = self._compiled
         result = _cedar.is_authorized(
             request, compiled.policy_set, compiled.entities, compiled.schema
         )
@@ -473,15 +648,19 @@ def check_syntax(directory: str | Path) -> int:
 
 
 def read_directory(root: Path) -> dict[str, str]:
-    """The texts of a policy directory: ``*.cedar``, ``*.cedarschema``, ``entities.json`` and
-    ``approvers.toml``."""
+    """The texts of a policy directory: ``*.cedar``, ``*.cedarschema``, ``entities.json``,
+    ``approvers.toml`` and ``directory.json``."""
     if not root.is_dir():
         raise PolicyLoadError(
             f"policy directory {str(root)!r} does not exist or is not a directory; "
             "create it with your *.cedar files or pass the right path"
         )
     paths = [*_cedar.iter_files(root, ".cedar"), *_cedar.iter_files(root, ".cedarschema")]
-    paths += [root / name for name in (ENTITIES_FILE, APPROVERS_FILE) if (root / name).is_file()]
+    paths += [
+        root / name
+        for name in (ENTITIES_FILE, APPROVERS_FILE, DIRECTORY_FILE)
+        if (root / name).is_file()
+    ]
     texts: dict[str, str] = {}
     for path in paths:
         try:
@@ -491,6 +670,111 @@ def read_directory(root: Path) -> dict[str, str]:
                 f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
             ) from exc
     return texts
+
+
+def _compile(policies: Sequence[_cedar.ParsedPolicy], schema: Any, entities: Any) -> _Compiled:
+    overridable = [p for p in policies if p.effect == "forbid" and OVERRIDABLE in p.annotations]
+    return _Compiled(
+        policy_set=_cedar.build_policy_set(policies),
+        without_overridable=_cedar.build_policy_set([p for p in policies if p not in overridable]),
+        schema=schema,
+        entities=entities,
+    )
+
+
+def redaction_kinds_of(annotations: Mapping[str, str]) -> tuple[str, ...]:
+    """The kinds a policy's ``@redact("iban, card")`` names (none without the annotation)."""
+    raw = annotations.get(REDACT)
+    if raw is None:
+        return ()
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+
+def _annotation_problems(
+    policies: Sequence[_cedar.ParsedPolicy], known: frozenset[str] | None
+) -> list[str]:
+    problems: list[str] = []
+    for policy in policies:
+        where = f"{policy.path}:{policy.line}"
+        if REDACT not in policy.annotations:
+            continue
+        kinds = redaction_kinds_of(policy.annotations)
+        if policy.effect != "permit":
+            problems.append(
+                f"{where}: @redact on a forbid has no effect (a forbid never allows a call "
+                "whose result could be redacted); put it on the permit that allows the call"
+            )
+        if not kinds:
+            problems.append(
+                f'{where}: @redact needs the kinds to redact, e.g. @redact("iban, card")'
+            )
+        for kind in kinds:
+            if not _KIND.match(kind):
+                problems.append(
+                    f"{where}: @redact kind {kind!r} is not a valid kind name (lower-case "
+                    "letters, digits and '_')"
+                )
+            elif known is not None and kind not in known:
+                problems.append(
+                    f"{where}: @redact kind {kind!r} is unknown; known kinds are "
+                    f"{', '.join(sorted(known))} (add a Redactor for others)"
+                )
+    return problems
+
+
+def _entity_labels(text: str) -> dict[tuple[str, str], frozenset[str]]:
+    """Each entity's ``labels`` attribute joined with its ancestors' (parents, transitively).
+
+    ``entities.json`` has already been validated against the schema when this runs.
+    """
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    own: dict[tuple[str, str], frozenset[str]] = {}
+    parents: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for item in data if isinstance(data, list) else ():
+        if not isinstance(item, Mapping) or not isinstance(item.get("uid"), Mapping):
+            continue
+        uid = (str(item["uid"].get("type")), str(item["uid"].get("id")))
+        declared = (item.get("attrs") or {}).get("labels")
+        if isinstance(declared, list):
+            own[uid] = frozenset(x for x in declared if isinstance(x, str))
+        parents[uid] = [
+            (str(p.get("type")), str(p.get("id")))
+            for p in item.get("parents") or ()
+            if isinstance(p, Mapping)
+        ]
+    result: dict[tuple[str, str], frozenset[str]] = {}
+    for uid in parents:
+        seen: set[tuple[str, str]] = set()
+        stack = [uid]
+        labels: set[str] = set()
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            labels |= own.get(current, frozenset())
+            stack.extend(parents.get(current, ()))
+        if labels:
+            result[uid] = frozenset(labels)
+    return result
+
+
+def _strings_in(value: Any, budget: int = 10_000) -> list[str]:
+    """The string leaves of an argument value (at most ``budget`` of them, depth first)."""
+    out: list[str] = []
+    stack = [value]
+    while stack and len(out) < budget:
+        item = stack.pop()
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+    return out
 
 
 def _duplicate_ids(policies: Sequence[_cedar.ParsedPolicy]) -> list[str]:
@@ -536,6 +820,50 @@ def _policy_hash(files: Mapping[str, str], schema_text: str) -> str:
     return hashlib.sha256(rfc8785.dumps(material)).hexdigest()
 
 
+PROVENANCE_TYPE = "AgentfenceProvenance"
+DATA_TYPE = "AgentfenceData"
+USAGE_TYPE = "AgentfenceUsage"
+WINDOW_TYPE = "AgentfenceUsageWindow"
+
+
+def _flow_types(flow: FlowParts) -> list[str]:
+    """Common types (Cedar schema, "Common type declarations") the tools' contexts share."""
+    types: list[str] = []
+    if "provenance" in flow or "resource_provenance" in flow:
+        types.append(
+            f"type {PROVENANCE_TYPE} = {{\n"
+            '  "sources": Set<String>, "labels": Set<String>, "tools": Set<String>,\n'
+            '  "lists": Set<String>, "carries": Set<String>\n'
+            "};"
+        )
+    if "data" in flow:
+        types.append(
+            f"type {DATA_TYPE} = {{\n"
+            '  "labels": Set<String>, "tools": Set<String>, "returns": Set<String>,\n'
+            '  "carried": Set<String>\n'
+            "};"
+        )
+    if "usage" in flow:
+        types.append(
+            f"type {WINDOW_TYPE} = {{\n"
+            '  "calls": Long, "tool_calls": Long, "total": decimal, "total_after": decimal\n'
+            "};"
+        )
+        windows = ",\n".join(f'  "{w}": {WINDOW_TYPE}' for w in flow.windows)
+        types.append(f"type {USAGE_TYPE} = {{\n{windows}\n}};")
+    return types
+
+
+def _provenance_type(entry: ToolEntry) -> str:
+    fields = entry.provenance_fields()
+    if not fields:
+        return "{}"
+    inner = ",\n".join(
+        f'      "{f.name}"{"" if f.required else "?"}: {PROVENANCE_TYPE}' for f in fields
+    )
+    return "{\n" + inner + "\n    }"
+
+
 _DECLARED = re.compile(r"^\s*entity\s+(.+?)(?:\s+in\s|\s*[={;]|$)", re.DOTALL)
 
 
@@ -553,12 +881,15 @@ def generate_schema(
     catalog: ToolCatalog,
     sources: Sequence[_cedar.Statement] = (),
     principal_types: Sequence[str] = ("User",),
+    flow: FlowParts = ALL_FLOW,
 ) -> str:
     """The Cedar schema text for the governed tools (declarations the schema files lack).
 
     Each tool is an action; its ``context`` is ``{agent, run, args}`` where ``args`` is the
-    type derived from the tool's argument schema. Entity types used by principals, agents
-    and resources are declared here unless a schema file declares them.
+    type derived from the tool's argument schema, plus the data-flow attributes ``flow``
+    names (``data``, ``provenance`` with one entry per string or numeric argument,
+    ``resource_provenance``, ``usage``). Entity types used by principals, agents and
+    resources are declared here unless a schema file declares them.
     """
     if catalog.get(APPROVE_ACTION) is not None:
         raise PolicyLoadError(
@@ -571,22 +902,31 @@ def generate_schema(
     )
     lines = ["// Generated by agentfence from the governed tools."]
     lines += [f"entity {name};" for name in needed]
+    lines += _flow_types(flow)
     lines += [f'action "{group}";' for group in sorted(catalog.groups())]
     principals = ", ".join(principal_types)
     for entry in sorted(catalog, key=lambda e: e.name):
         member = ""
         if entry.spec.groups:
             member = " in [" + ", ".join(f'"{g}"' for g in entry.spec.groups) + "]"
+        context = [
+            '    "agent": Agent',
+            '    "run": { "thread": String, "step": Long, "tool_call_id": String, "seed": Long }',
+            f'    "args": {render_type(entry.args_type, "    ")}',
+        ]
+        if "data" in flow:
+            context.append(f'    "data": {DATA_TYPE}')
+        if "provenance" in flow:
+            context.append(f'    "provenance": {_provenance_type(entry)}')
+        if "resource_provenance" in flow:
+            context.append(f'    "resource_provenance": {PROVENANCE_TYPE}')
+        if "usage" in flow:
+            context.append(f'    "usage": {USAGE_TYPE}')
         lines.append(
             f'action "{entry.name}"{member} appliesTo {{\n'
             f"  principal: [{principals}],\n"
             f"  resource: [{entry.resource_type}],\n"
-            "  context: {\n"
-            '    "agent": Agent,\n'
-            '    "run": { "thread": String, "step": Long, "tool_call_id": String, '
-            '"seed": Long },\n'
-            f'    "args": {render_type(entry.args_type, "    ")}\n'
-            "  }\n"
+            "  context: {\n" + ",\n".join(context) + "\n  }\n"
             "};"
         )
     # Answering an approval request is itself an action that policy decides

@@ -24,8 +24,11 @@ __all__ = [
     "DecisionRecord",
     "ErasureRecord",
     "KeyChangeRecord",
+    "Metered",
     "OutcomeRecord",
     "Record",
+    "RedactionNote",
+    "ShadowVerdict",
     "canonical_bytes",
     "entry_bytes",
 ]
@@ -80,6 +83,28 @@ class ActivationRecord(_Frozen):
     time_us: int
 
 
+class Metered(_Frozen):
+    """A call's amount on a meter (``govern(..., meter=Meter(name, arg=...))``)."""
+
+    meter: str
+    amount: str = Field(description="the amount as a decimal string, e.g. '2500.0000'")
+
+
+class ShadowVerdict(_Frozen):
+    """What the policies would have decided with the ``@shadow`` policies enforced."""
+
+    effect: Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"]
+    policy_ids: list[str] = Field(description="the shadow policies among the determining ones")
+    reasons: list[str]
+
+
+class RedactionNote(_Frozen):
+    """How many spans of one kind were redacted from a result before the model saw it."""
+
+    kind: str
+    count: int
+
+
 class DecisionRecord(_Frozen):
     """One policy decision about one tool call, recorded before the tool may run.
 
@@ -112,10 +137,24 @@ class DecisionRecord(_Frozen):
     time_us: int
     trace_id: str | None = None
     span_id: str | None = None
+    metered: Metered | None = Field(
+        default=None, description="the call's amount on its tool's meter, for session limits"
+    )
+    shadow: ShadowVerdict | None = Field(
+        default=None,
+        description="what the @shadow policies would have decided, when that differs from "
+        "the enforced effect or a shadow policy matched; null otherwise",
+    )
 
 
 class OutcomeRecord(_Frozen):
-    """What happened when an allowed tool ran."""
+    """What happened when an allowed tool ran.
+
+    ``result_digest`` and ``result_blob`` are of the result as the model saw it, after
+    redaction; ``original_digest`` commits to the result before redaction without storing
+    it: SHA-256 of a salt then the original's canonical bytes, the salt kept in the erasable
+    blob ``original_salt_blob``.
+    """
 
     format: Literal["agentfence.outcome/v1"] = "agentfence.outcome/v1"
     decision_id: str
@@ -123,6 +162,19 @@ class OutcomeRecord(_Frozen):
     result_digest: str = Field(description="SHA-256 hex of the canonical result content")
     result_blob: str | None = Field(default=None, description="blob ref of the result content")
     time_us: int
+    labels: list[str] = Field(default_factory=list, description="data labels of the result")
+    redactions: list[RedactionNote] = Field(
+        default_factory=list, description="what was redacted before the model saw the result"
+    )
+    original_digest: str | None = Field(
+        default=None, description="sha256: of salt || the unredacted result's canonical bytes"
+    )
+    original_salt_blob: str | None = Field(
+        default=None, description="blob ref of the salt of original_digest"
+    )
+    metered: Metered | None = Field(
+        default=None, description="the amount the call that ran spent on its meter"
+    )
 
 
 class KeyChangeRecord(_Frozen):

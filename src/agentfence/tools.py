@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from agentfence.errors import ToolSpecError
+from agentfence.labels import Meter, check_label
 
 __all__ = ["ArgumentError", "Resource", "ToolCatalog", "ToolSpec", "govern"]
 
@@ -70,17 +71,29 @@ class Resource:
             )
 
 
+_SPEC_KEYS = ("groups", "resource", "labels", "redact", "redact_fields", "meter")
+_FIELD = re.compile(r"^[^\s]{1,128}$")
+
+
 @dataclass(frozen=True)
 class ToolSpec:
     """Governance metadata for one tool.
 
     ``groups`` are the Cedar action groups the tool's action belongs to (``external_send``,
     ``read``), so policies can speak of kinds of action. ``resource`` maps an argument to the
-    Cedar resource; without it the resource is ``Tool::"<tool name>"``.
+    Cedar resource; without it the resource is ``Tool::"<tool name>"``. ``labels`` are the
+    data labels of what the tool returns (``pii``, ``secret``, ``untrusted`` …); ``redact``
+    names the kinds of text to mask in its results and ``redact_fields`` the fields of a
+    JSON result to mask whole; ``meter`` names the argument whose amounts add up into
+    ``context.usage`` totals (``docs/policy-guide.md``).
     """
 
     groups: tuple[str, ...] = ()
     resource: Resource | None = None
+    labels: tuple[str, ...] = ()
+    redact: tuple[str, ...] = ()
+    redact_fields: tuple[str, ...] = ()
+    meter: Meter | None = None
 
     @classmethod
     def of(cls, tool: _ToolLike) -> ToolSpec:
@@ -95,11 +108,12 @@ class ToolSpec:
                 f"tool {tool.name!r}: metadata[{METADATA_KEY!r}] must be a mapping with "
                 f"'groups' and 'resource', got {type(raw).__name__}; use agentfence.govern()"
             )
-        unknown = set(raw) - {"groups", "resource"}
+        unknown = set(raw) - set(_SPEC_KEYS)
         if unknown:
             raise ToolSpecError(
                 f"tool {tool.name!r}: unknown key(s) {sorted(unknown)} in "
-                f"metadata[{METADATA_KEY!r}]; the keys are 'groups' and 'resource'"
+                f"metadata[{METADATA_KEY!r}]; the keys are "
+                + ", ".join(f"'{k}'" for k in _SPEC_KEYS)
             )
         groups = raw.get("groups", ())
         if isinstance(groups, str) or not all(isinstance(g, str) for g in groups):
@@ -122,18 +136,84 @@ class ToolSpec:
                     f"tool {tool.name!r}: action group {group!r} is not a valid name; use "
                     "letters, digits and '_'"
                 )
-        return cls(groups=tuple(groups), resource=resource)
+        where = f"tool {tool.name!r}"
+        labels = tuple(check_label(x, where) for x in _strings(raw, "labels", where))
+        redact = _strings(raw, "redact", where)
+        for kind in redact:
+            if not re.match(r"^[a-z][a-z0-9_]*$", kind):
+                raise ToolSpecError(
+                    f"{where}: redaction kind {kind!r} is not valid; use lower-case names such "
+                    "as 'iban', 'card', 'email', 'phone', 'ssn' or 'secret'"
+                )
+        fields = _strings(raw, "redact_fields", where)
+        for name in fields:
+            if not _FIELD.match(name):
+                raise ToolSpecError(f"{where}: redact_fields entry {name!r} is not a field name")
+        meter = raw.get("meter")
+        if isinstance(meter, Mapping):
+            meter = Meter(name=str(meter.get("name", "")), arg=str(meter.get("arg", "")))
+        elif meter is not None and not isinstance(meter, Meter):
+            raise ToolSpecError(
+                f"{where}: 'meter' must be Meter(name, arg=...) or {{'name': ..., 'arg': ...}}, "
+                f"got {meter!r}"
+            )
+        return cls(
+            groups=tuple(groups),
+            resource=resource,
+            labels=tuple(dict.fromkeys(labels)),
+            redact=tuple(dict.fromkeys(redact)),
+            redact_fields=tuple(dict.fromkeys(f.lower() for f in fields)),
+            meter=meter,
+        )
 
 
-def govern(tool: ToolT, *, groups: Iterable[str] = (), resource: Resource | None = None) -> ToolT:
+def _strings(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = raw.get(key, ())
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise ToolSpecError(f"{where}: {key!r} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def govern(
+    tool: ToolT,
+    *,
+    groups: Iterable[str] = (),
+    resource: Resource | None = None,
+    labels: Iterable[str] = (),
+    redact: Iterable[str] = (),
+    redact_fields: Iterable[str] = (),
+    meter: Meter | None = None,
+) -> ToolT:
     """Attach governance metadata to a LangChain tool and return the same tool.
 
     ::
 
         send_email = govern(send_email, groups=["external_send"],
                             resource=Resource("Recipient", arg="to"))
+        read_inbox = govern(read_inbox, groups=["read"], labels=["untrusted", "pii"],
+                            redact=["card"])
+        transfer = govern(transfer, groups=["payments"], resource=Resource("Account",
+                          arg="iban"), meter=Meter("payments", arg="amount"))
     """
-    spec = ToolSpec(groups=tuple(groups), resource=resource)
+    for key, value in (
+        ("groups", groups),
+        ("labels", labels),
+        ("redact", redact),
+        ("redact_fields", redact_fields),
+    ):
+        if isinstance(value, str):
+            raise ToolSpecError(
+                f"tool {tool.name!r}: {key!r} must be a list of strings, got {value!r}; "
+                f"write {key}=[{value!r}]"
+            )
+    spec = ToolSpec(
+        groups=tuple(groups),
+        resource=resource,
+        labels=tuple(labels),
+        redact=tuple(redact),
+        redact_fields=tuple(redact_fields),
+        meter=meter,
+    )
     ToolSpec.of(_Probe(tool.name, {METADATA_KEY: _as_metadata(spec)}))  # validates
     metadata = dict(tool.metadata or {})
     metadata[METADATA_KEY] = _as_metadata(spec)
@@ -149,7 +229,17 @@ class _Probe:
 
 def _as_metadata(spec: ToolSpec) -> dict[str, Any]:
     resource = {"type": spec.resource.type, "arg": spec.resource.arg} if spec.resource else None
-    return {"groups": list(spec.groups), "resource": resource}
+    data: dict[str, Any] = {"groups": list(spec.groups), "resource": resource}
+    # The keys added with data labels appear only when used, so older metadata reads the same.
+    if spec.labels:
+        data["labels"] = list(spec.labels)
+    if spec.redact:
+        data["redact"] = list(spec.redact)
+    if spec.redact_fields:
+        data["redact_fields"] = list(spec.redact_fields)
+    if spec.meter is not None:
+        data["meter"] = {"name": spec.meter.name, "arg": spec.meter.arg}
+    return data
 
 
 # --- Cedar types derived from JSON Schema -------------------------------------------------
@@ -414,6 +504,38 @@ class ToolEntry:
     def resource_type(self) -> str:
         """The Cedar entity type of this tool's resource."""
         return self.spec.resource.type if self.spec.resource else "Tool"
+
+    def resource_value(self, args: Mapping[str, Any]) -> Any:
+        """The raw argument value naming the resource (``None`` when none is declared)."""
+        if self.spec.resource is None:
+            return None
+        value: Any = args
+        for part in self.spec.resource.arg.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                return None
+            value = value[part]
+        return value
+
+    def provenance_fields(self) -> tuple[ProvenanceField, ...]:
+        """The top-level arguments whose provenance policies see (``context.provenance``).
+
+        Strings, numbers and sets of them: the values that can be copied from a message.
+        """
+        fields: list[ProvenanceField] = []
+        for f in self.args_type.fields:
+            ctype = f.type.item if isinstance(f.type, _SetOf) else f.type
+            if isinstance(ctype, _Prim) and ctype.name in ("String", "Long", "decimal"):
+                fields.append(ProvenanceField(f.name, f.required, ctype.name != "String"))
+        return tuple(fields)
+
+
+@dataclass(frozen=True)
+class ProvenanceField:
+    """An argument whose provenance is computed: its name, whether required, whether numeric."""
+
+    name: str
+    required: bool
+    numeric: bool
 
 
 def _argument_error(exc: ValidationError) -> ArgumentError:

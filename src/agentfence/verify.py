@@ -25,19 +25,23 @@ import binascii
 import hashlib
 import hmac
 import json
+import multiprocessing
+import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import rfc8785
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from agentfence import _merkle, _signing
+from agentfence import _cedar, _merkle, _signing
 from agentfence._signing import Checkpoint, Verifier
 from agentfence.errors import ConfigurationError, LogError, PolicyLoadError, VerificationError
-from agentfence.log import LOG_FORMAT, dedupe_key, sqlite_path
+from agentfence.log import LOG_FORMAT, dedupe_key, index_columns, sqlite_path
 from agentfence.policy import CallFacts, EntityRef, PolicyEngine, read_directory
 from agentfence.records import (
     BLOB_SALT_BYTES,
@@ -56,9 +60,12 @@ from agentfence.records import (
 from agentfence.tools import ToolCatalog
 
 __all__ = [
+    "EVIDENCE_STEPS",
+    "LOG_STEPS",
     "BlobError",
     "CheckpointError",
     "EntryError",
+    "ErasedBlob",
     "EvidenceError",
     "EvidencePack",
     "ForkError",
@@ -93,6 +100,8 @@ _OUTCOME = "agentfence.outcome/v1"
 _DECISION_KEY = _DECISION + ":"  # log.dedupe_key of a decision is this and its decision id
 _OUTCOME_KEY = _OUTCOME + ":"
 _KEYCHANGE = "agentfence.keychange/v1"
+_ACTIVATION = "agentfence.activation/v1"
+_POLICYSET = "agentfence.policyset/v1"  # the format marker inside a policy set hash
 _RAN = "RAN"  # the state of a decision once its outcome is on record
 _APPROVED = "APPROVED"  # the state of a held decision once an approver's answer is accepted
 _PROGRESS_EVERY = 20_000
@@ -105,9 +114,10 @@ _KEEP = "keep this copy as evidence and compare it with a backup or an evidence 
 class LogVerificationError(VerificationError):
     """The log, a receipt or an evidence pack failed one numbered verification step.
 
-    ``step`` is the number of the step that failed, ``attack`` a short name for what the
-    evidence shows (``entry_modified``, ``rolled_back``, ``fork_same_size``, ...), and
-    ``steps`` the steps that passed before it.
+    ``step`` is the number of the step that failed and ``title`` its title, ``attack`` a
+    short name for what the evidence shows (``entry_modified``, ``truncated_or_rolled_back``,
+    ``fork_same_size``, ...; the table is in ``docs/log-format.md``), and ``steps`` the
+    steps that passed before it.
     """
 
     def __init__(
@@ -115,6 +125,7 @@ class LogVerificationError(VerificationError):
     ) -> None:
         super().__init__(message)
         self.step = step
+        self.title = ""
         self.attack = attack
         self.steps = tuple(steps)
 
@@ -277,6 +288,7 @@ class _Snapshot:
             raise LogError(f"cannot open {str(self.path)!r} read-only: {exc}") from exc
         missing = {"meta", "entries", "blobs", "checkpoints"} - tables
         if missing:
+            self._conn.close()
             raise LogError(
                 f"{str(self.path)!r} is not an agentfence decision log: it has no "
                 f"{', '.join(sorted(missing))} table; check that you opened the right file"
@@ -294,7 +306,7 @@ class _Snapshot:
     def checkpoints(self) -> list[tuple[int, bytes, str, bytes]]:
         """``(size, root, note, frontier)`` of every stored checkpoint, smallest first."""
         return [
-            (int(r[0]), bytes(r[1]), str(r[2]), bytes(r[3]))
+            (int(r[0]), bytes(r[1]), r[2], bytes(r[3]))
             for r in self._conn.execute(
                 "SELECT size, root, note, frontier FROM checkpoints ORDER BY size"
             )
@@ -317,12 +329,21 @@ class _Snapshot:
         return cursor
 
     def keychange_rows(self) -> list[tuple[int, bytes]]:
-        return [
-            (int(r[0]), bytes(r[1]))
-            for r in self._conn.execute(
-                "SELECT seq, body FROM entries WHERE kind = ? ORDER BY seq", (_KEYCHANGE,)
-            )
-        ]
+        return list(self.kind_rows(_KEYCHANGE, 0, None))
+
+    def kind_rows(self, kind: str, start: int, end: int | None) -> Iterator[tuple[int, bytes]]:
+        """``(seq, body)`` of the entries whose kind column is ``kind``, in order."""
+        cursor = self._conn.execute(
+            "SELECT seq, body FROM entries WHERE kind = ? AND seq >= ? AND seq < ? ORDER BY seq",
+            (kind, start, end if end is not None else 2**63 - 1),
+        )
+        cursor.arraysize = 1000
+        for seq, body in cursor:
+            yield int(seq), bytes(body)
+
+    def count_kind(self, kind: str) -> int:
+        row = self._conn.execute("SELECT count(*) FROM entries WHERE kind = ?", (kind,)).fetchone()
+        return int(row[0])
 
     def body(self, seq: int) -> bytes | None:
         row = self._conn.execute("SELECT body FROM entries WHERE seq = ?", (seq,)).fetchone()
@@ -394,6 +415,15 @@ def _note_text(note: str) -> str:
             "signature lines (C2SP signed-note); fetch the checkpoint again"
         )
     return note[: split + 1]
+
+
+def _saved_note(note: str) -> str:
+    """A note as kept in a file: Windows line ends and extra final newlines undone.
+
+    Neither is in the signed text (a note has no control character but newline, and the
+    signature lines end it with exactly one newline), so this changes nothing signed.
+    """
+    return note.replace("\r\n", "\n").rstrip("\n") + "\n"
 
 
 def _claimed_signers(note: str) -> set[tuple[str, int]]:
@@ -568,13 +598,33 @@ class _KeySchedule:
 # --- verify_log ----------------------------------------------------------------------------
 
 
+LOG_STEPS = (
+    "open",
+    "checkpoint signatures",
+    "entries",
+    "Merkle roots",
+    "saved checkpoint",
+    "blobs",
+    "order",
+)
+"""The titles of :func:`verify_log`'s steps; step ``n`` is ``LOG_STEPS[n - 1]``."""
+
+EVIDENCE_STEPS = ("read", "entries", "checkpoint signature", "blobs", "order")
+"""The titles of :func:`verify_evidence`'s steps; step ``n`` is ``EVIDENCE_STEPS[n - 1]``."""
+
+
 @dataclass
 class _Run:
+    titles: tuple[str, ...]
     progress: Progress | None
     steps: list[VerifiedStep] = field(default_factory=list)
 
-    def passed(self, number: int, title: str, detail: str, *, skipped: bool = False) -> None:
-        self.steps.append(VerifiedStep(number, title, detail, skipped))
+    def passed(self, number: int, detail: str, *, skipped: bool = False) -> None:
+        self.steps.append(VerifiedStep(number, self.titles[number - 1], detail, skipped))
+
+    def failed(self, exc: LogVerificationError) -> None:
+        exc.steps = tuple(self.steps)
+        exc.title = self.titles[exc.step - 1] if 0 < exc.step <= len(self.titles) else ""
 
     def tick(self, title: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -599,7 +649,7 @@ def verify_log(
     """
     started = time.perf_counter()
     trusted = _verifiers(keys)
-    run = _Run(progress)
+    run = _Run(LOG_STEPS, progress)
     try:
         with _Snapshot(source) as snap:
             check = _LogCheck(snap, trusted, run)
@@ -619,7 +669,7 @@ def verify_log(
             # 7. Check order: outcomes follow their decisions, policy sets are activated first.
             check.check_order()
     except LogVerificationError as exc:
-        exc.steps = tuple(run.steps)
+        run.failed(exc)
         raise
     return check.result(time.perf_counter() - started)
 
@@ -647,6 +697,7 @@ class _LogCheck:
         self.key_changes: list[KeyChange] = []
         self.erasures: dict[str, tuple[int, str]] = {}
         self.order = _Order()
+        self.activations: list[tuple[int, ActivationRecord]] = []
         self.saved_root: bytes | None = None
         self.blob_count = 0
         self.erased: list[ErasedBlob] = []
@@ -672,7 +723,7 @@ class _LogCheck:
                 step=1,
                 attack="not_a_log",
             )
-        self.run.passed(1, "open", f"read-only, format {LOG_FORMAT}, origin {self.origin}")
+        self.run.passed(1, f"read-only, format {LOG_FORMAT}, origin {self.origin}")
 
     def signatures(self) -> None:
         self.stored = self.snap.checkpoints()
@@ -683,6 +734,14 @@ class _LogCheck:
                 step=2,
                 attack="checkpoint_missing",
             )
+        for size, _, note, _ in self.stored:
+            if not isinstance(note, str):
+                raise CheckpointError(
+                    f"the checkpoint of size {size} was altered: its note is stored as "
+                    f"{type(note).__name__}, not text",
+                    step=2,
+                    attack="checkpoint_altered",
+                )
         # Key changes are read here through the kind column to know which key signs which
         # size; step 3 checks that column against every entry's bytes, and step 4 that
         # those bytes are the ones the checkpoints sign.
@@ -734,17 +793,17 @@ class _LogCheck:
                     attack="checkpoint_unknown_key",
                 )
         self.latest = Checkpoint(self.origin, latest_size, self.stored[-1][1])
-        rotated = f", {len(self.key_changes)} key change(s)" if self.key_changes else ""
+        rotated = f"; {_count(len(self.key_changes), 'key change')}" if self.key_changes else ""
         self.run.passed(
             2,
-            "checkpoint signatures",
             f"{len(self.stored)} checkpoints; latest size {latest_size} signed by "
-            f"{', '.join(_short(k) for k in self.signed_by)}{rotated}",
+            f"{' and '.join(_short(k) for k in self.signed_by)}{rotated}",
         )
 
     def read_saved(self, note: str | None) -> _Saved | None:
         if note is None:
             return None
+        note = _saved_note(note)
         # The size and root are read now so step 4 can note the root at that size; the
         # signature is checked in step 5, before anything is concluded from them.
         try:
@@ -765,6 +824,13 @@ class _LogCheck:
                     step=4,
                     attack="history_rewritten",
                 )
+            if sizes[0][2] != _frontier(0, ()).state().to_bytes():
+                raise CheckpointError(
+                    "the checkpoint of size 0 was altered: the Merkle frontier stored with it "
+                    "is not the empty tree's",
+                    step=4,
+                    attack="checkpoint_altered",
+                )
             sizes = sizes[1:]
         capture = saved.size if saved is not None else -1
         # This loop runs once per entry, so it binds what it calls to locals and keeps the
@@ -780,121 +846,122 @@ class _LogCheck:
         last_good = 0
         position = 0
         cursor = self.snap.rows()
-        try:
-            for row in cursor:
-                seq, kind, dkey, body, stored_leaf, thread, tool, effect, time_us = row
-                # 3a. Sequence numbers are contiguous from 0.
-                if seq != position:
-                    raise EntryError(
-                        f"entry {position} was deleted: the stored entries jump from "
-                        f"{position - 1} to {seq}, so entries {position} to {seq - 1} are "
-                        f"missing; {_KEEP}",
-                        step=3,
-                        attack="entry_deleted",
-                    )
-                # 3b. The entry's bytes hash to its stored leaf hash (RFC 6962 section 2.1).
+        for row in cursor:
+            seq, kind, dkey, body, stored_leaf, thread, tool, effect, time_us = row
+            # 3a. Sequence numbers are contiguous from 0.
+            if seq != position:
+                raise EntryError(
+                    f"entry {position} was deleted: the stored entries jump from "
+                    f"{position - 1} to {seq}, so entries {position} to {seq - 1} are "
+                    f"missing; {_KEEP}",
+                    step=3,
+                    attack="entry_deleted",
+                )
+            # 3b. The entry's bytes hash to its stored leaf hash (RFC 6962 section 2.1).
+            try:
                 leaf = sha256(b"\x00" + body).digest()
-                if not compare(leaf, stored_leaf):
+                same = compare(leaf, stored_leaf)
+            except TypeError as exc:
+                # SQLite is dynamically typed: a body or hash rewritten as TEXT is no BLOB.
+                raise EntryError(
+                    f"entry {seq} was modified: its body or leaf hash is not stored as a "
+                    f"BLOB ({exc}); {_KEEP}",
+                    step=3,
+                    attack="entry_modified",
+                ) from exc
+            if not same:
+                raise EntryError(
+                    f"entry {seq} was modified: its bytes no longer hash to the leaf hash "
+                    f"stored beside it (SHA-256(0x00 || entry) is {leaf.hex()}, stored "
+                    f"{stored_leaf.hex()}); {_KEEP}",
+                    step=3,
+                    attack="entry_modified",
+                )
+            # 3c. The bytes are an agentfence entry holding a well-formed record.
+            try:
+                entry = validate(body, strict=True)
+            except ValidationError as exc:
+                raise EntryError(
+                    f"entry {seq} was modified: its bytes are not a well-formed "
+                    f"{ENTRY_FORMAT} entry ({_first_error(exc)}); {_KEEP}",
+                    step=3,
+                    attack="entry_modified",
+                ) from exc
+            # 3d. The entry carries its own position, so none was moved, added or dropped.
+            if entry.seq != position:
+                raise _misplaced(position, entry.seq, cursor)
+            # 3e. The index columns (read by `log show` filters) match the entry, and
+            # 6./7. collect the blob refs and order facts the later steps check.
+            record = entry.record
+            cls = type(record)
+            if cls is DecisionRecord:
+                if (
+                    kind != _DECISION
+                    or thread != record.thread
+                    or tool != record.tool
+                    or effect != record.effect
+                    or dkey != _DECISION_KEY + record.decision_id
+                    or time_us != record.time_us
+                ):
+                    raise _index_error(row, record)
+                see_decision(seq, record)
+            elif cls is OutcomeRecord:
+                if (
+                    kind != _OUTCOME
+                    or thread is not None
+                    or tool is not None
+                    or effect is not None
+                    or dkey != _OUTCOME_KEY + record.decision_id
+                    or time_us != record.time_us
+                ):
+                    raise _index_error(row, record)
+                see_outcome(seq, record)
+            else:
+                if (
+                    kind != record.format
+                    or (thread, tool, effect) != index_columns(record)
+                    or dkey != dedupe_key(record)
+                    or time_us != record.time_us
+                ):
+                    raise _index_error(row, record)
+                order.see(seq, record)
+                self.other(seq, record)
+            # 4. Fold the leaf into the tree (each trailing one bit of the old size is a
+            #    perfect subtree to merge, as in MerkleFrontier.append, RFC 6962 2.1).
+            merged, carry = leaf, position
+            while carry & 1:
+                merged = sha256(b"\x01" + stack.pop() + merged).digest()
+                carry >>= 1
+            stack.append(merged)
+            position += 1
+            if position == capture:
+                self.saved_root = _frontier(position, stack).root()
+            if position == next_size:
+                #  At each checkpoint size, the recomputed root must be the signed one.
+                size, signed_root, stored_frontier = sizes[next_index]
+                frontier = _frontier(position, stack)
+                if not compare(frontier.root(), signed_root):
                     raise EntryError(
-                        f"entry {seq} was modified: its bytes no longer hash to the leaf hash "
-                        f"stored beside it (SHA-256(0x00 || entry) is {leaf.hex()}, stored "
-                        f"{stored_leaf.hex()}); {_KEEP}",
-                        step=3,
-                        attack="entry_modified",
+                        f"the entries no longer hash to the signed root of the checkpoint "
+                        f"of size {size}: an entry from {last_good} to {size - 1} was "
+                        "modified, deleted, inserted or reordered and its leaf hash "
+                        f"rewritten to match (the checkpoint of size {last_good} still "
+                        f"holds); {_KEEP}",
+                        step=4,
+                        attack="history_rewritten",
                     )
-                # 3c. The bytes are an agentfence entry holding a well-formed record.
-                try:
-                    entry = validate(body, strict=True)
-                except ValidationError as exc:
-                    raise EntryError(
-                        f"entry {seq} was modified: its bytes are not a well-formed "
-                        f"{ENTRY_FORMAT} entry ({_first_error(exc)}); {_KEEP}",
-                        step=3,
-                        attack="entry_modified",
-                    ) from exc
-                # 3d. The entry carries its own position, so none was moved, added or dropped.
-                if entry.seq != position:
-                    raise _misplaced(position, entry.seq, cursor)
-                # 3e. The index columns (read by `log show` filters) match the entry, and
-                # 6./7. collect the blob refs and order facts the later steps check.
-                record = entry.record
-                cls = type(record)
-                if cls is DecisionRecord:
-                    if (
-                        kind != _DECISION
-                        or thread != record.thread
-                        or tool != record.tool
-                        or effect != record.effect
-                        or dkey != _DECISION_KEY + record.decision_id
-                        or time_us != record.time_us
-                    ):
-                        raise _index_error(row, record)
-                    see_decision(seq, record)
-                elif cls is OutcomeRecord:
-                    if (
-                        kind != _OUTCOME
-                        or thread is not None
-                        or tool is not None
-                        or effect is not None
-                        or dkey != _OUTCOME_KEY + record.decision_id
-                        or time_us != record.time_us
-                    ):
-                        raise _index_error(row, record)
-                    see_outcome(seq, record)
-                else:
-                    if (
-                        kind != record.format
-                        or (thread, tool, effect) != (None, None, None)
-                        or dkey != dedupe_key(record)
-                        or time_us != record.time_us
-                    ):
-                        raise _index_error(row, record)
-                    order.see(seq, record)
-                    self.other(seq, record)
-                # 4. Fold the leaf into the tree (each trailing one bit of the old size is a
-                #    perfect subtree to merge, as in MerkleFrontier.append, RFC 6962 2.1).
-                merged, carry = leaf, position
-                while carry & 1:
-                    merged = sha256(b"\x01" + stack.pop() + merged).digest()
-                    carry >>= 1
-                stack.append(merged)
-                position += 1
-                if position == capture:
-                    self.saved_root = _frontier(position, stack).root()
-                if position == next_size:
-                    #  At each checkpoint size, the recomputed root must be the signed one.
-                    size, signed_root, stored_frontier = sizes[next_index]
-                    frontier = _frontier(position, stack)
-                    if not compare(frontier.root(), signed_root):
-                        raise EntryError(
-                            f"the entries no longer hash to the signed root of the checkpoint "
-                            f"of size {size}: an entry from {last_good} to {size - 1} was "
-                            "modified, deleted, inserted or reordered and its leaf hash "
-                            f"rewritten to match (the checkpoint of size {last_good} still "
-                            f"holds); {_KEEP}",
-                            step=4,
-                            attack="history_rewritten",
-                        )
-                    if stored_frontier != frontier.state().to_bytes():
-                        raise CheckpointError(
-                            f"the checkpoint of size {size} was altered: the Merkle frontier "
-                            "stored with it does not match the entries (the signed root does)",
-                            step=4,
-                            attack="checkpoint_altered",
-                        )
-                    last_good = size
-                    next_index += 1
-                    next_size = sizes[next_index][0] if next_index < len(sizes) else -1
-                if not position % _PROGRESS_EVERY:
-                    self.run.tick("3. entries", position, total)
-        except TypeError as exc:
-            # sqlite3 is dynamically typed: a body or hash rewritten as TEXT is no BLOB.
-            raise EntryError(
-                f"entry {position} was modified: its body or leaf hash is not stored as a BLOB "
-                f"({exc}); {_KEEP}",
-                step=3,
-                attack="entry_modified",
-            ) from exc
+                if stored_frontier != frontier.state().to_bytes():
+                    raise CheckpointError(
+                        f"the checkpoint of size {size} was altered: the Merkle frontier "
+                        "stored with it does not match the entries (the signed root does)",
+                        step=4,
+                        attack="checkpoint_altered",
+                    )
+                last_good = size
+                next_index += 1
+                next_size = sizes[next_index][0] if next_index < len(sizes) else -1
+            if not position % _PROGRESS_EVERY:
+                self.run.tick("3. entries", position, total)
         self.count = position
         self.run.tick("3. entries", position, total)
         if position < self.latest.size:
@@ -918,13 +985,11 @@ class _LogCheck:
         tail = position - self.latest.size
         self.run.passed(
             3,
-            "entries",
             f"{position} entries: contiguous, hashing to their leaf hashes, well formed, "
             "matching their index columns",
         )
         self.run.passed(
             4,
-            "Merkle roots",
             f"the recomputed root matches all {len(self.stored)} signed checkpoints"
             + (f"; {tail} entries after the latest checkpoint are not signed yet" if tail else ""),
         )
@@ -933,6 +998,8 @@ class _LogCheck:
         """Note the entries of the rarer kinds that later steps need."""
         if isinstance(record, ErasureRecord):
             self.erasures[record.blob] = (seq, record.reason)
+        elif isinstance(record, ActivationRecord):
+            self.activations.append((seq, record))
         elif (
             isinstance(record, KeyChangeRecord)
             and KeyChange(seq, record.old_key, record.new_key) not in self.key_changes
@@ -947,7 +1014,6 @@ class _LogCheck:
         if saved is None:
             self.run.passed(
                 5,
-                "saved checkpoint",
                 "none given: pass the checkpoint you saved last time (--checkpoint) to detect "
                 "truncation, rollback and forks",
                 skipped=True,
@@ -970,7 +1036,7 @@ class _LogCheck:
                     "were removed or an older copy of the log was put back; keep the saved "
                     "checkpoint and this copy as evidence",
                     step=5,
-                    attack="rolled_back",
+                    attack="truncated_or_rolled_back",
                 )
             if self.saved_root is not None and hmac.compare_digest(
                 self.saved_root, checkpoint.root
@@ -1020,12 +1086,14 @@ class _LogCheck:
             )
         except VerificationError as exc:
             raise ForkError(f"fork: {exc}", step=5, attack="fork") from exc
-        self.run.passed(
-            5,
-            "saved checkpoint",
-            f"the log extends your checkpoint of size {checkpoint.size} (signed by "
-            f"{signed_by}); consistency proof of {len(proof)} hashes to size {latest.size}",
-        )
+        if checkpoint.size == latest.size:
+            detail = f"your checkpoint of size {checkpoint.size} is the log's latest"
+        else:
+            detail = (
+                f"the log extends your checkpoint of size {checkpoint.size}; consistency "
+                f"proof of {len(proof)} hashes to size {latest.size}"
+            )
+        self.run.passed(5, f"{detail} (signed by {signed_by})")
 
     def blobs(self) -> None:
         refs = self.order.refs
@@ -1089,14 +1157,55 @@ class _LogCheck:
                 step=6,
                 attack="blob_deleted",
             )
+        # 6c. Each activation's policy texts hash to its recorded file hashes, and those and
+        #     the schema to its policy set hash (docs/log-format.md, "Policy set hash").
+        for seq, activation in self.activations:
+            self.check_activation(seq, activation)
         notes = [f"{len(refs)} referenced blobs present; {seen - len(self.erased)} rehashed"]
+        if self.activations:
+            notes.append(f"policy texts match {_count(len(self.activations), 'activation')}")
         if self.erased:
             notes.append(f"{len(self.erased)} erased, each with an erasure entry")
         if self.unreferenced:
             notes.append(f"{len(self.unreferenced)} unreferenced")
         if self.pending:
-            notes.append(f"{len(self.pending)} erasure(s) recorded but content still present")
-        self.run.passed(6, "blobs", "; ".join(notes))
+            notes.append(
+                f"{_count(len(self.pending), 'erasure')} recorded but content still present"
+            )
+        self.run.passed(6, "; ".join(notes))
+
+    def check_activation(self, seq: int, record: ActivationRecord) -> None:
+        refs = [*record.file_blobs.values(), record.schema_blob]
+        stored = self.snap.blobs_by_ref(refs)
+        if any(stored.get(ref) is None for ref in refs):
+            return  # an erased policy text: nothing to rehash (step 6a reported it)
+        problem = None
+        if set(record.file_blobs) != set(record.files):
+            problem = "its file names and file blobs differ"
+        else:
+            for name, ref in sorted(record.file_blobs.items()):
+                digest = hashlib.sha256(stored[ref] or b"").hexdigest()
+                if not hmac.compare_digest(digest, record.files[name]):
+                    problem = f"the text of {name} does not hash to its recorded SHA-256"
+                    break
+        if problem is None:
+            schema = hashlib.sha256(stored[record.schema_blob] or b"").hexdigest()
+            material: dict[str, Any] = {
+                "format": _POLICYSET,
+                "files": record.files,
+                "schema": schema,
+            }
+            expected = hashlib.sha256(rfc8785.dumps(material)).hexdigest()
+            if not hmac.compare_digest(expected, record.policy_hash):
+                problem = f"its files and schema hash to policy set {expected[:16]}…"
+        if problem is not None:
+            raise BlobError(
+                f"the activation at entry {seq} does not match the policy set it names "
+                f"({record.policy_hash[:16]}…): {problem}; its texts are not the ones that "
+                f"decided. {_KEEP}",
+                step=6,
+                attack="activation_mismatch",
+            )
 
     def check_order(self) -> None:
         order = self.order
@@ -1108,9 +1217,9 @@ class _LogCheck:
             )
         self.run.passed(
             7,
-            "order",
             f"{order.outcomes} outcomes follow their allowed or approved decisions; "
-            f"{order.decisions} decisions use one of {len(order.activated)} activated policy sets",
+            f"{order.decisions} decisions use "
+            f"{_count(len(order.activated), 'activated policy set')}",
         )
 
     def result(self, seconds: float) -> VerifiedLog:
@@ -1126,7 +1235,7 @@ class _LogCheck:
             key_changes=tuple(self.key_changes),
             decisions=self.order.decisions,
             outcomes=self.order.outcomes,
-            activations=len(self.order.activated),
+            activations=len(self.activations),
             blobs=self.blob_count,
             erased_blobs=tuple(self.erased),
             unreferenced_blobs=tuple(self.unreferenced),
@@ -1154,6 +1263,10 @@ def _index_error(row: Sequence[Any], record: LogRecord) -> EntryError:
         step=3,
         attack="index_altered",
     )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _short(vkey: str) -> str:
@@ -1405,6 +1518,7 @@ def prove(source: str | Path, seq: int, *, checkpoint: str | None = None) -> Inc
             if not stored:
                 raise LogError(f"{snap.path} has no signed checkpoint to prove against")
             checkpoint = stored[-1][2]
+        checkpoint = _saved_note(checkpoint)
         body = _signing.parse_checkpoint_body(_note_text(checkpoint))
         if body.origin != origin:
             raise ConfigurationError(
@@ -1717,11 +1831,11 @@ def verify_evidence(path: str | Path, keys: Sequence[Verifier | str]) -> Verifie
     evidence shows; returns only if every step passes.
     """
     trusted = _verifiers(keys)
-    run = _Run(None)
+    run = _Run(EVIDENCE_STEPS, None)
     try:
         return _verify_pack(Path(path), trusted, run)
     except LogVerificationError as exc:
-        exc.steps = tuple(run.steps)
+        run.failed(exc)
         raise
 
 
@@ -1744,7 +1858,7 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
         raise CheckpointError(
             f"the pack's checkpoint was altered: {exc}", step=1, attack="checkpoint_altered"
         ) from exc
-    run.passed(1, "read", f"{len(pack.entries)} entries, {len(pack.blobs)} blobs")
+    run.passed(1, f"{len(pack.entries)} entries, {len(pack.blobs)} blobs")
 
     # 2. Every entry's bytes are that entry, match the readable record, and are in the tree
     #    of the pack's checkpoint (whose signature step 3 checks).
@@ -1761,7 +1875,7 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
         _prove_included(leaf, item.seq, head, item.inclusion, step=2)
         records.append((item.seq, _parse_body(entry, item.seq, step=2)))
     records.sort(key=lambda r: r[0])
-    run.passed(2, "entries", f"{len(records)} entries proven in the tree of size {head.size}")
+    run.passed(2, f"{len(records)} entries proven in the tree of size {head.size}")
 
     # 3. The checkpoint is signed by a trusted key valid at its size. The key changes in the
     #    pack (proven in step 2) say which key that is; each handover checkpoint, signed by
@@ -1800,7 +1914,6 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
     _, signed_by = schedule.trust(signed, checkpoint.size, {v.vkey for v in trusted}, step=3)
     run.passed(
         3,
-        "checkpoint signature",
         f"size {checkpoint.size} signed by {', '.join(_short(k) for k in signed_by)}",
     )
 
@@ -1833,7 +1946,7 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
                 attack="blob_altered",
             )
         contents[blob.ref] = content
-    run.passed(4, "blobs", f"{len(contents)} rehashed, {len(erased)} erased with a record")
+    run.passed(4, f"{len(contents)} rehashed, {len(erased)} erased with a record")
 
     # 5. Order and completeness: outcomes follow their decisions, each decision's policy set
     #    was activated earlier, and every referenced blob is in the pack.
@@ -1862,9 +1975,8 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
         )
     run.passed(
         5,
-        "order",
-        f"{order.decisions} decisions, {order.outcomes} outcomes, {len(policies)} policy sets "
-        "with their texts",
+        f"{order.decisions} decisions, {order.outcomes} outcomes, "
+        f"texts of {_count(len(policies), 'policy set')}",
     )
     return VerifiedEvidence(
         origin=checkpoint.origin,
@@ -1956,7 +2068,11 @@ _REPLAY_BATCH = 512
 
 
 def replay(
-    source: str | Path, *, policies: Path | None = None, progress: Progress | None = None
+    source: str | Path,
+    *,
+    policies: Path | None = None,
+    progress: Progress | None = None,
+    workers: int | None = 1,
 ) -> ReplayReport:
     """Re-decide every recorded decision that reached Cedar, and report what differs.
 
@@ -1965,46 +2081,103 @@ def replay(
     decision must come out the same. With ``policies=DIR`` ("what if") they are re-decided
     by the policies in ``DIR`` with each activation's recorded generated schema, and the
     report lists what would change. Decisions refused before Cedar (no request recorded)
-    and those whose request was erased are listed as not replayable. Replay does not check
-    signatures or hashes: run :func:`verify_log` first.
-    """
-    from agentfence import _cedar  # the engine version this process replays with
+    and those whose request was erased are listed as not replayable.
 
+    Cedar evaluation holds the GIL, so ``workers`` processes can share a large log, each
+    over a range of entries; ``workers=None`` means one per CPU from
+    ``PARALLEL_REPLAY_FROM`` decisions on. Worker processes are spawned, so a script that
+    asks for them must call :func:`replay` under ``if __name__ == "__main__":``. Replay reads
+    the index columns and does not check signatures or hashes: run :func:`verify_log` first.
+    """
     started = time.perf_counter()
     candidate = read_directory(policies) if policies is not None else None
     with _Snapshot(source) as snap:
-        total = snap.count()
-        state = _Replay(snap, candidate, policies)
-        pending: list[tuple[int, DecisionRecord]] = []
-        for done, row in enumerate(snap.rows(), start=1):
-            seq = int(row[0])
-            kind = row[1]
-            if kind not in (_DECISION, "agentfence.activation/v1"):
-                continue
-            record = _parse_body(bytes(row[3]), seq, step=3)
-            if isinstance(record, ActivationRecord):
-                state.activations[record.policy_hash] = (seq, record)
-            elif isinstance(record, DecisionRecord):
-                pending.append((seq, record))
-                if len(pending) >= _REPLAY_BATCH:
-                    state.decide(pending)
-                    pending = []
-                    if progress is not None:
-                        progress("replay", done, total)
-        state.decide(pending)
-        if progress is not None:
-            progress("replay", total, total)
+        end = snap.count()
+        decisions = snap.count_kind(_DECISION)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8) if decisions >= PARALLEL_REPLAY_FROM else 1
+    workers = max(1, workers)
+    parts: list[_ReplayPart] = []
+    if workers == 1:
+        parts.append(_replay_range(source, candidate, policies, 0, end, progress))
+    else:
+        # Ranges of entries, a few per worker so that progress moves and the load evens out;
+        # each range sees every activation before its end, as a sequential replay would.
+        chunks = workers * 4
+        bounds = [(end * i // chunks, end * (i + 1) // chunks) for i in range(chunks)]
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [
+                pool.submit(_replay_range, str(source), candidate, policies, a, b, None)
+                for a, b in bounds
+            ]
+            for (_, b), future in zip(bounds, futures, strict=True):
+                parts.append(future.result())
+                if progress is not None:
+                    progress("replay", b, end)
+    changes = tuple(c for part in parts for c in part.changes)
+    replayed = sum(part.replayed for part in parts)
     return ReplayReport(
         mode="what-if" if policies is not None else "recorded",
         policies=str(policies) if policies is not None else None,
-        decisions=state.decisions,
-        replayed=state.replayed,
-        unchanged=state.replayed - len(state.changes),
-        changes=tuple(state.changes),
-        not_replayable=tuple(state.skipped),
-        recorded_engines=tuple(sorted(state.engines)),
+        decisions=sum(part.decisions for part in parts),
+        replayed=replayed,
+        unchanged=replayed - len(changes),
+        changes=changes,
+        not_replayable=tuple(n for part in parts for n in part.skipped),
+        recorded_engines=tuple(sorted({e for part in parts for e in part.engines})),
         engine=_cedar.ENGINE_VERSION,
         seconds=time.perf_counter() - started,
+    )
+
+
+PARALLEL_REPLAY_FROM = 50_000
+"""From this many decisions on, :func:`replay` with ``workers=None`` uses one process per CPU."""
+
+
+@dataclass(frozen=True)
+class _ReplayPart:
+    decisions: int
+    replayed: int
+    changes: tuple[ReplayChange, ...]
+    skipped: tuple[NotReplayable, ...]
+    engines: frozenset[str]
+
+
+def _replay_range(
+    source: str | Path,
+    candidate: Mapping[str, str] | None,
+    directory: Path | None,
+    start: int,
+    end: int,
+    progress: Progress | None,
+) -> _ReplayPart:
+    """Replay the decisions with ``start <= seq < end`` (run in a worker process, or here)."""
+    with _Snapshot(source) as snap:
+        state = _Replay(snap, candidate, directory)
+        for seq, body in snap.kind_rows(_ACTIVATION, 0, end):
+            record = _parse_body(body, seq, step=3)
+            if isinstance(record, ActivationRecord):
+                state.activations.setdefault(record.policy_hash, (seq, record))
+        pending: list[tuple[int, DecisionRecord]] = []
+        for seq, body in snap.kind_rows(_DECISION, start, end):
+            record = _parse_body(body, seq, step=3)
+            if isinstance(record, DecisionRecord):
+                pending.append((seq, record))
+            if len(pending) >= _REPLAY_BATCH:
+                state.decide(pending)
+                pending = []
+                if progress is not None:
+                    progress("replay", seq, end)
+        state.decide(pending)
+        if progress is not None:
+            progress("replay", end, end)
+    return _ReplayPart(
+        decisions=state.decisions,
+        replayed=state.replayed,
+        changes=tuple(state.changes),
+        skipped=tuple(state.skipped),
+        engines=frozenset(state.engines),
     )
 
 
@@ -2023,6 +2196,16 @@ class _Replay:
         self.decisions = 0
         self.replayed = 0
         self.catalog = ToolCatalog([])
+        self.principals: dict[str, EntityRef] = {}
+
+    def principal(self, text: str | None) -> EntityRef | None:
+        """The recorded principal as an EntityRef (``str()`` of it gives ``text`` back)."""
+        if text is None:
+            return None
+        found = self.principals.get(text)
+        if found is None:
+            found = self.principals[text] = EntityRef.parse(text, "User")
+        return found
 
     def engine(self, policy_hash: str) -> PolicyEngine | str:
         """The engine for a recorded policy set, or why there is none."""
@@ -2079,14 +2262,19 @@ class _Replay:
                 erased = record.request_blob in requests
                 self.skip(seq, record, "request_erased" if erased else "request_missing")
                 continue
-            engine = self.engine(record.policy_hash)
+            activation = self.activations.get(record.policy_hash)
+            engine = (
+                self.engine(record.policy_hash)
+                if activation is not None and activation[0] < seq
+                else "policy_set_not_activated"
+            )
             if isinstance(engine, str):
                 self.skip(seq, record, engine)
                 continue
             facts = CallFacts(
                 tool=record.tool,
                 args={},
-                principal=EntityRef.parse(record.principal, "User") if record.principal else None,
+                principal=self.principal(record.principal),
                 agent=record.agent,
                 thread=record.thread,
                 step=record.step,

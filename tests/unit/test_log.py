@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -322,3 +323,45 @@ def test_memory_log_is_idempotent_and_keeps_blobs() -> None:
     assert log.blob(blob.ref) == b"c" and len(log.records) == 1
     assert isinstance(log.outcomes()[0], OutcomeRecord)
     assert log.decisions() == [] and not isinstance(log.records[0], DecisionRecord)
+
+
+def test_rotation_right_after_open_with_concurrent_writers_verifies(
+    db: Path, signer: Signer, make_fence: Any
+) -> None:
+    # The commit that writes the key change signs the handover itself, so no checkpoint that
+    # includes the change is ever signed by the old key alone, even with other writers.
+    from agentfence.verify import verify_log
+
+    new = Signer.generate("test-log-2")
+    log = open_log(db, signer, checkpoint_interval=0)
+    fence = make_fence(log=log)
+    stop = threading.Event()
+
+    def write(k: int) -> None:
+        for i in range(150):
+            if stop.is_set():
+                return
+            decision = fence.decide(
+                "wipe",
+                {"path": f"/{k}/{i}"},
+                principal="alice",
+                thread=f"t{k}",
+                step=i,
+                tool_call_id=f"c{k}-{i}",
+            )
+            log.append(*fence._decision_record(decision))
+
+    writers = [threading.Thread(target=write, args=(k,)) for k in range(3)]
+    for w in writers:
+        w.start()
+    log.rotate_key(new)
+    stop.set()
+    for w in writers:
+        w.join()
+    log.close()
+    reopened = open_log(db, new)  # its tail check trusts the new key
+    size = reopened.size()
+    reopened.close()
+    verified = verify_log(db, [signer.verifier_key, new.verifier_key])
+    assert verified.entries == size and verified.unsigned_tail == 0
+    assert [c.new_key for c in verified.key_changes] == [new.verifier_key]

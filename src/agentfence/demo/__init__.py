@@ -1,6 +1,9 @@
-"""The support-desk demo: a scripted agent whose tool calls are allowed, denied or held.
+"""The demos: scripted agents whose tool calls are allowed, denied or held.
 
-``agentfence demo`` runs it: a real ``create_agent`` agent with a scripted chat model (no API
+Two scenarios: ``desk`` (the default) and ``injection`` (:mod:`agentfence.demo.injection`,
+an inbound email that tries to make the agent exfiltrate data and pay an attacker).
+
+``agentfence demo`` runs the desk: a real ``create_agent`` agent with a scripted chat model (no API
 key, no network) works a refund ticket as ``User::"alice"``. Every tool call goes through the
 fence and into a signed decision log; the large refund pauses for a finance approver, who is
 a person at the terminal or, when the demo is not run in a terminal, a scripted approver
@@ -25,11 +28,14 @@ from agentfence.approvals import ApprovalAnswer, StoredApproval, sign_answer
 from agentfence.demo.tools import TOOLS
 from agentfence.fence import Fence
 from agentfence.log import SignedLog
-from agentfence.records import ApprovalAnswerRecord, DecisionRecord, LogRecord
+from agentfence.records import ApprovalAnswerRecord, DecisionRecord, LogRecord, OutcomeRecord
 from agentfence.testing import ScriptedChatModel, tool_call
 from agentfence.tracing import Telemetry
 
-__all__ = ["DemoRun", "demo_approver", "policy_dir", "run", "script"]
+__all__ = ["SCENARIOS", "DemoRun", "demo_approver", "policy_dir", "run", "script"]
+
+SCENARIOS = ("desk", "injection")
+"""The demo scenarios ``agentfence demo --scenario`` knows; ``desk`` is the default."""
 
 PRINCIPAL = 'User::"alice"'
 APPROVER = 'User::"fran"'
@@ -120,6 +126,19 @@ def scripted_answer(pending: StoredApproval) -> ApprovalAnswer:
     )
 
 
+def scripted_rejection(pending: StoredApproval) -> ApprovalAnswer:
+    """The injection demo's scripted approver: fran rejects the payment to an unknown payee."""
+    request = pending.request
+    return ApprovalAnswer(
+        request_id=request.request_id,
+        action_digest=request.action_digest,
+        approver=APPROVER,
+        decision="reject",
+        message="that account is not one of our suppliers",
+        answered_us=request.created_us + 1,
+    )
+
+
 @dataclass(frozen=True)
 class DemoRun:
     """What a demo run produced: the conversation and the log's records."""
@@ -131,6 +150,7 @@ class DemoRun:
     verifier_key: str
     approvals: list[tuple[StoredApproval, str]]
     blobs: dict[str, bytes]
+    scenario: str = "desk"
 
     @property
     def decisions(self) -> list[DecisionRecord]:
@@ -142,6 +162,11 @@ class DemoRun:
         """The approval answers the fence received, in log order."""
         return [r for r in self.records if isinstance(r, ApprovalAnswerRecord)]
 
+    @property
+    def outcomes(self) -> list[OutcomeRecord]:
+        """The outcome records, in log order."""
+        return [r for r in self.records if isinstance(r, OutcomeRecord)]
+
 
 def run(
     workdir: Path,
@@ -150,23 +175,45 @@ def run(
     who: str = "scripted approver",
     policies: Path | None = None,
     telemetry: Telemetry | None = None,
+    scenario: str = "desk",
 ) -> DemoRun:
-    """Run the support-desk agent end to end, writing a signed log in ``workdir``.
+    """Run a demo agent end to end, writing a signed log in ``workdir``.
 
-    ``answerer`` answers approval requests (default: the scripted approver); ``who`` names
-    it in the demo's report; ``telemetry`` receives the run's spans.
+    ``scenario`` is one of :data:`SCENARIOS`. ``answerer`` answers approval requests
+    (default: the scenario's scripted approver); ``who`` names it in the demo's report;
+    ``telemetry`` receives the run's spans.
     """
+    from agentfence.demo import injection
+
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown demo scenario {scenario!r}; choose one of {SCENARIOS}")
+    desk = scenario == "desk"
+    tools: list[Any] = TOOLS if desk else injection.TOOLS
+    replies = script() if desk else injection.script()
+    thread = THREAD if desk else injection.THREAD
+    system_prompt = (
+        "You are the Acme support desk assistant."
+        if desk
+        else "You are Alice's email and payments assistant at Acme."
+    )
+    request = (
+        "Customer c-102 should get EUR 40 back for the late delivery and EUR 2,500 "
+        "for the broken laptop. Tell them, tidy up the ticket attachments and forward "
+        "the ticket to the archive."
+        if desk
+        else injection.PROMPT
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = workdir / "demo-log.db"
     for stale in workdir.glob("demo-log.db*"):
         stale.unlink()
     log_key = Signer.generate("agentfence-demo-log")
-    answer = answerer or scripted_answer
+    answer = answerer or (scripted_answer if desk else scripted_rejection)
     approver_key = demo_approver()
     handled: list[tuple[StoredApproval, str]] = []
     fence = Fence.from_directory(
-        policies or policy_dir(),
-        tools=TOOLS,
+        policies or (policy_dir() if desk else injection.policy_dir()),
+        tools=tools,
         log=f"sqlite:///{log_path}",
         signing_key=log_key,
         agent=AGENT,
@@ -187,18 +234,13 @@ def run(
             handled.append((pending, who))
 
     agent: Any = create_agent(
-        ScriptedChatModel(responses=script()),
-        TOOLS,
-        system_prompt="You are the Acme support desk assistant.",
+        ScriptedChatModel(responses=replies),
+        tools,
+        system_prompt=system_prompt,
         middleware=[fence.middleware()],
         checkpointer=InMemorySaver(),
     )
-    config = {"configurable": {"thread_id": THREAD, "agentfence_principal": PRINCIPAL}}
-    request = (
-        "Customer c-102 should get EUR 40 back for the late delivery and EUR 2,500 "
-        "for the broken laptop. Tell them, tidy up the ticket attachments and forward "
-        "the ticket to the archive."
-    )
+    config = {"configurable": {"thread_id": thread, "agentfence_principal": PRINCIPAL}}
     try:
         result = fence.run(
             agent,
@@ -217,6 +259,11 @@ def run(
         for r in records
         if isinstance(r, DecisionRecord) and r.request_blob
     }
+    blobs.update(
+        (r.result_blob, reader.blob(r.result_blob) or b"")
+        for r in records
+        if isinstance(r, OutcomeRecord) and r.result_blob
+    )
     reader.close()
     return DemoRun(
         messages=list(result["messages"]),
@@ -226,4 +273,5 @@ def run(
         verifier_key=log_key.verifier_key,
         approvals=handled,
         blobs=blobs,
+        scenario=scenario,
     )

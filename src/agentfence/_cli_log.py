@@ -1,0 +1,831 @@
+"""The auditor's commands: ``agentfence log …``, ``keys``, ``evidence …`` and ``replay``.
+
+:func:`register` adds them to the main ``agentfence`` app. Each command is a thin layer over
+:mod:`agentfence.verify`, :class:`~agentfence.log.SignedLog` and the key files; ``--json``
+prints what the API returns. Exit codes: 0 when everything verifies, 1 when a check fails
+(a tampered log, a replay that differs), 2 when the command cannot run (a missing file, a
+malformed key): those errors leave through ``agentfence.cli.main``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from agentfence import _signing
+from agentfence._sqlite import EntryRow, SqliteBackend
+from agentfence.config import Settings
+from agentfence.errors import ConfigurationError, VerificationError
+from agentfence.log import SignedLog, parse_entry, sqlite_path
+from agentfence.records import (
+    ActivationRecord,
+    DecisionRecord,
+    ErasureRecord,
+    KeyChangeRecord,
+    LogRecord,
+    OutcomeRecord,
+)
+from agentfence.verify import (
+    InclusionReceipt,
+    LogVerificationError,
+    VerifiedStep,
+    export_evidence,
+    prove,
+    replay,
+    verify_evidence,
+    verify_log,
+    verify_receipt,
+)
+
+__all__ = ["register"]
+
+log_app = typer.Typer(
+    help="Verify, inspect, prove and maintain the signed decision log.", no_args_is_help=True
+)
+keys_app = typer.Typer(help="Create checkpoint signing keys.", no_args_is_help=True)
+evidence_app = typer.Typer(
+    help="Export and verify self-contained evidence packs.", no_args_is_help=True
+)
+
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+LogArg = Annotated[str, typer.Argument(help="The decision log: a SQLite file or sqlite:///PATH.")]
+KeysOption = Annotated[
+    list[str],
+    typer.Option(
+        "--key",
+        "-k",
+        help="A verifier key you trust: a NAME.pub file or its <name>+<key id>+<key> text. "
+        "Repeat for several (for example the keys before and after a rotation).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ThreadOption = Annotated[str | None, typer.Option(help="Only entries of this thread.")]
+ToolOption = Annotated[str | None, typer.Option(help="Only decisions about this tool.")]
+EffectOption = Annotated[
+    str | None, typer.Option(help="Only decisions with this effect: allow, deny, require_approval.")
+]
+KindOption = Annotated[
+    str | None,
+    typer.Option(help="Only entries of this kind: decision, outcome, activation, keychange, ..."),
+]
+SinceOption = Annotated[
+    str | None,
+    typer.Option(help="Only entries at or after this time (ISO 8601, UTC if no zone)."),
+]
+UntilOption = Annotated[
+    str | None, typer.Option(help="Only entries before this time (ISO 8601, UTC if no zone).")
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``log``, ``keys`` and ``evidence`` groups and ``replay`` to ``app``."""
+    app.add_typer(log_app, name="log")
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(evidence_app, name="evidence")
+    app.command("replay")(replay_command)
+
+
+def _exit(code: int) -> None:
+    # SystemExit rather than agentfence.cli.Exit: under `python -m agentfence.cli` that module
+    # runs as __main__, so this module would see a second copy of cli.Exit that main() does
+    # not catch. main() lets SystemExit through unchanged, so the code is the same.
+    raise SystemExit(code)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _keys(values: Sequence[str]) -> list[str]:
+    """Verifier keys from ``--key`` values: key files or key text."""
+    if not values:
+        raise ConfigurationError(
+            "no verifier key: pass --key NAME.pub (the public key written by `agentfence keys "
+            "generate`); verification needs a key you trust, not one taken from the log"
+        )
+    keys: list[str] = []
+    for value in values:
+        path = Path(value)
+        if path.is_file():
+            keys.append(_signing.read_verifier_key(path).vkey)
+        elif value.count("+") >= 2 and path.suffix != ".pub":
+            keys.append(_signing.Verifier.from_vkey(value).vkey)
+        else:
+            raise ConfigurationError(
+                f"--key {value!r} is neither a verifier key file nor a key "
+                "(<name>+<key id>+<key>); check the path"
+            )
+    return keys
+
+
+def _backend(db: str) -> SqliteBackend:
+    return SqliteBackend(sqlite_path(db), create=False, readonly=True)
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress bar on stderr for people at a terminal; nothing for scripts."""
+    if not enabled or not err.is_terminal:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        TextColumn("{task.completed:>,}/{task.total:,}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(step: str, done: int, total: int) -> None:
+        if step not in tasks:
+            tasks[step] = bar.add_task(step, total=total)
+        bar.update(tasks[step], completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+def _steps_table(steps: Sequence[VerifiedStep], failed: LogVerificationError | None) -> Table:
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for step in steps:
+        mark = "[yellow]-[/]" if step.skipped else "[green]✓[/]"
+        table.add_row(mark, f"{step.number}. {step.title}", _escape(step.detail))
+    if failed is not None:
+        table.add_row("[red]✗[/]", f"{failed.step}. {failed.title}", _escape(str(failed)))
+    return table
+
+
+def _failure_json(exc: LogVerificationError) -> dict[str, Any]:
+    return {
+        "verified": False,
+        "step": exc.step,
+        "title": exc.title,
+        "attack": exc.attack,
+        "error": str(exc),
+        "steps": [vars(s) for s in exc.steps],
+    }
+
+
+# --- log verify / checkpoint / prove --------------------------------------------------------
+
+
+@log_app.command("verify")
+def log_verify(
+    db: LogArg,
+    key: KeysOption = [],  # noqa: B006  # typer reads the default; it is never mutated
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="A checkpoint note you saved earlier (`agentfence log checkpoint DB > FILE`): "
+            "proves the log extends it, which catches truncation, rollback and forks.",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify the log offline in numbered steps; exit 0 only if every step passes.
+
+    1. open the log read-only;  2. check every checkpoint's signature;
+    3. read every entry;  4. recompute the Merkle root at every checkpoint;
+    5. check the log extends your saved checkpoint;  6. check blobs;  7. check order.
+    Exit 1 when a step fails (the message names the attack), 2 when it cannot run.
+    """
+    keys = _keys(key)
+    saved = _read_text(checkpoint, "checkpoint") if checkpoint is not None else None
+    if not as_json:
+        err.print(f"Verifying {db} with {len(keys)} trusted key(s)")
+    try:
+        with _progress(not as_json) as progress:
+            result = verify_log(db, keys, saved_checkpoint=saved, progress=progress)
+    except LogVerificationError as exc:
+        if as_json:
+            _print_json(_failure_json(exc))
+        else:
+            out.print(_steps_table(exc.steps, exc))
+            err.print(f"[bold red]verification failed[/] at step {exc.step} ({exc.attack})")
+        _exit(1)
+        return
+    if as_json:
+        _print_json(result.to_json())
+        return
+    out.print(_steps_table(result.steps, None))
+    tail = f", {result.unsigned_tail} more not yet signed" if result.unsigned_tail else ""
+    out.print(
+        f"[bold green]verified[/]: {result.entries} entries{tail}; signed size {result.size}, "
+        f"root {result.root.hex()[:16]}…"
+    )
+    if checkpoint is None:
+        out.print(
+            f"Keep the latest checkpoint off this host (`agentfence log checkpoint {db} > "
+            "FILE`) and pass it next time with --checkpoint FILE.",
+            markup=False,
+        )
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigurationError(f"{what} file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(f"{what} file {str(path)!r} cannot be read: {exc}") from exc
+
+
+@log_app.command("checkpoint")
+def log_checkpoint(db: LogArg, as_json: JsonOption = False) -> None:
+    """Print the latest signed checkpoint note, to keep where the log's host cannot reach.
+
+    For example: agentfence log checkpoint DB > saved.note
+    Next time, pass it to: agentfence log verify DB --key KEY --checkpoint saved.note
+    """
+    latest = _backend(db).latest_checkpoint()
+    if latest is None:
+        raise ConfigurationError(f"{db} has no signed checkpoint")
+    if as_json:
+        body = _signing.parse_checkpoint_body(latest.note[: latest.note.rfind("\n\n") + 1])
+        _print_json(
+            {"origin": body.origin, "size": body.size, "root": body.root.hex(), "note": latest.note}
+        )
+        return
+    sys.stdout.write(latest.note)
+
+
+@log_app.command("prove")
+def log_prove(
+    db: LogArg,
+    seq: Annotated[int, typer.Argument(help="The sequence number of the entry to prove.")],
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Prove against this saved checkpoint note (default: the latest)."),
+    ] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the receipt here.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print an inclusion receipt for one entry, verifiable on its own.
+
+    The receipt holds the entry's bytes, an RFC 6962 inclusion proof and the signed checkpoint.
+    Check it with: agentfence log verify-receipt RECEIPT --key KEY
+    """
+    note = _read_text(checkpoint, "checkpoint") if checkpoint is not None else None
+    receipt = prove(db, seq, checkpoint=note)
+    if out_file is not None:
+        out_file.write_text(receipt.to_json(), encoding="utf-8")
+        message = {"seq": seq, "tree_size": receipt.tree_size, "out": str(out_file)}
+        if as_json:
+            _print_json(message)
+        else:
+            err.print(
+                f"wrote the receipt for entry {seq} (tree size {receipt.tree_size}) to {out_file}"
+            )
+        return
+    sys.stdout.write(receipt.to_json())
+
+
+@log_app.command("verify-receipt")
+def log_verify_receipt(
+    receipt_file: Annotated[Path, typer.Argument(help="A receipt from `agentfence log prove`.")],
+    key: KeysOption = [],  # noqa: B006  # typer reads the default; it is never mutated
+    as_json: JsonOption = False,
+) -> None:
+    """Verify an inclusion receipt with only the receipt and a key; exit 1 if it fails."""
+    keys = _keys(key)
+    receipt = InclusionReceipt.from_json(_read_text(receipt_file, "receipt"))
+    try:
+        verified = verify_receipt(receipt, keys)
+    except LogVerificationError as exc:
+        if as_json:
+            _print_json(_failure_json(exc))
+        else:
+            err.print(f"[bold red]receipt does not verify[/] (step {exc.step}): {exc}")
+        _exit(1)
+        return
+    if as_json:
+        _print_json(
+            {
+                "verified": True,
+                "origin": verified.origin,
+                "seq": verified.seq,
+                "tree_size": verified.tree_size,
+                "root": verified.root.hex(),
+                "leaf_hash": verified.leaf_hash.hex(),
+                "signed_by": list(verified.signed_by),
+                "record": verified.record.model_dump(mode="json"),
+            }
+        )
+        return
+    out.print(
+        f"[bold green]verified[/]: entry {verified.seq} ({verified.record.format}) is in "
+        f"{verified.origin} at tree size {verified.tree_size}, signed by "
+        f"{', '.join(_short(k) for k in verified.signed_by)}"
+    )
+    out.print(_describe(verified.record), markup=False)
+
+
+# --- log show / tail / export ---------------------------------------------------------------
+
+_KINDS = {
+    "decision": "agentfence.decision/v1",
+    "outcome": "agentfence.outcome/v1",
+    "activation": "agentfence.activation/v1",
+    "keychange": "agentfence.keychange/v1",
+    "erasure": "agentfence.erasure/v1",
+    "approval_request": "agentfence.approval_request/v1",
+    "approval_answer": "agentfence.approval_answer/v1",
+}
+
+
+def _time_us(text: str | None, option: str) -> int | None:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"{option} {text!r} is not a time: use ISO 8601 such as 2026-11-22 or "
+            "2026-11-22T10:30:00Z, or integer microseconds since the epoch"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _select(
+    db: str,
+    *,
+    thread: str | None,
+    tool: str | None,
+    effect: str | None,
+    kind: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int | None,
+    newest_first: bool = False,
+) -> list[EntryRow]:
+    if kind is not None and kind not in _KINDS and kind not in _KINDS.values():
+        raise ConfigurationError(f"--kind {kind!r}: use one of {', '.join(_KINDS)}")
+    if effect is not None and effect.upper() not in ("ALLOW", "DENY", "REQUIRE_APPROVAL"):
+        raise ConfigurationError(f"--effect {effect!r}: use allow, deny or require_approval")
+    rows = _backend(db).select(
+        thread=thread,
+        tool=tool,
+        effect=effect.upper() if effect else None,
+        kind=_KINDS.get(kind, kind) if kind else None,
+        since_us=_time_us(since, "--since"),
+        until_us=_time_us(until, "--until"),
+        limit=limit,
+        newest_first=newest_first,
+    )
+    return rows[::-1] if newest_first else rows
+
+
+def _record(row: EntryRow) -> LogRecord | None:
+    try:
+        return parse_entry(row.body)[1]
+    except VerificationError:
+        return None
+
+
+def _when(time_us: int) -> str:
+    moment = datetime.datetime.fromtimestamp(time_us / 1_000_000, tz=datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _short(vkey: str) -> str:
+    return "+".join(vkey.split("+", 2)[:2])
+
+
+def _describe(record: LogRecord | None) -> str:
+    """One line about a record for the table's detail column."""
+    if record is None:
+        return "(malformed entry: run `agentfence log verify`)"
+    if isinstance(record, DecisionRecord):
+        policies = ", ".join(record.policy_ids) or "no policy"
+        reason = record.reasons[0] if record.reasons else ""
+        return f"{policies}: {reason}"
+    if isinstance(record, OutcomeRecord):
+        return f"{record.status} (decision {record.decision_id[:12]}…)"
+    if isinstance(record, ActivationRecord):
+        return f"policy set {record.policy_hash[:16]}… ({len(record.files)} files, {record.engine})"
+    if isinstance(record, KeyChangeRecord):
+        return f"{_short(record.old_key)} -> {_short(record.new_key)}"
+    if isinstance(record, ErasureRecord):
+        return f"erased {record.blob[:23]}…: {record.reason}"
+    fields = record.model_dump(mode="json")
+    shown = [
+        f"{k}={fields[k]}" for k in ("verdict", "approver", "approvers", "risk") if k in fields
+    ]
+    return ", ".join(shown) or record.format
+
+
+def _entries_table(rows: Sequence[EntryRow], title: str) -> Table:
+    records = [_record(row) for row in rows]
+    traces = any(getattr(r, "trace_id", None) for r in records)
+    table = Table(title=title, caption="not verified here: run `agentfence log verify`")
+    for column in ("seq", "time (UTC)", "kind", "thread", "tool", "effect", "detail"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("seq", "time (UTC)"))
+    if traces:
+        table.add_column("trace id", overflow="fold")
+    style = {"ALLOW": "green", "DENY": "red", "REQUIRE_APPROVAL": "yellow"}
+    for row, record in zip(rows, records, strict=True):
+        kind = row.kind.removeprefix("agentfence.").removesuffix("/v1")
+        effect = f"[{style.get(row.effect, '')}]{row.effect}[/]" if row.effect else ""
+        cells = [
+            str(row.seq),
+            _when(row.time_us),
+            kind,
+            row.thread or "",
+            row.tool or "",
+            effect,
+            _escape(_describe(record)),
+        ]
+        if traces:
+            cells.append(getattr(record, "trace_id", None) or "")
+        table.add_row(*cells)
+    return table
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+def _rows_json(rows: Sequence[EntryRow]) -> list[dict[str, Any]]:
+    return [_row_json(row) for row in rows]
+
+
+def _row_json(row: EntryRow) -> dict[str, Any]:
+    record = json.loads(row.body).get("record")
+    return {
+        "seq": row.seq,
+        "leaf_hash": row.leaf_hash.hex(),
+        "kind": row.kind,
+        "time_us": row.time_us,
+        "record": record,
+    }
+
+
+@log_app.command("show")
+def log_show(
+    db: LogArg,
+    thread: ThreadOption = None,
+    tool: ToolOption = None,
+    effect: EffectOption = None,
+    kind: KindOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    limit: Annotated[int | None, typer.Option(help="Show at most this many entries.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show entries as a table, oldest first, filtered by thread, tool, effect, kind or time."""
+    rows = _select(
+        db,
+        thread=thread,
+        tool=tool,
+        effect=effect,
+        kind=kind,
+        since=since,
+        until=until,
+        limit=limit,
+    )
+    if as_json:
+        _print_json(_rows_json(rows))
+        return
+    out.print(_entries_table(rows, f"{db}: {len(rows)} entries"))
+
+
+@log_app.command("tail")
+def log_tail(
+    db: LogArg,
+    n: Annotated[int, typer.Option("-n", "--lines", help="How many entries.")] = 10,
+    thread: ThreadOption = None,
+    tool: ToolOption = None,
+    effect: EffectOption = None,
+    kind: KindOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the last N entries (10 by default), oldest of them first."""
+    rows = _select(
+        db,
+        thread=thread,
+        tool=tool,
+        effect=effect,
+        kind=kind,
+        since=None,
+        until=None,
+        limit=n,
+        newest_first=True,
+    )
+    if as_json:
+        _print_json(_rows_json(rows))
+        return
+    out.print(_entries_table(rows, f"{db}: last {len(rows)} entries"))
+
+
+@log_app.command("export")
+def log_export(
+    db: LogArg,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write JSON Lines here (default: stdout).")
+    ] = None,
+    thread: ThreadOption = None,
+    kind: KindOption = None,
+    since: SinceOption = None,
+    until: UntilOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Export entries as JSON Lines for a SIEM.
+
+    One object per line: seq, leaf_hash, kind, time_us and record.
+    With --out FILE and --json, print a summary instead of nothing.
+    """
+    filtered = any(v is not None for v in (thread, kind, since, until))
+    rows: Any
+    if filtered:
+        rows = _select(
+            db,
+            thread=thread,
+            tool=None,
+            effect=None,
+            kind=kind,
+            since=since,
+            until=until,
+            limit=None,
+        )
+    else:
+        rows = _backend(db).entries()
+    target = out_file.open("w", encoding="utf-8") if out_file is not None else sys.stdout
+    count = 0
+    try:
+        for row in rows:
+            target.write(json.dumps(_row_json(row), ensure_ascii=False, sort_keys=True) + "\n")
+            count += 1
+    finally:
+        if out_file is not None:
+            target.close()
+    if out_file is not None:
+        if as_json:
+            _print_json({"exported": count, "out": str(out_file)})
+        else:
+            err.print(f"exported {count} entries to {out_file}")
+
+
+# --- log erase / rotate-key, keys generate --------------------------------------------------
+
+
+def _signer(path: Path | None) -> _signing.Signer:
+    source = str(path) if path is not None else Settings.from_env().signing_key
+    if not source:
+        raise ConfigurationError(
+            "this command signs checkpoints, so it needs the log's signing key: pass "
+            "--key-file NAME.key or set AGENTFENCE_SIGNING_KEY"
+        )
+    return _signing.read_private_key(source)
+
+
+@log_app.command("erase")
+def log_erase(
+    db: LogArg,
+    blob: Annotated[str, typer.Argument(help="The blob ref to erase (sha256:…).")],
+    reason: Annotated[
+        str, typer.Option(help="Why (for example the data-subject request id); recorded.")
+    ],
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="The log's signing key (default: $AGENTFENCE_SIGNING_KEY)."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Erase one blob's content, recorded first as an erasure entry.
+
+    The content and salt are removed; every entry and proof still verifies.
+    `agentfence log verify` then reports the blob as erased, not as tampering.
+    """
+    with SignedLog.open(db, signer=_signer(key_file)) as log:
+        receipt = log.erase_blob(blob, reason=reason)
+    if as_json:
+        _print_json({"erased": blob, "seq": receipt.seq, "leaf_hash": receipt.leaf_hash})
+        return
+    out.print(f"erased {blob}; the erasure is entry {receipt.seq}", markup=False)
+
+
+@log_app.command("rotate-key")
+def log_rotate_key(
+    db: LogArg,
+    old_key: Annotated[Path, typer.Option(help="The current signing key file.")],
+    new_key: Annotated[Path, typer.Option(help="The new signing key file.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Hand checkpoint signing to a new key, recorded as a key-change entry.
+
+    The handover checkpoint is signed by both keys.
+    Auditors holding either public key can follow the handover.
+    """
+    new_signer = _signing.read_private_key(new_key)
+    # No time-based checkpoints while rotating: the append of the key change would otherwise
+    # sign a checkpoint of its size with the old key alone, taking the place of the handover
+    # checkpoint that rotate_key signs with both keys (see the report on SignedLog).
+    with SignedLog.open(db, signer=_signer(old_key), checkpoint_interval=math.inf) as log:
+        receipt = log.rotate_key(new_signer)
+    if as_json:
+        _print_json({"seq": receipt.seq, "new_key": new_signer.verifier_key})
+        return
+    out.print(
+        f"key change recorded as entry {receipt.seq}; checkpoints are now signed by "
+        f"{_short(new_signer.verifier_key)}. Give auditors the new public key:\n"
+        f"  {new_signer.verifier_key}",
+        markup=False,
+    )
+
+
+@keys_app.command("generate")
+def keys_generate(
+    name: Annotated[str, typer.Option(help="The key name (for example the log's origin).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Write NAME.key and NAME.pub here.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Write a new signing key NAME.key (mode 0600) and its public key NAME.pub.
+
+    Ed25519 keys in the C2SP signed-note format. Existing files are never overwritten.
+    """
+    private, public = out_dir / f"{name}.key", out_dir / f"{name}.pub"
+    for path in (private, public):
+        if path.exists():
+            raise ConfigurationError(
+                f"{path} already exists; keys are never overwritten: choose another --name or "
+                "move the old files away first"
+            )
+    if not out_dir.is_dir():
+        raise ConfigurationError(f"--out {str(out_dir)!r} is not a directory; create it first")
+    signer = _signing.Signer.generate(name)
+    _signing.write_private_key(private, signer)
+    _signing.write_verifier_key(public, signer.verifier)
+    if as_json:
+        _print_json(
+            {"private_key": str(private), "public_key": str(public), "vkey": signer.verifier_key}
+        )
+        return
+    out.print(
+        f"wrote {private} (secret, mode 0600) and {public}:\n  {signer.verifier_key}",
+        markup=False,
+    )
+
+
+# --- evidence -------------------------------------------------------------------------------
+
+
+@evidence_app.command("export")
+def evidence_export(
+    db: LogArg,
+    out_file: Annotated[Path, typer.Option("--out", help="Write the evidence pack here.")],
+    key: KeysOption = [],  # noqa: B006  # typer reads the default; it is never mutated
+    thread: Annotated[
+        str | None, typer.Option(help="The thread to export (default: every entry).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify the log, then write a self-contained evidence pack and verify it.
+
+    The pack holds the entries with inclusion proofs, the signed checkpoint, the keys,
+    the blobs with their salts, and the policy texts.
+    """
+    keys = _keys(key)
+    with _progress(not as_json) as progress:
+        verified = export_evidence(db, out_file, keys=keys, thread=thread, progress=progress)
+    if as_json:
+        _print_json({**verified.to_json(), "out": str(out_file)})
+        return
+    out.print(
+        f"wrote {out_file}: {len(verified.records)} entries of "
+        f"{'thread ' + repr(thread) if thread else 'the log'}, proven at tree size "
+        f"{verified.size}; it verifies with `agentfence evidence verify {out_file} --key …`",
+        markup=False,
+    )
+
+
+@evidence_app.command("verify")
+def evidence_verify(
+    pack: Annotated[Path, typer.Argument(help="An evidence pack from `evidence export`.")],
+    key: KeysOption = [],  # noqa: B006  # typer reads the default; it is never mutated
+    as_json: JsonOption = False,
+) -> None:
+    """Verify an evidence pack offline with only the pack and a key; exit 1 if it fails."""
+    keys = _keys(key)
+    try:
+        verified = verify_evidence(pack, keys)
+    except LogVerificationError as exc:
+        if as_json:
+            _print_json(_failure_json(exc))
+        else:
+            out.print(_steps_table(exc.steps, exc))
+            err.print(f"[bold red]the evidence pack does not verify[/] ({exc.attack})")
+        _exit(1)
+        return
+    if as_json:
+        _print_json(verified.to_json())
+        return
+    out.print(_steps_table(verified.steps, None))
+    table = Table(title=f"{pack}: {len(verified.records)} entries", show_lines=False)
+    for column in ("seq", "kind", "detail"):
+        table.add_column(column, overflow="fold")
+    for seq, record in verified.records:
+        kind = record.format.removeprefix("agentfence.").removesuffix("/v1")
+        table.add_row(str(seq), kind, _escape(_describe(record)))
+    out.print(table)
+    out.print(
+        f"[bold green]verified[/]: {verified.origin} at tree size {verified.size}, signed by "
+        f"{', '.join(_short(k) for k in verified.signed_by)}"
+    )
+
+
+# --- replay ---------------------------------------------------------------------------------
+
+
+def replay_command(
+    db: LogArg,
+    policies: Annotated[
+        Path | None,
+        typer.Option(
+            help="What if: re-decide with this policy directory instead of the recorded "
+            "policies, and show what would change."
+        ),
+    ] = None,
+    fail_on_change: Annotated[
+        bool, typer.Option(help="With --policies: exit 1 if any decision would change.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="Show at most this many changes.")] = 50,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes (default: one per CPU for logs of 50,000 decisions or more)."
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Re-decide every recorded decision through Cedar and show what differs.
+
+    With the recorded policies, every decision must come out the same (exit 1 if not).
+    With --policies DIR, show what would change (exit 1 only with --fail-on-change).
+    """
+    with _progress(not as_json) as progress:
+        report = replay(db, policies=policies, progress=progress, workers=workers)
+    failed = bool(report.changes) and (report.mode == "recorded" or fail_on_change)
+    if as_json:
+        _print_json(report.to_json())
+        if failed:
+            _exit(1)
+        return
+    style = {"ALLOW": "green", "DENY": "red", "REQUIRE_APPROVAL": "yellow"}
+    if report.changes:
+        verb = "would change" if report.mode == "what-if" else "replay differently"
+        table = Table(title=f"{len(report.changes)} decisions {verb}", show_lines=True)
+        for column in ("seq", "thread", "tool", "recorded", "replayed", "policies"):
+            table.add_column(column, overflow="fold")
+        for change in report.changes[:limit]:
+            table.add_row(
+                str(change.seq),
+                change.thread,
+                change.tool,
+                f"[{style[change.recorded_effect]}]{change.recorded_effect}[/]",
+                f"[{style[change.replayed_effect]}]{change.replayed_effect}[/]",
+                _escape(
+                    f"{', '.join(change.recorded_policies) or '-'} -> "
+                    f"{', '.join(change.replayed_policies) or '-'}"
+                ),
+            )
+        out.print(table)
+        if len(report.changes) > limit:
+            out.print(f"… and {len(report.changes) - limit} more (--limit, or --json for all)")
+    skipped: dict[str, int] = {}
+    for item in report.not_replayable:
+        skipped[item.reason] = skipped.get(item.reason, 0) + 1
+    source = f"policies in {report.policies}" if report.policies else "the recorded policies"
+    out.print(
+        f"replayed {report.replayed} of {report.decisions} decisions with {source} "
+        f"({report.engine}, {report.seconds:.2f} s): {report.unchanged} unchanged, "
+        f"{len(report.changes)} changed",
+        markup=False,
+    )
+    if skipped:
+        listing = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items())
+        out.print(f"not replayable: {listing}", markup=False)
+    if failed:
+        _exit(1)

@@ -1,0 +1,544 @@
+"""Where argument values appeared before a call: an incremental index of a thread's messages.
+
+Each message of a thread is indexed once into normalised keys (RFC 5322-ish email
+addresses, hosts and domains, account numbers and IBANs without spaces or dashes, numbers as
+decimals, long tokens, words); a value is looked up by the keys of its shape, so the cost of a
+lookup does not grow with the number or size of earlier messages. What the keys cannot see
+(paraphrase, encodings, a value split across messages) is listed in ``docs/policy-guide.md``,
+"What provenance cannot see".
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import re
+import threading
+from array import array
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from agentfence.labels import (
+    EMPTY_PROVENANCE,
+    SOURCE_DIRECTORY,
+    SOURCE_INPUT,
+    SOURCE_SYSTEM,
+    SOURCE_TOOL,
+    SOURCE_USER,
+    UNTRUSTED,
+    Directory,
+    Provenance,
+    message_facts,
+    to_decimal,
+)
+
+# --- keys ------------------------------------------------------------------------------------
+#
+# A key is a short string with a one-letter kind: "e:" an email address (lower case), "d:" a
+# host or domain (lower case, no leading "www."), "a:" an account-like number (IBAN or a run
+# of at least 6 digits, upper case, spaces and dashes removed), "n:" a number (normalised
+# decimal), "t:" a long token (16+ characters mixing letters and digits, as keys and secrets
+# are), "w:" a word (lower-case letters and digits).
+
+_EMAIL_ALL = re.compile(
+    r"[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+_EMAIL = re.compile(
+    r"[A-Za-z0-9._%+\-]+@((?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
+)
+_URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s<>\"'`)\]]+")
+# Dotted names: domains ("acme.test") and IPv4 addresses, told apart by their last label.
+_DOTTED = re.compile(r"(?<![\w@.-])[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)+")
+_IPV4_SHAPE = re.compile(r"^(?:\d{1,3}\.){3}\d{1,3}$")
+_NUMBER = re.compile(r"(?<![\d.])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\d)")
+_DIGIT_CHAIN = re.compile(r"\d+(?:[ \-]\d+)*")
+# One pass for numbers and account-like digit groups: digits with the separators they use.
+_DIGIT_RUN = re.compile(r"(?<![\d.,])\d[\d,.]*(?:[ \-]\d[\d,.]*)*")
+_NUMBER_SHAPE = re.compile(r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+_IBAN_HEAD = re.compile(r"\b([A-Za-z]{2}\d{2}[A-Za-z0-9]*)((?:[ \-][A-Za-z0-9]{1,4}\b)*)")
+_TOKEN = re.compile(r"[A-Za-z0-9_\-+/=]{16,}")
+_WORD = re.compile(r"[^\W_]+")
+_IBAN_SHAPE = re.compile(r"^[A-Z]{2}\d{2}[A-Z0-9]{11,30}$")
+_EMAIL_SHAPE = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,63}$")
+_DOMAIN_SHAPE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+_SEPARATORS = re.compile(r"[\s\-]+")
+
+_MIN_ACCOUNT_DIGITS = 6
+_MIN_CARRIED_DIGITS = 9  # dates (8 digits) are not identifiers worth tracking into a body
+_MAX_CHAIN_GROUPS = 10
+_IBAN_MIN, _IBAN_MAX = 15, 34
+_MAX_INDEXED_CHARS = 1_000_000  # a larger message is indexed by its first megabyte
+
+
+def _host(name: str) -> str:
+    host = name.strip().strip(".").lower()
+    return host[4:] if host.startswith("www.") else host
+
+
+def _number_text(text: str) -> str:
+    """A number's canonical text: no grouping commas, no leading or trailing zeros."""
+    text = text.replace(",", "")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    text = text.lstrip("0")
+    if not text or text[0] == ".":
+        text = "0" + text
+    return text
+
+
+def _number_key(value: decimal.Decimal) -> str:
+    return "n:" + _number_text(f"{value.copy_abs():f}")
+
+
+def _chain_keys(chain: str, minimum: int) -> set[str]:
+    """Keys for every contiguous run of digit groups with at least ``minimum`` digits."""
+    if " " not in chain and "-" not in chain:  # one group, the common case
+        return {"a:" + chain} if len(chain) >= minimum else set()
+    groups = [g for g in re.split(r"[ \-]", chain) if g]
+    keys: set[str] = set()
+    for start in range(len(groups)):
+        digits = ""
+        for end in range(start, min(len(groups), start + _MAX_CHAIN_GROUPS)):
+            digits += groups[end]
+            if len(digits) >= minimum:
+                keys.add("a:" + digits)
+    return keys
+
+
+def _iban_keys(text: str) -> set[str]:
+    keys: set[str] = set()
+    for match in _IBAN_HEAD.finditer(text):
+        compact = match.group(1).upper()
+        parts = [p for p in re.split(r"[ \-]", match.group(2)) if p]
+        for part in [None, *parts]:
+            if part is not None:
+                compact += part.upper()
+            if len(compact) > _IBAN_MAX:
+                break
+            if len(compact) >= _IBAN_MIN and _IBAN_SHAPE.match(compact):
+                keys.add("a:" + compact)
+    return keys
+
+
+def identifier_keys(text: str, *, min_digits: int = _MIN_ACCOUNT_DIGITS) -> set[str]:
+    """Keys of the identifiers in text: emails, account numbers, IBANs and long tokens."""
+    keys = {"e:" + m.lower() for m in _EMAIL_ALL.findall(text)}
+    for chain in set(_DIGIT_CHAIN.findall(text)):
+        keys |= _chain_keys(chain, min_digits)
+    keys |= _iban_keys(text)
+    return keys | _token_keys(text)
+
+
+def _token_keys(text: str) -> set[str]:
+    keys: set[str] = set()
+    for word in set(_TOKEN.findall(text)):
+        if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
+            keys.add("t:" + word)
+    return keys
+
+
+def text_keys(text: str) -> tuple[set[str], str]:
+    """Every key of a message's text, and its normalised word text for phrase checks."""
+    text = text[:_MAX_INDEXED_CHARS]
+    keys = {"e:" + m.lower() for m in _EMAIL_ALL.findall(text)}
+    keys |= _iban_keys(text)
+    keys |= _token_keys(text)
+    for run in set(_DIGIT_RUN.findall(text)):
+        _run_keys(run, keys)
+    keys.update("d:" + _host(domain) for domain in _EMAIL.findall(text))
+    if "://" in text:
+        for url in _URL.findall(text):
+            host = _url_host(url)
+            if host:
+                keys.add("d:" + host)
+    for dotted in set(_DOTTED.findall(text)):
+        last = dotted.rsplit(".", 1)[1]
+        if last.isalpha() and len(last) >= 2:
+            keys.add("d:" + _host(dotted))
+        elif _IPV4_SHAPE.match(dotted):
+            keys.add("d:" + dotted)
+    words = _WORD.findall(text.lower())
+    keys.update("w:" + w for w in set(words))
+    return keys, " " + " ".join(words) + " "
+
+
+def _run_keys(run: str, keys: set[str]) -> None:
+    """Number keys and account-like keys (as :func:`_chain_keys`) of one run of digits."""
+    if run.isdigit():  # one plain number, the common case
+        keys.add("n:" + _number_text(run))
+        if len(run) >= _MIN_ACCOUNT_DIGITS:
+            keys.add("a:" + run)
+        return
+    chain: list[str] = []
+    for group in re.split(r"[ \-]", run):
+        group = group.rstrip(".,")
+        if not group:
+            continue
+        if _NUMBER_SHAPE.fullmatch(group):
+            keys.add("n:" + _number_text(group))
+        else:
+            keys.update("n:" + _number_text(n) for n in _NUMBER.findall(group))
+        if group.isdigit():
+            chain.append(group)
+        else:
+            if chain:
+                keys |= _chain_keys(" ".join(chain), _MIN_ACCOUNT_DIGITS)
+            chain = []
+    if chain:
+        keys |= _chain_keys(" ".join(chain), _MIN_ACCOUNT_DIGITS)
+
+
+def _url_host(url: str) -> str | None:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return _host(host) if host else None
+
+
+@dataclass(frozen=True)
+class ValueQuery:
+    """How to look a value up: keys any of which is a match, or a phrase of words."""
+
+    keys: tuple[str, ...] = ()
+    phrase: tuple[str, ...] = ()
+    numeric: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.keys or self.phrase)
+
+
+def value_query(value: Any, *, numeric: bool = False) -> ValueQuery:
+    """The keys a value is matched by, chosen by its shape (see the module docstring)."""
+    is_number = isinstance(value, int | float | decimal.Decimal) and not isinstance(value, bool)
+    if numeric or is_number:
+        number = to_decimal(value)
+        if number is not None:
+            return ValueQuery(keys=(_number_key(number),), numeric=True)
+        if not isinstance(value, str):
+            return ValueQuery()
+    if not isinstance(value, str):
+        return ValueQuery()
+    text = value.strip()
+    if not text:
+        return ValueQuery()
+    if _EMAIL_SHAPE.match(text):
+        return ValueQuery(keys=("e:" + text.lower(),))
+    if "://" in text:
+        host = _url_host(text)
+        return ValueQuery(keys=("d:" + host,)) if host else ValueQuery()
+    if _DOMAIN_SHAPE.match(text) and not text.replace(".", "").isdigit():
+        return ValueQuery(keys=("d:" + _host(text),))
+    keys: list[str] = []
+    compact = _SEPARATORS.sub("", text).upper()
+    if _IBAN_SHAPE.match(compact) or (compact.isdigit() and len(compact) >= _MIN_ACCOUNT_DIGITS):
+        keys.append("a:" + compact)
+    number = to_decimal(text)
+    if number is not None:
+        keys.append(_number_key(number))
+    words = tuple(_WORD.findall(text.lower()))
+    return ValueQuery(keys=tuple(keys), phrase=words)
+
+
+def exact_keys(value: Any) -> tuple[str, ...]:
+    """The keys under which a trusted directory entry is found (exact, normalised)."""
+    query = value_query(value)
+    keys = list(query.keys)
+    if query.phrase:
+        keys.append("p:" + " ".join(query.phrase))
+    return tuple(keys)
+
+
+# --- the per-thread index ----------------------------------------------------------------------
+
+
+def _positions() -> array[int]:
+    return array("i")
+
+
+@dataclass(frozen=True)
+class Doc:
+    """One indexed message: where it came from, its labels, and its normalised words."""
+
+    source: str
+    tool: str | None
+    labels: frozenset[str]
+    words: str
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, Mapping) and isinstance(block.get("text"), str):
+                parts.append(block["text"])
+        return "\n".join(parts)
+    return str(content) if content is not None else ""
+
+
+def classify(message: Any) -> tuple[str, str | None, frozenset[str]] | None:
+    """The source, tool name and labels of a message; None for messages that are no source.
+
+    The model's own messages are not a source (a value the model made up has no
+    provenance), nor are the fence's refusals (text agentfence wrote).
+    """
+    kind = getattr(message, "type", None)
+    facts = message_facts(message)
+    if kind == "human":
+        source = SOURCE_INPUT if UNTRUSTED in facts.labels else SOURCE_USER
+        return source, None, facts.labels
+    if kind == "system":
+        return SOURCE_SYSTEM, None, facts.labels
+    if kind == "tool":
+        if facts.refused:
+            return None
+        # A tool result the fence did not label came from outside the fence: treat it as
+        # untrusted, the conservative reading (docs/policy-guide.md, "Data labels").
+        labels = facts.labels if facts.fenced else frozenset({UNTRUSTED})
+        name = getattr(message, "name", None)
+        return SOURCE_TOOL, name if isinstance(name, str) else None, labels
+    return None
+
+
+def _message_key(message: Any) -> str:
+    ident = getattr(message, "id", None)
+    if isinstance(ident, str) and ident:
+        return ident
+    digest = hashlib.sha256(
+        repr((getattr(message, "type", None), getattr(message, "content", None))).encode()
+    )
+    return "h:" + digest.hexdigest()
+
+
+class ThreadIndex:
+    """The incremental index of one thread's messages (append-only between rebuilds).
+
+    ``sync(messages)`` indexes the messages it has not seen; a view taken afterwards sees
+    exactly those messages. When messages were removed or replaced (not an extension of what
+    was indexed), a fresh index is built, reusing no postings, so older views stay valid.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids: list[str] = []
+        self.docs: list[Doc] = []
+        # Postings are int arrays, not lists: they hold no references, so the garbage
+        # collector does not walk a long thread's hundreds of thousands of them.
+        self.postings: defaultdict[str, array[int]] = defaultdict(_positions)
+        self.labels: set[str] = set()
+        self.tools: set[str] = set()
+
+    def add(self, message: Any, key: str) -> None:
+        """Index one message."""
+        self.ids.append(key)
+        kind = classify(message)
+        if kind is None:
+            self.docs.append(Doc("", None, frozenset(), " "))
+            return
+        source, tool, labels = kind
+        keys, words = text_keys(_content_text(getattr(message, "content", "")))
+        position = len(self.docs)
+        self.docs.append(Doc(source, tool, labels, words))
+        postings = self.postings
+        for item in keys:
+            postings[item].append(position)
+        self.labels |= labels
+        if source == SOURCE_TOOL and tool:
+            self.tools.add(tool)
+
+
+@dataclass(frozen=True)
+class History:
+    """A fixed view of a thread's messages as a call saw them (what policies are told about)."""
+
+    index: ThreadIndex
+    size: int
+    labels: frozenset[str]
+    tools: frozenset[str]
+
+    @classmethod
+    def empty(cls) -> History:
+        """The history of a call with no earlier messages."""
+        return cls(ThreadIndex(), 0, frozenset(), frozenset())
+
+    def docs_with(self, key: str) -> Sequence[int]:
+        """Positions of the messages holding a key (within this view)."""
+        found = self.index.postings.get(key)
+        if not found:
+            return ()
+        if found[-1] < self.size:
+            return found
+        return [p for p in found if p < self.size]
+
+    def docs_with_phrase(self, words: Sequence[str]) -> list[int]:
+        """Positions of the messages whose words contain ``words`` in order, adjacent."""
+        if not words:
+            return []
+        lists = [self.docs_with("w:" + w) for w in set(words)]
+        if any(not found for found in lists):
+            return []
+        lists.sort(key=len)
+        candidates = set(lists[0]).intersection(*lists[1:])
+        if len(words) == 1:
+            return sorted(candidates)
+        needle = " " + " ".join(words) + " "
+        docs = self.index.docs
+        return sorted(p for p in candidates if needle in docs[p].words)
+
+
+class HistoryCache:
+    """Thread indexes of one fence, kept for the most recently used threads."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self._capacity = capacity
+        self._lock = threading.Lock()
+        self._threads: OrderedDict[str, ThreadIndex] = OrderedDict()
+
+    def history(self, thread: str, messages: Sequence[Any]) -> History:
+        """Index what is new in ``messages`` and return the view a call now sees."""
+        with self._lock:
+            index = self._threads.get(thread) if thread else None
+            if index is not None:
+                self._threads.move_to_end(thread)
+        if index is None or not _extends(index, messages):
+            index = ThreadIndex()
+            if thread:
+                with self._lock:
+                    self._threads[thread] = index
+                    while len(self._threads) > self._capacity:
+                        self._threads.popitem(last=False)
+        with index.lock:
+            if not _extends(index, messages):  # another call rebuilt it meanwhile
+                index = ThreadIndex()
+            for message in messages[len(index.ids) :]:
+                index.add(message, _message_key(message))
+            # The view covers exactly the messages of this call's state (a parallel call in a
+            # longer state may have indexed more; postings past ``size`` are not seen).
+            size = len(messages)
+            if size == len(index.docs):
+                labels, tools = frozenset(index.labels), frozenset(index.tools)
+            else:
+                docs = index.docs[:size]
+                labels = frozenset().union(*(d.labels for d in docs))
+                tools = frozenset(d.tool for d in docs if d.tool and d.source == SOURCE_TOOL)
+        return History(index, size, labels, tools)
+
+
+_SAMPLE_STRIDE = 64
+
+
+def _extends(index: ThreadIndex, messages: Sequence[Any]) -> bool:
+    """Whether ``messages`` start with what the index holds (or are a prefix of it).
+
+    LangGraph's message reducer appends, and removes or replaces by id; so the ids at the
+    first and last indexed positions, and at every 64th between, tell an extension from an
+    edit without reading every message on every call.
+    """
+    held = index.ids
+    common = min(len(held), len(messages))
+    if common == 0:
+        return True
+    positions = {0, common - 1, *range(0, common, _SAMPLE_STRIDE)}
+    return all(_message_key(messages[p]) == held[p] for p in positions)
+
+
+def messages_of(state: Any) -> Sequence[Any]:
+    """The messages of a graph state: ``state["messages"]``, ``state.messages`` or a list."""
+    if isinstance(state, Mapping):
+        found = state.get("messages")
+    elif isinstance(state, list | tuple):
+        found = state
+    else:
+        found = getattr(state, "messages", None)
+    return found if isinstance(found, list | tuple) else ()
+
+
+# --- provenance of a value ---------------------------------------------------------------------
+
+_TRUSTED = frozenset({SOURCE_USER, SOURCE_SYSTEM})
+
+
+def provenance(
+    value: Any, history: History, directory: Directory | None, *, numeric: bool = False
+) -> Provenance:
+    """Where ``value`` appeared: in the history's messages, or in the trusted directory.
+
+    A list's provenance holds the sources every item has (so "from the user" means every
+    item is), and the union of the items' labels, tools, lists and carried labels.
+    """
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [provenance(v, history, directory, numeric=numeric) for v in value]
+        if not items:
+            return EMPTY_PROVENANCE
+        return Provenance(
+            sources=frozenset.intersection(*(p.sources for p in items)),
+            labels=frozenset().union(*(p.labels for p in items)),
+            tools=frozenset().union(*(p.tools for p in items)),
+            lists=frozenset().union(*(p.lists for p in items)),
+            carries=frozenset().union(*(p.carries for p in items)),
+        )
+    query = value_query(value, numeric=numeric)
+    if not query:
+        return EMPTY_PROVENANCE
+    found: set[int] = set()
+    for key in query.keys:
+        found.update(history.docs_with(key))
+    if query.phrase:
+        found.update(history.docs_with_phrase(query.phrase))
+    docs = history.index.docs
+    sources = {docs[p].source for p in found}
+    tool_docs = [docs[p] for p in found if docs[p].source in (SOURCE_TOOL, SOURCE_INPUT)]
+    lists: frozenset[str] = frozenset()
+    if directory:
+        lists = directory.lists_holding(exact_keys(value))
+        if lists:
+            sources.add(SOURCE_DIRECTORY)
+    return Provenance(
+        sources=frozenset(sources),
+        labels=frozenset().union(*(d.labels for d in tool_docs)),
+        tools=frozenset(d.tool for d in tool_docs if d.tool),
+        lists=lists,
+        carries=carried(value, history, directory) if isinstance(value, str) else frozenset(),
+    )
+
+
+def carried(text: str, history: History, directory: Directory | None) -> frozenset[str]:
+    """Labels of tool results from which an identifier inside ``text`` was copied.
+
+    An identifier the user, the system prompt or the directory also supplied carries nothing:
+    the user may name a customer whose record the agent also read.
+    """
+    if len(text) < 6:
+        return frozenset()
+    keys = identifier_keys(unquote(text), min_digits=_MIN_CARRIED_DIGITS)
+    if not keys:
+        return frozenset()
+    docs = history.index.docs
+    labels: set[str] = set()
+    for key in keys:
+        positions = history.docs_with(key)
+        if not positions:
+            continue
+        if any(docs[p].source in _TRUSTED for p in positions):
+            continue
+        if directory and directory.lists_holding((key,)):
+            continue
+        for p in positions:
+            if docs[p].source in (SOURCE_TOOL, SOURCE_INPUT):
+                labels |= docs[p].labels
+    return frozenset(labels)
+
+
+def union(items: Iterable[Provenance]) -> frozenset[str]:
+    """The labels carried by any of several values."""
+    out: set[str] = set()
+    for item in items:
+        out |= item.carries
+    return frozenset(out)
