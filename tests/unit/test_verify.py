@@ -57,35 +57,27 @@ PRINCIPAL = 'User::"alice"'
 
 
 def script(tag: str) -> list[AIMessage]:
-    """Five calls: three allowed, two denied by policy (no approval holds: no interrupts)."""
+    """Five calls, one per model turn so their order on the log is fixed: three allowed,
+    two denied by policy (no approval holds: no interrupts)."""
+    calls = [
+        tool_call("lookup_customer", {"customer_id": "c-102"}, f"{tag}-lookup"),
+        tool_call(
+            "refund", {"customer_id": "c-102", "amount": 40.0, "reason": "late"}, f"{tag}-refund"
+        ),
+        tool_call(
+            "send_email",
+            {"to": "dana@customer.example", "subject": "Refund", "body": "Done."},
+            f"{tag}-email",
+        ),
+        tool_call("delete_file", {"path": "/srv/tickets/T-1"}, f"{tag}-delete"),
+        tool_call(
+            "send_email",
+            {"to": "x@elsewhere.example", "subject": "Ticket", "body": "All of it."},
+            f"{tag}-forward",
+        ),
+    ]
     return [
-        AIMessage(
-            content="",
-            tool_calls=[
-                tool_call("lookup_customer", {"customer_id": "c-102"}, f"{tag}-lookup"),
-                tool_call(
-                    "refund",
-                    {"customer_id": "c-102", "amount": 40.0, "reason": "late"},
-                    f"{tag}-refund",
-                ),
-                tool_call(
-                    "send_email",
-                    {"to": "dana@customer.example", "subject": "Refund", "body": "Done."},
-                    f"{tag}-email",
-                ),
-            ],
-        ),
-        AIMessage(
-            content="",
-            tool_calls=[
-                tool_call("delete_file", {"path": "/srv/tickets/T-1"}, f"{tag}-delete"),
-                tool_call(
-                    "send_email",
-                    {"to": "x@elsewhere.example", "subject": "Ticket", "body": "All of it."},
-                    f"{tag}-forward",
-                ),
-            ],
-        ),
+        *(AIMessage(content="", tool_calls=[call]) for call in calls),
         AIMessage(content="done"),
     ]
 
