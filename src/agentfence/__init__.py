@@ -1,31 +1,70 @@
 """agentfence: every LangGraph tool call decided by Cedar policy and recorded before it runs.
 
 The public API is the names in ``__all__``; everything else is internal and may change.
+Names are imported on first use (PEP 562), so ``import agentfence`` and the auditor's
+commands do not load LangGraph until something that needs it is used.
 """
 
-from agentfence._redaction import PresidioRedactor
-from agentfence.errors import (
-    AgentfenceError,
-    AgentfenceWarning,
-    ConfigurationError,
-    LogError,
-    PolicyLoadError,
-    ToolSpecError,
-    VerificationError,
-)
-from agentfence.fence import Fence, PrincipalResolver
-from agentfence.labels import Directory, Finding, Meter, Provenance, Redactor, labelled
-from agentfence.log import DecisionLog, MemoryLog, Receipt
-from agentfence.policy import CallFacts, Decision, Effect, EntityRef, PolicyEngine
-from agentfence.records import ActivationRecord, DecisionRecord, OutcomeRecord, canonical_bytes
-from agentfence.tools import Resource, ToolSpec, govern
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "ActivationRecord": "agentfence.records",
+    "AgentfenceError": "agentfence.errors",
+    "AgentfenceWarning": "agentfence.errors",
+    "ApprovalAnswer": "agentfence.approvals",
+    "ApprovalStore": "agentfence.approvals",
+    "CallFacts": "agentfence.policy",
+    "ConfigurationError": "agentfence.errors",
+    "Decision": "agentfence.policy",
+    "DecisionLog": "agentfence.log",
+    "DecisionRecord": "agentfence.records",
+    "Directory": "agentfence.labels",
+    "Effect": "agentfence.policy",
+    "EntityRef": "agentfence.policy",
+    "Fence": "agentfence.fence",
+    "Finding": "agentfence.labels",
+    "LogError": "agentfence.errors",
+    "MemoryLog": "agentfence.log",
+    "Meter": "agentfence.labels",
+    "OutcomeRecord": "agentfence.records",
+    "PolicyEngine": "agentfence.policy",
+    "PolicyLoadError": "agentfence.errors",
+    "PresidioRedactor": "agentfence._redaction",
+    "PrincipalResolver": "agentfence.fence",
+    "Provenance": "agentfence.labels",
+    "Receipt": "agentfence.log",
+    "Redactor": "agentfence.labels",
+    "ReplayReport": "agentfence.verify",
+    "Resource": "agentfence.tools",
+    "SignedLog": "agentfence.log",
+    "Telemetry": "agentfence.tracing",
+    "ToolSpec": "agentfence.tools",
+    "ToolSpecError": "agentfence.errors",
+    "VerificationError": "agentfence.errors",
+    "VerifiedLog": "agentfence.verify",
+    "canonical_bytes": "agentfence.records",
+    "export_evidence": "agentfence.verify",
+    "govern": "agentfence.tools",
+    "labelled": "agentfence.labels",
+    "prove": "agentfence.verify",
+    "replay": "agentfence.verify",
+    "sign_answer": "agentfence.approvals",
+    "verify_evidence": "agentfence.verify",
+    "verify_log": "agentfence.verify",
+    "verify_receipt": "agentfence.verify",
+}
 
 __all__ = [
     "ActivationRecord",
     "AgentfenceError",
     "AgentfenceWarning",
+    "ApprovalAnswer",
+    "ApprovalStore",
     "CallFacts",
     "ConfigurationError",
     "Decision",
@@ -47,11 +86,71 @@ __all__ = [
     "Provenance",
     "Receipt",
     "Redactor",
+    "ReplayReport",
     "Resource",
+    "SignedLog",
+    "Telemetry",
     "ToolSpec",
     "ToolSpecError",
     "VerificationError",
+    "VerifiedLog",
     "canonical_bytes",
+    "export_evidence",
     "govern",
     "labelled",
+    "prove",
+    "replay",
+    "sign_answer",
+    "verify_evidence",
+    "verify_log",
+    "verify_receipt",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentfence' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from agentfence._redaction import PresidioRedactor
+    from agentfence.approvals import ApprovalAnswer, ApprovalStore, sign_answer
+    from agentfence.errors import (
+        AgentfenceError,
+        AgentfenceWarning,
+        ConfigurationError,
+        LogError,
+        PolicyLoadError,
+        ToolSpecError,
+        VerificationError,
+    )
+    from agentfence.fence import Fence, PrincipalResolver
+    from agentfence.labels import Directory, Finding, Meter, Provenance, Redactor, labelled
+    from agentfence.log import DecisionLog, MemoryLog, Receipt, SignedLog
+    from agentfence.policy import CallFacts, Decision, Effect, EntityRef, PolicyEngine
+    from agentfence.records import (
+        ActivationRecord,
+        DecisionRecord,
+        OutcomeRecord,
+        canonical_bytes,
+    )
+    from agentfence.tools import Resource, ToolSpec, govern
+    from agentfence.tracing import Telemetry
+    from agentfence.verify import (
+        ReplayReport,
+        VerifiedLog,
+        export_evidence,
+        prove,
+        replay,
+        verify_evidence,
+        verify_log,
+        verify_receipt,
+    )

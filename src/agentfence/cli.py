@@ -23,7 +23,6 @@ from rich.table import Table
 
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceError, AgentfenceWarning, ConfigurationError
-from agentfence.fence import Fence
 from agentfence.policy import Effect, PolicyEngine, check_syntax, generate_schema
 from agentfence.tools import ToolCatalog
 
@@ -286,6 +285,8 @@ def policy_test(
         raise ConfigurationError(
             f"no policy directory: pass --policies or set 'policies' in {cases_file}"
         )
+    from agentfence.fence import Fence  # LangGraph loads only for the commands that need it
+
     fence = Fence.from_directory(directory, tools=load_tools(tools or data.get("tools")))
     results = []
     for case in cases:

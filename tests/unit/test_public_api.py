@@ -1,28 +1,33 @@
-"""The public API: __all__ is sorted, complete, and every public name is documented."""
+"""The public API: __all__ is sorted and complete, every name resolves and is documented."""
 
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 
 import agentfence
 
 
-def test_all_is_sorted_and_unique() -> None:
+def test_all_is_sorted_unique_and_matches_the_lazy_exports() -> None:
     assert list(agentfence.__all__) == sorted(set(agentfence.__all__))
+    assert set(agentfence.__all__) == set(agentfence._EXPORTS)
 
 
-def test_all_names_exist_and_nothing_public_is_missing() -> None:
-    exported = set(agentfence.__all__)
-    for name in exported:
-        assert hasattr(agentfence, name), name
-    public = {
-        name
-        for name, value in vars(agentfence).items()
-        if not name.startswith("_")
-        and not inspect.ismodule(value)
-        and getattr(value, "__module__", "").startswith("agentfence")
-    }
-    assert public == exported
+def test_every_exported_name_resolves_to_an_agentfence_object() -> None:
+    for name in agentfence.__all__:
+        value = getattr(agentfence, name)
+        assert getattr(value, "__module__", "").startswith("agentfence"), name
+        assert getattr(value, "__name__", name) == name, name
+
+
+def test_unknown_names_raise_attribute_error() -> None:
+    try:
+        agentfence.no_such_thing  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert "no attribute 'no_such_thing'" in str(exc)
+    else:
+        raise AssertionError("an unknown attribute must raise")
 
 
 def test_every_public_name_and_method_has_a_docstring() -> None:
@@ -33,10 +38,15 @@ def test_every_public_name_and_method_has_a_docstring() -> None:
             missing.append(name)
         if inspect.isclass(value):
             for attr, member in vars(value).items():
-                if attr.startswith("_") or (
-                    not callable(member) and not isinstance(member, property)
-                ):
+                public = not attr.startswith("_")
+                if not public or not (callable(member) or isinstance(member, property)):
                     continue
                 if not inspect.getdoc(member):
                     missing.append(f"{name}.{attr}")
     assert missing == []
+
+
+def test_importing_agentfence_does_not_load_langgraph() -> None:
+    code = "import sys, agentfence; print('langgraph' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
