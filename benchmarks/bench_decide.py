@@ -39,6 +39,9 @@ import cedarpy
 from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rich.console import Console
 from rich.table import Table
 
@@ -48,6 +51,7 @@ from agentfence.demo.tools import TOOLS
 from agentfence.log import MemoryLog
 from agentfence.policy import Effect
 from agentfence.testing import tool_call
+from agentfence.tracing import Telemetry
 
 START_MARKER = "<!-- bench_decide:start -->"
 END_MARKER = "<!-- bench_decide:end -->"
@@ -366,7 +370,23 @@ def run(iterations: int, progress: Callable[[str], None]) -> dict[str, Any]:
     runtime = Runtime()
     bare = ToolNode(TOOLS)
     fenced = ToolNode(TOOLS, wrap_tool_call=fence.wrap_tool_call)
-    for node in (bare, fenced):
+    # (d2): the same fence with an SDK tracer that records every span (exported to memory
+    # and dropped), to price the spans: d2 - d1 is the tracing overhead per tool call.
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with tempfile.TemporaryDirectory(prefix="agentfence-bench-") as tmp:
+        build_policy_dir(Path(tmp))
+        traced_fence = Fence.from_directory(
+            tmp,
+            tools=TOOLS,
+            log=MemoryLog(),
+            agent=AGENT,
+            seed=1,
+            telemetry=Telemetry(tracer_provider=provider),
+        )
+    traced = ToolNode(TOOLS, wrap_tool_call=traced_fence.wrap_tool_call)
+    for node in (bare, fenced, traced):
         out = node.invoke(tool_input("check"), config, runtime=runtime)
         message = out["messages"][0]
         if not isinstance(message, ToolMessage) or message.status == "error":
@@ -378,6 +398,11 @@ def run(iterations: int, progress: Callable[[str], None]) -> dict[str, Any]:
     # waiting messages do not swell the heap every garbage collection has to walk.
     def node_call(node: ToolNode) -> Callable[[Any], object]:
         return lambda message: node.invoke(message, config, runtime=runtime)
+
+    def traced_call(message: Any) -> object:
+        out = traced.invoke(message, config, runtime=runtime)
+        exporter.clear()
+        return out
 
     cases = [
         Case(
@@ -399,6 +424,7 @@ def run(iterations: int, progress: Callable[[str], None]) -> dict[str, Any]:
         Case("c", "Fence.decide", lambda call_id: call_id, decide),
         Case("d0", "ToolNode, no fence", tool_input, node_call(bare)),
         Case("d1", "ToolNode, fenced", tool_input, node_call(fenced)),
+        Case("d2", "ToolNode, fenced, recording tracer", tool_input, traced_call),
     ]
     samples: dict[str, list[int]] = {case.case: [] for case in cases}
     clock = time.perf_counter_ns
@@ -421,7 +447,7 @@ def run(iterations: int, progress: Callable[[str], None]) -> dict[str, Any]:
                 out.append(clock() - start)
 
     stats = {c.case: summarize(c.case, c.label, samples[c.case]) for c in cases}
-    a, b, c, d0, d1 = (stats[k] for k in ("a", "b", "c", "d0", "d1"))
+    a, b, c, d0, d1, d2 = (stats[k] for k in ("a", "b", "c", "d0", "d1", "d2"))
     ratios = {
         "c_over_b_p50": c.p50_us / b.p50_us,
         "c_over_b_p99": c.p99_us / b.p99_us,
@@ -430,6 +456,8 @@ def run(iterations: int, progress: Callable[[str], None]) -> dict[str, Any]:
         "fence_overhead_p50_us": d1.p50_us - d0.p50_us,
         "fence_overhead_p99_us": d1.p99_us - d0.p99_us,
         "fence_overhead_p50_pct": 100 * (d1.p50_us / d0.p50_us - 1),
+        "tracing_overhead_p50_us": d2.p50_us - d1.p50_us,
+        "tracing_overhead_p99_us": d2.p99_us - d1.p99_us,
     }
     targets = {
         "c_over_b_p50_max": 1.5,
@@ -505,6 +533,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{_verdict(t['a_over_c_met'], bold='**')} |",
         f"| d1 - d0 (fence inside ToolNode) | {r['fence_overhead_p50_us']:+.0f} µs "
         f"({r['fence_overhead_p50_pct']:+.0f}%) | | |",
+        f"| d2 - d1 (spans and metrics, recording tracer) | "
+        f"{r['tracing_overhead_p50_us']:+.0f} µs | | |",
     ]
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import cedarpy
@@ -144,7 +145,7 @@ def parse_policy_file(
                     path=path,
                     line=stmt.start_line,
                     effect=node.effect,
-                    annotations=annotations,
+                    annotations=MappingProxyType(annotations),
                     node=dataclasses.replace(node, id=policy_id),
                 )
             )

@@ -331,7 +331,8 @@ class Fence:
             tool_call_id=tool_call_id,
             seed=seed,
         )
-        facts = dataclasses.replace(facts, history=self._history.history("", list(messages or ())))
+        if messages is not None and self._engine.flow.roots - {"usage"}:
+            facts = dataclasses.replace(facts, history=self._history.history("", list(messages)))
         with self._usage.lock:
             return self._engine.decide(self._with_usage(facts))
 

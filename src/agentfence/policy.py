@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import json
 import re
@@ -95,7 +96,9 @@ class EntityRef:
             raise ValueError(f"an entity must be a non-empty string, got {value!r}")
         match = _ENTITY.match(value)
         if match:
-            return cls(match.group(1), json.loads(f'"{match.group(2)}"'))
+            ident = match.group(2)
+            # Unescape only when there is something to unescape (the common case has not).
+            return cls(match.group(1), json.loads(f'"{ident}"') if "\\" in ident else ident)
         return cls(default_type, value)
 
     def __str__(self) -> str:
@@ -125,9 +128,9 @@ class CallFacts:
     usage: Usage | None = None
     """Session usage before this call (``context.usage``); zeros when not given."""
 
-    @property
+    @functools.cached_property
     def decision_id(self) -> str:
-        """The deterministic id of this call's decision."""
+        """The deterministic id of this call's decision (computed once per facts value)."""
         principal = str(self.principal) if self.principal else ""
         digest = call_digest(self.tool, self.args, principal, self.nonce)
         return derive_id("decision", self.seed, self.thread, self.step, self.tool_call_id, digest)
@@ -616,7 +619,7 @@ class PolicyEngine:
             policy_hash=self.policy_hash,
             facts=facts,
             approvers=tuple(approvers),
-            annotations={p.policy_id: dict(p.annotations) for p in determining},
+            annotations={p.policy_id: p.annotations for p in determining},
             request=request,
         )
 
