@@ -1,0 +1,139 @@
+"""The order rules between entries, and the blob refs each record holds.
+
+Step 7 of :func:`~agentfence.verify.verify_log` and step 5 of
+:func:`~agentfence.verify.verify_evidence` feed :class:`_Order` the entries one at a time.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from agentfence.records import (
+    ActivationRecord,
+    ApprovalAnswerRecord,
+    ApprovalRequestRecord,
+    DecisionRecord,
+    LogRecord,
+    OutcomeRecord,
+)
+
+_RAN = "RAN"  # the state of a decision once its outcome is on record
+_APPROVED = "APPROVED"  # the state of a held decision once an approver's answer is accepted
+
+
+class _Order:
+    """The order rules of step 7, fed the entries one at a time; keeps the first problem.
+
+    A decision's policy set was activated by an earlier entry; a decision is recorded
+    once; an approval request follows a decision held for approval and an answer follows
+    its request; an outcome follows a decision that was allowed, or held and then approved
+    by an accepted answer, and there is one outcome per decision. It also collects the
+    blob refs of every entry (ref -> the first entry that references it) for step 6.
+    """
+
+    def __init__(self) -> None:
+        self.refs: dict[str, int] = {}
+        self.activated: dict[str, int] = {}
+        self.states: dict[str, str] = {}  # decision id -> its effect, then _APPROVED, _RAN
+        self.held: set[str] = set()
+        self.requests: dict[str, str] = {}  # approval request id -> decision id
+        self.decisions = 0
+        self.outcomes = 0
+        self.problem: str | None = None
+
+    def decision(self, seq: int, record: DecisionRecord) -> None:
+        self.decisions += 1
+        if record.request_blob is not None:
+            self.refs.setdefault(record.request_blob, seq)
+        if self.problem is None:
+            if record.policy_hash not in self.activated:
+                self.problem = (
+                    f"decision entry {seq} was made with policy set {record.policy_hash[:16]}…, "
+                    "which no earlier activation entry activated"
+                )
+            elif record.decision_id in self.states:
+                self.problem = (
+                    f"decision {record.decision_id} is recorded twice (again at entry {seq}); "
+                    "a call is decided and recorded once"
+                )
+        self.states[record.decision_id] = record.effect
+        if record.effect == "REQUIRE_APPROVAL":
+            self.held.add(record.decision_id)
+
+    def outcome(self, seq: int, record: OutcomeRecord) -> None:
+        self.outcomes += 1
+        if record.result_blob is not None:
+            self.refs.setdefault(record.result_blob, seq)
+        state = self.states.get(record.decision_id)
+        if state == "ALLOW" or state == _APPROVED:
+            self.states[record.decision_id] = _RAN
+        elif self.problem is None:
+            self.problem = _outcome_problem(seq, record.decision_id, state)
+
+    def see(self, seq: int, record: LogRecord) -> None:
+        if isinstance(record, DecisionRecord):
+            self.decision(seq, record)
+            return
+        if isinstance(record, OutcomeRecord):
+            self.outcome(seq, record)
+            return
+        for ref in _refs_of(record):
+            self.refs.setdefault(ref, seq)
+        problem: str | None = None
+        if isinstance(record, ApprovalRequestRecord):
+            if record.decision_id not in self.held:
+                problem = (
+                    f"the approval request at entry {seq} is for decision {record.decision_id}, "
+                    "which no earlier entry holds for approval"
+                )
+            self.requests[record.request_id] = record.decision_id
+        elif isinstance(record, ApprovalAnswerRecord):
+            if self.requests.get(record.request_id) != record.decision_id:
+                problem = (
+                    f"the approval answer at entry {seq} answers request {record.request_id}, "
+                    f"which no earlier entry makes for decision {record.decision_id}"
+                )
+            elif (
+                record.verdict == "accepted"
+                and record.answer in ("approve", "edit")
+                and self.states.get(record.decision_id) == "REQUIRE_APPROVAL"
+            ):
+                self.states[record.decision_id] = _APPROVED
+        elif isinstance(record, ActivationRecord):
+            self.activated.setdefault(record.policy_hash, seq)
+        if problem is not None and self.problem is None:
+            self.problem = problem
+
+
+def _outcome_problem(seq: int, decision_id: str, state: str | None) -> str:
+    if state is None:
+        return (
+            f"the outcome at entry {seq} belongs to decision {decision_id}, which no earlier "
+            "entry records: a tool ran before (or without) its decision being on record"
+        )
+    if state == _RAN:
+        return f"decision {decision_id} has a second outcome at entry {seq}"
+    return (
+        f"the outcome at entry {seq} belongs to decision {decision_id}, which was {state} and "
+        "not approved by an accepted answer: a tool ran although it was not allowed"
+    )
+
+
+_REF_FIELDS: dict[type[BaseModel], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _refs_of(record: LogRecord) -> list[str]:
+    """The blob refs a record holds: fields named ``*_blob`` (a ref or null) and ``*_blobs``
+    (a map of name to ref), the naming rule ``docs/log-format.md`` states for records."""
+    fields = _REF_FIELDS.get(type(record))
+    if fields is None:
+        names = type(record).model_fields
+        fields = (
+            tuple(n for n in names if n.endswith("_blob")),
+            tuple(n for n in names if n.endswith("_blobs")),
+        )
+        _REF_FIELDS[type(record)] = fields
+    refs = [value for name in fields[0] if (value := getattr(record, name)) is not None]
+    for name in fields[1]:
+        refs.extend(getattr(record, name).values())
+    return refs

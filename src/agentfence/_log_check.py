@@ -1,0 +1,816 @@
+"""Verify a whole decision log offline: :func:`verify_log` and its seven numbered steps.
+
+The steps are numbered comments in :func:`verify_log`, mirrored in :data:`LOG_STEPS`, in
+:attr:`VerifiedLog.steps` and in ``agentfence log verify``. :mod:`agentfence.verify`
+re-exports the public names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from pydantic import ValidationError
+
+from agentfence import _merkle, _signing
+from agentfence._entry_order import _Order
+from agentfence._key_schedule import (
+    KeyChange,
+    _KeySchedule,
+    _note_text,
+    _open_checkpoint,
+    _saved_note,
+    _short,
+    _unique,
+    _verifiers,
+)
+from agentfence._log_snapshot import (
+    _DECISION,
+    _DECISION_KEY,
+    _ENTRY,
+    _OUTCOME,
+    _OUTCOME_KEY,
+    _body_seq,
+    _parse_body,
+    _Snapshot,
+)
+from agentfence._signing import Checkpoint, Verifier
+from agentfence._verify_common import (
+    _KEEP,
+    BlobError,
+    CheckpointError,
+    EntryError,
+    ForkError,
+    LogVerificationError,
+    OrderError,
+    Progress,
+    RollbackError,
+    VerifiedStep,
+    _count,
+    _first_error,
+    _Run,
+)
+from agentfence.errors import VerificationError
+from agentfence.log import LOG_FORMAT, dedupe_key, index_columns
+from agentfence.records import (
+    BLOB_SALT_BYTES,
+    ENTRY_FORMAT,
+    ActivationRecord,
+    DecisionRecord,
+    ErasureRecord,
+    KeyChangeRecord,
+    LogRecord,
+    OutcomeRecord,
+)
+
+__all__ = ["LOG_STEPS", "ErasedBlob", "VerifiedLog", "verify_log"]
+
+_POLICYSET = "agentfence.policyset/v1"  # the format marker inside a policy set hash
+_PROGRESS_EVERY = 20_000
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErasedBlob:
+    """A blob whose content was erased, and the entry that recorded the erasure."""
+
+    ref: str
+    seq: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class VerifiedLog:
+    """What :func:`verify_log` established about a log that passed every step.
+
+    ``size`` and ``root`` are those of the latest signed checkpoint (``checkpoint``, the
+    note to keep elsewhere and pass back as ``saved_checkpoint`` next time). Entries after
+    it are stored but not yet signed: ``unsigned_tail`` counts them.
+    """
+
+    origin: str
+    size: int
+    root: bytes
+    checkpoint: str
+    signed_by: tuple[str, ...]
+    entries: int
+    unsigned_tail: int
+    checkpoints: int
+    key_changes: tuple[KeyChange, ...]
+    decisions: int
+    outcomes: int
+    activations: int
+    blobs: int
+    erased_blobs: tuple[ErasedBlob, ...]
+    unreferenced_blobs: tuple[str, ...]
+    pending_erasures: tuple[str, ...]
+    saved_checkpoint_size: int | None
+    steps: tuple[VerifiedStep, ...]
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able summary (what ``agentfence log verify --json`` prints)."""
+        return {
+            "verified": True,
+            "origin": self.origin,
+            "size": self.size,
+            "root": self.root.hex(),
+            "checkpoint": self.checkpoint,
+            "signed_by": list(self.signed_by),
+            "entries": self.entries,
+            "unsigned_tail": self.unsigned_tail,
+            "checkpoints": self.checkpoints,
+            "key_changes": [vars(k) for k in self.key_changes],
+            "decisions": self.decisions,
+            "outcomes": self.outcomes,
+            "activations": self.activations,
+            "blobs": self.blobs,
+            "erased_blobs": [vars(b) for b in self.erased_blobs],
+            "unreferenced_blobs": list(self.unreferenced_blobs),
+            "pending_erasures": list(self.pending_erasures),
+            "saved_checkpoint_size": self.saved_checkpoint_size,
+            "steps": [vars(s) for s in self.steps],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+# --- verify_log ----------------------------------------------------------------------------
+
+LOG_STEPS = (
+    "open",
+    "checkpoint signatures",
+    "entries",
+    "Merkle roots",
+    "saved checkpoint",
+    "blobs",
+    "order",
+)
+"""The titles of :func:`verify_log`'s steps; step ``n`` is ``LOG_STEPS[n - 1]``."""
+
+
+def verify_log(
+    source: str | Path,
+    keys: Sequence[Verifier | str],
+    *,
+    saved_checkpoint: str | None = None,
+    progress: Progress | None = None,
+) -> VerifiedLog:
+    """Verify a decision log offline with the verifier keys you trust.
+
+    ``source`` is the SQLite file (or ``sqlite:///PATH``); ``keys`` are C2SP verifier keys
+    (``<name>+<key id>+<key>`` text or :class:`~agentfence._signing.Verifier`). Pass the
+    checkpoint note you saved last time as ``saved_checkpoint``: it is what reveals a
+    truncated or rolled-back log, or a fork. The steps are listed in the code below and
+    returned in :attr:`VerifiedLog.steps`. Raises a :class:`LogVerificationError` subclass
+    naming the failed step and the attack; returns only if every step passes.
+    """
+    started = time.perf_counter()
+    trusted = _verifiers(keys)
+    run = _Run(LOG_STEPS, progress)
+    try:
+        with _Snapshot(source) as snap:
+            check = _LogCheck(snap, trusted, run)
+            # 1. Open the log read-only and check its format marker and origin.
+            check.open()
+            # 2. Verify every checkpoint's signature with a trusted key valid at its size.
+            check.signatures()
+            # 3. Read every entry in order: contiguous, hashing to its leaf hash, well formed,
+            #    carrying its own position, and matching its index columns.
+            # 4. Recompute the Merkle root at every checkpoint size and compare.
+            saved = check.read_saved(saved_checkpoint)
+            check.entries_and_roots(saved)
+            # 5. Check that the log extends the checkpoint the auditor saved.
+            check.saved(saved)
+            # 6. Check every blob: present, unaltered, or erased with an erasure entry.
+            check.blobs()
+            # 7. Check order: outcomes follow their decisions, policy sets are activated first.
+            check.check_order()
+    except LogVerificationError as exc:
+        run.failed(exc)
+        raise
+    return check.result(time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class _Saved:
+    note: str
+    size: int
+    root: bytes
+
+
+class _LogCheck:
+    """The state :func:`verify_log` builds up step by step."""
+
+    def __init__(self, snap: _Snapshot, trusted: Sequence[Verifier], run: _Run) -> None:
+        self.snap = snap
+        self.trusted = list(trusted)
+        self.run = run
+        self.origin = ""
+        self.stored: list[tuple[int, bytes, str, bytes]] = []
+        self.keys: _KeySchedule
+        self.signed_by: tuple[str, ...] = ()
+        self.latest: Checkpoint
+        self.count = 0
+        self.key_changes: list[KeyChange] = []
+        self.erasures: dict[str, tuple[int, str]] = {}
+        self.order = _Order()
+        self.activations: list[tuple[int, ActivationRecord]] = []
+        self.saved_root: bytes | None = None
+        self.blob_count = 0
+        self.erased: list[ErasedBlob] = []
+        self.unreferenced: list[str] = []
+        self.pending: list[str] = []
+        self.saved_size: int | None = None
+
+    def open(self) -> None:
+        meta = self.snap.meta()
+        if meta.get("format") != LOG_FORMAT:
+            raise EntryError(
+                f"{self.snap.path} is not an agentfence decision log of format {LOG_FORMAT} "
+                f"(its meta table says {meta.get('format')!r}); check that you opened the "
+                "right file",
+                step=1,
+                attack="not_a_log",
+            )
+        self.origin = meta.get("origin", "")
+        if not self.origin:
+            raise EntryError(
+                f"{self.snap.path} has no origin in its meta table; it was not written by "
+                "agentfence or was edited",
+                step=1,
+                attack="not_a_log",
+            )
+        self.run.passed(1, f"read-only, format {LOG_FORMAT}, origin {self.origin}")
+
+    def signatures(self) -> None:
+        self.stored = self.snap.checkpoints()
+        if not self.stored:
+            raise CheckpointError(
+                "the log has no signed checkpoint; a fence signs one when it creates the log, "
+                "so this file was not written by agentfence or its checkpoints were deleted",
+                step=2,
+                attack="checkpoint_missing",
+            )
+        for size, _, note, _ in self.stored:
+            if not isinstance(note, str):
+                raise CheckpointError(
+                    f"the checkpoint of size {size} was altered: its note is stored as "
+                    f"{type(note).__name__}, not text",
+                    step=2,
+                    attack="checkpoint_altered",
+                )
+        # Key changes are read here through the kind column to know which key signs which
+        # size; step 3 checks that column against every entry's bytes, and step 4 that
+        # those bytes are the ones the checkpoints sign.
+        for seq, body in self.snap.keychange_rows():
+            record = _parse_body(body, seq, step=2)
+            if isinstance(record, KeyChangeRecord):
+                self.key_changes.append(KeyChange(seq, record.old_key, record.new_key))
+        first = self.stored[0][2] if self.stored else None
+        self.keys = _KeySchedule.build(
+            self.key_changes, self.trusted, first, step=2, origin=self.origin
+        )
+        self.keys.set_handovers([size for size, *_ in self.stored])
+        known = _unique([*self.trusted, *self.keys.epochs])
+        chain = {k.vkey for k in self.keys.epochs}
+        signed: dict[int, frozenset[str]] = {}
+        for size, root, note, _ in self.stored:
+            what = f"the checkpoint of size {size}"
+            checkpoint, by = _open_checkpoint(note, known, what, step=2, origin=self.origin)
+            if checkpoint.size != size or not hmac.compare_digest(checkpoint.root, root):
+                raise CheckpointError(
+                    f"{what} was altered: its stored size and root columns say size {size}, "
+                    f"root {root.hex()}, but its signed note says size {checkpoint.size}, root "
+                    f"{checkpoint.root.hex()}; {_KEEP}",
+                    step=2,
+                    attack="checkpoint_altered",
+                )
+            outside = (by & chain) - self.keys.allowed(size)
+            if outside:
+                key = sorted(outside)[0]
+                raise CheckpointError(
+                    f"{what} is signed by {key}, which may sign only {self.keys.range_of(key)}: "
+                    "a retired key kept signing, or a new key signed history from before its "
+                    f"key change; {_KEEP}",
+                    step=2,
+                    attack="checkpoint_wrong_key",
+                )
+            signed[size] = by
+        latest_size = self.stored[-1][0]
+        trusted_keys, self.signed_by = self.keys.trust(
+            signed, latest_size, {v.vkey for v in self.trusted}, step=2
+        )
+        for size, *_ in self.stored:
+            if not signed[size] & trusted_keys & self.keys.allowed(size):
+                raise CheckpointError(
+                    f"the checkpoint of size {size} is not signed by the key valid at that size "
+                    f"({', '.join(sorted(self.keys.allowed(size)))}); it is signed by "
+                    f"{', '.join(sorted(signed[size])) or 'no key of this log'}; {_KEEP}",
+                    step=2,
+                    attack="checkpoint_unknown_key",
+                )
+        self.latest = Checkpoint(self.origin, latest_size, self.stored[-1][1])
+        rotated = f"; {_count(len(self.key_changes), 'key change')}" if self.key_changes else ""
+        self.run.passed(
+            2,
+            f"{len(self.stored)} checkpoints; latest size {latest_size} signed by "
+            f"{' and '.join(_short(k) for k in self.signed_by)}{rotated}",
+        )
+
+    def read_saved(self, note: str | None) -> _Saved | None:
+        if note is None:
+            return None
+        note = _saved_note(note)
+        # The size and root are read now so step 4 can note the root at that size; the
+        # signature is checked in step 5, before anything is concluded from them.
+        try:
+            body = _signing.parse_checkpoint_body(_note_text(note))
+        except VerificationError as exc:
+            raise CheckpointError(
+                f"the saved checkpoint is malformed: {exc}", step=5, attack="checkpoint_altered"
+            ) from exc
+        return _Saved(note, body.size, body.root)
+
+    def entries_and_roots(self, saved: _Saved | None) -> None:
+        total = self.snap.count()
+        sizes = [(size, root, frontier) for size, root, _, frontier in self.stored]
+        if sizes and sizes[0][0] == 0:
+            if not hmac.compare_digest(sizes[0][1], _merkle.EMPTY_ROOT):
+                raise EntryError(
+                    "the checkpoint of size 0 does not carry the empty-tree root",
+                    step=4,
+                    attack="history_rewritten",
+                )
+            if sizes[0][2] != _frontier(0, ()).state().to_bytes():
+                raise CheckpointError(
+                    "the checkpoint of size 0 was altered: the Merkle frontier stored with it "
+                    "is not the empty tree's",
+                    step=4,
+                    attack="checkpoint_altered",
+                )
+            sizes = sizes[1:]
+        capture = saved.size if saved is not None else -1
+        # This loop runs once per entry, so it binds what it calls to locals and keeps the
+        # Merkle frontier as a plain list: the perfect-subtree roots of MerkleFrontier.
+        sha256 = hashlib.sha256
+        compare = hmac.compare_digest
+        validate = _ENTRY.validator.validate_json
+        order = self.order
+        see_decision, see_outcome = order.decision, order.outcome
+        stack: list[bytes] = []
+        next_index = 0
+        next_size = sizes[0][0] if sizes else -1
+        last_good = 0
+        position = 0
+        cursor = self.snap.rows()
+        for row in cursor:
+            seq, kind, dkey, body, stored_leaf, thread, tool, effect, time_us = row
+            # 3a. Sequence numbers are contiguous from 0.
+            if seq != position:
+                raise EntryError(
+                    f"entry {position} was deleted: the stored entries jump from "
+                    f"{position - 1} to {seq}, so entries {position} to {seq - 1} are "
+                    f"missing; {_KEEP}",
+                    step=3,
+                    attack="entry_deleted",
+                )
+            # 3b. The entry's bytes hash to its stored leaf hash (RFC 6962 section 2.1).
+            try:
+                leaf = sha256(b"\x00" + body).digest()
+                same = compare(leaf, stored_leaf)
+            except TypeError as exc:
+                # SQLite is dynamically typed: a body or hash rewritten as TEXT is no BLOB.
+                raise EntryError(
+                    f"entry {seq} was modified: its body or leaf hash is not stored as a "
+                    f"BLOB ({exc}); {_KEEP}",
+                    step=3,
+                    attack="entry_modified",
+                ) from exc
+            if not same:
+                raise EntryError(
+                    f"entry {seq} was modified: its bytes no longer hash to the leaf hash "
+                    f"stored beside it (SHA-256(0x00 || entry) is {leaf.hex()}, stored "
+                    f"{stored_leaf.hex()}); {_KEEP}",
+                    step=3,
+                    attack="entry_modified",
+                )
+            # 3c. The bytes are an agentfence entry holding a well-formed record.
+            try:
+                entry = validate(body, strict=True)
+            except ValidationError as exc:
+                raise EntryError(
+                    f"entry {seq} was modified: its bytes are not a well-formed "
+                    f"{ENTRY_FORMAT} entry ({_first_error(exc)}); {_KEEP}",
+                    step=3,
+                    attack="entry_modified",
+                ) from exc
+            # 3d. The entry carries its own position, so none was moved, added or dropped.
+            if entry.seq != position:
+                raise _misplaced(position, entry.seq, cursor)
+            # 3e. The index columns (read by `log show` filters) match the entry, and
+            # 6./7. collect the blob refs and order facts the later steps check.
+            record = entry.record
+            cls = type(record)
+            if cls is DecisionRecord:
+                if (
+                    kind != _DECISION
+                    or thread != record.thread
+                    or tool != record.tool
+                    or effect != record.effect
+                    or dkey != _DECISION_KEY + record.decision_id
+                    or time_us != record.time_us
+                ):
+                    raise _index_error(row, record)
+                see_decision(seq, record)
+            elif cls is OutcomeRecord:
+                if (
+                    kind != _OUTCOME
+                    or thread is not None
+                    or tool is not None
+                    or effect is not None
+                    or dkey != _OUTCOME_KEY + record.decision_id
+                    or time_us != record.time_us
+                ):
+                    raise _index_error(row, record)
+                see_outcome(seq, record)
+            else:
+                if (
+                    kind != record.format
+                    or (thread, tool, effect) != index_columns(record)
+                    or dkey != dedupe_key(record)
+                    or time_us != record.time_us
+                ):
+                    raise _index_error(row, record)
+                order.see(seq, record)
+                self.other(seq, record)
+            # 4. Fold the leaf into the tree (each trailing one bit of the old size is a
+            #    perfect subtree to merge, as in MerkleFrontier.append, RFC 6962 2.1).
+            merged, carry = leaf, position
+            while carry & 1:
+                merged = sha256(b"\x01" + stack.pop() + merged).digest()
+                carry >>= 1
+            stack.append(merged)
+            position += 1
+            if position == capture:
+                self.saved_root = _frontier(position, stack).root()
+            if position == next_size:
+                #  At each checkpoint size, the recomputed root must be the signed one.
+                size, signed_root, stored_frontier = sizes[next_index]
+                frontier = _frontier(position, stack)
+                if not compare(frontier.root(), signed_root):
+                    raise EntryError(
+                        f"the entries no longer hash to the signed root of the checkpoint "
+                        f"of size {size}: an entry from {last_good} to {size - 1} was "
+                        "modified, deleted, inserted or reordered and its leaf hash "
+                        f"rewritten to match (the checkpoint of size {last_good} still "
+                        f"holds); {_KEEP}",
+                        step=4,
+                        attack="history_rewritten",
+                    )
+                if stored_frontier != frontier.state().to_bytes():
+                    raise CheckpointError(
+                        f"the checkpoint of size {size} was altered: the Merkle frontier "
+                        "stored with it does not match the entries (the signed root does)",
+                        step=4,
+                        attack="checkpoint_altered",
+                    )
+                last_good = size
+                next_index += 1
+                next_size = sizes[next_index][0] if next_index < len(sizes) else -1
+            if not position % _PROGRESS_EVERY:
+                self.run.tick("3. entries", position, total)
+        self.count = position
+        self.run.tick("3. entries", position, total)
+        if position < self.latest.size:
+            raise RollbackError(
+                f"the log was truncated: the latest signed checkpoint commits to "
+                f"{self.latest.size} entries, but only {position} are stored; {_KEEP}",
+                step=4,
+                attack="truncated_tail",
+            )
+        tree_state = self.snap.tree_state()
+        if tree_state is not None and (
+            tree_state[0] != position
+            or tree_state[1] != _frontier(position, stack).state().to_bytes()
+        ):
+            raise EntryError(
+                f"the stored tree state (size {tree_state[0]}) does not match the {position} "
+                f"stored entries: the log's bookkeeping was edited; {_KEEP}",
+                step=4,
+                attack="history_rewritten",
+            )
+        tail = position - self.latest.size
+        self.run.passed(
+            3,
+            f"{position} entries: contiguous, hashing to their leaf hashes, well formed, "
+            "matching their index columns",
+        )
+        self.run.passed(
+            4,
+            f"the recomputed root matches all {len(self.stored)} signed checkpoints"
+            + (f"; {tail} entries after the latest checkpoint are not signed yet" if tail else ""),
+        )
+
+    def other(self, seq: int, record: LogRecord) -> None:
+        """Note the entries of the rarer kinds that later steps need."""
+        if isinstance(record, ErasureRecord):
+            self.erasures[record.blob] = (seq, record.reason)
+        elif isinstance(record, ActivationRecord):
+            self.activations.append((seq, record))
+        elif (
+            isinstance(record, KeyChangeRecord)
+            and KeyChange(seq, record.old_key, record.new_key) not in self.key_changes
+        ):
+            raise EntryError(
+                f"entry {seq} is a key change whose kind column was altered to hide it",
+                step=3,
+                attack="index_altered",
+            )
+
+    def saved(self, saved: _Saved | None) -> None:
+        if saved is None:
+            self.run.passed(
+                5,
+                "none given: pass the checkpoint you saved last time (--checkpoint) to detect "
+                "truncation, rollback and forks",
+                skipped=True,
+            )
+            return
+        known = _unique([*self.trusted, *self.keys.epochs])
+        checkpoint, by = _open_checkpoint(
+            saved.note, known, "the saved checkpoint", step=5, origin=self.origin
+        )
+        self.saved_size = checkpoint.size
+        latest = self.latest
+        signed_by = ", ".join(_short(k) for k in sorted(by))
+        stored_roots = {size: root for size, root, *_ in self.stored}
+        if checkpoint.size > latest.size:
+            if checkpoint.size > self.count:
+                raise RollbackError(
+                    f"the log was truncated or rolled back: the checkpoint you saved commits to "
+                    f"{checkpoint.size} entries (signed by {signed_by}), but the log now ends "
+                    f"at signed size {latest.size} with {self.count} entries stored. Entries "
+                    "were removed or an older copy of the log was put back; keep the saved "
+                    "checkpoint and this copy as evidence",
+                    step=5,
+                    attack="truncated_or_rolled_back",
+                )
+            if self.saved_root is not None and hmac.compare_digest(
+                self.saved_root, checkpoint.root
+            ):
+                raise CheckpointError(
+                    f"checkpoints were deleted: the checkpoint of size {checkpoint.size} you "
+                    f"saved is no longer in the log, whose latest is size {latest.size} "
+                    "(the entries still match your checkpoint); " + _KEEP,
+                    step=5,
+                    attack="checkpoint_deleted",
+                )
+            raise ForkError(
+                f"fork: the log's entries up to size {checkpoint.size} no longer hash to the "
+                "root of the checkpoint you saved; the history was rewritten after you saved "
+                f"it; {_KEEP}",
+                step=5,
+                attack="fork",
+            )
+        if checkpoint.size in stored_roots and not hmac.compare_digest(
+            stored_roots[checkpoint.size], checkpoint.root
+        ):
+            raise ForkError(
+                f"fork: two validly signed checkpoints of size {checkpoint.size} have different "
+                f"roots: the one you saved ({checkpoint.root.hex()}, signed by {signed_by}) and "
+                f"the log's ({stored_roots[checkpoint.size].hex()}). The signer showed "
+                "different histories to different readers; keep both as evidence",
+                step=5,
+                attack="fork_same_size",
+            )
+        root_here = self.saved_root if checkpoint.size else _merkle.EMPTY_ROOT
+        if root_here is None or not hmac.compare_digest(root_here, checkpoint.root):
+            raise ForkError(
+                f"fork: the log's entries up to size {checkpoint.size} no longer hash to the "
+                "root of the checkpoint you saved (which is validly signed): the history was "
+                f"rewritten after you saved it; {_KEEP}",
+                step=5,
+                attack="fork",
+            )
+        # What an independent verifier holding only the two checkpoints would check: the
+        # RFC 6962 section 2.1.2 consistency proof from the saved size to the latest.
+        proof = _merkle.consistency_proof(
+            checkpoint.size, latest.size, self.snap.leaf_hashes(latest.size)
+        )
+        try:
+            _merkle.verify_consistency(
+                checkpoint.size, latest.size, checkpoint.root, latest.root, proof
+            )
+        except VerificationError as exc:
+            raise ForkError(f"fork: {exc}", step=5, attack="fork") from exc
+        if checkpoint.size == latest.size:
+            detail = f"your checkpoint of size {checkpoint.size} is the log's latest"
+        else:
+            detail = (
+                f"the log extends your checkpoint of size {checkpoint.size}; consistency "
+                f"proof of {len(proof)} hashes to size {latest.size}"
+            )
+        self.run.passed(5, f"{detail} (signed by {signed_by})")
+
+    def blobs(self) -> None:
+        refs = self.order.refs
+        seen = 0
+        total = self.snap.blob_count()
+        sha256 = hashlib.sha256
+        compare = hmac.compare_digest
+        erasures = self.erasures
+        try:
+            for ref, salt, content, erased in self.snap.blobs():
+                seen += 1
+                if content is None:
+                    # 6a. Erased content is reported, not failed, only if an entry says why.
+                    erasure = erasures.get(ref)
+                    if erasure is None:
+                        raise BlobError(
+                            f"blob {ref} was erased without an erasure entry: its content is "
+                            "gone but no entry records why. Erase blobs only with `agentfence "
+                            f"log erase`; {_KEEP}",
+                            step=6,
+                            attack="erased_without_record",
+                        )
+                    self.erased.append(ErasedBlob(ref, *erasure))
+                # 6b. Present content rehashes to its ref: SHA-256(salt || content).
+                elif (
+                    erased
+                    or len(salt) != BLOB_SALT_BYTES
+                    or not ref.startswith("sha256:")
+                    or not compare(sha256(salt + content).hexdigest(), ref[7:])
+                ):
+                    first = refs.get(ref)
+                    used = f" (referenced by entry {first})" if first is not None else ""
+                    raise BlobError(
+                        f"blob {ref}{used} was altered: its salt and content no longer hash "
+                        f"to its reference; {_KEEP}",
+                        step=6,
+                        attack="blob_altered",
+                    )
+                elif ref in erasures:
+                    self.pending.append(ref)
+                if ref not in refs:
+                    self.unreferenced.append(ref)
+                if not seen % _PROGRESS_EVERY:
+                    self.run.tick("6. blobs", seen, total)
+        except TypeError as exc:
+            raise BlobError(
+                f"blob {seen} (in table order) was altered: a column holds the wrong type "
+                f"({exc}); {_KEEP}",
+                step=6,
+                attack="blob_altered",
+            ) from exc
+        self.blob_count = seen
+        self.run.tick("6. blobs", seen, total)
+        if len(refs) > seen - len(self.unreferenced):
+            present = {ref for ref, *_ in self.snap.blobs()}
+            missing = sorted((seq, ref) for ref, seq in refs.items() if ref not in present)
+            seq, ref = missing[0]
+            raise BlobError(
+                f"blob {ref} referenced by entry {seq} is missing ({len(missing)} referenced "
+                f"blob(s) missing in all): blobs are erased, never deleted; {_KEEP}",
+                step=6,
+                attack="blob_deleted",
+            )
+        # 6c. Each activation's policy texts hash to its recorded file hashes, and those and
+        #     the schema to its policy set hash (docs/log-format.md, "Policy set hash").
+        for seq, activation in self.activations:
+            self.check_activation(seq, activation)
+        notes = [f"{len(refs)} referenced blobs present; {seen - len(self.erased)} rehashed"]
+        if self.activations:
+            notes.append(f"policy texts match {_count(len(self.activations), 'activation')}")
+        if self.erased:
+            notes.append(f"{len(self.erased)} erased, each with an erasure entry")
+        if self.unreferenced:
+            notes.append(f"{len(self.unreferenced)} unreferenced")
+        if self.pending:
+            notes.append(
+                f"{_count(len(self.pending), 'erasure')} recorded but content still present"
+            )
+        self.run.passed(6, "; ".join(notes))
+
+    def check_activation(self, seq: int, record: ActivationRecord) -> None:
+        refs = [*record.file_blobs.values(), record.schema_blob]
+        stored = self.snap.blobs_by_ref(refs)
+        if any(stored.get(ref) is None for ref in refs):
+            return  # an erased policy text: nothing to rehash (step 6a reported it)
+        problem = None
+        if set(record.file_blobs) != set(record.files):
+            problem = "its file names and file blobs differ"
+        else:
+            for name, ref in sorted(record.file_blobs.items()):
+                digest = hashlib.sha256(stored[ref] or b"").hexdigest()
+                if not hmac.compare_digest(digest, record.files[name]):
+                    problem = f"the text of {name} does not hash to its recorded SHA-256"
+                    break
+        if problem is None:
+            schema = hashlib.sha256(stored[record.schema_blob] or b"").hexdigest()
+            material: dict[str, Any] = {
+                "format": _POLICYSET,
+                "files": record.files,
+                "schema": schema,
+            }
+            expected = hashlib.sha256(rfc8785.dumps(material)).hexdigest()
+            if not hmac.compare_digest(expected, record.policy_hash):
+                problem = f"its files and schema hash to policy set {expected[:16]}…"
+        if problem is not None:
+            raise BlobError(
+                f"the activation at entry {seq} does not match the policy set it names "
+                f"({record.policy_hash[:16]}…): {problem}; its texts are not the ones that "
+                f"decided. {_KEEP}",
+                step=6,
+                attack="activation_mismatch",
+            )
+
+    def check_order(self) -> None:
+        order = self.order
+        if order.problem is not None:
+            raise OrderError(
+                f"the log's entries are out of order: {order.problem}; {_KEEP}",
+                step=7,
+                attack="out_of_order",
+            )
+        self.run.passed(
+            7,
+            f"{order.outcomes} outcomes follow their allowed or approved decisions; "
+            f"{order.decisions} decisions use "
+            f"{_count(len(order.activated), 'activated policy set')}",
+        )
+
+    def result(self, seconds: float) -> VerifiedLog:
+        return VerifiedLog(
+            origin=self.origin,
+            size=self.latest.size,
+            root=self.latest.root,
+            checkpoint=self.stored[-1][2],
+            signed_by=self.signed_by,
+            entries=self.count,
+            unsigned_tail=self.count - self.latest.size,
+            checkpoints=len(self.stored),
+            key_changes=tuple(self.key_changes),
+            decisions=self.order.decisions,
+            outcomes=self.order.outcomes,
+            activations=len(self.activations),
+            blobs=self.blob_count,
+            erased_blobs=tuple(self.erased),
+            unreferenced_blobs=tuple(self.unreferenced),
+            pending_erasures=tuple(self.pending),
+            saved_checkpoint_size=self.saved_size,
+            steps=tuple(self.run.steps),
+            seconds=seconds,
+        )
+
+
+def _frontier(size: int, stack: Sequence[bytes]) -> _merkle.MerkleFrontier:
+    return _merkle.MerkleFrontier.from_state(_merkle.FrontierState(size, tuple(stack)))
+
+
+def _index_error(row: Sequence[Any], record: LogRecord) -> EntryError:
+    seq, kind, dkey, _, _, thread, tool, effect, time_us = row
+    columns: tuple[str | None, ...] = (None, None, None)
+    if isinstance(record, DecisionRecord):
+        columns = (record.thread, record.tool, record.effect)
+    return EntryError(
+        f"entry {seq}'s index columns were altered: kind, dedupe_key, thread, tool, effect and "
+        f"time_us are {(kind, dkey, thread, tool, effect, time_us)}, but the entry says "
+        f"{(record.format, dedupe_key(record), *columns, record.time_us)}. Filters such as "
+        f"`log show --effect` read those columns; {_KEEP}",
+        step=3,
+        attack="index_altered",
+    )
+
+
+def _misplaced(position: int, claimed: int, cursor: sqlite3.Cursor) -> EntryError:
+    """Name what moved when the entry at ``position`` says it is entry ``claimed``."""
+    if claimed < position:
+        return EntryError(
+            f"an entry was inserted before position {position}: the entry stored there says it "
+            f"is entry {claimed}, so the entries after it were pushed along; {_KEEP}",
+            step=3,
+            attack="entry_inserted",
+        )
+    after = cursor.fetchone()
+    if after is not None and _body_seq(after[3]) == claimed + 1:
+        return EntryError(
+            f"entry {position} was deleted and the later entries renumbered: the entry stored "
+            f"at position {position} says it is entry {claimed}; {_KEEP}",
+            step=3,
+            attack="entry_deleted",
+        )
+    return EntryError(
+        f"entries were reordered: the entry stored at position {position} says it is entry "
+        f"{claimed}; {_KEEP}",
+        step=3,
+        attack="entries_reordered",
+    )

@@ -1,0 +1,353 @@
+"""Replay: re-decide every recorded decision with the recorded (or candidate) policies.
+
+:func:`replay` can share a large log among spawned worker processes. Each worker imports
+this module afresh and runs :func:`_replay_range`, whose result it pickles back as a
+:class:`_ReplayPart`; both must stay at the top level of this module.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from agentfence import _cedar
+from agentfence._log_snapshot import _ACTIVATION, _DECISION, _parse_body, _Snapshot
+from agentfence._verify_common import Progress
+from agentfence.errors import PolicyLoadError, VerificationError
+from agentfence.policy import CallFacts, EntityRef, PolicyEngine, read_directory
+from agentfence.records import ActivationRecord, DecisionRecord
+from agentfence.tools import ToolCatalog
+
+__all__ = [
+    "PARALLEL_REPLAY_FROM",
+    "NotReplayable",
+    "ReplayChange",
+    "ReplayReport",
+    "replay",
+]
+
+
+@dataclass(frozen=True)
+class ReplayChange:
+    """A decision that replays differently from how it was recorded."""
+
+    seq: int
+    decision_id: str
+    thread: str
+    tool: str
+    principal: str | None
+    recorded_effect: str
+    replayed_effect: str
+    recorded_policies: tuple[str, ...]
+    replayed_policies: tuple[str, ...]
+    recorded_reasons: tuple[str, ...]
+    replayed_reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NotReplayable:
+    """A decision that cannot be re-decided, and why (``refused_before_cedar``, ...)."""
+
+    seq: int
+    decision_id: str
+    tool: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What :func:`replay` found: every decision re-decided, and those that came out different.
+
+    ``mode`` is ``"recorded"`` (the policies each decision was made with: every decision
+    must come out the same) or ``"what-if"`` (the candidate ``policies`` directory).
+    """
+
+    mode: Literal["recorded", "what-if"]
+    policies: str | None
+    decisions: int
+    replayed: int
+    unchanged: int
+    changes: tuple[ReplayChange, ...]
+    not_replayable: tuple[NotReplayable, ...]
+    recorded_engines: tuple[str, ...]
+    engine: str
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able report (what ``agentfence replay --json`` prints)."""
+        reasons: dict[str, int] = {}
+        for item in self.not_replayable:
+            reasons[item.reason] = reasons.get(item.reason, 0) + 1
+        return {
+            "mode": self.mode,
+            "policies": self.policies,
+            "decisions": self.decisions,
+            "replayed": self.replayed,
+            "unchanged": self.unchanged,
+            "changed": len(self.changes),
+            "changes": [
+                {k: list(v) if isinstance(v, tuple) else v for k, v in vars(change).items()}
+                for change in self.changes
+            ],
+            "not_replayable": reasons,
+            "recorded_engines": list(self.recorded_engines),
+            "engine": self.engine,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+_REPLAY_BATCH = 512
+
+
+def replay(
+    source: str | Path,
+    *,
+    policies: Path | None = None,
+    progress: Progress | None = None,
+    workers: int | None = 1,
+) -> ReplayReport:
+    """Re-decide every recorded decision that reached Cedar, and report what differs.
+
+    Without ``policies`` each decision is re-decided by the engine rebuilt from the
+    activation entry of its policy set (its recorded texts and generated schema): every
+    decision must come out the same. With ``policies=DIR`` ("what if") they are re-decided
+    by the policies in ``DIR`` with each activation's recorded generated schema, and the
+    report lists what would change. Decisions refused before Cedar (no request recorded)
+    and those whose request was erased are listed as not replayable.
+
+    Cedar evaluation holds the GIL, so ``workers`` processes can share a large log, each
+    over a range of entries; ``workers=None`` means one per CPU from
+    ``PARALLEL_REPLAY_FROM`` decisions on. Worker processes are spawned, so a script that
+    asks for them must call :func:`replay` under ``if __name__ == "__main__":``. Replay reads
+    the index columns and does not check signatures or hashes: run :func:`verify_log` first.
+    """
+    started = time.perf_counter()
+    candidate = read_directory(policies) if policies is not None else None
+    with _Snapshot(source) as snap:
+        end = snap.count()
+        decisions = snap.count_kind(_DECISION)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8) if decisions >= PARALLEL_REPLAY_FROM else 1
+    workers = max(1, workers)
+    parts: list[_ReplayPart] = []
+    if workers == 1:
+        parts.append(_replay_range(source, candidate, policies, 0, end, progress))
+    else:
+        # Ranges of entries, a few per worker so that progress moves and the load evens out;
+        # each range sees every activation before its end, as a sequential replay would.
+        chunks = workers * 4
+        bounds = [(end * i // chunks, end * (i + 1) // chunks) for i in range(chunks)]
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [
+                pool.submit(_replay_range, str(source), candidate, policies, a, b, None)
+                for a, b in bounds
+            ]
+            for (_, b), future in zip(bounds, futures, strict=True):
+                parts.append(future.result())
+                if progress is not None:
+                    progress("replay", b, end)
+    changes = tuple(c for part in parts for c in part.changes)
+    replayed = sum(part.replayed for part in parts)
+    return ReplayReport(
+        mode="what-if" if policies is not None else "recorded",
+        policies=str(policies) if policies is not None else None,
+        decisions=sum(part.decisions for part in parts),
+        replayed=replayed,
+        unchanged=replayed - len(changes),
+        changes=changes,
+        not_replayable=tuple(n for part in parts for n in part.skipped),
+        recorded_engines=tuple(sorted({e for part in parts for e in part.engines})),
+        engine=_cedar.ENGINE_VERSION,
+        seconds=time.perf_counter() - started,
+    )
+
+
+PARALLEL_REPLAY_FROM = 50_000
+"""From this many decisions on, :func:`replay` with ``workers=None`` uses one process per CPU."""
+
+
+@dataclass(frozen=True)
+class _ReplayPart:
+    decisions: int
+    replayed: int
+    changes: tuple[ReplayChange, ...]
+    skipped: tuple[NotReplayable, ...]
+    engines: frozenset[str]
+
+
+def _replay_range(
+    source: str | Path,
+    candidate: Mapping[str, str] | None,
+    directory: Path | None,
+    start: int,
+    end: int,
+    progress: Progress | None,
+) -> _ReplayPart:
+    """Replay the decisions with ``start <= seq < end`` (run in a worker process, or here)."""
+    with _Snapshot(source) as snap:
+        state = _Replay(snap, candidate, directory)
+        for seq, body in snap.kind_rows(_ACTIVATION, 0, end):
+            record = _parse_body(body, seq, step=3)
+            if isinstance(record, ActivationRecord):
+                state.activations.setdefault(record.policy_hash, (seq, record))
+        pending: list[tuple[int, DecisionRecord]] = []
+        for seq, body in snap.kind_rows(_DECISION, start, end):
+            record = _parse_body(body, seq, step=3)
+            if isinstance(record, DecisionRecord):
+                pending.append((seq, record))
+            if len(pending) >= _REPLAY_BATCH:
+                state.decide(pending)
+                pending = []
+                if progress is not None:
+                    progress("replay", seq, end)
+        state.decide(pending)
+        if progress is not None:
+            progress("replay", end, end)
+    return _ReplayPart(
+        decisions=state.decisions,
+        replayed=state.replayed,
+        changes=tuple(state.changes),
+        skipped=tuple(state.skipped),
+        engines=frozenset(state.engines),
+    )
+
+
+class _Replay:
+    def __init__(
+        self, snap: _Snapshot, candidate: Mapping[str, str] | None, directory: Path | None
+    ) -> None:
+        self.snap = snap
+        self.candidate = candidate
+        self.directory = directory
+        self.activations: dict[str, tuple[int, ActivationRecord]] = {}
+        self.cache: dict[str, PolicyEngine | str] = {}
+        self.changes: list[ReplayChange] = []
+        self.skipped: list[NotReplayable] = []
+        self.engines: set[str] = set()
+        self.decisions = 0
+        self.replayed = 0
+        self.catalog = ToolCatalog([])
+        self.principals: dict[str, EntityRef] = {}
+
+    def principal(self, text: str | None) -> EntityRef | None:
+        """The recorded principal as an EntityRef (``str()`` of it gives ``text`` back)."""
+        if text is None:
+            return None
+        found = self.principals.get(text)
+        if found is None:
+            found = self.principals[text] = EntityRef.parse(text, "User")
+        return found
+
+    def engine(self, policy_hash: str) -> PolicyEngine | str:
+        """The engine for a recorded policy set, or why there is none."""
+        activation = self.activations.get(policy_hash)
+        if activation is None:
+            return "policy_set_not_activated"
+        seq, record = activation
+        key = policy_hash if self.candidate is None else record.generated_schema_blob
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        refs = [*record.file_blobs.values(), record.generated_schema_blob]
+        stored = self.snap.blobs_by_ref(refs)
+        if any(stored.get(ref) is None for ref in refs):
+            self.cache[key] = "policies_erased_or_missing"
+            return self.cache[key]
+        generated = _text(stored[record.generated_schema_blob])
+        if self.candidate is None:
+            texts = {name: _text(stored[ref]) for name, ref in record.file_blobs.items()}
+            base = None
+        else:
+            texts, base = dict(self.candidate), self.directory
+        try:
+            engine = PolicyEngine.from_texts(
+                texts, self.catalog, generated_schema=generated, base=base
+            )
+        except PolicyLoadError as exc:
+            if self.candidate is not None:
+                raise
+            raise VerificationError(
+                f"the policy set activated at entry {seq} cannot be rebuilt from its recorded "
+                f"texts: {exc}"
+            ) from exc
+        if self.candidate is None and engine.policy_hash != policy_hash:
+            raise VerificationError(
+                f"the policy texts recorded at entry {seq} rebuild policy set "
+                f"{engine.policy_hash[:16]}…, not the recorded {policy_hash[:16]}…: the "
+                "activation's blobs do not match it; run `agentfence log verify`"
+            )
+        self.cache[key] = engine
+        return engine
+
+    def decide(self, batch: Sequence[tuple[int, DecisionRecord]]) -> None:
+        refs = [r.request_blob for _, r in batch if r.request_blob is not None]
+        requests = self.snap.blobs_by_ref(refs) if refs else {}
+        for seq, record in batch:
+            self.decisions += 1
+            self.engines.add(record.engine)
+            if record.request_blob is None:
+                self.skip(seq, record, "refused_before_cedar")
+                continue
+            content = requests.get(record.request_blob)
+            if content is None:
+                erased = record.request_blob in requests
+                self.skip(seq, record, "request_erased" if erased else "request_missing")
+                continue
+            activation = self.activations.get(record.policy_hash)
+            engine = (
+                self.engine(record.policy_hash)
+                if activation is not None and activation[0] < seq
+                else "policy_set_not_activated"
+            )
+            if isinstance(engine, str):
+                self.skip(seq, record, engine)
+                continue
+            facts = CallFacts(
+                tool=record.tool,
+                args={},
+                principal=self.principal(record.principal),
+                agent=record.agent,
+                thread=record.thread,
+                step=record.step,
+                tool_call_id=record.tool_call_id,
+                seed=record.seed,
+            )
+            decision = engine.decide_request(facts, json.loads(content), record.decision_id)
+            self.replayed += 1
+            # Cedar reports determining policies as a set, so compare them (and the reasons
+            # that follow them) without regard to order.
+            if (
+                decision.effect.value != record.effect
+                or sorted(decision.policy_ids) != sorted(record.policy_ids)
+                or sorted(decision.reasons) != sorted(record.reasons)
+            ):
+                self.changes.append(
+                    ReplayChange(
+                        seq=seq,
+                        decision_id=record.decision_id,
+                        thread=record.thread,
+                        tool=record.tool,
+                        principal=record.principal,
+                        recorded_effect=record.effect,
+                        replayed_effect=decision.effect.value,
+                        recorded_policies=tuple(record.policy_ids),
+                        replayed_policies=tuple(decision.policy_ids),
+                        recorded_reasons=tuple(record.reasons),
+                        replayed_reasons=tuple(decision.reasons),
+                    )
+                )
+
+    def skip(self, seq: int, record: DecisionRecord, reason: str) -> None:
+        self.skipped.append(NotReplayable(seq, record.decision_id, record.tool, reason))
+
+
+def _text(content: bytes | None) -> str:
+    return (content or b"").decode("utf-8")
