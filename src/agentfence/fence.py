@@ -961,20 +961,3 @@ def _jsonable(value: Any) -> Any:
 
 def _digest(value: Any) -> str:
     return hashlib.sha256(rfc8785.dumps(_jsonable(value))).hexdigest()
-
-
-def _canonical(value: Any) -> bytes:
-    return rfc8785.dumps(_jsonable(value))
-
-
-def _canonical_or_repr(value: Any) -> bytes:
-    try:
-        return rfc8785.dumps(value)
-    except Exception:
-        return repr(value).encode()
-
-
-def _datetime(us: int) -> Any:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(us / 1_000_000, tz=datetime.UTC)
