@@ -398,6 +398,13 @@ def _select(
     return rows[::-1] if newest_first else rows
 
 
+def _shadow_denied(record: LogRecord | None) -> bool:
+    """A decision the @shadow policies would have denied, though it was not denied."""
+    if not isinstance(record, DecisionRecord) or record.shadow is None:
+        return False
+    return record.shadow.effect == "DENY" and record.effect != "DENY"
+
+
 def _record(row: EntryRow) -> LogRecord | None:
     try:
         return parse_entry(row.body)[1]
@@ -493,6 +500,13 @@ def log_show(
     since: SinceOption = None,
     until: UntilOption = None,
     limit: Annotated[int | None, typer.Option(help="Show at most this many entries.")] = None,
+    shadow_denied: Annotated[
+        bool,
+        typer.Option(
+            "--shadow-denied",
+            help="Only decisions that @shadow policies would have denied (they were not).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Show entries as a table, oldest first, filtered by thread, tool, effect, kind or time."""
@@ -501,11 +515,13 @@ def log_show(
         thread=thread,
         tool=tool,
         effect=effect,
-        kind=kind,
+        kind="decision" if shadow_denied else kind,
         since=since,
         until=until,
-        limit=limit,
+        limit=None if shadow_denied else limit,
     )
+    if shadow_denied:
+        rows = [row for row in rows if _shadow_denied(_record(row))][:limit]
     if as_json:
         _print_json(_rows_json(rows))
         return

@@ -527,6 +527,47 @@ def test_a_shadow_policy_records_what_it_would_deny_and_blocks_nothing(
     assert export.shadow is None
 
 
+def test_log_show_lists_what_shadow_policies_would_have_denied(
+    tmp_path: Path, world: World
+) -> None:
+    db = tmp_path / "shadow.db"
+    fence = Fence.from_directory(
+        scenario_policies(tmp_path, SHADOW_RULE),
+        tools=world.tools,
+        log=f"sqlite:///{db}",
+        signing_key=Signer.generate("shadow-test"),
+    )
+    run(
+        fence,
+        world,
+        "Export the customers and tell bob@acme.test it is done.",
+        [tool_call("export_customers", {}, "export")],
+        [tool_call("send_email", {"to": "bob@acme.test", "subject": "Done", "body": "ok"}, "m")],
+    )
+    fence.close()
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "agentfence.cli",
+            "log",
+            "show",
+            str(db),
+            "--shadow-denied",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    rows = json.loads(shown.stdout)
+    # Only the send, allowed but denied by the trial policy, is listed; the export is not.
+    assert [row["record"]["tool"] for row in rows] == ["send_email"]
+    assert rows[0]["record"]["effect"] == "ALLOW"
+    assert rows[0]["record"]["shadow"]["policy_ids"] == ["trial-no-send-after-pii"]
+
+
 def test_the_same_policy_without_shadow_denies(tmp_path: Path, world: World) -> None:
     enforced = SHADOW_RULE.replace("@shadow\n", "")
     fence = Fence.from_directory(scenario_policies(tmp_path, enforced), tools=world.tools)
