@@ -10,7 +10,8 @@ Every answer that reaches it, accepted or not, is put on the log.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,6 +21,8 @@ from agentfence.approvals import (
     EXPIRED_FORMAT,
     ApprovalRefused,
     ApprovalRequest,
+    StoredApproval,
+    answers_bundle,
     approve_decision,
     check_answer,
     diff_args,
@@ -27,7 +30,16 @@ from agentfence.approvals import (
     pick_answer,
     request_for,
 )
-from agentfence.langgraph import ToolCallRequest, ToolResult, interrupt, recorded_result, refusal
+from agentfence.config import CONFIG_AGENT, CONFIG_THREAD
+from agentfence.langgraph import (
+    ToolCallRequest,
+    ToolResult,
+    interrupt,
+    pending_interrupts,
+    recorded_result,
+    refusal,
+    resume_command,
+)
 from agentfence.policy import CallFacts, Decision, Effect
 from agentfence.records import ApprovalAnswerRecord, ApprovalRequestRecord, Blob
 from agentfence.tracing import ERROR_APPROVAL_REQUIRED, ToolCallSpan
@@ -52,6 +64,94 @@ class Checkpoints:
 
     def __init__(self, fence: Fence) -> None:
         self._fence = fence
+
+    def run(
+        self,
+        graph: Any,
+        input: Any,
+        config: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 0.5,
+        on_pending: Callable[[list[StoredApproval]], None] | None = None,
+    ) -> Any:
+        """Run a graph to its end, waiting at each approval pause and resuming as answers come.
+
+        Answers arrive in the approvals store (from ``agentfence approvals``, the inbox, or
+        ``on_pending``, which is called once with each newly waiting request and may submit
+        answers itself). An expired request is resumed as expired, which the
+        fence refuses. Returns the graph's final output, or its paused output when
+        ``timeout`` seconds pass first, or when the graph pauses for something else.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        announced: set[str] = set()
+        configurable = config.get("configurable") or {}
+        traced = {
+            **config,
+            "callbacks": _with(config.get("callbacks"), self._fence._telemetry.callback_handler()),
+        }
+        # One invoke_agent span covers the whole run, approval waits included.
+        with self._fence._telemetry.run(
+            configurable.get(CONFIG_AGENT) or self._fence._agent, configurable.get(CONFIG_THREAD)
+        ):
+            result = graph.invoke(input, traced)
+            while True:
+                waiting = self._waiting(graph, config)
+                if waiting is None:
+                    return result
+                fresh = [
+                    w
+                    for w in waiting
+                    if w.status(self._fence._clock()) == "pending"
+                    and w.request.request_id not in announced
+                ]
+                if on_pending is not None and fresh:
+                    on_pending(fresh)
+                announced.update(w.request.request_id for w in fresh)
+                resume = self.resume_value(waiting)
+                if resume is not None:
+                    result = graph.invoke(resume_command(graph, config, resume), traced)
+                    continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    return result
+                time.sleep(poll_interval)
+
+    def resume(self, graph: Any, config: Mapping[str, Any]) -> Any | None:
+        """Resume a paused thread once if any of its approvals was answered or expired.
+
+        Returns the graph's output, or ``None`` when there is nothing to resume with yet.
+        This is the piece to call from a worker that picks threads up after a restart.
+        """
+        waiting = self._waiting(graph, config)
+        if not waiting:
+            return None
+        resume = self.resume_value(waiting)
+        if resume is None:
+            return None
+        return graph.invoke(resume_command(graph, config, resume), config)
+
+    def resume_value(self, waiting: Sequence[StoredApproval]) -> dict[str, Any] | None:
+        """The bundle to resume with: every answered or expired request of those waiting.
+
+        ``None`` while every one of them is still pending.
+        """
+        now = self._fence._clock()
+        ready = [w for w in waiting if w.status(now) in ("answered", "expired")]
+        if not ready:
+            return None
+        return answers_bundle(ready, now_us=now)
+
+    def _waiting(self, graph: Any, config: Mapping[str, Any]) -> list[StoredApproval] | None:
+        ids = pending_interrupts(graph, config)
+        if ids is None:
+            return None
+        waiting: list[StoredApproval] = []
+        for request_id in ids:
+            stored = self._fence._approvals.get(request_id)
+            if stored is None:
+                return None
+            waiting.append(stored)
+        return waiting
 
     def hold(
         self, request: ToolCallRequest, facts: CallFacts, decision: Decision, span: ToolCallSpan
@@ -291,3 +391,17 @@ def _datetime(us: int) -> Any:
     import datetime
 
     return datetime.datetime.fromtimestamp(us / 1_000_000, tz=datetime.UTC)
+
+
+def _with(callbacks: Any, handler: Any) -> Any:
+    """The run's callbacks plus ``handler`` (a list, or a callback manager's handlers)."""
+    if callbacks is None:
+        return [handler]
+    if isinstance(callbacks, list):
+        return [*callbacks, handler]
+    try:
+        manager = callbacks.copy()
+        manager.add_handler(handler, inherit=True)
+        return manager
+    except Exception:  # telemetry must not change a run it cannot join: leave it as it was
+        return callbacks

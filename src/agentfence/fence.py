@@ -42,7 +42,6 @@ from agentfence.approvals import (
     ApprovalStore,
     ApproverRegistry,
     StoredApproval,
-    answers_bundle,
 )
 from agentfence.config import (
     CONFIG_AGENT,
@@ -62,12 +61,10 @@ from agentfence.langgraph import (
     ToolResult,
     call_parts,
     mark_result,
-    pending_interrupts,
     recorded_result,
     refusal,
     result_digest,
     result_messages,
-    resume_command,
 )
 from agentfence.log import DecisionLog, MemoryLog, Receipt, SignedLog
 from agentfence.policy import (
@@ -390,42 +387,18 @@ class Fence:
 
         Answers arrive in the approvals store (from ``agentfence approvals``, the inbox, or
         ``on_pending``, which is called once with each newly waiting request and may submit
-        answers itself). An expired request is resumed as expired, which the
-        fence refuses. Returns the graph's final output, or its paused output when
-        ``timeout`` seconds pass first, or when the graph pauses for something else.
+        answers itself). An expired request is resumed as expired, which the fence refuses.
+        Returns the graph's final output, or its paused output when ``timeout`` seconds pass
+        first, or when the graph pauses for something else.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        announced: set[str] = set()
-        configurable = config.get("configurable") or {}
-        traced = {
-            **config,
-            "callbacks": _with(config.get("callbacks"), self._telemetry.callback_handler()),
-        }
-        # One invoke_agent span covers the whole run, approval waits included.
-        with self._telemetry.run(
-            configurable.get(CONFIG_AGENT) or self._agent, configurable.get(CONFIG_THREAD)
-        ):
-            result = graph.invoke(input, traced)
-            while True:
-                waiting = self._waiting(graph, config)
-                if waiting is None:
-                    return result
-                fresh = [
-                    w
-                    for w in waiting
-                    if w.status(self._clock()) == "pending"
-                    and w.request.request_id not in announced
-                ]
-                if on_pending is not None and fresh:
-                    on_pending(fresh)
-                announced.update(w.request.request_id for w in fresh)
-                resume = self.resume_value(waiting)
-                if resume is not None:
-                    result = graph.invoke(resume_command(graph, config, resume), traced)
-                    continue
-                if deadline is not None and time.monotonic() >= deadline:
-                    return result
-                time.sleep(poll_interval)
+        return self._checkpoints.run(
+            graph,
+            input,
+            config,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            on_pending=on_pending,
+        )
 
     def resume(self, graph: Any, config: Mapping[str, Any]) -> Any | None:
         """Resume a paused thread once if any of its approvals was answered or expired.
@@ -433,36 +406,14 @@ class Fence:
         Returns the graph's output, or ``None`` when there is nothing to resume with yet.
         This is the piece to call from a worker that picks threads up after a restart.
         """
-        waiting = self._waiting(graph, config)
-        if not waiting:
-            return None
-        resume = self.resume_value(waiting)
-        if resume is None:
-            return None
-        return graph.invoke(resume_command(graph, config, resume), config)
+        return self._checkpoints.resume(graph, config)
 
     def resume_value(self, waiting: Sequence[StoredApproval]) -> dict[str, Any] | None:
         """The bundle to resume with: every answered or expired request of those waiting.
 
         ``None`` while every one of them is still pending.
         """
-        now = self._clock()
-        ready = [w for w in waiting if w.status(now) in ("answered", "expired")]
-        if not ready:
-            return None
-        return answers_bundle(ready, now_us=now)
-
-    def _waiting(self, graph: Any, config: Mapping[str, Any]) -> list[StoredApproval] | None:
-        ids = pending_interrupts(graph, config)
-        if ids is None:
-            return None
-        waiting: list[StoredApproval] = []
-        for request_id in ids:
-            stored = self._approvals.get(request_id)
-            if stored is None:
-                return None
-            waiting.append(stored)
-        return waiting
+        return self._checkpoints.resume_value(waiting)
 
     # --- the pipeline --------------------------------------------------------------------
 
@@ -909,20 +860,6 @@ def _check_redactions(engine: PolicyEngine, known: frozenset[str]) -> None:
 
 def _amount_text(value: decimal.Decimal) -> str:
     return f"{value.quantize(decimal.Decimal('0.0001'), rounding=decimal.ROUND_HALF_EVEN):f}"
-
-
-def _with(callbacks: Any, handler: Any) -> Any:
-    """The run's callbacks plus ``handler`` (a list, or a callback manager's handlers)."""
-    if callbacks is None:
-        return [handler]
-    if isinstance(callbacks, list):
-        return [*callbacks, handler]
-    try:
-        manager = callbacks.copy()
-        manager.add_handler(handler, inherit=True)
-        return manager
-    except Exception:  # telemetry must not change a run it cannot join: leave it as it was
-        return callbacks
 
 
 def request_bytes(request: Mapping[str, Any]) -> bytes:
