@@ -28,14 +28,12 @@ from rich.table import Table
 from agentfence._signing import Signer, read_private_key
 from agentfence._sqlite import SqliteBackend
 from agentfence.approvals import (
-    ApprovalAnswer,
     ApprovalRefused,
     ApprovalRequest,
     ApprovalStore,
     ApproverRegistry,
     StoredApproval,
-    check_answer,
-    sign_answer,
+    submit_answer,
 )
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceError, AgentfenceWarning, ConfigurationError
@@ -611,16 +609,6 @@ def _answer(
     if checker is not None and edited is not None:
         _check_edit(checker, request, edited)
     now = _now_us()
-    answer = ApprovalAnswer(
-        request_id=request.request_id,
-        action_digest=request.action_digest,
-        approver=str(approver),
-        decision=kind,
-        edited_args=edited,
-        message=message,
-        answered_us=now,
-    )
-    envelope = sign_answer(answer, signer)
     notes: list[str] = []
     if checker is not None:
         if checker.engine.policy_hash != request.policy_hash:
@@ -629,16 +617,24 @@ def _answer(
                 f"those that held the call (set {request.policy_hash[:16]}); the fence checks "
                 "again with its own"
             )
-        # Raises ApprovalRefused (exit 2) when the fence would refuse this answer.
-        check_answer(
-            envelope, request, engine=checker.engine, registry=checker.registry, now_us=now
-        )
     else:
         notes.append(
             "not checked against policy here (pass --policies DIR --tools module:attribute to "
             "check now); the fence checks the answer when the thread resumes"
         )
-    store.submit(request.request_id, envelope, now_us=now)
+    # Raises ApprovalRefused (exit 2) when the fence would refuse this answer.
+    _, envelope = submit_answer(
+        store,
+        request,
+        approver=approver,
+        decision=kind,
+        signer=signer,
+        now_us=now,
+        edited_args=edited,
+        message=message,
+        engine=checker.engine if checker else None,
+        registry=checker.registry if checker else None,
+    )
     if as_json:
         _print_json(
             {

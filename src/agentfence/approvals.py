@@ -55,6 +55,7 @@ __all__ = [
     "ApproverRegistry",
     "check_answer",
     "sign_answer",
+    "submit_answer",
 ]
 
 SIGNED_ANSWER_FORMAT = "agentfence.signed_answer/v1"
@@ -266,6 +267,42 @@ def sign_answer(answer: ApprovalAnswer, signer: Signer) -> dict[str, Any]:
         "key": f"{signer.name}+{signer.key_id:08x}",
         "signature": base64.b64encode(signature).decode(),
     }
+
+
+def submit_answer(
+    store: ApprovalStore,
+    request: ApprovalRequest,
+    *,
+    approver: EntityRef,
+    decision: Literal["approve", "edit", "reject"],
+    signer: Signer,
+    now_us: int,
+    edited_args: dict[str, Any] | None = None,
+    message: str | None = None,
+    engine: PolicyEngine | None = None,
+    registry: ApproverRegistry | None = None,
+) -> tuple[ApprovalAnswer, dict[str, Any]]:
+    """Answer a request as ``approver``: sign, check, store. The one path the CLI and the
+    inbox share; the fence checks the answer again when the thread resumes.
+
+    With ``engine`` and ``registry`` the answer is first put through :func:`check_answer`,
+    so an approver learns at once that the fence would refuse it. Raises
+    :class:`ApprovalRefused` for a refused answer, or one the store will not take.
+    """
+    answer = ApprovalAnswer(
+        request_id=request.request_id,
+        action_digest=request.action_digest,
+        approver=str(approver),
+        decision=decision,
+        edited_args=edited_args,
+        message=message,
+        answered_us=now_us,
+    )
+    envelope = sign_answer(answer, signer)
+    if engine is not None and registry is not None:
+        check_answer(envelope, request, engine=engine, registry=registry, now_us=now_us)
+    store.submit(request.request_id, envelope, now_us=now_us)
+    return answer, envelope
 
 
 def answer_digest(envelope: Mapping[str, Any]) -> str:

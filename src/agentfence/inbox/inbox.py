@@ -31,9 +31,8 @@ from agentfence.approvals import (
     ApproverRegistry,
     StoredApproval,
     approve_decision,
-    check_answer,
     diff_args,
-    sign_answer,
+    submit_answer,
 )
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceError, AgentfenceWarning, ConfigurationError
@@ -381,23 +380,20 @@ class Inbox:
             )
         edited = self._edited_args(request, account, fields or {}) if kind == "edit" else None
         signer = self._signer(account)
-        answer = ApprovalAnswer(
-            request_id=request.request_id,
-            action_digest=request.action_digest,
-            approver=str(approver),
-            decision=kind,
-            edited_args=edited,
-            message=note,
-            answered_us=now,
-        )
-        envelope = sign_answer(answer, signer)
         # The same check the fence makes on resume, made now so the approver learns at once.
         try:
-            check_answer(envelope, request, engine=self.engine, registry=self.registry, now_us=now)
-        except ApprovalRefused as refused:
-            raise _refusal(refused, account) from None
-        try:
-            self.store.submit(request.request_id, envelope, now_us=now)
+            answer, _ = submit_answer(
+                self.store,
+                request,
+                approver=approver,
+                decision=kind,
+                signer=signer,
+                now_us=now,
+                edited_args=edited,
+                message=note,
+                engine=self.engine,
+                registry=self.registry,
+            )
         except ApprovalRefused as refused:
             raise _refusal(refused, account) from None
         return answer
