@@ -12,7 +12,6 @@ it now rather than from the log. Errors leave through ``agentfence.cli.main`` (e
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import warnings
@@ -124,14 +123,11 @@ class _ApproverEnv:
 
 
 def _approver_env() -> _ApproverEnv:
-    """``AGENTFENCE_APPROVER`` and ``AGENTFENCE_APPROVER_KEY``.
-
-    The one place these commands read the environment; the key's variable is read through
-    :class:`~agentfence.config.Settings`, the principal's belongs there too.
-    """
+    """``AGENTFENCE_APPROVER`` and ``AGENTFENCE_APPROVER_KEY``, read in ``config.py``."""
+    settings = Settings.from_env()
     return _ApproverEnv(
-        principal=os.environ.get(APPROVER_ENV) or None,
-        key=Settings.from_env().approver_key,
+        principal=settings.approver,
+        key=settings.approver_key,
     )
 
 

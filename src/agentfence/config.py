@@ -36,6 +36,7 @@ class Settings:
     trace_exporter_text: str | None = None
     trace_content_text: str | None = None
     approver_key: str | None = None
+    approver: str | None = None
     inbox_trace_url_text: str | None = None
     inbox_session_idle_text: str | None = None
     inbox_session_max_text: str | None = None
@@ -135,6 +136,7 @@ class Settings:
             trace_exporter_text=env.get("AGENTFENCE_TRACE_EXPORTER") or None,
             trace_content_text=env.get("AGENTFENCE_TRACE_CONTENT") or None,
             approver_key=env.get("AGENTFENCE_APPROVER_KEY") or None,
+            approver=env.get("AGENTFENCE_APPROVER") or None,
             inbox_trace_url_text=env.get("AGENTFENCE_INBOX_TRACE_URL") or None,
             inbox_session_idle_text=env.get("AGENTFENCE_INBOX_SESSION_IDLE") or None,
             inbox_session_max_text=env.get("AGENTFENCE_INBOX_SESSION_MAX") or None,
