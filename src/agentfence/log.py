@@ -45,6 +45,7 @@ __all__ = ["DecisionLog", "MemoryLog", "Receipt", "SignedLog"]
 
 LOG_FORMAT = "agentfence.log/v1"
 DEFAULT_CHECKPOINT_INTERVAL = 0.5
+_GATHER_SECONDS = 0.0002
 """Seconds between checkpoints while the tree grows (one is also signed on close)."""
 
 
@@ -229,6 +230,7 @@ class SignedLog:
         self._closed = False
         self._last_checkpoint_size = -1
         self._last_checkpoint_at = time.monotonic()
+        self._last_batch = 0
         self._incoming: _signing.Signer | None = None
         self._key_lock = threading.Lock()
         self.stats = _Stats()
@@ -371,8 +373,14 @@ class SignedLog:
             # the lead because records are still queued.
             item.wake.wait()
         if not item.done:
+            # Group commit: when several writers were active in the last commit, wait a
+            # moment for them to queue their next record, so this commit carries them too.
+            # A lone writer never waits.
+            if self._last_batch > 1 and len(self._queue) < self._last_batch:
+                time.sleep(_GATHER_SECONDS)
             with self._lock:
                 batch, self._queue = self._queue, []
+                self._last_batch = len(batch)
             with self._commit_lock:
                 self._commit(batch)
             with self._lock:
