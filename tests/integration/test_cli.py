@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,15 @@ def test_examples_run(example: str) -> None:
     assert result.returncode == 0, result.stderr
     assert ": success: " in result.stdout and ": error: agentfence denied" in result.stdout
     assert "2 decisions recorded" in result.stdout
+
+
+def test_demo_trace_prints_the_span_tree_linked_to_the_log(tmp_path: Path) -> None:
+    result = cli("demo", "--dir", str(tmp_path), "--trace")
+    assert result.returncode == 0, result.stderr
+    tree = result.stdout[result.stdout.index("Trace") :]
+    assert "invoke_agent support-bot" in tree
+    assert "agentfence.step tools" in tree
+    # Each tool span names its decision's log entry; the denied call's span is an error.
+    assert re.search(r"execute_tool lookup_customer \[[\d.]+ ms\] effect=ALLOW, .*seq=1", tree)
+    assert re.search(r"execute_tool delete_file \[[\d.]+ ms\] ERROR effect=DENY", tree)
+    assert "agentfence.approval.requested, agentfence.approval.answered" in tree
