@@ -36,9 +36,8 @@ from agentfence.approvals import (
 )
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceError, AgentfenceWarning, ConfigurationError
-from agentfence.log import parse_entry, sqlite_path
+from agentfence.log import sqlite_path, thread_decisions
 from agentfence.policy import CallFacts, Effect, EntityRef, PolicyEngine
-from agentfence.records import DecisionRecord, OutcomeRecord
 from agentfence.tools import ArgumentError, ToolCatalog
 
 __all__ = ["register"]
@@ -320,21 +319,12 @@ def _thread_decisions(path: Path, request: ApprovalRequest) -> tuple[list[_Earli
     try:
         backend = SqliteBackend(path, create=False, readonly=True)
         try:
-            earlier: list[_Earlier] = []
-            for row in backend.select(thread=request.thread, kind="agentfence.decision/v1"):
-                record = parse_entry(row.body)[1]
-                if not isinstance(record, DecisionRecord):
-                    continue
-                if record.decision_id == request.decision_id:
-                    continue
-                done = backend.find_entry(f"agentfence.outcome/v1:{record.decision_id}")
-                outcome = None
-                if done is not None:
-                    ran = parse_entry(done.body)[1]
-                    outcome = ran.status if isinstance(ran, OutcomeRecord) else None
-                earlier.append(
-                    _Earlier(row.seq, record.tool, record.effect, record.resource, outcome)
+            earlier = [
+                _Earlier(seq, record.tool, record.effect, record.resource, outcome)
+                for seq, record, outcome in thread_decisions(
+                    backend, request.thread, exclude=request.decision_id
                 )
+            ]
             return earlier, None
         finally:
             backend.close()

@@ -105,6 +105,17 @@ def _exit(code: int) -> None:
     raise SystemExit(code)
 
 
+def _failed(exc: LogVerificationError, headline: str, *, as_json: bool, steps: bool) -> None:
+    """Report a failed verification (JSON, or the steps table and a headline) and exit 1."""
+    if as_json:
+        _print_json(_failure_json(exc))
+    else:
+        if steps:
+            out.print(_steps_table(exc.steps, exc))
+        err.print(f"[bold red]{headline}")
+    _exit(1)
+
+
 def _print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
@@ -216,12 +227,12 @@ def log_verify(
         with _progress(not as_json) as progress:
             result = verify_log(db, keys, saved_checkpoint=saved, progress=progress)
     except LogVerificationError as exc:
-        if as_json:
-            _print_json(_failure_json(exc))
-        else:
-            out.print(_steps_table(exc.steps, exc))
-            err.print(f"[bold red]verification failed[/] at step {exc.step} ({exc.attack})")
-        _exit(1)
+        _failed(
+            exc,
+            f"verification failed[/] at step {exc.step} ({exc.attack})",
+            as_json=as_json,
+            steps=True,
+        )
         return
     if as_json:
         _print_json(result.to_json())
@@ -311,11 +322,12 @@ def log_verify_receipt(
     try:
         verified = verify_receipt(receipt, keys)
     except LogVerificationError as exc:
-        if as_json:
-            _print_json(_failure_json(exc))
-        else:
-            err.print(f"[bold red]receipt does not verify[/] (step {exc.step}): {exc}")
-        _exit(1)
+        _failed(
+            exc,
+            f"receipt does not verify[/] (step {exc.step}): {exc}",
+            as_json=as_json,
+            steps=False,
+        )
         return
     if as_json:
         _print_json(
@@ -748,12 +760,9 @@ def evidence_verify(
     try:
         verified = verify_evidence(pack, keys)
     except LogVerificationError as exc:
-        if as_json:
-            _print_json(_failure_json(exc))
-        else:
-            out.print(_steps_table(exc.steps, exc))
-            err.print(f"[bold red]the evidence pack does not verify[/] ({exc.attack})")
-        _exit(1)
+        _failed(
+            exc, f"the evidence pack does not verify[/] ({exc.attack})", as_json=as_json, steps=True
+        )
         return
     if as_json:
         _print_json(verified.to_json())

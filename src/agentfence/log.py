@@ -645,6 +645,25 @@ def parse_entry(body: bytes) -> tuple[int, LogRecord]:
     return seq, record
 
 
+def thread_decisions(
+    backend: SqliteBackend, thread: str, *, exclude: str | None = None
+) -> list[tuple[int, DecisionRecord, str | None]]:
+    """A thread's decisions in log order, each with its outcome status (``None``: did not run).
+
+    What approvers are shown as "what the run did so far"; ``exclude`` leaves one decision
+    out (the one they are asked about).
+    """
+    found: list[tuple[int, DecisionRecord, str | None]] = []
+    for row in backend.select(thread=thread, kind="agentfence.decision/v1"):
+        record = parse_entry(row.body)[1]
+        if not isinstance(record, DecisionRecord) or record.decision_id == exclude:
+            continue
+        done = backend.find_entry(f"agentfence.outcome/v1:{record.decision_id}")
+        ran = parse_entry(done.body)[1] if done is not None else None
+        found.append((row.seq, record, ran.status if isinstance(ran, OutcomeRecord) else None))
+    return found
+
+
 def sqlite_path(url: str | Path) -> Path:
     """The file of a ``sqlite:///PATH`` URL (a plain path is accepted too)."""
     text = str(url)

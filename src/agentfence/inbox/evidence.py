@@ -16,7 +16,7 @@ from typing import Any
 from agentfence._sqlite import EntryRow, SqliteBackend
 from agentfence.approvals import ApprovalRequest
 from agentfence.errors import AgentfenceError
-from agentfence.log import parse_entry
+from agentfence.log import parse_entry, thread_decisions
 from agentfence.records import (
     ApprovalAnswerRecord,
     ApprovalRequestRecord,
@@ -80,20 +80,7 @@ class Evidence:
         if backend is None:
             return [], [f"the decision log {self.path} cannot be opened yet"]
         try:
-            found: list[tuple[int, DecisionRecord, str | None]] = []
-            for row in backend.select(thread=request.thread, kind=DECISION_KIND):
-                record = parse_entry(row.body)[1]
-                if not isinstance(record, DecisionRecord):
-                    continue
-                if record.decision_id == request.decision_id:
-                    continue
-                done = backend.find_entry(f"{OUTCOME_KIND}:{record.decision_id}")
-                outcome = None
-                if done is not None:
-                    ran = parse_entry(done.body)[1]
-                    outcome = ran.status if isinstance(ran, OutcomeRecord) else None
-                found.append((row.seq, record, outcome))
-            return found, []
+            return thread_decisions(backend, request.thread, exclude=request.decision_id), []
         except _UNREADABLE as exc:
             return [], [f"the thread's decisions could not be read from the log: {exc}"]
 
