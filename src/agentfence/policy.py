@@ -389,19 +389,8 @@ class PolicyEngine:
         """Decide one call. Never raises for bad input: a call that cannot be decided is a DENY."""
         decision_id = facts.decision_id
 
-        def deny(
-            *reasons: str, errors: Sequence[str] = (), request: Mapping[str, Any] | None = None
-        ) -> Decision:
-            return Decision(
-                effect=Effect.DENY,
-                decision_id=decision_id,
-                policy_ids=(),
-                reasons=reasons,
-                policy_hash=self.policy_hash,
-                facts=facts,
-                errors=tuple(errors),
-                request=request,
-            )
+        def deny(*reasons: str) -> Decision:
+            return self._deny(facts, decision_id, reasons)
 
         entry = self.catalog.get(facts.tool)
         if entry is None:
@@ -523,28 +512,21 @@ class PolicyEngine:
         request: Mapping[str, Any],
         decision_id: str,
     ) -> Decision:
-        def deny(*reasons: str, errors: Sequence[str] = ()) -> Decision:
-            return Decision(
-                effect=Effect.DENY,
-                decision_id=decision_id,
-                policy_ids=(),
-                reasons=reasons,
-                policy_hash=self.policy_hash,
-                facts=facts,
-                errors=tuple(errors),
-                request=request,
-            )
-
         result = _cedar.is_authorized(
             request, compiled.policy_set, compiled.entities, compiled.schema
         )
         # Fail closed: any evaluation error or a request Cedar could not decide is a deny,
         # so a forbid policy that errors can never turn into an allow.
         if result.errors or (result.decision != "Allow" and result.decision != "Deny"):
-            return deny(
-                "the policies could not be evaluated for this call (fail closed): "
-                + "; ".join(result.errors or ("no decision",)),
+            return self._deny(
+                facts,
+                decision_id,
+                (
+                    "the policies could not be evaluated for this call (fail closed): "
+                    + "; ".join(result.errors or ("no decision",)),
+                ),
                 errors=result.errors or ("NoDecision",),
+                request=request,
             )
         # Cedar reports determining policies in no fixed order; sort them so that the same
         # call gives the same decision record in every process.
@@ -557,18 +539,11 @@ class PolicyEngine:
             effect = Effect.REQUIRE_APPROVAL if holds else Effect.ALLOW
             return self._decision(effect, decision_id, determining, holds, facts, request)
         if not determining:
-            return Decision(
-                effect=Effect.DENY,
-                decision_id=decision_id,
-                policy_ids=(),
-                reasons=(
-                    f"no policy permits {facts.principal} to call {facts.tool!r} on "
-                    f"{EntityRef.parse(request['resource'], 'Tool')} (default deny)",
-                ),
-                policy_hash=self.policy_hash,
-                facts=facts,
-                request=request,
+            reason = (
+                f"no policy permits {facts.principal} to call {facts.tool!r} on "
+                f"{EntityRef.parse(request['resource'], 'Tool')} (default deny)"
             )
+            return self._deny(facts, decision_id, (reason,), request=request)
         if all(OVERRIDABLE in p.annotations for p in determining):
             # An approver may override these forbids only if, without them, some permit
             # would allow the call: overriding a forbid never creates a missing permit.
@@ -591,6 +566,27 @@ class PolicyEngine:
                     request,
                 )
         return self._decision(Effect.DENY, decision_id, determining, [], facts, request)
+
+    def _deny(
+        self,
+        facts: CallFacts,
+        decision_id: str,
+        reasons: tuple[str, ...],
+        *,
+        errors: Sequence[str] = (),
+        request: Mapping[str, Any] | None = None,
+    ) -> Decision:
+        """A DENY that no policy determined: refused before Cedar, by default, or on error."""
+        return Decision(
+            effect=Effect.DENY,
+            decision_id=decision_id,
+            policy_ids=(),
+            reasons=reasons,
+            policy_hash=self.policy_hash,
+            facts=facts,
+            errors=tuple(errors),
+            request=request,
+        )
 
     def _decision(
         self,
