@@ -357,6 +357,20 @@ class PolicyEngine:
             )
         except ValueError as exc:
             problems.append(str(exc))
+        if APPROVERS_FILE in texts:
+            # Approvers are part of the policy set: a bad file fails loading (and validation)
+            # here, not later when the fence first needs it. Imported here: approvals.py
+            # builds on this module.
+            from agentfence.approvals import ApproverRegistry
+
+            try:
+                ApproverRegistry.from_text(
+                    texts[APPROVERS_FILE],
+                    source=shown(APPROVERS_FILE),
+                    default_type=tuple(principal_types)[0],
+                )
+            except PolicyLoadError as exc:
+                problems.append(str(exc))
         if problems:
             raise _load_error(problems)
         if not policies:

@@ -254,3 +254,21 @@ def test_entity_ref_parsing() -> None:
     assert str(EntityRef("User", 'a"b')) == 'User::"a\\"b"'
     with pytest.raises(ValueError, match="non-empty string"):
         EntityRef.parse("", "User")
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ('[[approver]]\nprincipal = "fran"\nkey = "nonsense"\n', "verifier key 'nonsense'"),
+        ('[[approver]]\nprincipal = "fran"\n', "approver 1 needs 'principal' and 'key'"),
+        ("not = = toml", "not valid TOML"),
+    ],
+)
+def test_bad_approvers_file_fails_loading_naming_it(
+    make_fence: Callable[..., Fence], policy_dir: Path, content: str, fragment: str
+) -> None:
+    (policy_dir / "approvers.toml").write_text(content)
+    with pytest.raises(PolicyLoadError) as info:
+        make_fence()
+    assert f"{policy_dir / 'approvers.toml'}" in str(info.value)
+    assert fragment in str(info.value)
