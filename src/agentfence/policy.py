@@ -367,7 +367,7 @@ class PolicyEngine:
                 ApproverRegistry.from_text(
                     texts[APPROVERS_FILE],
                     source=shown(APPROVERS_FILE),
-                    default_type=tuple(principal_types)[0],
+                    default_type=principal_types[0],
                 )
             except PolicyLoadError as exc:
                 problems.append(str(exc))
