@@ -24,8 +24,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agentfence._log_backend import LogBackend
 from agentfence._signing import Signer, read_private_key
-from agentfence._sqlite import SqliteBackend
+from agentfence._store import SQLITE, Location, parse_url
 from agentfence.approvals import (
     ApprovalRefused,
     ApprovalRequest,
@@ -36,7 +37,7 @@ from agentfence.approvals import (
 )
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceError, AgentfenceWarning, ConfigurationError
-from agentfence.log import sqlite_path, thread_decisions
+from agentfence.log import thread_decisions
 from agentfence.policy import CallFacts, Effect, EntityRef, PolicyEngine
 from agentfence.tools import ArgumentError, ToolCatalog
 
@@ -66,8 +67,8 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        help="The decision log holding the requests: sqlite:///PATH or a path "
-        "(default: $AGENTFENCE_LOG).",
+        help="The decision log holding the requests: sqlite:///PATH, a path, or "
+        "postgresql://... (default: $AGENTFENCE_LOG).",
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -130,20 +131,20 @@ def _approver_env() -> _ApproverEnv:
     )
 
 
-def _db_path(db: str | None) -> Path:
+def _db_path(db: str | None) -> Location:
     url = db or Settings.from_env().log
     if not url:
         raise ConfigurationError(
-            "no decision log given: pass --db sqlite:///PATH (the file the fence logs to) or "
-            "set AGENTFENCE_LOG"
+            "no decision log given: pass --db sqlite:///PATH or postgresql://... (where the "
+            "fence logs to) or set AGENTFENCE_LOG"
         )
-    path = sqlite_path(url)
-    if not path.is_file():
+    location = parse_url(url)
+    if location.engine == SQLITE and not Path(str(location.path)).is_file():
         raise ConfigurationError(
-            f"no decision log at {str(path)!r}: pass --db with the file the fence logs to "
-            "(its log='sqlite:///PATH'), or set AGENTFENCE_LOG"
+            f"no decision log at {location.display!r}: pass --db with the file the fence logs "
+            "to (its log='sqlite:///PATH'), or set AGENTFENCE_LOG"
         )
-    return path
+    return location
 
 
 def _now_us() -> int:
@@ -311,13 +312,13 @@ class _Earlier:
     outcome: str | None
 
 
-def _thread_decisions(path: Path, request: ApprovalRequest) -> tuple[list[_Earlier], str | None]:
+def _thread_decisions(log: Location, request: ApprovalRequest) -> tuple[list[_Earlier], str | None]:
     """The other decisions of the request's thread so far (what the run did and saw).
 
     Observing, so it fails open: a log that cannot be read leaves a note, not an error.
     """
     try:
-        backend = SqliteBackend(path, create=False, readonly=True)
+        backend = LogBackend(log, create=False, readonly=True)
         try:
             earlier = [
                 _Earlier(seq, record.tool, record.effect, record.resource, outcome)

@@ -24,10 +24,10 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from agentfence import _signing
-from agentfence._sqlite import EntryRow, SqliteBackend
+from agentfence._log_backend import EntryRow, LogBackend
 from agentfence.config import Settings
 from agentfence.errors import ConfigurationError, VerificationError
-from agentfence.log import SignedLog, parse_entry, sqlite_path
+from agentfence.log import SignedLog, parse_entry
 from agentfence.records import (
     ActivationRecord,
     DecisionRecord,
@@ -61,7 +61,10 @@ evidence_app = typer.Typer(
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-LogArg = Annotated[str, typer.Argument(help="The decision log: a SQLite file or sqlite:///PATH.")]
+LogArg = Annotated[
+    str,
+    typer.Argument(help="The decision log: a SQLite file, sqlite:///PATH or postgresql://..."),
+]
 KeysOption = Annotated[
     list[str],
     typer.Option(
@@ -142,8 +145,8 @@ def _keys(values: Sequence[str]) -> list[str]:
     return keys
 
 
-def _backend(db: str) -> SqliteBackend:
-    return SqliteBackend(sqlite_path(db), create=False, readonly=True)
+def _backend(db: str) -> LogBackend:
+    return LogBackend(db, create=False, readonly=True)
 
 
 @contextmanager

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from agentfence._log_snapshot import (
     _Snapshot,
 )
 from agentfence._signing import Checkpoint, Verifier
+from agentfence._store import Cursor
 from agentfence._verify_common import (
     _KEEP,
     BlobError,
@@ -791,7 +791,7 @@ def _index_error(row: Sequence[Any], record: LogRecord) -> EntryError:
     )
 
 
-def _misplaced(position: int, claimed: int, cursor: sqlite3.Cursor) -> EntryError:
+def _misplaced(position: int, claimed: int, cursor: Cursor) -> EntryError:
     """Name what moved when the entry at ``position`` says it is entry ``claimed``."""
     if claimed < position:
         return EntryError(

@@ -22,12 +22,9 @@ import binascii
 import hashlib
 import json
 import re
-import sqlite3
-import threading
 import time
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentfence._ids import derive_id
 from agentfence._signing import Signer, Verifier
+from agentfence._store import SQLITE, Database, Location, MemoryDatabase, parse_url
 from agentfence.errors import AgentfenceError, ConfigurationError, PolicyLoadError
 from agentfence.policy import (
     APPROVERS_FILE,
@@ -482,14 +480,14 @@ CREATE TABLE IF NOT EXISTS approvals (
     thread TEXT NOT NULL,
     tool TEXT NOT NULL,
     principal TEXT NOT NULL,
-    created_us INTEGER NOT NULL,
-    expires_us INTEGER NOT NULL,
+    created_us BIGINT NOT NULL,
+    expires_us BIGINT NOT NULL,
     request TEXT NOT NULL,
     answer TEXT,
-    answered_us INTEGER,
+    answered_us BIGINT,
     used_digest TEXT,
-    used_us INTEGER,
-    expired_us INTEGER
+    used_us BIGINT,
+    expired_us BIGINT
 );
 CREATE INDEX IF NOT EXISTS approvals_open ON approvals (used_us, expires_us);
 """
@@ -516,80 +514,53 @@ class StoredApproval:
         return "answered" if self.answer is not None else "pending"
 
 
-class ApprovalStore:
-    """Approval requests and answers in the decision log's SQLite file (or in memory).
+_COLUMNS = "SELECT request, answer, answered_us, used_us, expired_us FROM approvals"
+_ANSWER_STATE = "SELECT answer, used_us, expires_us, expired_us FROM approvals WHERE request_id = ?"
 
-    Approvers' tools (the CLI, the inbox) write answers here; the fence reads them when the
-    thread resumes and marks each answer used, once, in one atomic update.
+
+class ApprovalStore:
+    """Approval requests and answers, kept beside the decision log (or in memory).
+
+    In the log's SQLite file or its PostgreSQL database: a request a worker on one host
+    stores can be answered from the CLI or the inbox on another and resumed by any worker.
+    Approvers' tools write answers here; the fence reads them when the thread resumes and
+    marks each answer used, once, in one atomic update (two workers resuming the same
+    thread: one of them gets it).
     """
 
-    def __init__(self, path: str | Path | None = None, *, readonly: bool = False) -> None:
-        self.path = Path(path) if path is not None else None
-        self.readonly = readonly and self.path is not None
-        self._memory: sqlite3.Connection | None = None
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        if self.path is None:
-            self._memory = sqlite3.connect(
-                ":memory:", check_same_thread=False, isolation_level=None
-            )
-        if self.readonly:
-            if self.path is None or not self.path.exists():
+    def __init__(self, url: str | Path | Location | None = None, *, readonly: bool = False) -> None:
+        self.location = parse_url(url) if url is not None else None
+        self.path = self.location.path if self.location is not None else None
+        self.readonly = readonly and self.location is not None
+        self._db: Database
+        if self.location is None:
+            self._db = MemoryDatabase()
+        else:
+            if (
+                self.readonly
+                and self.location.engine == SQLITE
+                and not Path(str(self.location.path)).exists()
+            ):
                 raise ConfigurationError(
-                    f"no approvals store at {str(self.path)!r}; check "
+                    f"no approvals store at {self.location.display!r}; check "
                     "the --db path (the decision log's SQLite file)"
                 )
-            return
-        self._conn().executescript(_SCHEMA)
+            self._db = Database(self.location, readonly=self.readonly)
+        if not self.readonly:
+            self._db.create_schema(_SCHEMA)
 
     @classmethod
     def open(cls, url: str | Path) -> ApprovalStore:
-        """The store in the SQLite file of ``sqlite:///PATH`` (the decision log's file)."""
-        from agentfence.log import sqlite_path
-
-        return cls(sqlite_path(url))
-
-    def _conn(self) -> sqlite3.Connection:
-        if self._memory is not None:
-            return self._memory
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            path = self.path or Path(":memory:")
-            if self.readonly:
-                # Reading (listing, showing) never writes to the approvers' shared database.
-                conn = sqlite3.connect(
-                    f"file:{path.resolve()}?mode=ro",
-                    uri=True,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-            else:
-                conn = sqlite3.connect(
-                    path, isolation_level=None, timeout=30.0, check_same_thread=False
-                )
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = FULL")
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        with self._lock if self._memory is not None else _nolock():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        """The store beside the log at ``sqlite:///PATH`` or ``postgresql://...``."""
+        return cls(url)
 
     def create(self, request: ApprovalRequest) -> ApprovalRequest:
         """Store a request unless its id is stored already; return the stored one."""
-        with self._tx() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO approvals (request_id, thread, tool, principal, "
-                "created_us, expires_us, request) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        with self._db.transaction() as db:
+            db.execute(
+                "INSERT INTO approvals (request_id, thread, tool, principal, "
+                "created_us, expires_us, request) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 (
                     request.request_id,
                     request.thread,
@@ -600,7 +571,7 @@ class ApprovalStore:
                     request.model_dump_json(),
                 ),
             )
-            row = conn.execute(
+            row = db.execute(
                 "SELECT request FROM approvals WHERE request_id = ?", (request.request_id,)
             ).fetchone()
         return ApprovalRequest.model_validate_json(row[0])
@@ -608,13 +579,18 @@ class ApprovalStore:
     def find(self, prefix: str) -> list[StoredApproval]:
         """Requests whose id is ``prefix`` or starts with it (8+ characters), for people
         typing ids: none, one, or several (ambiguous)."""
-        conn = self._conn()
-        rows = conn.execute(
-            "SELECT request, answer, answered_us, used_us, expired_us FROM approvals "
-            "WHERE request_id = ? OR (length(?) >= 8 AND request_id LIKE ? || '%') "
-            "ORDER BY created_us DESC",
-            (prefix, prefix, prefix.replace("%", "").replace("_", "")),
-        ).fetchall()
+        if len(prefix) >= 8:
+            stem = prefix.replace("%", "").replace("_", "") + "%"
+            rows = self._db.execute(
+                f"{_COLUMNS} WHERE request_id = ? OR request_id LIKE ? "  # constant
+                "ORDER BY created_us DESC",
+                (prefix, stem),
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                f"{_COLUMNS} WHERE request_id = ? ORDER BY created_us DESC",  # constant columns
+                (prefix,),
+            ).fetchall()
         return [_stored(r) for r in rows]
 
     def get(self, request_id: str) -> StoredApproval | None:
@@ -624,15 +600,14 @@ class ApprovalStore:
 
     def list(self, *, thread: str | None = None) -> list[StoredApproval]:
         """Every request, newest first (optionally one thread's)."""
-        columns = "SELECT request, answer, answered_us, used_us, expired_us FROM approvals"
         if thread is None:
-            rows = self._conn().execute(f"{columns} ORDER BY created_us DESC").fetchall()
+            sql = f"{_COLUMNS} ORDER BY created_us DESC"  # constant columns
+            rows = self._db.execute(sql).fetchall()
         else:
-            rows = (
-                self._conn()
-                .execute(f"{columns} WHERE thread = ? ORDER BY created_us DESC", (thread,))
-                .fetchall()
-            )
+            rows = self._db.execute(
+                f"{_COLUMNS} WHERE thread = ? ORDER BY created_us DESC",  # constant columns
+                (thread,),
+            ).fetchall()
         return [_stored(r) for r in rows]
 
     def submit(self, request_id: str, envelope: Mapping[str, Any], *, now_us: int) -> None:
@@ -640,12 +615,10 @@ class ApprovalStore:
 
         A request takes one answer; a second is refused, as is an answer after expiry.
         """
-        with self._tx() as conn:
-            row = conn.execute(
-                "SELECT answer, used_us, expires_us, expired_us FROM approvals "
-                "WHERE request_id = ?",
-                (request_id,),
-            ).fetchone()
+        with self._db.transaction() as db:
+            # Locked (PostgreSQL: FOR UPDATE) so two approvers answering at once are
+            # serialised and the second sees the first's answer.
+            row = db.execute(_ANSWER_STATE + db.dialect.lock_suffix, (request_id,)).fetchone()
             if row is None:
                 raise ApprovalRefused(
                     "unknown",
@@ -655,15 +628,15 @@ class ApprovalStore:
                 raise ApprovalRefused("answered", f"request {request_id} is already answered")
             if row[3] is not None or now_us > row[2]:
                 raise ApprovalRefused("expired", f"request {request_id} expired at {_iso(row[2])}")
-            conn.execute(
+            db.execute(
                 "UPDATE approvals SET answer = ?, answered_us = ? WHERE request_id = ?",
                 (json.dumps(dict(envelope)), now_us, request_id),
             )
 
     def consume(self, request_id: str, digest: str, *, now_us: int) -> bool:
         """Mark the request's answer used by the delivery ``digest``; False if used already."""
-        with self._tx() as conn:
-            cur = conn.execute(
+        with self._db.transaction() as db:
+            cur = db.execute(
                 "UPDATE approvals SET used_us = ?, used_digest = ? "
                 "WHERE request_id = ? AND used_us IS NULL",
                 (now_us, digest, request_id),
@@ -672,16 +645,15 @@ class ApprovalStore:
 
     def mark_expired(self, request_id: str, *, now_us: int) -> None:
         """Record that an unanswered request expired (it can no longer be answered)."""
-        with self._tx() as conn:
-            conn.execute(
+        with self._db.transaction() as db:
+            db.execute(
                 "UPDATE approvals SET expired_us = ? WHERE request_id = ? AND expired_us IS NULL",
                 (now_us, request_id),
             )
 
-
-@contextmanager
-def _nolock() -> Iterator[None]:
-    yield
+    def close(self) -> None:
+        """Close the store's connections."""
+        self._db.close()
 
 
 def _stored(row: Sequence[Any]) -> StoredApproval:

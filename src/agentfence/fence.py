@@ -154,8 +154,9 @@ class Fence:
             signing_key if signing_key is not None else settings.signing_key,
         )
         if approvals is None:
-            path = getattr(self._log, "path", None)
-            approvals = ApprovalStore(path) if isinstance(path, Path) else ApprovalStore()
+            # Beside a signed log (its SQLite file or PostgreSQL database), else in memory.
+            url = getattr(self._log, "url", None)
+            approvals = ApprovalStore(url) if isinstance(url, str) else ApprovalStore()
         self._approvals = approvals
         self._expiry = int(approval_expiry)
         self._agent = agent or settings.agent

@@ -5,8 +5,9 @@ returns; if it raises, the fence denies the call (fail closed). Two implementati
 
 - :class:`SignedLog`, the append-only signed log: entries are leaves of an RFC 6962 Merkle
   tree, and signed C2SP checkpoints commit to its size and root. Stored in SQLite by
-  default (``SignedLog.open("sqlite:///fence.db", signer=...)``). The byte format is in
-  ``docs/log-format.md``.
+  default (``SignedLog.open("sqlite:///fence.db", signer=...)``), or in PostgreSQL when
+  several processes or hosts share one log (``"postgresql://..."``). The byte format is in
+  ``docs/log-format.md``; it is the same on both.
 - :class:`MemoryLog`, in memory, for tests and for trying agentfence out.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,7 +26,8 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import TypeAdapter, ValidationError
 
 from agentfence import _merkle, _signing
-from agentfence._sqlite import CheckpointRow, EntryRow, SqliteBackend
+from agentfence._log_backend import CheckpointRow, EntryRow, LogBackend
+from agentfence._store import Location, parse_url
 from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
     ENTRY_FORMAT,
@@ -45,8 +48,9 @@ __all__ = ["DecisionLog", "MemoryLog", "Receipt", "SignedLog"]
 
 LOG_FORMAT = "agentfence.log/v1"
 DEFAULT_CHECKPOINT_INTERVAL = 0.5
-_GATHER_SECONDS = 0.0002
 """Seconds between checkpoints while the tree grows (one is also signed on close)."""
+_GATHER_SECONDS = 0.0002
+_logger = logging.getLogger("agentfence.log")
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,7 @@ class SignedLog:
 
     def __init__(
         self,
-        backend: SqliteBackend,
+        backend: LogBackend,
         *,
         signer: _signing.Signer,
         origin: str,
@@ -232,6 +236,7 @@ class SignedLog:
         self._last_checkpoint_at = time.monotonic()
         self._last_batch = 0
         self._incoming: _signing.Signer | None = None
+        self._retired = False  # another process rotated the key away from ours
         self._key_lock = threading.Lock()
         self.stats = _Stats()
         self._start()
@@ -241,19 +246,24 @@ class SignedLog:
     @classmethod
     def open(
         cls,
-        url: str | Path,
+        url: str | Path | Location,
         *,
         signer: _signing.Signer,
         origin: str | None = None,
         checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
     ) -> SignedLog:
-        """Open (creating if needed) the log at ``sqlite:///PATH`` (or a plain path)."""
-        path = sqlite_path(url)
-        backend = SqliteBackend(path)
+        """Open (creating if needed) the log at ``sqlite:///PATH`` (or a plain path) or
+        ``postgresql://USER@HOST/DATABASE``.
+
+        Every process appending to one log must sign with the same key (the origin is
+        stored with the log the first time and read back after).
+        """
+        location = parse_url(url)
+        backend = LogBackend(location)
         return cls(
             backend,
             signer=signer,
-            origin=origin or f"agentfence/{path.stem}",
+            origin=origin or f"agentfence/{location.stem}",
             checkpoint_interval=checkpoint_interval,
         )
 
@@ -266,7 +276,7 @@ class SignedLog:
             meta = self._backend.get_meta()
         if meta.get("format") != LOG_FORMAT:
             raise LogError(
-                f"{self._backend.path} is not an agentfence decision log of format "
+                f"{self._backend.name} is not an agentfence decision log of format "
                 f"{LOG_FORMAT} (found {meta.get('format')!r}); open the right file"
             )
         self._origin = meta["origin"]
@@ -274,9 +284,9 @@ class SignedLog:
             self._check_tail()
         except (VerificationError, LogError) as exc:
             raise LogError(
-                f"the decision log {str(self._backend.path)!r} failed its own tail check and "
+                f"the decision log {self._backend.name!r} failed its own tail check and "
                 f"will not be written to: {exc}. Inspect it with `agentfence log verify "
-                f"{self._backend.path} --key <verifier key>`; do not delete or edit it."
+                f"{self._backend.name} --key <verifier key>`; do not delete or edit it."
             ) from exc
 
     def _check_tail(self) -> None:
@@ -325,7 +335,7 @@ class SignedLog:
                 f"(size {frontier.size})"
             )
         self._last_checkpoint_size = checkpoint.size
-        if frontier.size != checkpoint.size:
+        if frontier.size != checkpoint.size and self._key_is_current(frontier.size):
             self._sign_checkpoint(frontier)
 
     def _open_own_checkpoint(self, note: str) -> _signing.Checkpoint:
@@ -347,8 +357,18 @@ class SignedLog:
 
     @property
     def path(self) -> Path:
-        """The SQLite file."""
+        """The SQLite file (a PostgreSQL log has none: see :attr:`url`)."""
         return self._backend.path
+
+    @property
+    def url(self) -> str:
+        """Where the log is stored: ``sqlite:///PATH`` or the PostgreSQL URL."""
+        return self._backend.location.url
+
+    @property
+    def name(self) -> str:
+        """How messages name the log: its file, or its URL without a password."""
+        return self._backend.name
 
     @property
     def verifier_key(self) -> str:
@@ -364,7 +384,7 @@ class SignedLog:
         item = _Pending(record, blobs, canonical_bytes(record))
         with self._lock:
             if self._closed:
-                raise LogError(f"the decision log {self.path} is closed")
+                raise LogError(f"the decision log {self.name} is closed")
             self._queue.append(item)
             lead = not self._leader
             self._leader = True
@@ -422,9 +442,38 @@ class SignedLog:
             and time.monotonic() - self._last_checkpoint_at >= self._interval
         ):
             try:
-                self._sign_checkpoint(frontier)
+                if self._key_is_current(frontier.size):
+                    self._sign_checkpoint(frontier)
             except Exception:  # the entries are durable; the next commit or close() signs
                 return
+
+    def _key_is_current(self, size: int) -> bool:
+        """Whether this process's key signs checkpoints of a tree of ``size`` entries.
+
+        Several processes append to one log; when one of them rotates the key, the others
+        still hold the old one. Their entries are as good as anyone's (the tree carries
+        them), but a checkpoint they signed after the change would be signed by a retired
+        key: they sign none, until they are restarted with the new key.
+        """
+        row = self._backend.latest_of_kind("agentfence.keychange/v1", size)
+        if row is None:
+            return True
+        change = parse_entry(row.body)[1]
+        with self._key_lock:
+            current = self._signer.verifier_key
+        if isinstance(change, KeyChangeRecord) and change.new_key != current:
+            if not self._retired:
+                self._retired = True
+                _logger.warning(
+                    "agentfence: the decision log %s now signs with key %s (key change at "
+                    "entry %d); this process holds the retired key and signs no checkpoints "
+                    "until it is restarted with the new one",
+                    self.name,
+                    change.new_key.split("+", 1)[0],
+                    row.seq,
+                )
+            return False
+        return True
 
     def _write(self, batch: list[_Pending]) -> _merkle.MerkleFrontier:
         with self._backend.transaction() as tx:
@@ -525,7 +574,11 @@ class SignedLog:
         """Sign a checkpoint of the current tree (if it grew) and return the latest note."""
         with self._commit_lock:
             state = self._backend.tree_state()
-            if state is not None and state[0] != self._last_checkpoint_size:
+            if (
+                state is not None
+                and state[0] != self._last_checkpoint_size
+                and self._key_is_current(state[0])
+            ):
                 self._sign_checkpoint(
                     _merkle.MerkleFrontier.from_state(_merkle.FrontierState.from_bytes(state[1]))
                 )
@@ -571,7 +624,7 @@ class SignedLog:
             raise ConfigurationError("an erasure needs a reason (for example the request id)")
         if self._backend.blob(ref) is None:
             raise LogError(
-                f"no blob {ref!r} in {self.path}; list blobs with `agentfence log show --blobs`"
+                f"no blob {ref!r} in {self.name}; list blobs with `agentfence log show --blobs`"
             )
         receipt = self.append(ErasureRecord(blob=ref, reason=reason, time_us=self._clock()))
         with self._backend.transaction() as tx:
@@ -646,7 +699,7 @@ def parse_entry(body: bytes) -> tuple[int, LogRecord]:
 
 
 def thread_decisions(
-    backend: SqliteBackend, thread: str, *, exclude: str | None = None
+    backend: LogBackend, thread: str, *, exclude: str | None = None
 ) -> list[tuple[int, DecisionRecord, str | None]]:
     """A thread's decisions in log order, each with its outcome status (``None``: did not run).
 
@@ -662,16 +715,3 @@ def thread_decisions(
         ran = parse_entry(done.body)[1] if done is not None else None
         found.append((row.seq, record, ran.status if isinstance(ran, OutcomeRecord) else None))
     return found
-
-
-def sqlite_path(url: str | Path) -> Path:
-    """The file of a ``sqlite:///PATH`` URL (a plain path is accepted too)."""
-    text = str(url)
-    if text.startswith("sqlite:///"):
-        return Path(text[len("sqlite:///") :])
-    if "://" in text:
-        scheme = text.split("://", 1)[0]
-        raise ConfigurationError(
-            f"log URL {text!r}: unsupported scheme {scheme!r}; use sqlite:///PATH"
-        )
-    return Path(text)

@@ -38,7 +38,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agentfence import Fence, Resource, govern
 from agentfence._signing import Signer, write_private_key
-from agentfence._sqlite import SqliteBackend
+from agentfence._log_backend import LogBackend
 from agentfence.demo import demo_approver, policy_dir
 from agentfence.demo.tools import delete_file, lookup_customer, send_email
 from agentfence.log import parse_entry
@@ -364,7 +364,7 @@ def test_an_approver_answers_in_a_real_browser_and_the_thread_resumes(
     verified = verify_log(desk.db, [desk.log_key.verifier_key])
     # Two lookups, two held refunds, and the edited refund decided again.
     assert (verified.unsigned_tail, verified.decisions, verified.outcomes) == (0, 5, 4)
-    reader = SqliteBackend(desk.db, create=False, readonly=True)
+    reader = LogBackend(desk.db, create=False, readonly=True)
     try:
         answers = [
             parse_entry(row.body)[1] for row in reader.select(kind="agentfence.approval_answer/v1")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agentfence._signing import Signer, write_private_key
-from agentfence._sqlite import SqliteBackend
+from agentfence._log_backend import LogBackend
 from agentfence.demo import demo_approver, policy_dir
 from agentfence.log import parse_entry
 from agentfence.records import ApprovalAnswerRecord, ApprovalRequestRecord, OutcomeRecord
@@ -189,7 +189,7 @@ def test_pause_approve_in_another_process_resume_runs_once(tmp_path: Path) -> No
     verifier = Signer.from_private_key(log_key.read_text().strip()).verifier_key
     verified = verify_log(db, [verifier])
     assert verified.unsigned_tail == 0
-    backend = SqliteBackend(db, create=False, readonly=True)
+    backend = LogBackend(db, create=False, readonly=True)
     try:
         records = [(row.seq, parse_entry(row.body)[1]) for row in backend.entries()]
     finally:

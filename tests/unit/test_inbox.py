@@ -528,10 +528,10 @@ def test_a_misspelt_sensitive_argument_fails_loading(
     approvers = policy_dir / "approvers.toml"
     approvers.write_text(approvers.read_text().replace('pay = ["account"]', 'pay = ["acount"]'))
     with pytest.raises(PolicyLoadError, match=r"pay has no argument\(s\) acount \(its arguments"):
-        Inbox.open(world.inbox.log_path, policies=policy_dir, tools=tools)
+        Inbox.open(world.inbox.log, policies=policy_dir, tools=tools)
     approvers.write_text(approvers.read_text().replace('pay = ["acount"]', 'payy = ["account"]'))
     with pytest.raises(PolicyLoadError, match=r"names tool 'payy', which is not one of the"):
-        Inbox.open(world.inbox.log_path, policies=policy_dir, tools=tools)
+        Inbox.open(world.inbox.log, policies=policy_dir, tools=tools)
 
 
 def test_add_approver_stores_a_password_hash_and_the_key(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import pytest
 from agentfence import ConfigurationError, LogError, MemoryLog
 from agentfence._merkle import leaf_hash, root_from_leaf_hashes
 from agentfence._signing import Signer, open_checkpoint
-from agentfence.log import SignedLog, parse_entry, sqlite_path
+from agentfence._store import POSTGRESQL, SQLITE, parse_url
+from agentfence.log import SignedLog, parse_entry
 from agentfence.records import (
     Blob,
     DecisionRecord,
@@ -308,11 +309,19 @@ def test_append_failure_raises_log_error(db: Path, signer: Signer) -> None:
         log.append(outcome(1, blob), [blob])
 
 
-def test_sqlite_url_forms() -> None:
-    assert sqlite_path("sqlite:///rel/x.db") == Path("rel/x.db")
-    assert sqlite_path("sqlite:////abs/x.db") == Path("/abs/x.db")
-    with pytest.raises(ConfigurationError, match="unsupported scheme 'postgres'"):
-        sqlite_path("postgres://h/db")
+def test_log_url_forms() -> None:
+    assert parse_url("sqlite:///rel/x.db").path == Path("rel/x.db")
+    assert parse_url("sqlite:////abs/x.db").path == Path("/abs/x.db")
+    assert parse_url("plain/x.db").engine == SQLITE
+    pg = parse_url("postgresql://fence:s3cret@db.internal:5433/audit")
+    assert pg.engine == POSTGRESQL
+    assert pg.url == "postgresql://fence:s3cret@db.internal:5433/audit"
+    assert "s3cret" not in pg.display  # messages never show the password
+    assert pg.display == "postgresql://fence:***@db.internal:5433/audit"
+    assert pg.stem == "audit"
+    assert parse_url("postgres://h/db").engine == POSTGRESQL
+    with pytest.raises(ConfigurationError, match="unsupported scheme 'mysql'"):
+        parse_url("mysql://h/db")
 
 
 def test_memory_log_is_idempotent_and_keeps_blobs() -> None:

@@ -23,7 +23,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agentfence import _merkle
 from agentfence._signing import Checkpoint, Signer, write_private_key, write_verifier_key
-from agentfence._sqlite import CheckpointRow, EntryRow, SqliteBackend
+from agentfence._log_backend import CheckpointRow, EntryRow, LogBackend
 from agentfence.demo import policy_dir
 from agentfence.demo.tools import TOOLS
 from agentfence.errors import ConfigurationError, LogError
@@ -110,7 +110,7 @@ class BuiltLog:
         return self.signer.verifier_key
 
     def latest_note(self) -> str:
-        latest = SqliteBackend(self.path, create=False, readonly=True).latest_checkpoint()
+        latest = LogBackend(self.path, create=False, readonly=True).latest_checkpoint()
         assert latest is not None
         return latest.note
 
@@ -176,7 +176,7 @@ def log(base: BuiltLog, tmp_path: Path) -> BuiltLog:
 
 
 def records(path: Path) -> list[tuple[int, LogRecord]]:
-    backend = SqliteBackend(path, create=False, readonly=True)
+    backend = LogBackend(path, create=False, readonly=True)
     try:
         return [parse_entry(row.body) for row in backend.entries()]
     finally:
@@ -386,7 +386,7 @@ def test_rotation_verifies_with_the_old_key_the_new_key_or_both(
 
 def _sign_raw(path: Path, signer: Signer, *, size: int | None = None) -> None:
     """Store a checkpoint of the log's current tree signed by ``signer`` alone."""
-    backend = SqliteBackend(path)
+    backend = LogBackend(path)
     leaves = backend.leaf_hashes(size)
     frontier = _merkle.MerkleFrontier.from_leaf_hashes(leaves)
     checkpoint = Checkpoint("agentfence/fence", frontier.size, frontier.root())
@@ -404,7 +404,7 @@ def _sign_raw(path: Path, signer: Signer, *, size: int | None = None) -> None:
 
 def _append_raw(path: Path, record: LogRecord) -> None:
     """Append an entry as the writer would, but without signing anything."""
-    backend = SqliteBackend(path)
+    backend = LogBackend(path)
     with backend.transaction() as tx:
         state = tx.tree_state()
         assert state is not None
@@ -582,7 +582,7 @@ def test_a_receipt_verifies_on_its_own(base: BuiltLog) -> None:
 
 
 def test_a_receipt_against_a_saved_checkpoint(base: BuiltLog) -> None:
-    older = sorted(SqliteBackend(base.path, readonly=True).checkpoints(), key=lambda c: c.size)
+    older = sorted(LogBackend(base.path, readonly=True).checkpoints(), key=lambda c: c.size)
     receipt = prove(base.path, 3, checkpoint=older[1].note)
     assert receipt.tree_size == 9
     assert verify_receipt(receipt, [base.vkey]).tree_size == 9

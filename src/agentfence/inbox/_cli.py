@@ -18,12 +18,12 @@ import typer
 from rich.console import Console
 
 from agentfence._signing import read_private_key
+from agentfence._store import Location, parse_url
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceWarning, ConfigurationError
 from agentfence.inbox.accounts import MIN_PASSWORD, ApproverAccounts
 from agentfence.inbox.inbox import Inbox
 from agentfence.inbox.views import now_us
-from agentfence.log import sqlite_path
 from agentfence.policy import EntityRef
 
 __all__ = ["register"]
@@ -39,8 +39,8 @@ DbOption = Annotated[
     str | None,
     typer.Option(
         "--db",
-        help="The decision log holding the approval requests: sqlite:///PATH or a path "
-        "(default: $AGENTFENCE_LOG).",
+        help="The decision log holding the approval requests: sqlite:///PATH, a path, or "
+        "postgresql://... (default: $AGENTFENCE_LOG).",
     ),
 ]
 
@@ -50,14 +50,15 @@ def register(app: typer.Typer) -> None:
     app.add_typer(inbox_app, name="inbox")
 
 
-def _db(db: str | None) -> Path:
+def _db(db: str | None) -> Location:
     url = db or Settings.from_env().log
     if not url:
         raise ConfigurationError(
-            "no decision log given: pass --db sqlite:///PATH (the file the fence logs to) or "
+            "no decision log given: pass --db sqlite:///PATH or postgresql://... (where the "
+            "fence logs to) or "
             "set AGENTFENCE_LOG"
         )
-    return sqlite_path(url)
+    return parse_url(url)
 
 
 @inbox_app.command("add-approver")

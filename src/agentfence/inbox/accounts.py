@@ -1,4 +1,4 @@
-"""Inbox sign-in: approvers' credentials and sessions, in the approvals store's SQLite file.
+"""Inbox sign-in: approvers' credentials and sessions, beside the approvals store.
 
 An approver account is created by ``agentfence inbox add-approver`` and holds the
 principal the approver answers as, the path of their private key file (the inbox signs their
@@ -18,13 +18,12 @@ import base64
 import hashlib
 import hmac
 import secrets
-import sqlite3
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agentfence._store import Database, Location, parse_url
 from agentfence.errors import ConfigurationError
 
 __all__ = ["Account", "ApproverAccounts", "Session"]
@@ -48,16 +47,16 @@ CREATE TABLE IF NOT EXISTS inbox_approvers (
     key_path TEXT NOT NULL,
     key_name TEXT NOT NULL,
     password_hash TEXT NOT NULL,
-    created_us INTEGER NOT NULL,
+    created_us BIGINT NOT NULL,
     failures INTEGER NOT NULL DEFAULT 0,
-    locked_until_us INTEGER
+    locked_until_us BIGINT
 );
 CREATE TABLE IF NOT EXISTS inbox_sessions (
     id_hash TEXT PRIMARY KEY,
     name TEXT NOT NULL,
     csrf TEXT NOT NULL,
-    created_us INTEGER NOT NULL,
-    seen_us INTEGER NOT NULL
+    created_us BIGINT NOT NULL,
+    seen_us BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inbox_sessions_name ON inbox_sessions (name);
 """
@@ -151,41 +150,25 @@ class ApproverAccounts:
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | Location,
         *,
         idle_seconds: int = 30 * 60,
         max_seconds: int = 12 * 3600,
         clock: Callable[[], int],
     ) -> None:
-        self.path = Path(path)
+        self.location = parse_url(path)
+        self.path = self.location.path
         self.idle_us = idle_seconds * 1_000_000
         self.max_us = max_seconds * 1_000_000
         self._clock = clock
-        self._local = threading.local()
-        self._conn().executescript(_SCHEMA)
+        self._db = Database(self.location)
+        self._db.create_schema(_SCHEMA)
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                self.path, isolation_level=None, timeout=30.0, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            self._local.conn = conn
-        return conn
+    def _conn(self) -> Database:
+        return self._db
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    def _tx(self) -> AbstractContextManager[Database]:
+        return self._db.transaction()
 
     # --- accounts ------------------------------------------------------------------------
 

@@ -455,6 +455,6 @@ class _Web:
         return self._render(
             request,
             "log_entry.html",
-            {"entry": entry, "db": str(self.inbox.log_path), "nav": "pending"},
+            {"entry": entry, "db": self.inbox.log.display, "nav": "pending"},
             session=session,
         )

@@ -8,12 +8,11 @@ read-only; the inbox never writes to it.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from agentfence._sqlite import EntryRow, SqliteBackend
+from agentfence._log_backend import EntryRow, LogBackend
+from agentfence._store import Location, driver_errors
 from agentfence.approvals import ApprovalRequest
 from agentfence.errors import AgentfenceError
 from agentfence.log import parse_entry, thread_decisions
@@ -31,20 +30,25 @@ DECISION_KIND = "agentfence.decision/v1"
 OUTCOME_KIND = "agentfence.outcome/v1"
 REQUEST_KIND = "agentfence.approval_request/v1"
 ANSWER_KIND = "agentfence.approval_answer/v1"
-_UNREADABLE = (AgentfenceError, OSError, ValueError, sqlite3.Error)
+_UNREADABLE: tuple[type[BaseException], ...] = (
+    AgentfenceError,
+    OSError,
+    ValueError,
+    *driver_errors(),
+)
 
 
 class Evidence:
     """Read-only access to the decision log in ``path`` (opened on first use)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._backend: SqliteBackend | None = None
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self._backend: LogBackend | None = None
 
-    def _log(self) -> SqliteBackend | None:
+    def _log(self) -> LogBackend | None:
         if self._backend is None:
             try:
-                self._backend = SqliteBackend(self.path, create=False, readonly=True)
+                self._backend = LogBackend(self.location, create=False, readonly=True)
             except _UNREADABLE:
                 return None
         return self._backend
@@ -78,7 +82,7 @@ class Evidence:
         """The thread's other decisions (seq, record, outcome status) and notes on failures."""
         backend = self._log()
         if backend is None:
-            return [], [f"the decision log {self.path} cannot be opened yet"]
+            return [], [f"the decision log {self.location.display} cannot be opened yet"]
         try:
             return thread_decisions(backend, request.thread, exclude=request.decision_id), []
         except _UNREADABLE as exc:

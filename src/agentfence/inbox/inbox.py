@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentfence._signing import Signer, read_private_key
+from agentfence._store import Location, parse_url
 from agentfence.approvals import (
     ApprovalAnswer,
     ApprovalRefused,
@@ -51,7 +52,6 @@ from agentfence.inbox.views import (
     iso,
     now_us,
 )
-from agentfence.log import sqlite_path
 from agentfence.policy import CallFacts, Effect, EntityRef, PolicyEngine
 from agentfence.records import ApprovalAnswerRecord, DecisionRecord
 from agentfence.tools import ArgumentError, ToolCatalog
@@ -89,24 +89,24 @@ class Inbox:
         store: ApprovalStore,
         engine: PolicyEngine,
         accounts: ApproverAccounts,
-        log_path: Path,
+        log: Location,
         clock: Callable[[], int] = now_us,
         trace_url: str | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.accounts = accounts
-        self.log_path = log_path
+        self.log = log
         self.registry = ApproverRegistry.from_engine(engine)
         self.sensitive = SensitiveArgs.from_engine(engine)
         self.trace_url = trace_url
         self._clock = clock
-        self.evidence = Evidence(log_path)
+        self.evidence = Evidence(log)
 
     @classmethod
     def open(
         cls,
-        db: str | Path,
+        db: str | Path | Location,
         *,
         policies: str | Path,
         tools: Iterable[Any],
@@ -114,7 +114,7 @@ class Inbox:
         principal_types: Sequence[str] = ("User",),
         clock: Callable[[], int] = now_us,
     ) -> Inbox:
-        """The inbox over the decision log ``db`` (``sqlite:///PATH``).
+        """The inbox over the decision log ``db`` (``sqlite:///PATH`` or ``postgresql://...``).
 
         Answers are checked against the policies in ``policies`` for ``tools``, loaded as
         ``Fence.from_directory`` loads them (pass the fence's ``principal_types`` if it has
@@ -122,21 +122,21 @@ class Inbox:
         ``AGENTFENCE_INBOX_*`` variables).
         """
         settings = settings or Settings.from_env()
-        path = sqlite_path(db)
+        location = parse_url(db)
         engine = PolicyEngine.load(
             policies, ToolCatalog.from_tools(tools), principal_types=principal_types
         )
         accounts = ApproverAccounts(
-            path,
+            location,
             idle_seconds=settings.inbox_session_idle,
             max_seconds=settings.inbox_session_max,
             clock=clock,
         )
         return cls(
-            store=ApprovalStore(path),
+            store=ApprovalStore(location),
             engine=engine,
             accounts=accounts,
-            log_path=path,
+            log=location,
             clock=clock,
             trace_url=settings.inbox_trace_url,
         )

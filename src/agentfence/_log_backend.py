@@ -1,0 +1,337 @@
+"""The tables of a decision log, on SQLite or PostgreSQL (``docs/log-format.md``).
+
+:class:`LogBackend` reads and writes them through a :class:`~agentfence._store.Database`.
+Sequencing happens inside one write transaction that first reads the single ``tree_state``
+row under the engine's write lock (SQLite: ``BEGIN IMMEDIATE`` locks the file; PostgreSQL:
+``SELECT ... FOR UPDATE`` locks the row), so any number of processes appending to one log
+build one ordered tree with no gaps and no duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentfence._store import SQLITE, Database, Location, parse_url
+from agentfence.errors import LogError
+
+
+@dataclass(frozen=True)
+class EntryRow:
+    """One stored entry with its index columns (derived from the body)."""
+
+    seq: int
+    kind: str
+    dedupe_key: str | None
+    body: bytes
+    leaf_hash: bytes
+    thread: str | None
+    tool: str | None
+    effect: str | None
+    time_us: int
+
+
+@dataclass(frozen=True)
+class CheckpointRow:
+    """A stored signed checkpoint and the Merkle frontier at its size."""
+
+    size: int
+    root: bytes
+    note: str
+    frontier: bytes
+    time_us: int
+
+
+@dataclass(frozen=True)
+class BlobRow:
+    """A stored blob; ``content`` and ``salt`` are ``None`` once erased."""
+
+    ref: str
+    salt: bytes | None
+    content: bytes | None
+    erased: bool
+
+
+class LogTransaction:
+    """The writes one append batch makes, inside the engine's write lock."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def tree_state(self) -> tuple[int, bytes] | None:
+        """The committed tree size and Merkle frontier, read under the write lock."""
+        row = self._db.execute(
+            "SELECT size, frontier FROM tree_state WHERE id = 1" + self._db.dialect.lock_suffix  # noqa: S608  # a constant
+        ).fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    def set_tree_state(self, size: int, frontier: bytes) -> None:
+        """Store the tree size and frontier after this batch."""
+        self._db.execute(
+            "INSERT INTO tree_state (id, size, frontier) VALUES (1, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
+            (size, frontier),
+        )
+
+    def find(self, keys: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+        """Entries already stored under these dedupe keys: key -> (seq, leaf hash)."""
+        found: dict[str, tuple[int, bytes]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, seq, leaf in self._db.execute(
+                f"SELECT dedupe_key, seq, leaf_hash FROM entries WHERE dedupe_key IN ({marks})",  # noqa: S608  # only placeholders are interpolated
+                chunk,
+            ):
+                found[key] = (int(seq), bytes(leaf))
+        return found
+
+    def insert_entries(self, rows: Sequence[EntryRow]) -> None:
+        """Insert entries (their seqs follow the tree state)."""
+        self._db.executemany(
+            "INSERT INTO entries (seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect,"
+            " time_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.seq,
+                    r.kind,
+                    r.dedupe_key,
+                    r.body,
+                    r.leaf_hash,
+                    r.thread,
+                    r.tool,
+                    r.effect,
+                    r.time_us,
+                )
+                for r in rows
+            ],
+        )
+
+    def insert_blobs(self, blobs: Sequence[tuple[str, bytes, bytes]]) -> None:
+        """Insert blobs (ref, salt, content); a ref already stored is left as it is."""
+        self._db.executemany(
+            "INSERT INTO blobs (ref, salt, content) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            blobs,
+        )
+
+    def erase_blob(self, ref: str) -> bool:
+        """Erase a blob's content and salt; False when no such blob is stored."""
+        cur = self._db.execute(
+            "UPDATE blobs SET content = NULL, salt = NULL, erased = 1 WHERE ref = ?", (ref,)
+        )
+        return cur.rowcount == 1
+
+
+class LogBackend:
+    """A decision log's tables in one SQLite file or one PostgreSQL database."""
+
+    def __init__(
+        self, url: str | Path | Location, *, create: bool = True, readonly: bool = False
+    ) -> None:
+        self.location = parse_url(url)
+        if (
+            self.location.engine == SQLITE
+            and not create
+            and not Path(str(self.location.path)).exists()
+        ):
+            raise LogError(
+                f"no decision log at {self.name!r}; check the path (a log is created by "
+                "a fence with log='sqlite:///PATH')"
+            )
+        self.db = Database(self.location, readonly=readonly)
+        if not readonly:
+            try:
+                self.db.create_schema(self.db.dialect.log_schema)
+            except self.db.errors as exc:
+                raise LogError(f"cannot open the decision log {self.name!r}: {exc}") from exc
+
+    @property
+    def name(self) -> str:
+        """How messages name this log (no password)."""
+        return self.location.display
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (PostgreSQL logs have none)."""
+        if self.location.path is None:
+            raise LogError(f"the decision log {self.name} is stored in PostgreSQL, not a file")
+        return self.location.path
+
+    @contextmanager
+    def transaction(self) -> Iterator[LogTransaction]:
+        """A write transaction holding the engine's write lock for sequencing."""
+        with self.db.transaction() as db:
+            yield LogTransaction(db)
+
+    def get_meta(self) -> dict[str, str]:
+        """All meta rows."""
+        return {str(k): str(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Insert meta rows that are not set yet (meta never changes once written)."""
+        with self.db.transaction() as db:
+            db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                list(values.items()),
+            )
+
+    def insert_checkpoint(self, row: CheckpointRow) -> None:
+        """Store a signed checkpoint (a second one of the same size is ignored)."""
+        with self.db.transaction() as db:
+            db.execute(
+                "INSERT INTO checkpoints (size, root, note, frontier, time_us) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (row.size, row.root, row.note, row.frontier, row.time_us),
+            )
+
+    def latest_checkpoint(self) -> CheckpointRow | None:
+        """The checkpoint of the largest size."""
+        row = self.db.execute(
+            "SELECT size, root, note, frontier, time_us FROM checkpoints ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+        return _checkpoint(row) if row else None
+
+    def checkpoints(self) -> list[CheckpointRow]:
+        """Every stored checkpoint, smallest first."""
+        rows = self.db.execute(
+            "SELECT size, root, note, frontier, time_us FROM checkpoints ORDER BY size"
+        ).fetchall()
+        return [_checkpoint(r) for r in rows]
+
+    def tree_state(self) -> tuple[int, bytes] | None:
+        """The committed tree size and frontier."""
+        row = self.db.execute("SELECT size, frontier FROM tree_state WHERE id = 1").fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    def find_entry(self, dedupe_key: str) -> EntryRow | None:
+        """The entry stored under a dedupe key, if any."""
+        row = self.db.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE dedupe_key = ?",  # noqa: S608  # constant columns
+            (dedupe_key,),
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def latest_of_kind(self, kind: str, before: int) -> EntryRow | None:
+        """The last entry of ``kind`` with ``seq < before``, if any."""
+        row = self.db.execute(
+            f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE kind = ? AND seq < ? "  # noqa: S608  # constant columns
+            "ORDER BY seq DESC LIMIT 1",
+            (kind, before),
+        ).fetchone()
+        return _entry(row) if row else None
+
+    def count_and_max_seq(self) -> tuple[int, int]:
+        """How many entries are stored and the highest seq (-1 when there are none)."""
+        row = self.db.execute("SELECT count(*), max(seq) FROM entries").fetchone()
+        return int(row[0]), int(row[1]) if row[1] is not None else -1
+
+    def size(self) -> int:
+        """The number of stored entries."""
+        row = self.db.execute("SELECT count(*) FROM entries").fetchone()
+        return int(row[0])
+
+    def entries(
+        self, start: int = 0, end: int | None = None, *, batch: int = 2000
+    ) -> Iterator[EntryRow]:
+        """Entries with ``start <= seq < end`` in order, read in batches."""
+        position = start
+        while True:
+            limit = batch if end is None else min(batch, end - position)
+            if limit <= 0:
+                return
+            rows = self.db.execute(
+                f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE seq >= ? ORDER BY seq LIMIT ?",  # noqa: S608  # a constant column list
+                (position, limit),
+            ).fetchall()
+            if not rows:
+                return
+            yield from (_entry(r) for r in rows)
+            position = int(rows[-1][0]) + 1
+
+    def select(
+        self,
+        *,
+        thread: str | None = None,
+        tool: str | None = None,
+        effect: str | None = None,
+        kind: str | None = None,
+        since_us: int | None = None,
+        until_us: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[EntryRow]:
+        """Entries matching every filter given, oldest first (or newest first, for a tail)."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("thread", thread),
+            ("tool", tool),
+            ("effect", effect),
+            ("kind", kind),
+        ):
+            if value is not None:
+                conditions.append(f"{column} = ?")
+                params.append(value)
+        if since_us is not None:
+            conditions.append("time_us >= ?")
+            params.append(since_us)
+        if until_us is not None:
+            conditions.append("time_us < ?")
+            params.append(until_us)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        order = "DESC" if newest_first else "ASC"
+        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries {where} ORDER BY seq {order}"  # noqa: S608  # see below
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        # Only fixed column names and placeholders are interpolated; values are bound.
+        return [_entry(r) for r in self.db.execute(sql, params).fetchall()]
+
+    def leaf_hashes(self, end: int | None = None) -> list[bytes]:
+        """The stored leaf hashes of entries ``0 .. end-1`` in seq order."""
+        if end is None:
+            cursor = self.db.execute("SELECT leaf_hash FROM entries ORDER BY seq")
+        else:
+            cursor = self.db.execute(
+                "SELECT leaf_hash FROM entries WHERE seq < ? ORDER BY seq", (end,)
+            )
+        return [bytes(r[0]) for r in cursor]
+
+    def blob(self, ref: str) -> BlobRow | None:
+        """One blob by ref."""
+        row = self.db.execute(
+            "SELECT ref, salt, content, erased FROM blobs WHERE ref = ?", (ref,)
+        ).fetchone()
+        return _blob(row) if row else None
+
+    def blobs(self) -> Iterator[BlobRow]:
+        """Every stored blob."""
+        for row in self.db.execute("SELECT ref, salt, content, erased FROM blobs").fetchall():
+            yield _blob(row)
+
+    def close(self) -> None:
+        """Close every connection."""
+        self.db.close()
+
+
+_ENTRY_COLUMNS = "seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect, time_us"
+
+
+def _entry(r: Sequence[Any]) -> EntryRow:
+    return EntryRow(int(r[0]), r[1], r[2], bytes(r[3]), bytes(r[4]), r[5], r[6], r[7], int(r[8]))
+
+
+def _checkpoint(row: Sequence[Any]) -> CheckpointRow:
+    return CheckpointRow(int(row[0]), bytes(row[1]), str(row[2]), bytes(row[3]), int(row[4]))
+
+
+def _blob(row: Sequence[Any]) -> BlobRow:
+    return BlobRow(
+        ref=str(row[0]),
+        salt=bytes(row[1]) if row[1] is not None else None,
+        content=bytes(row[2]) if row[2] is not None else None,
+        erased=bool(row[3]),
+    )

@@ -1,0 +1,193 @@
+"""The PostgreSQL dialect of the decision log's storage (extra ``agentfence[postgres]``).
+
+The only module that imports psycopg. One log per database (or per schema, chosen with the
+URL's ``options=-csearch_path%3DNAME``): the same tables as SQLite, with ``BYTEA`` for bytes
+and ``BIGINT`` for integers.
+
+Locking: every append batch runs in one READ COMMITTED transaction that starts with
+``SELECT size, frontier FROM tree_state WHERE id = 1 FOR UPDATE``. That row lock serialises
+sequencing across every process and host writing to the log; the lock is released only when
+the transaction commits (after its WAL record is flushed, ``synchronous_commit = on``), so the
+next writer reads the tree state the last one committed, and sees its entries. Readers never
+wait for it. Tables are created under a transaction-scoped advisory lock, so several workers
+starting at once do not race each other's ``CREATE TABLE``.
+
+Triggers reject UPDATE, DELETE and TRUNCATE of entries and checkpoints and any change to a
+blob but its erasure, as in SQLite: a guard rail, not the protection (that is the tree).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from agentfence._merkle import FrontierState
+from agentfence._store import POSTGRESQL, Cursor, Location
+from agentfence.errors import ConfigurationError, LogError
+
+try:
+    import psycopg
+except ImportError:  # pragma: no cover - reported when a postgresql:// log is opened
+    psycopg = None  # type: ignore[assignment]
+
+_SCHEMA_LOCK = 0x61676E74_66656E63 & 0x7FFFFFFFFFFFFFFF  # "agntfenc": one advisory lock id
+
+_EMPTY_FRONTIER = FrontierState(0, ()).to_bytes().hex()
+
+LOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    seq BIGINT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    dedupe_key TEXT UNIQUE,
+    body BYTEA NOT NULL,
+    leaf_hash BYTEA NOT NULL,
+    thread TEXT,
+    tool TEXT,
+    effect TEXT,
+    time_us BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_thread ON entries (thread, seq);
+CREATE INDEX IF NOT EXISTS entries_tool ON entries (tool, seq);
+CREATE INDEX IF NOT EXISTS entries_kind ON entries (kind, seq);
+CREATE TABLE IF NOT EXISTS blobs (
+    ref TEXT PRIMARY KEY,
+    salt BYTEA,
+    content BYTEA,
+    erased INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size BIGINT PRIMARY KEY,
+    root BYTEA NOT NULL,
+    note TEXT NOT NULL,
+    frontier BYTEA NOT NULL,
+    time_us BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tree_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    size BIGINT NOT NULL,
+    frontier BYTEA NOT NULL
+);
+-- The row exists from the start, so the first appenders lock it like every later one.
+INSERT INTO tree_state (id, size, frontier) VALUES (1, 0, '\\xEMPTY_FRONTIER')
+    ON CONFLICT DO NOTHING;
+CREATE OR REPLACE FUNCTION agentfence_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'agentfence: % is append-only', TG_TABLE_NAME; END $$;
+CREATE OR REPLACE FUNCTION agentfence_blob_erase_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.ref IS DISTINCT FROM OLD.ref OR NEW.content IS NOT NULL OR NEW.salt IS NOT NULL
+       OR NEW.erased <> 1 THEN
+        RAISE EXCEPTION 'agentfence: a blob can only be erased';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER entries_no_update BEFORE UPDATE OR DELETE ON entries
+    FOR EACH ROW EXECUTE FUNCTION agentfence_append_only();
+CREATE OR REPLACE TRIGGER entries_no_truncate BEFORE TRUNCATE ON entries
+    FOR EACH STATEMENT EXECUTE FUNCTION agentfence_append_only();
+CREATE OR REPLACE TRIGGER checkpoints_no_update BEFORE UPDATE OR DELETE ON checkpoints
+    FOR EACH ROW EXECUTE FUNCTION agentfence_append_only();
+CREATE OR REPLACE TRIGGER checkpoints_no_truncate BEFORE TRUNCATE ON checkpoints
+    FOR EACH STATEMENT EXECUTE FUNCTION agentfence_append_only();
+CREATE OR REPLACE TRIGGER blobs_no_delete BEFORE DELETE ON blobs
+    FOR EACH ROW EXECUTE FUNCTION agentfence_append_only();
+CREATE OR REPLACE TRIGGER blobs_no_truncate BEFORE TRUNCATE ON blobs
+    FOR EACH STATEMENT EXECUTE FUNCTION agentfence_append_only();
+CREATE OR REPLACE TRIGGER blobs_erase_only BEFORE UPDATE ON blobs
+    FOR EACH ROW EXECUTE FUNCTION agentfence_blob_erase_only();
+""".replace("EMPTY_FRONTIER", _EMPTY_FRONTIER)
+
+
+@lru_cache(maxsize=256)
+def _adapt(sql: str) -> str:
+    # SQL is written with ``?`` placeholders; psycopg takes ``%s`` and reads ``%`` as a
+    # placeholder mark, so a literal ``%`` would be misread: the shared SQL has none.
+    if "%" in sql:
+        raise ValueError(f"SQL shared between engines must not contain '%': {sql!r}")
+    return sql.replace("?", "%s")
+
+
+class PostgresDialect:
+    """PostgreSQL through psycopg 3: autocommit connections, row lock for sequencing."""
+
+    engine = POSTGRESQL
+    lock_suffix = " FOR UPDATE"
+    log_schema = LOG_SCHEMA
+
+    def __init__(self) -> None:
+        self.driver_errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+
+    def connect(self, location: Location, *, readonly: bool) -> Any:
+        """A connection in autocommit mode (transactions are begun explicitly)."""
+        try:
+            conn = psycopg.connect(str(location.dsn), autocommit=True, connect_timeout=10)
+        except psycopg.Error as exc:
+            raise LogError(
+                f"cannot connect to the decision log {location.display}: "
+                f"{str(exc).strip()}; check that PostgreSQL is running and the URL is right"
+            ) from exc
+        if readonly:
+            conn.execute("SET default_transaction_read_only = on")
+        return conn
+
+    def create_schema(self, conn: Any, schema: str) -> None:
+        """Run the schema under an advisory lock (concurrent CREATE TABLE can collide)."""
+        with conn.transaction():
+            conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+            conn.execute(schema)
+
+    def begin(self, conn: Any) -> None:
+        """A READ COMMITTED transaction: each statement sees what committed before it."""
+        conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+
+    def begin_snapshot(self, conn: Any) -> None:
+        """One snapshot for every read of the transaction, however long it takes."""
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> Cursor:
+        """Run one statement written with ``?`` placeholders."""
+        cursor: Cursor = conn.execute(_adapt(sql), params or None)
+        return cursor
+
+    def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement per row (psycopg pipelines them: one round trip)."""
+        with conn.cursor() as cursor:
+            cursor.executemany(_adapt(sql), rows)
+
+    def stream(self, conn: Any, sql: str, params: Sequence[Any]) -> Cursor:
+        """A server-side cursor: rows arrive two thousand at a time, not all at once."""
+        cursor = conn.cursor(name=f"agentfence_{id(self)}_{next(_names)}")
+        cursor.itersize = 2000
+        cursor.execute(_adapt(sql), params or None)
+        return cursor  # type: ignore[no-any-return]
+
+    def tables(self, conn: Any) -> set[str]:
+        """The tables visible on the connection's search path."""
+        rows = conn.execute(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = ANY (current_schemas(false))"
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def usable(self, conn: Any) -> bool:
+        """False once the server closed the connection or it broke."""
+        return not conn.closed and not conn.broken
+
+
+_names = itertools.count(1)
+
+
+@lru_cache(maxsize=1)
+def postgres_dialect() -> PostgresDialect:
+    """The PostgreSQL dialect; a clear error when the extra is not installed."""
+    if psycopg is None:
+        raise ConfigurationError(
+            "a postgresql:// log needs psycopg: install agentfence[postgres] "
+            "(pip install 'agentfence[postgres]')"
+        )
+    return PostgresDialect()

@@ -1,0 +1,268 @@
+"""Where a decision log is stored: one SQLite file, or one PostgreSQL database.
+
+A log URL names the place: ``sqlite:///PATH`` (or a plain path) or ``postgresql://...``.
+:class:`Database` hands each thread its own connection to it and runs SQL written once, with
+``?`` placeholders, on either engine; the two dialects (:mod:`agentfence._sqlite`,
+:mod:`agentfence._postgres`) differ only in how they connect, create the tables, begin a
+write transaction and lock the tree for sequencing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+from agentfence.errors import ConfigurationError
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed log URL: a SQLite file or a PostgreSQL connection string."""
+
+    engine: str
+    path: Path | None = None
+    dsn: str | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL (with a PostgreSQL password, if any)."""
+        if self.engine == SQLITE:
+            return f"sqlite:///{self.path}"
+        return str(self.dsn)
+
+    @property
+    def display(self) -> str:
+        """How messages name the log: the file, or the URL without its password."""
+        if self.engine == SQLITE:
+            return str(self.path)
+        parts = urlsplit(str(self.dsn))
+        if parts.password is None:
+            return str(self.dsn)
+        host = parts.hostname or ""
+        netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    @property
+    def stem(self) -> str:
+        """A short name for the default origin: the file's stem, or the database's name."""
+        if self.engine == SQLITE:
+            return Path(str(self.path)).stem
+        return urlsplit(str(self.dsn)).path.lstrip("/") or "postgres"
+
+
+def parse_url(url: str | Path | Location) -> Location:
+    """Parse a log URL: ``sqlite:///PATH``, a plain path, or ``postgresql://...``."""
+    if isinstance(url, Location):
+        return url
+    text = str(url)
+    if text.startswith("sqlite:///"):
+        return Location(SQLITE, path=Path(text[len("sqlite:///") :]))
+    if text.startswith(("postgresql://", "postgres://")):
+        return Location(POSTGRESQL, dsn=text)
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise ConfigurationError(
+            f"log URL {text!r}: unsupported scheme {scheme!r}; use sqlite:///PATH or "
+            "postgresql://USER@HOST/DATABASE"
+        )
+    return Location(SQLITE, path=Path(text))
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the log uses."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Dialect(Protocol):
+    """What differs between the engines a log can be stored in."""
+
+    engine: str
+    driver_errors: tuple[type[BaseException], ...]
+    lock_suffix: str
+    """Appended to the read of the tree state that sequencing starts from (a row lock)."""
+    log_schema: str
+    """The decision log's tables (``docs/log-format.md``)."""
+
+    def connect(self, location: Location, *, readonly: bool) -> Any:
+        """A new connection in autocommit mode."""
+        ...
+
+    def create_schema(self, conn: Any, schema: str) -> None:
+        """Create the tables (idempotent; safe with several processes starting at once)."""
+        ...
+
+    def begin(self, conn: Any) -> None:
+        """Begin a write transaction."""
+        ...
+
+    def begin_snapshot(self, conn: Any) -> None:
+        """Begin a read-only transaction that sees one snapshot throughout."""
+        ...
+
+    def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> Cursor:
+        """Run one statement written with ``?`` placeholders."""
+        ...
+
+    def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement for each row of parameters."""
+        ...
+
+    def stream(self, conn: Any, sql: str, params: Sequence[Any]) -> Cursor:
+        """Run a query whose rows are fetched in batches (inside a snapshot)."""
+        ...
+
+    def tables(self, conn: Any) -> set[str]:
+        """The names of the tables the connection sees."""
+        ...
+
+    def usable(self, conn: Any) -> bool:
+        """False once the connection is closed or broken (it is then replaced)."""
+        ...
+
+
+def dialect(location: Location) -> Dialect:
+    """The dialect of a location's engine (PostgreSQL's imports psycopg)."""
+    if location.engine == SQLITE:
+        from agentfence._sqlite import SQLITE_DIALECT
+
+        return SQLITE_DIALECT
+    from agentfence._postgres import postgres_dialect
+
+    return postgres_dialect()
+
+
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """The database drivers' error classes (psycopg's only when it is installed)."""
+    import sqlite3
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - without the postgres extra
+        return errors
+    return (*errors, psycopg.Error)
+
+
+class Database:
+    """Connections to one stored log, one per thread, replaced when broken.
+
+    SQL is written once with ``?`` placeholders; the dialect adapts it.
+    """
+
+    def __init__(self, location: Location, *, readonly: bool = False) -> None:
+        self.location = location
+        self.readonly = readonly
+        self.dialect = dialect(location)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[Any] = []
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """The driver's error classes."""
+        return self.dialect.driver_errors
+
+    def conn(self) -> Any:
+        """This thread's connection (a new one if it has none or it broke)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and self.dialect.usable(conn):
+            return conn
+        if conn is not None:
+            self._discard(conn)
+        conn = self.dialect.connect(self.location, readonly=self.readonly)
+        self._local.conn = conn
+        with self._lock:
+            self._open.append(conn)
+        return conn
+
+    def _discard(self, conn: Any) -> None:
+        with self._lock:
+            if conn in self._open:
+                self._open.remove(conn)
+        with suppress(Exception):  # a broken connection may fail to close; it is dropped
+            conn.close()
+        self._local.conn = None
+
+    def create_schema(self, schema: str) -> None:
+        """Create the tables a component keeps here (idempotent)."""
+        self.dialect.create_schema(self.conn(), schema)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        """Run one statement on this thread's connection."""
+        return self.dialect.execute(self.conn(), sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """Run one statement per row of parameters."""
+        if rows:
+            self.dialect.executemany(self.conn(), sql, rows)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """A write transaction on this thread's connection; rolled back if the body raises."""
+        conn = self.conn()
+        self.dialect.begin(conn)
+        try:
+            yield self
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except Exception:  # the connection broke: it is replaced on next use
+                self._discard(conn)
+            raise
+        try:
+            conn.execute("COMMIT")
+        except BaseException:
+            # Whether a failed COMMIT took effect is unknown to the client: drop the
+            # connection rather than reuse it in an unknown state.
+            self._discard(conn)
+            raise
+
+    def close(self) -> None:
+        """Close every connection this object opened."""
+        with self._lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            with suppress(Exception):  # closing is best effort
+                conn.close()
+        self._local = threading.local()
+
+
+class MemoryDatabase(Database):
+    """One in-memory SQLite database shared by every thread (writes are serialised)."""
+
+    def __init__(self) -> None:
+        super().__init__(Location(SQLITE, path=Path(":memory:")))
+        import sqlite3
+
+        self._memory = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        self._memory_lock = threading.RLock()
+
+    def conn(self) -> Any:
+        """The one shared connection."""
+        return self._memory
+
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """A write transaction, one thread at a time."""
+        with self._memory_lock, super().transaction() as db:
+            yield db
+
+    def close(self) -> None:
+        """Close the database (its contents are gone)."""
+        self._memory.close()
