@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint unit bench clean browser
+.PHONY: install demo test lint unit bench clean browser postgres-start postgres-stop
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "agentfence needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -36,8 +36,32 @@ browser:
 	    echo "chromium is missing and cannot be installed here (need root and apt-get)"; exit 1; \
 	  fi; }
 
+# The PostgreSQL backend's tests run against a throwaway cluster under build/pg (installed from
+# Debian's packages when missing), started here and stopped afterwards. They are required:
+# only an explicit AGENTFENCE_SKIP_POSTGRES=1 skips them, and says so loudly.
+AGENTFENCE_SKIP_POSTGRES ?=
+
 unit: install browser
-	AGENTFENCE_BROWSER_TESTS=required $(BIN)/pytest -q -n 2
+	@if [ "$(AGENTFENCE_SKIP_POSTGRES)" = 1 ]; then \
+	  echo "################################################################################"; \
+	  echo "# AGENTFENCE_SKIP_POSTGRES=1: the PostgreSQL backend tests are SKIPPED.        #"; \
+	  echo "# This run does not check the PostgreSQL log, approvals or fault tests.        #"; \
+	  echo "################################################################################"; \
+	  AGENTFENCE_BROWSER_TESTS=required AGENTFENCE_POSTGRES_TESTS=skip $(BIN)/pytest -q -n 2; \
+	else \
+	  url="$$(scripts/postgres.sh start)" || exit 1; \
+	  status=0; \
+	  AGENTFENCE_BROWSER_TESTS=required AGENTFENCE_POSTGRES_TESTS=required \
+	    AGENTFENCE_TEST_POSTGRES_URL="$$url" $(BIN)/pytest -q -n 2 || status=$$?; \
+	  scripts/postgres.sh stop; \
+	  exit $$status; \
+	fi
+
+postgres-start:
+	scripts/postgres.sh start
+
+postgres-stop:
+	scripts/postgres.sh stop
 
 test: lint unit
 
@@ -46,4 +70,5 @@ bench: install
 	$(BIN)/python benchmarks/bench_log.py --write docs/performance.md
 
 clean:
+	scripts/postgres.sh stop
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info src/*.egg-info

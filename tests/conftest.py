@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from langchain_core.tools import BaseTool, tool
 from agentfence import Fence, Resource, govern
 from agentfence._signing import Signer
 from agentfence.approvals import ApprovalAnswer, ApprovalRequest, sign_answer
+from tests.pg import fresh_schema
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -110,3 +112,31 @@ def signed(
         **changes,
     )
     return sign_answer(answer, approver_key(key or approver))
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL log URL in a fresh schema (skipped only when PostgreSQL tests are off)."""
+    with fresh_schema() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test against a SQLite file and a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fence.db'}"
+        return
+    with fresh_schema() as url:
+        yield url
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say loudly when the PostgreSQL tests did not run."""
+    if not os.environ.get("AGENTFENCE_TEST_POSTGRES_URL"):
+        terminalreporter.write_sep(
+            "#",
+            "the PostgreSQL backend tests did NOT run (no AGENTFENCE_TEST_POSTGRES_URL; "
+            "`make test` starts a server)",
+            red=True,
+        )

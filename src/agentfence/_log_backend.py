@@ -10,7 +10,7 @@ build one ordered tree with no gaps and no duplicates.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,18 @@ class LogBackend:
         """A write transaction holding the engine's write lock for sequencing."""
         with self.db.transaction() as db:
             yield LogTransaction(db)
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read-only transaction: this thread's reads inside it all see one snapshot."""
+        conn = self.db.conn()
+        self.db.dialect.begin_snapshot(conn)
+        try:
+            yield
+        finally:
+            # Nothing was written; a broken connection is replaced on its next use.
+            with suppress(*self.db.errors):
+                conn.execute("ROLLBACK")
 
     def get_meta(self) -> dict[str, str]:
         """All meta rows."""

@@ -19,6 +19,7 @@ blob but its erasure, as in SQLite: a guard rail, not the protection (that is th
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -136,10 +137,26 @@ class PostgresDialect:
         return conn
 
     def create_schema(self, conn: Any, schema: str) -> None:
-        """Run the schema under an advisory lock (concurrent CREATE TABLE can collide)."""
+        """Create the tables once, under an advisory lock.
+
+        When every table exists already nothing runs: ``CREATE OR REPLACE TRIGGER`` locks
+        its table against writes, and would deadlock with workers appending meanwhile.
+        """
+        tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema)
+        if self._all_exist(conn, tables):
+            return
         with conn.transaction():
             conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
-            conn.execute(schema)
+            if not self._all_exist(conn, tables):
+                conn.execute(schema)
+
+    @staticmethod
+    def _all_exist(conn: Any, tables: Sequence[str]) -> bool:
+        row = conn.execute(
+            "SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) AS t",
+            (list(tables),),
+        ).fetchone()
+        return bool(row and row[0])
 
     def begin(self, conn: Any) -> None:
         """A READ COMMITTED transaction: each statement sees what committed before it."""

@@ -290,13 +290,21 @@ class SignedLog:
             ) from exc
 
     def _check_tail(self) -> None:
+        # One snapshot for every read: other processes may be appending meanwhile.
+        with self._backend.snapshot():
+            signed_size, frontier = self._read_tail()
+        self._last_checkpoint_size = signed_size
+        if frontier.size != signed_size and self._key_is_current(frontier.size):
+            self._sign_checkpoint(frontier)
+
+    def _read_tail(self) -> tuple[int, _merkle.MerkleFrontier]:
+        """The size of the latest signed checkpoint and the checked tree after it."""
         latest = self._backend.latest_checkpoint()
         state = self._backend.tree_state()
         if latest is None:
             if state is not None and state[0] != 0:
                 raise LogError(f"it holds {state[0]} entries but no signed checkpoint")
-            self._sign_checkpoint(_merkle.MerkleFrontier())
-            return
+            return -1, _merkle.MerkleFrontier()
         checkpoint = self._open_own_checkpoint(latest.note)
         if checkpoint.size != latest.size or checkpoint.root != latest.root:
             raise VerificationError(
@@ -334,9 +342,7 @@ class SignedLog:
                 f"the stored tree state (size {stored[0]}) does not match the entries "
                 f"(size {frontier.size})"
             )
-        self._last_checkpoint_size = checkpoint.size
-        if frontier.size != checkpoint.size and self._key_is_current(frontier.size):
-            self._sign_checkpoint(frontier)
+        return checkpoint.size, frontier
 
     def _open_own_checkpoint(self, note: str) -> _signing.Checkpoint:
         try:

@@ -1,0 +1,75 @@
+"""The PostgreSQL server the tests use: the throwaway cluster `make test` starts.
+
+`make test` starts it (scripts/postgres.sh) and sets AGENTFENCE_TEST_POSTGRES_URL and
+AGENTFENCE_POSTGRES_TESTS=required; a missing server then fails the tests rather than
+skipping them. Only `make test AGENTFENCE_SKIP_POSTGRES=1` skips them (loudly). Running
+pytest by hand: `scripts/postgres.sh start` prints the URL to export.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def base_url() -> str:
+    """The server's URL; skips (or, when required, fails) the test without one."""
+    url = os.environ.get("AGENTFENCE_TEST_POSTGRES_URL")
+    mode = os.environ.get("AGENTFENCE_POSTGRES_TESTS", "")
+    if url:
+        return url
+    if mode == "required":
+        pytest.fail(
+            "AGENTFENCE_POSTGRES_TESTS=required but AGENTFENCE_TEST_POSTGRES_URL is unset; "
+            "run the tests with `make test`"
+        )
+    reason = (
+        "PostgreSQL tests skipped: AGENTFENCE_SKIP_POSTGRES=1"
+        if mode == "skip"
+        else "PostgreSQL tests skipped: no server (run `make test`, or export "
+        "AGENTFENCE_TEST_POSTGRES_URL=$(scripts/postgres.sh start))"
+    )
+    pytest.skip(reason)
+
+
+@contextmanager
+def fresh_schema() -> Iterator[str]:
+    """A URL whose tables live in a new, empty schema of their own (dropped afterwards)."""
+    import psycopg
+
+    base = base_url()
+    name = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    separator = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{separator}options={quote(f'-csearch_path={name}')}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def restart_server() -> None:
+    """Restart the test cluster (fast shutdown: every connection is dropped)."""
+    subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "restart"], check=True, timeout=120)
+
+
+def terminate_connections(url: str) -> int:
+    """End every other session on the server, as a failover or a DBA would."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchone()
+    return int(row[0]) if row else 0
