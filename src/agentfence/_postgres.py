@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
+from contextlib import suppress
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +33,9 @@ try:
     import psycopg
 except ImportError:  # pragma: no cover - reported when a postgresql:// log is opened
     psycopg = None  # type: ignore[assignment]
+
+SCHEMA = "agentfence"
+"""The PostgreSQL schema agentfence's tables are in when the URL sets no search_path."""
 
 _SCHEMA_LOCK = 0x61676E74_66656E63 & 0x7FFFFFFFFFFFFFFF  # "agntfenc": one advisory lock id
 
@@ -132,9 +136,22 @@ class PostgresDialect:
                 f"cannot connect to the decision log {location.display}: "
                 f"{str(exc).strip()}; check that PostgreSQL is running and the URL is right"
             ) from exc
+        if "search_path" not in str(location.dsn):
+            self._use_own_schema(conn, create=not readonly)
         if readonly:
             conn.execute("SET default_transaction_read_only = on")
         return conn
+
+    @staticmethod
+    def _use_own_schema(conn: Any, *, create: bool) -> None:
+        # agentfence's tables live in their own schema unless the URL picks one: a database
+        # shared with LangGraph's PostgresSaver (which has a table named checkpoints too)
+        # keeps the two apart.
+        exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (SCHEMA,)).fetchone()
+        if create and not (exists and exists[0]):
+            with suppress(psycopg.errors.UniqueViolation):  # another worker created it first
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        conn.execute(f"SET search_path TO {SCHEMA}")
 
     def create_schema(self, conn: Any, schema: str) -> None:
         """Create the tables once, under an advisory lock.
@@ -143,12 +160,12 @@ class PostgresDialect:
         its table against writes, and would deadlock with workers appending meanwhile.
         """
         tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema)
-        if self._all_exist(conn, tables):
-            return
-        with conn.transaction():
-            conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
-            if not self._all_exist(conn, tables):
-                conn.execute(schema)
+        if not self._all_exist(conn, tables):
+            with conn.transaction():
+                conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+                if not self._all_exist(conn, tables):
+                    conn.execute(schema)
+        self.check_columns(conn, schema)
 
     @staticmethod
     def _all_exist(conn: Any, tables: Sequence[str]) -> bool:
@@ -157,6 +174,29 @@ class PostgresDialect:
             (list(tables),),
         ).fetchone()
         return bool(row and row[0])
+
+    @staticmethod
+    def check_columns(conn: Any, schema: str) -> None:
+        """Refuse tables of the same names that another program made (other columns)."""
+        for table, body in re.findall(
+            r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", schema, re.S
+        ):
+            wanted = {line.split()[0] for line in body.strip().splitlines()}
+            rows = conn.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_name = %s AND table_schema = current_schema()",
+                (table,),
+            ).fetchall()
+            missing = wanted - {r[0] for r in rows}
+            if missing:
+                raise LogError(
+                    f"the table {table!r} in PostgreSQL schema "
+                    f"{conn.execute('SELECT current_schema()').fetchone()[0]!r} is not "
+                    f"agentfence's (it has no {', '.join(sorted(missing))} column): another "
+                    "program uses that name. Give agentfence a schema of its own: leave "
+                    "search_path out of the URL (agentfence then uses the schema "
+                    f"{SCHEMA!r}), or set options=-csearch_path%3DNAME to an empty schema"
+                )
 
     def begin(self, conn: Any) -> None:
         """A READ COMMITTED transaction: each statement sees what committed before it."""

@@ -36,6 +36,7 @@ DESK = textwrap.dedent(
     from langchain_core.messages import AIMessage
     from langchain_core.outputs import ChatGeneration, ChatResult
     from langchain_core.tools import StructuredTool
+    from langgraph.checkpoint.postgres import PostgresSaver
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     from agentfence import Fence
@@ -44,6 +45,9 @@ DESK = textwrap.dedent(
     from agentfence.testing import ScriptedChatModel, tool_call
 
     mode, work = sys.argv[1], Path(sys.argv[2])
+    # The decision log and LangGraph's checkpointer: SQLite files, or PostgreSQL URLs.
+    log_url = sys.argv[3] if len(sys.argv) > 3 else f"sqlite:///{work / 'log.db'}"
+    graph_store = sys.argv[4] if len(sys.argv) > 4 else str(work / "checkpoints.db")
 
 
     def refund_and_note(customer_id: str, amount: float, reason: str) -> str:
@@ -94,13 +98,19 @@ DESK = textwrap.dedent(
     fence = Fence.from_directory(
         policy_dir(),
         tools=tools,
-        log=f"sqlite:///{work / 'log.db'}",
+        log=log_url,
         signing_key=work / "log.key",
         agent="support-bot",
     )
     config = {"configurable": {"thread_id": "ticket-T-88", "agentfence_principal": "alice"}}
     try:
-        with SqliteSaver.from_conn_string(str(work / "checkpoints.db")) as saver:
+        if graph_store.startswith("postgresql://"):
+            saver_context = PostgresSaver.from_conn_string(graph_store)
+        else:
+            saver_context = SqliteSaver.from_conn_string(graph_store)
+        with saver_context as saver:
+            if mode == "start" and isinstance(saver, PostgresSaver):
+                saver.setup()  # LangGraph's tables, created once by the first worker
             agent = create_agent(model, tools, middleware=[fence.middleware()], checkpointer=saver)
             if mode == "start":
                 request = {"messages": [("user", "Refund EUR 2,500 to c-102 for the laptop.")]}
@@ -133,8 +143,8 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def desk(mode: str, work: Path) -> dict[str, Any]:
-    result = run(str(work / "desk.py"), mode, str(work))
+def desk(mode: str, work: Path, *stores: str) -> dict[str, Any]:
+    result = run(str(work / "desk.py"), mode, str(work), *stores)
     assert result.returncode == 0, result.stderr
     report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return report

@@ -1,0 +1,147 @@
+"""Many workers, one PostgreSQL log and approvals queue, LangGraph's PostgresSaver beside it.
+
+A worker pauses the support-desk agent on a EUR 2,500 refund; an approver answers from the
+CLI, on another "host" (a process that shares nothing with the worker but the database URL);
+two other workers race to resume the same thread. The refund runs exactly once, the loser is
+told the approval was already used, and the log verifies with `agentfence log verify`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentfence._log_backend import LogBackend
+from agentfence._signing import Signer, write_private_key
+from agentfence.demo import demo_approver, policy_dir
+from agentfence.errors import LogError
+from agentfence.log import SignedLog, parse_entry
+from agentfence.records import ApprovalAnswerRecord, OutcomeRecord
+from tests.integration.test_three_processes import DESK, ROOT, desk, refunds, run
+from tests.pg import fresh_database, fresh_schema
+
+pytestmark = pytest.mark.postgres
+
+
+def test_approved_on_one_host_resumed_by_racing_workers_runs_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    with fresh_schema() as graph_url:  # LangGraph's tables in a schema of their own
+        race(tmp_path, pg_url, graph_url)
+
+
+def race(tmp_path: Path, pg_url: str, graph_url: str) -> None:
+    (tmp_path / "desk.py").write_text(DESK, encoding="utf-8")
+    log_key = write_private_key(tmp_path / "log.key", Signer.generate("desk-log"))
+    fran_key = write_private_key(tmp_path / "fran.key", demo_approver())
+
+    # Worker A: runs until the refund pauses for a finance approver, then exits.
+    [request_id] = desk("start", tmp_path, pg_url, graph_url)["requests"]
+    assert refunds(tmp_path) == []
+
+    # The approver, elsewhere: the CLI reads the request from PostgreSQL and answers there.
+    listed = run("-m", "agentfence.cli", "approvals", "list", "--db", pg_url, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [r["request_id"] for r in json.loads(listed.stdout)["requests"]] == [request_id]
+    approved = run(
+        "-m",
+        "agentfence.cli",
+        "approvals",
+        "approve",
+        request_id[:12],
+        "--as",
+        "fran",
+        "--key",
+        str(fran_key),
+        "--db",
+        pg_url,
+        "--policies",
+        str(policy_dir()),
+        "--tools",
+        "agentfence.demo.tools:TOOLS",
+    )
+    assert approved.returncode == 0, approved.stderr
+
+    # Workers B and C resume the same thread at the same moment.
+    racers = [
+        subprocess.Popen(
+            [sys.executable, str(tmp_path / "desk.py"), "resume", str(tmp_path), pg_url, graph_url],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [r.communicate(timeout=120) for r in racers]
+    assert [r.returncode for r in racers] == [0, 0], [err for _, err in outputs]
+    assert refunds(tmp_path) == ["c-102 2500.00 laptop broken"]  # once, not twice
+
+    verifier = Signer.from_private_key(log_key.read_text().strip()).verifier_key
+    verified = run("-m", "agentfence.cli", "log", "verify", pg_url, "--key", verifier, "--json")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert json.loads(verified.stdout)["unsigned_tail"] == 0
+
+    backend = LogBackend(pg_url, create=False, readonly=True)
+    try:
+        records = [parse_entry(row.body)[1] for row in backend.entries()]
+    finally:
+        backend.close()
+    answers = [r for r in records if isinstance(r, ApprovalAnswerRecord)]
+    ran = [r for r in records if isinstance(r, OutcomeRecord) and r.status == "success"]
+    # The winner's answer was accepted; a loser that got as far as the answer was refused
+    # (its graph may also have found the winner's recorded result first).
+    assert [a.verdict for a in answers].count("accepted") == 1
+    assert all(a.verdict in {"accepted", "refused", "replayed"} for a in answers), [
+        (a.verdict, a.reason) for a in answers
+    ]
+    refund_outcomes = [o for o in ran if o.decision_id == answers[0].decision_id]
+    assert len(refund_outcomes) == 1
+
+
+def test_postgres_example_runs_with_graph_state_beside_the_log() -> None:
+    """examples/postgres_workers.py on a database of its own (no search_path in the URL:
+    agentfence's tables go to the schema ``agentfence``, LangGraph's to ``public``)."""
+    with fresh_database() as url:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "postgres_workers.py"), url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "worker A: paused, approval request" in result.stdout
+        assert "worker B: resumed: refunded EUR 2500.00 to c-102" in result.stdout
+        assert "log verifies: 6 entries" in result.stdout
+        import psycopg
+
+        with psycopg.connect(url) as conn:
+            tables = {
+                (schema, name)
+                for schema, name in conn.execute(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_name IN ('entries', 'checkpoints', 'approvals')"
+                )
+            }
+        assert tables == {
+            ("agentfence", "entries"),
+            ("agentfence", "checkpoints"),
+            ("agentfence", "approvals"),
+            ("public", "checkpoints"),  # LangGraph's, a different table of the same name
+        }
+
+
+def test_a_schema_shared_with_langgraph_is_refused_with_what_to_do(pg_url: str) -> None:
+    """LangGraph's PostgresSaver has a ``checkpoints`` table too: pointing both at one schema
+    is an error that says so, not a crash on a missing column later."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with PostgresSaver.from_conn_string(pg_url) as saver:
+        saver.setup()
+    with pytest.raises(LogError, match=r"'checkpoints' .* is not agentfence's .*search_path"):
+        SignedLog.open(pg_url, signer=Signer.generate("x"))
