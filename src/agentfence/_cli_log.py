@@ -24,7 +24,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from agentfence import _signing
-from agentfence._log_backend import EntryRow, LogBackend
+from agentfence._log_backend import EntryRow, LogBackend, copy_log
+from agentfence._store import SQLITE, parse_url
 from agentfence.config import Settings
 from agentfence.errors import ConfigurationError, VerificationError
 from agentfence.log import SignedLog, parse_entry
@@ -280,6 +281,30 @@ def log_checkpoint(db: LogArg, as_json: JsonOption = False) -> None:
         )
         return
     sys.stdout.write(latest.note)
+
+
+@log_app.command("copy")
+def log_copy(
+    db: LogArg,
+    target: Annotated[
+        str,
+        typer.Argument(help="Where to copy it: a new SQLite file, or an empty PostgreSQL log."),
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Copy a log, byte for byte, from one consistent snapshot (a fence may be writing).
+
+    For example, to verify a PostgreSQL log offline:
+    agentfence log copy postgresql://auditor@db/agentfence fence.db
+    """
+    location = parse_url(target)
+    if location.engine == SQLITE and Path(str(location.path)).exists():
+        raise ConfigurationError(f"{location.display} exists; copy into a new file")
+    copied = copy_log(db, location)
+    if as_json:
+        _print_json({"copied": copied, "to": location.display})
+        return
+    out.print(f"copied {copied} entries to {location.display}", markup=False)
 
 
 @log_app.command("prove")

@@ -347,3 +347,59 @@ def _blob(row: Sequence[Any]) -> BlobRow:
         content=bytes(row[2]) if row[2] is not None else None,
         erased=bool(row[3]),
     )
+
+
+def copy_log(source: str | Path | Location, target: str | Path | Location) -> int:
+    """Copy a decision log, byte for byte, from one store into a new, empty one.
+
+    Reads one snapshot of ``source`` (a fence may keep appending) and writes every table
+    the verifier reads: meta, entries, blobs (erased ones stay erased), checkpoints and the
+    tree state. Returns the number of entries copied. An auditor takes a PostgreSQL log
+    home as a SQLite file this way; the copy verifies exactly as the original does.
+    """
+    reader = LogBackend(source, create=False, readonly=True)
+    writer: LogBackend | None = None
+    try:
+        with reader.snapshot():
+            meta = reader.get_meta()
+            if not meta:
+                raise LogError(f"{reader.name} holds no decision log (its meta table is empty)")
+            writer = LogBackend(target)
+            if writer.get_meta() or writer.size():
+                raise LogError(
+                    f"{writer.name} already holds a decision log; copy into a new file or an "
+                    "empty database"
+                )
+            writer.set_meta(meta)
+            copied = 0
+            batch: list[EntryRow] = []
+            for row in reader.entries(batch=5000):
+                batch.append(row)
+                if len(batch) == 5000:
+                    copied += _copy_entries(writer, batch)
+            copied += _copy_entries(writer, batch)
+            with writer.db.transaction() as db:
+                db.executemany(
+                    "INSERT INTO blobs (ref, salt, content, erased) VALUES (?, ?, ?, ?)",
+                    [(b.ref, b.salt, b.content, int(b.erased)) for b in reader.blobs()],
+                )
+            for checkpoint in reader.checkpoints():
+                writer.insert_checkpoint(checkpoint)
+            state = reader.tree_state()
+            if state is not None:
+                with writer.transaction() as tx:
+                    tx.set_tree_state(*state)
+        return copied
+    finally:
+        reader.close()
+        if writer is not None:
+            writer.close()
+
+
+def _copy_entries(writer: LogBackend, rows: list[EntryRow]) -> int:
+    count = len(rows)
+    if rows:
+        with writer.transaction() as tx:
+            tx.insert_entries(rows)
+        rows.clear()
+    return count

@@ -24,7 +24,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool
 
 from agentfence import Fence
-from agentfence._log_backend import LogBackend
+from agentfence._log_backend import LogBackend, copy_log
 from agentfence._signing import Signer, write_private_key
 from agentfence._store import POSTGRESQL, Database, parse_url
 from agentfence.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore
@@ -40,6 +40,7 @@ from agentfence.verify import (
     verify_log,
 )
 from tests.graphs import config, graph_for, tool_messages
+from tests.pg import fresh_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -451,3 +452,43 @@ def test_an_expired_request_takes_no_answer(store_url: str) -> None:
     with pytest.raises(ApprovalRefused, match="expired"):
         store.submit(stored.request_id, {"answer": 1}, now_us=stored.expires_us + 1)
     store.close()
+
+
+def test_a_copy_verifies_like_the_original_on_either_backend(
+    store_url: str, make_fence: Callable[..., Fence], tools: list[BaseTool], tmp_path: Path
+) -> None:
+    signer = Signer.generate("copy")
+    key = write_private_key(tmp_path / "copy.key", signer)
+    run_fence(store_url, make_fence, tools, key)
+    with SignedLog.open(store_url, signer=signer) as log:
+        erased = next(r.result_blob for _, r in log.records() if isinstance(r, OutcomeRecord))
+        assert erased is not None
+        log.erase_blob(erased, reason="DSR-1")
+    original = verify_log(store_url, [signer.verifier_key])
+    copy_file = tmp_path / "copy.db"
+    copied = subprocess.run(
+        [sys.executable, "-m", "agentfence.cli", "log", "copy", store_url, str(copy_file)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert copied.returncode == 0, copied.stderr
+    assert f"copied {original.entries} entries" in copied.stdout
+    with fresh_schema() as empty_pg:
+        copy_log(store_url, empty_pg)
+        for target in (str(copy_file), empty_pg):
+            again = verify_log(target, [signer.verifier_key])
+            assert (again.size, again.root, again.entries) == (
+                original.size,
+                original.root,
+                original.entries,
+            )
+            backend = LogBackend(target, create=False, readonly=True)
+            try:
+                row = backend.blob(erased)
+            finally:
+                backend.close()
+            assert row is not None and row.erased and row.content is None
+        with pytest.raises(LogError, match="already holds a decision log"):
+            copy_log(store_url, empty_pg)  # never into a log that exists
