@@ -9,10 +9,13 @@ told the approval was already used, and the log verifies with `agentfence log ve
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
 
 from agentfence._log_backend import LogBackend
@@ -21,6 +24,7 @@ from agentfence.demo import demo_approver, policy_dir
 from agentfence.errors import LogError
 from agentfence.log import SignedLog, parse_entry
 from agentfence.records import ApprovalAnswerRecord, OutcomeRecord
+from tests.conformance.test_backends import decision
 from tests.integration.test_three_processes import DESK, ROOT, desk, refunds, run
 from tests.pg import fresh_database, fresh_schema
 
@@ -118,8 +122,6 @@ def test_postgres_example_runs_with_graph_state_beside_the_log() -> None:
         assert "worker A: paused, approval request" in result.stdout
         assert "worker B: resumed: refunded EUR 2500.00 to c-102" in result.stdout
         assert "log verifies: 6 entries" in result.stdout
-        import psycopg
-
         with psycopg.connect(url) as conn:
             tables = {
                 (schema, name)
@@ -145,3 +147,76 @@ def test_a_schema_shared_with_langgraph_is_refused_with_what_to_do(pg_url: str) 
         saver.setup()
     with pytest.raises(LogError, match=r"'checkpoints' .* is not agentfence's .*search_path"):
         SignedLog.open(pg_url, signer=Signer.generate("x"))
+
+
+def as_role(url: str, role: str) -> str:
+    """The same database, connecting as ``role`` (the test cluster trusts local users)."""
+    parts = urlsplit(url)
+    host = parts.netloc.split("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{role}@{host}"))
+
+
+def test_the_roles_in_the_deployment_guide_are_enough_and_no_more(tmp_path: Path) -> None:
+    """docs/deployment.md's roles: workers own the schema, approvers answer, auditors read."""
+    suffix = secrets.token_hex(4)
+    fence, approver, auditor = (f"{r}_{suffix}" for r in ("fence", "approver", "auditor"))
+    with fresh_database() as url:
+        admin = psycopg.connect(url, autocommit=True)
+        try:
+            for role in (fence, approver, auditor):
+                admin.execute(f"CREATE ROLE {role} LOGIN")
+            admin.execute(f"CREATE SCHEMA agentfence AUTHORIZATION {fence}")
+            admin.execute(f"GRANT USAGE ON SCHEMA agentfence TO {approver}, {auditor}")
+            admin.execute(f"GRANT CREATE ON SCHEMA public TO {fence}")  # LangGraph's tables
+            (tmp_path / "desk.py").write_text(DESK, encoding="utf-8")
+            write_private_key(tmp_path / "log.key", Signer.generate("desk-log"))
+            fran_key = write_private_key(tmp_path / "fran.key", demo_approver())
+            worker_url = as_role(url, fence)
+            [request_id] = desk("start", tmp_path, worker_url, worker_url)["requests"]
+            # Once the first worker has made the tables (the guide's second step):
+            admin.execute(
+                "GRANT SELECT ON agentfence.meta, agentfence.entries, agentfence.blobs, "
+                f"agentfence.checkpoints, agentfence.tree_state TO {approver}"
+            )
+            admin.execute(f"GRANT SELECT, UPDATE ON agentfence.approvals TO {approver}")
+            admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA agentfence TO {auditor}")
+
+            approve = [
+                "-m", "agentfence.cli", "approvals", "approve", request_id[:12], "--as", "fran",
+                "--key", str(fran_key), "--db", as_role(url, approver),
+            ]  # fmt: skip
+            approved = run(*approve)
+            assert approved.returncode == 0, approved.stderr
+            assert desk("resume", tmp_path, worker_url, worker_url)["resumed"] is True
+            assert refunds(tmp_path) == ["c-102 2500.00 laptop broken"]
+
+            # The auditor reads and copies; writing is refused by the database.
+            key = Signer.from_private_key((tmp_path / "log.key").read_text().strip())
+            reader = as_role(url, auditor)
+            verified = run(
+                "-m", "agentfence.cli", "log", "verify", reader, "--key", key.verifier_key
+            )
+            assert verified.returncode == 0, verified.stdout + verified.stderr
+            copied = run("-m", "agentfence.cli", "log", "copy", reader, str(tmp_path / "a.db"))
+            assert copied.returncode == 0, copied.stderr
+            with (
+                SignedLog.open(reader, signer=key) as log,
+                pytest.raises(LogError, match="permission denied"),
+            ):
+                log.append(decision("auditor", 0))
+            # An approver cannot write the log itself.
+            with (
+                psycopg.connect(as_role(url, approver)) as conn,
+                pytest.raises(psycopg.errors.InsufficientPrivilege),
+            ):
+                conn.execute("DELETE FROM agentfence.checkpoints")
+        finally:
+            admin.execute("DROP SCHEMA IF EXISTS agentfence CASCADE")
+            admin.execute(
+                "DROP TABLE IF EXISTS public.checkpoints, public.checkpoint_blobs, "
+                "public.checkpoint_writes, public.checkpoint_migrations"
+            )
+            for role in (fence, approver, auditor):
+                admin.execute(f"DROP OWNED BY {role}")
+                admin.execute(f"DROP ROLE {role}")
+            admin.close()
