@@ -132,9 +132,10 @@ class PostgresDialect:
         try:
             conn = psycopg.connect(str(location.dsn), autocommit=True, connect_timeout=10)
         except psycopg.Error as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise LogError(
-                f"cannot connect to the decision log {location.display}: "
-                f"{str(exc).strip()}; check that PostgreSQL is running and the URL is right"
+                f"cannot connect to the decision log {location.display}: {first}; check "
+                "that PostgreSQL is running and reachable and that the URL is right"
             ) from exc
         if "search_path" not in str(location.dsn):
             self._use_own_schema(conn, create=not readonly)
@@ -234,6 +235,21 @@ class PostgresDialect:
     def usable(self, conn: Any) -> bool:
         """False once the server closed the connection or it broke."""
         return not conn.closed and not conn.broken
+
+    def hint(self, exc: BaseException) -> str:
+        """For a lost or refused connection: check the server; the next call reconnects."""
+        if isinstance(exc, psycopg.OperationalError):
+            return (
+                "the connection to PostgreSQL failed or was lost; check that PostgreSQL is "
+                "running and reachable; agentfence reconnects on the next call"
+            )
+        return ""
+
+    def idle(self, conn: Any) -> bool:
+        """Open and in no transaction."""
+        return (
+            self.usable(conn) and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        )
 
 
 _names = itertools.count(1)

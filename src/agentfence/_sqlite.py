@@ -142,5 +142,13 @@ class SqliteDialect:
         """SQLite connections do not break; a closed one is never handed out."""
         return True
 
+    def idle(self, conn: sqlite3.Connection) -> bool:
+        """In no transaction."""
+        return not conn.in_transaction
+
+    def hint(self, exc: BaseException) -> str:
+        """SQLite's messages say enough."""
+        return ""
+
 
 SQLITE_DIALECT = SqliteDialect()

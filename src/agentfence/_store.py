@@ -10,6 +10,7 @@ write transaction and lock the tree for sequencing.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from agentfence.errors import ConfigurationError
+from agentfence.errors import AgentfenceError, ConfigurationError
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -135,6 +136,14 @@ class Dialect(Protocol):
         """False once the connection is closed or broken (it is then replaced)."""
         ...
 
+    def idle(self, conn: Any) -> bool:
+        """Usable and in no transaction: fit to hand to another thread."""
+        ...
+
+    def hint(self, exc: BaseException) -> str:
+        """What to do about a driver error, if the dialect knows ("" otherwise)."""
+        ...
+
 
 def dialect(location: Location) -> Dialect:
     """The dialect of a location's engine (PostgreSQL's imports psycopg)."""
@@ -160,10 +169,19 @@ def driver_errors() -> tuple[type[BaseException], ...]:
 
 
 class Database:
-    """Connections to one stored log, one per thread, replaced when broken.
+    """Connections to one stored log: each thread has its own while it lives.
+
+    A connection whose thread has ended goes back to a small idle pool for the next new
+    thread (LangGraph's ToolNode runs each step on a fresh thread, so without the pool every
+    tool call would cost a connection). A broken connection is replaced on its next use,
+    and a transaction whose ``BEGIN`` fails because the connection died (a restart, a
+    failover, a terminated session) begins again once on a new one: nothing was sent yet.
 
     SQL is written once with ``?`` placeholders; the dialect adapts it.
     """
+
+    IDLE_KEPT = 4
+    """How many connections of ended threads are kept for reuse."""
 
     def __init__(self, location: Location, *, readonly: bool = False) -> None:
         self.location = location
@@ -171,7 +189,8 @@ class Database:
         self.dialect = dialect(location)
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._open: list[Any] = []
+        self._owned: dict[int, tuple[Any, weakref.ref[threading.Thread]]] = {}
+        self._idle: list[Any] = []
 
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
@@ -179,32 +198,86 @@ class Database:
         return self.dialect.driver_errors
 
     def conn(self) -> Any:
-        """This thread's connection (a new one if it has none or it broke)."""
+        """This thread's connection (a new or idle one if it has none or it broke)."""
         conn = getattr(self._local, "conn", None)
-        if conn is not None and self.dialect.usable(conn):
-            return conn
         if conn is not None:
+            if self.dialect.usable(conn):
+                return conn
             self._discard(conn)
-        conn = self.dialect.connect(self.location, readonly=self.readonly)
+        conn = self._checkout()
         self._local.conn = conn
+        return conn
+
+    def _checkout(self) -> Any:
+        conn = None
         with self._lock:
-            self._open.append(conn)
+            for key, (owned, owner) in list(self._owned.items()):
+                thread = owner()
+                if thread is None or not thread.is_alive():
+                    del self._owned[key]
+                    self._idle.append(owned)
+            while self._idle and conn is None:
+                candidate = self._idle.pop()
+                if self.dialect.idle(candidate):
+                    conn = candidate
+                else:
+                    _close(candidate)
+            while len(self._idle) > self.IDLE_KEPT:
+                _close(self._idle.pop(0))
+        if conn is None:
+            conn = self.dialect.connect(self.location, readonly=self.readonly)
+        with self._lock:
+            self._owned[id(conn)] = (conn, weakref.ref(threading.current_thread()))
         return conn
 
     def _discard(self, conn: Any) -> None:
         with self._lock:
-            if conn in self._open:
-                self._open.remove(conn)
-        with suppress(Exception):  # a broken connection may fail to close; it is dropped
-            conn.close()
+            self._owned.pop(id(conn), None)
+        _close(conn)
         self._local.conn = None
+
+    def _dead(self, conn: Any, exc: BaseException) -> bool:
+        """Whether ``exc`` came from a connection that died, which is then dropped.
+
+        The idle ones go too: what ended one (a restart, a failover) most likely ended them.
+        """
+        if isinstance(exc, self.errors) and not self.dialect.usable(conn):
+            self._discard(conn)
+            with self._lock:
+                idle, self._idle = self._idle, []
+            for other in idle:
+                _close(other)
+            return True
+        return False
+
+    def describe(self, exc: BaseException) -> str:
+        """A driver error in one line, with what to do when the connection was lost."""
+        if isinstance(exc, AgentfenceError):  # ours: already says what to do
+            return " ".join(str(exc).split())
+        lines = str(exc).strip().splitlines()
+        text = lines[0] if lines else type(exc).__name__
+        hint = self.dialect.hint(exc)
+        return f"{text} ({hint})" if hint else text
 
     def create_schema(self, schema: str) -> None:
         """Create the tables a component keeps here (idempotent)."""
         self.dialect.create_schema(self.conn(), schema)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        """Run one statement on this thread's connection."""
+        """Run one statement on this thread's connection.
+
+        A read outside a transaction that fails because the connection died is run once
+        more on a new connection; nothing else is retried.
+        """
+        conn = self.conn()
+        try:
+            return self.dialect.execute(conn, sql, params)
+        except BaseException as exc:
+            retry = sql.lstrip().upper().startswith("SELECT") and not getattr(
+                self._local, "in_transaction", False
+            )
+            if not (retry and self._dead(conn, exc)):
+                raise
         return self.dialect.execute(self.conn(), sql, params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -216,7 +289,14 @@ class Database:
     def transaction(self) -> Iterator[Database]:
         """A write transaction on this thread's connection; rolled back if the body raises."""
         conn = self.conn()
-        self.dialect.begin(conn)
+        try:
+            self.dialect.begin(conn)
+        except BaseException as exc:
+            if not self._dead(conn, exc):
+                raise
+            conn = self.conn()
+            self.dialect.begin(conn)
+        self._local.in_transaction = True
         try:
             yield self
         except BaseException:
@@ -225,22 +305,30 @@ class Database:
             except Exception:  # the connection broke: it is replaced on next use
                 self._discard(conn)
             raise
-        try:
-            conn.execute("COMMIT")
-        except BaseException:
-            # Whether a failed COMMIT took effect is unknown to the client: drop the
-            # connection rather than reuse it in an unknown state.
-            self._discard(conn)
-            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except BaseException:
+                # Whether a failed COMMIT took effect is unknown to the client: drop the
+                # connection rather than reuse it in an unknown state.
+                self._discard(conn)
+                raise
+        finally:
+            self._local.in_transaction = False
 
     def close(self) -> None:
         """Close every connection this object opened."""
         with self._lock:
-            conns, self._open = self._open, []
+            conns = [conn for conn, _ in self._owned.values()] + self._idle
+            self._owned, self._idle = {}, []
         for conn in conns:
-            with suppress(Exception):  # closing is best effort
-                conn.close()
+            _close(conn)
         self._local = threading.local()
+
+
+def _close(conn: Any) -> None:
+    with suppress(Exception):  # a broken connection may fail to close; it is dropped
+        conn.close()
 
 
 class MemoryDatabase(Database):

@@ -153,6 +153,7 @@ class Fence:
             log if log is not None else settings.log,
             signing_key if signing_key is not None else settings.signing_key,
         )
+        self._owns_approvals = approvals is None
         if approvals is None:
             # Beside a signed log (its SQLite file or PostgreSQL database), else in memory.
             url = getattr(self._log, "url", None)
@@ -266,8 +267,15 @@ class Fence:
         return self._telemetry
 
     def close(self) -> None:
-        """Close the log (a signed log signs its final checkpoint). Call at the end of a run."""
-        self._log.close()
+        """Close the log (a signed log signs its final checkpoint). Call at the end of a run.
+
+        Also closes the approvals store the fence opened itself (not one passed in).
+        """
+        try:
+            self._log.close()
+        finally:
+            if self._owns_approvals:
+                self._approvals.close()
 
     def __enter__(self) -> Fence:
         return self

@@ -416,7 +416,8 @@ class SignedLog:
                     self._leader = False
         if item.error is not None:
             raise LogError(
-                f"the decision log could not record the entry: {item.error}"
+                f"the decision log could not record the entry: "
+                f"{self._backend.db.describe(item.error)}"
             ) from item.error
         if item.receipt is None:  # pragma: no cover - _commit always sets one or the other
             raise LogError("the decision log did not record the entry")
@@ -644,6 +645,12 @@ class SignedLog:
                 return
         try:
             self.checkpoint()
+        except self._backend.db.errors as exc:
+            raise LogError(
+                f"the final checkpoint of {self.name} could not be signed: "
+                f"{self._backend.db.describe(exc)}. The entries are durable; the next writer "
+                "to open the log signs a checkpoint of them"
+            ) from exc
         finally:
             with self._lock:
                 self._closed = True

@@ -12,19 +12,26 @@ import json
 import secrets
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from langchain_core.tools import BaseTool
 
+from agentfence import Fence
 from agentfence._log_backend import LogBackend
 from agentfence._signing import Signer, write_private_key
+from agentfence._store import Database
 from agentfence.demo import demo_approver, policy_dir
 from agentfence.errors import LogError
 from agentfence.log import SignedLog, parse_entry
 from agentfence.records import ApprovalAnswerRecord, OutcomeRecord
+from agentfence.testing import tool_call
 from tests.conformance.test_backends import decision
+from tests.graphs import batch, config, graph_for
 from tests.integration.test_three_processes import DESK, ROOT, desk, refunds, run
 from tests.pg import fresh_database, fresh_schema
 
@@ -220,3 +227,29 @@ def test_the_roles_in_the_deployment_guide_are_enough_and_no_more(tmp_path: Path
                 admin.execute(f"DROP OWNED BY {role}")
                 admin.execute(f"DROP ROLE {role}")
             admin.close()
+
+
+def sessions(url: str, application: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (application,)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_connections_stay_few_however_many_tool_calls_and_close_with_the_fence(
+    pg_url: str, make_fence: Callable[..., Fence], tools: list[BaseTool]
+) -> None:
+    """ToolNode runs each step on a new thread: their connections are reused, not leaked."""
+    application = f"af-leak-{secrets.token_hex(3)}"
+    url = f"{pg_url}&application_name={application}"
+    fence = make_fence(log=url, signing_key=Signer.generate("leak"))
+    for n in range(20):
+        reply = batch(tool_call("read_record", {"record_id": f"r{n}"}, f"c{n}"))
+        graph_for(fence, tools, reply).invoke({"messages": [("user", "read")]}, config(f"t{n}"))
+    assert sessions(pg_url, application) <= 2 + Database.IDLE_KEPT
+    fence.close()
+    deadline = time.monotonic() + 5  # a server process ends just after its client leaves
+    while sessions(pg_url, application) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sessions(pg_url, application) == 0

@@ -75,15 +75,17 @@ def world(
     make_fence: Callable[..., Fence],
     tools: list[BaseTool],
     ran: Ran,
+    store_url: str,
 ) -> World:
+    """A paused run and an inbox over its log: in a SQLite file, and in PostgreSQL."""
     approvers = policy_dir / "approvers.toml"
     approvers.write_text(
         approvers.read_text() + '\n[inbox]\nsensitive_args = { pay = ["account"] }\n'
     )
     clock = Clock()
-    db = tmp_path / "fence.db"
+    db = store_url
     fence = make_fence(
-        log=f"sqlite:///{db}",
+        log=db,
         signing_key=Signer.generate("inbox-unit"),
         clock=clock,
         telemetry=Telemetry(tracer_provider=TracerProvider()),  # decisions carry trace ids
