@@ -11,11 +11,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
-BASE="$ROOT/build/pg"
-DATA="$BASE/data"
-RUN="$BASE/run"
 PORT="${AGENTFENCE_PG_PORT:-54329}"
-URL="postgresql://postgres@/agentfence?host=$RUN&port=$PORT"
+
+# Where the cluster lives: build/pg. As root, the server runs as the postgres user, who must
+# be able to reach that directory; a checkout under a private home (/root is 0700) cannot
+# host it, so it goes under /tmp instead, named after the checkout.
+paths() {
+  BASE="$ROOT/build/pg"
+  if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 \
+      && ! runuser -u postgres -- test -x "$ROOT" 2>/dev/null; then
+    BASE="${TMPDIR:-/tmp}/agentfence-pg-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
+  fi
+  DATA="$BASE/data"
+  RUN="$BASE/run"
+  URL="postgresql://postgres@/agentfence?host=$RUN&port=$PORT"
+}
 
 bindir() {
   local dir
@@ -47,6 +57,7 @@ as_owner() {
 start() {
   local bin
   bin="$(bindir)"
+  paths
   mkdir -p "$BASE"
   if [ "$(id -u)" = 0 ]; then
     chown postgres: "$BASE"
@@ -76,6 +87,7 @@ EOF
 
 stop() {
   local bin
+  paths
   bin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
   if [ -n "$bin" ] && [ -f "$DATA/PG_VERSION" ]; then
     as_owner "$bin/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 || true
@@ -85,6 +97,8 @@ stop() {
 restart() {
   local bin
   bin="$(bindir)"
+  paths
+  paths
   as_owner "$bin/pg_ctl" -D "$DATA" -l "$BASE/server.log" -m fast -w -t 60 restart >/dev/null
 }
 
@@ -92,6 +106,6 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   restart) restart ;;
-  url) echo "$URL" ;;
+  url) paths; echo "$URL" ;;
   *) echo "usage: $0 start|stop|restart|url" >&2; exit 2 ;;
 esac
