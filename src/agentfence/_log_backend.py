@@ -61,6 +61,45 @@ class LogTransaction:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    def begin_batch(
+        self, keys: Sequence[str]
+    ) -> tuple[tuple[int, bytes] | None, dict[str, tuple[int, bytes]]]:
+        """Lock the tree for sequencing and find which dedupe keys are stored already.
+
+        The lock is held until the transaction ends, so everything after it is kept short:
+        on PostgreSQL both reads go in one round trip (a pipeline), and so do the writes.
+        """
+        with self._db.pipeline():
+            if self._db.dialect.sequence_lock:
+                self._db.execute(self._db.dialect.sequence_lock)
+            state_cursor = self._db.execute(
+                "SELECT size, frontier FROM tree_state WHERE id = 1" + self._db.dialect.lock_suffix  # noqa: S608  # a constant
+            )
+            chunks = [list(keys[i : i + 500]) for i in range(0, len(keys), 500)]
+            found_cursors = [self._db.execute(_find_sql(len(c)), c) for c in chunks]
+            row = state_cursor.fetchone()
+            found = {
+                key: (int(seq), bytes(leaf))
+                for cursor in found_cursors
+                for key, seq, leaf in cursor.fetchall()
+            }
+        return ((int(row[0]), bytes(row[1])) if row else None), found
+
+    def finish_batch(
+        self,
+        blobs: Sequence[tuple[str, bytes, bytes]],
+        rows: Sequence[EntryRow],
+        size: int,
+        frontier: bytes,
+    ) -> None:
+        """Write a batch's blobs and entries and the new tree state, and commit: on
+        PostgreSQL in one round trip, which ends the time the lock is held."""
+        with self._db.pipeline():
+            self.insert_blobs(blobs)
+            self.insert_entries(rows)
+            self.set_tree_state(size, frontier)
+            self._db.execute("COMMIT")
+
     def tree_state(self) -> tuple[int, bytes] | None:
         """The committed tree size and Merkle frontier, read under the write lock."""
         row = self._db.execute(
@@ -75,19 +114,6 @@ class LogTransaction:
             "ON CONFLICT (id) DO UPDATE SET size = excluded.size, frontier = excluded.frontier",
             (size, frontier),
         )
-
-    def find(self, keys: Sequence[str]) -> dict[str, tuple[int, bytes]]:
-        """Entries already stored under these dedupe keys: key -> (seq, leaf hash)."""
-        found: dict[str, tuple[int, bytes]] = {}
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            for key, seq, leaf in self._db.execute(
-                f"SELECT dedupe_key, seq, leaf_hash FROM entries WHERE dedupe_key IN ({marks})",  # noqa: S608  # only placeholders are interpolated
-                chunk,
-            ):
-                found[key] = (int(seq), bytes(leaf))
-        return found
 
     def insert_entries(self, rows: Sequence[EntryRow]) -> None:
         """Insert entries (their seqs follow the tree state)."""
@@ -330,6 +356,12 @@ class LogBackend:
 
 
 _ENTRY_COLUMNS = "seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect, time_us"
+
+
+def _find_sql(count: int) -> str:
+    """The entries stored under ``count`` dedupe keys (only placeholders are interpolated)."""
+    marks = ",".join("?" * count)
+    return f"SELECT dedupe_key, seq, leaf_hash FROM entries WHERE dedupe_key IN ({marks})"  # noqa: S608
 
 
 def _entry(r: Sequence[Any]) -> EntryRow:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Sequence
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from functools import lru_cache
 from typing import Any
 
@@ -122,6 +122,10 @@ class PostgresDialect:
 
     engine = POSTGRESQL
     lock_suffix = " FOR UPDATE"
+    sequence_lock = "SELECT pg_advisory_xact_lock(1634625140, hashtext(current_schema()))"
+    """Writers queue on an advisory lock, one per log's schema, before the row lock: the
+    row lock alone keeps sequencing correct, but waiting for it costs the server more
+    (measured in docs/performance.md)."""
     log_schema = LOG_SCHEMA
 
     def __init__(self) -> None:
@@ -244,6 +248,10 @@ class PostgresDialect:
                 "running and reachable; agentfence reconnects on the next call"
             )
         return ""
+
+    def pipeline(self, conn: Any) -> AbstractContextManager[Any]:
+        """psycopg's pipeline mode: statements go out together, results come back together."""
+        return conn.pipeline()  # type: ignore[no-any-return]
 
     def idle(self, conn: Any) -> bool:
         """Open and in no transaction."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ class SqliteDialect:
     engine = SQLITE
     driver_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
     lock_suffix = ""
+    sequence_lock = ""
     log_schema = LOG_SCHEMA
 
     def connect(self, location: Location, *, readonly: bool) -> sqlite3.Connection:
@@ -149,6 +151,10 @@ class SqliteDialect:
     def hint(self, exc: BaseException) -> str:
         """SQLite's messages say enough."""
         return ""
+
+    def pipeline(self, conn: sqlite3.Connection) -> AbstractContextManager[Any]:
+        """In-process: there are no round trips to save."""
+        return nullcontext()
 
 
 SQLITE_DIALECT = SqliteDialect()

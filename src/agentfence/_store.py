@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,6 +97,8 @@ class Dialect(Protocol):
     driver_errors: tuple[type[BaseException], ...]
     lock_suffix: str
     """Appended to the read of the tree state that sequencing starts from (a row lock)."""
+    sequence_lock: str
+    """A statement run first in every append transaction ("" for none)."""
     log_schema: str
     """The decision log's tables (``docs/log-format.md``)."""
 
@@ -142,6 +144,10 @@ class Dialect(Protocol):
 
     def hint(self, exc: BaseException) -> str:
         """What to do about a driver error, if the dialect knows ("" otherwise)."""
+        ...
+
+    def pipeline(self, conn: Any) -> AbstractContextManager[Any]:
+        """Batch the statements run inside into as few round trips as the engine allows."""
         ...
 
 
@@ -285,6 +291,11 @@ class Database:
         if rows:
             self.dialect.executemany(self.conn(), sql, rows)
 
+    def pipeline(self) -> AbstractContextManager[Any]:
+        """Statements inside are sent together where the engine can (PostgreSQL's
+        pipeline mode); a result read inside waits for what was sent before it."""
+        return self.dialect.pipeline(self.conn())
+
     @contextmanager
     def transaction(self) -> Iterator[Database]:
         """A write transaction on this thread's connection; rolled back if the body raises."""
@@ -306,6 +317,8 @@ class Database:
                 self._discard(conn)
             raise
         else:
+            if self.dialect.idle(conn):
+                return  # the body committed as its last statement (LogTransaction does)
             try:
                 conn.execute("COMMIT")
             except BaseException:

@@ -484,15 +484,14 @@ class SignedLog:
 
     def _write(self, batch: list[_Pending]) -> _merkle.MerkleFrontier:
         with self._backend.transaction() as tx:
-            state = tx.tree_state()
+            keys = [k for k in (dedupe_key(i.record) for i in batch) if k is not None]
+            state, existing = tx.begin_batch(keys)
             if state is None:
                 frontier = _merkle.MerkleFrontier()
             else:
                 frontier = _merkle.MerkleFrontier.from_state(
                     _merkle.FrontierState.from_bytes(state[1])
                 )
-            keys = [k for k in (dedupe_key(i.record) for i in batch) if k is not None]
-            existing = tx.find(keys) if keys else {}
             rows: list[EntryRow] = []
             blobs: list[tuple[str, bytes, bytes]] = []
             for item in batch:
@@ -524,9 +523,7 @@ class SignedLog:
                 if key is not None:
                     existing[key] = (seq, leaf)
             if rows:
-                tx.insert_blobs(blobs)
-                tx.insert_entries(rows)
-                tx.set_tree_state(frontier.size, frontier.state().to_bytes())
+                tx.finish_batch(blobs, rows, frontier.size, frontier.state().to_bytes())
         return frontier
 
     def _handover(self, batch: list[_Pending], frontier: _merkle.MerkleFrontier) -> bool:
