@@ -44,7 +44,9 @@ from agentfence.verify import replay, verify_log
 START, END = "<!-- bench_log:start -->", "<!-- bench_log:end -->"
 
 
-def decision(i: int, request_blob: str | None = None) -> DecisionRecord:
+def decision(
+    i: int, request_blob: str | None = None, policy_hash: str = "0" * 64
+) -> DecisionRecord:
     """A realistic decision record (the size of the demo's refund decisions)."""
     return DecisionRecord(
         decision_id=hashlib.sha256(str(i).encode()).hexdigest()[:32],
@@ -63,7 +65,7 @@ def decision(i: int, request_blob: str | None = None) -> DecisionRecord:
         reasons=["refunds up to EUR 100 are routine"],
         errors=[],
         approvers=[],
-        policy_hash="0" * 64,
+        policy_hash=policy_hash,
         engine="cedarpy/4.12.2",
         time_us=1_800_000_000_000_000 + i,
     )
