@@ -55,6 +55,45 @@ class BlobRow:
     erased: bool
 
 
+@dataclass(frozen=True)
+class ServerEntry:
+    """What the database needs to sequence one entry: its record's canonical bytes and the
+    index columns."""
+
+    record: bytes
+    kind: str
+    dedupe_key: str | None
+    thread: str | None
+    tool: str | None
+    effect: str | None
+    time_us: int
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(
+            (
+                self.record,
+                self.kind,
+                self.dedupe_key,
+                self.thread,
+                self.tool,
+                self.effect,
+                self.time_us,
+            )
+        )
+
+
+@dataclass(frozen=True)
+class ServerBatch:
+    """What ``agentfence_append`` did: each entry's seq and leaf hash (a duplicate's are the
+    stored entry's), and the tree state before and after."""
+
+    seqs: list[int]
+    leaves: list[bytes]
+    duplicates: list[bool]
+    old_frontier: bytes
+    new_frontier: bytes
+
+
 class LogTransaction:
     """The writes one append batch makes, inside the engine's write lock."""
 
@@ -64,14 +103,9 @@ class LogTransaction:
     def begin_batch(
         self, keys: Sequence[str]
     ) -> tuple[tuple[int, bytes] | None, dict[str, tuple[int, bytes]]]:
-        """Lock the tree for sequencing and find which dedupe keys are stored already.
-
-        The lock is held until the transaction ends, so everything after it is kept short:
-        on PostgreSQL both reads go in one round trip (a pipeline), and so do the writes.
-        """
+        """Lock the tree for sequencing and find which dedupe keys are stored already
+        (the writer then numbers and hashes the batch itself: SQLite)."""
         with self._db.pipeline():
-            if self._db.dialect.sequence_lock:
-                self._db.execute(self._db.dialect.sequence_lock)
             state_cursor = self._db.execute(
                 "SELECT size, frontier FROM tree_state WHERE id = 1" + self._db.dialect.lock_suffix  # noqa: S608  # a constant
             )
@@ -92,13 +126,45 @@ class LogTransaction:
         size: int,
         frontier: bytes,
     ) -> None:
-        """Write a batch's blobs and entries and the new tree state, and commit: on
-        PostgreSQL in one round trip, which ends the time the lock is held."""
+        """Write a batch's blobs and entries and the new tree state (the commit follows)."""
         with self._db.pipeline():
             self.insert_blobs(blobs)
             self.insert_entries(rows)
             self.set_tree_state(size, frontier)
+
+    def append_on_server(
+        self, entries: Sequence[ServerEntry], blobs: Sequence[tuple[int, str, bytes, bytes]]
+    ) -> ServerBatch:
+        """Sequence a batch in the database (``agentfence_append``) and commit, in one round
+        trip: the locks are held for the function's run and the WAL flush only.
+
+        ``blobs`` are (index of the owning entry, ref, salt, content); an entry's blobs are
+        stored only if the entry is (not if it was a duplicate).
+        """
+        columns = list(zip(*entries, strict=True)) if entries else [()] * 7
+        owners = [b[0] + 1 for b in blobs]  # SQL arrays count from 1
+        with self._db.pipeline():
+            cursor = self._db.execute(
+                "SELECT seqs, leaves, duplicates, old_frontier, new_frontier FROM "
+                "agentfence_append(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    *(list(c) for c in columns),
+                    owners,
+                    [b[1] for b in blobs],
+                    [b[2] for b in blobs],
+                    [b[3] for b in blobs],
+                ),
+            )
             self._db.execute("COMMIT")
+            row = cursor.fetchone()
+        seqs, leaves, duplicates, old, new = row
+        return ServerBatch(
+            [int(s) for s in seqs],
+            [bytes(h) for h in leaves],
+            [bool(d) for d in duplicates],
+            bytes(old),
+            bytes(new),
+        )
 
     def tree_state(self) -> tuple[int, bytes] | None:
         """The committed tree size and Merkle frontier, read under the write lock."""

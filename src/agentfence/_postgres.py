@@ -4,13 +4,19 @@ The only module that imports psycopg. One log per database (or per schema, chose
 URL's ``options=-csearch_path%3DNAME``): the same tables as SQLite, with ``BYTEA`` for bytes
 and ``BIGINT`` for integers.
 
-Locking: every append batch runs in one READ COMMITTED transaction that starts with
-``SELECT size, frontier FROM tree_state WHERE id = 1 FOR UPDATE``. That row lock serialises
-sequencing across every process and host writing to the log; the lock is released only when
-the transaction commits (after its WAL record is flushed, ``synchronous_commit = on``), so the
-next writer reads the tree state the last one committed, and sees its entries. Readers never
-wait for it. Tables are created under a transaction-scoped advisory lock, so several workers
-starting at once do not race each other's ``CREATE TABLE``.
+Sequencing: every append batch is one call of the function ``agentfence_append`` in a
+READ COMMITTED transaction. It takes a transaction-scoped advisory lock keyed on the schema's
+name (writers queue there), then ``SELECT ... FROM tree_state WHERE id = 1 FOR UPDATE``;
+that row lock serialises sequencing across every process and host writing to the log. It
+numbers the entries from the stored size, builds each entry's bytes around the record bytes
+the writer sent, hashes them (RFC 6962 leaves), extends the Merkle frontier and stores it all.
+The call and its COMMIT go in one round trip, so the locks are held for the function's run and
+the WAL flush (``synchronous_commit = on``) only. The writer checks the function's work:
+from the frontier the function started from, it rebuilds the entries, leaf hashes and new
+frontier itself and refuses receipts that differ (as in SQLite, the stored frontier is
+checked by the tail check on open, and everything by the verifier). Readers never wait. Tables are created under
+another advisory lock, so several workers starting at once do not race each other's
+``CREATE TABLE``.
 
 Triggers reject UPDATE, DELETE and TRUNCATE of entries and checkpoints and any change to a
 blob but its erasure, as in SQLite: a guard rail, not the protection (that is the tree).
@@ -105,6 +111,73 @@ CREATE OR REPLACE TRIGGER blobs_no_truncate BEFORE TRUNCATE ON blobs
     FOR EACH STATEMENT EXECUTE FUNCTION agentfence_append_only();
 CREATE OR REPLACE TRIGGER blobs_erase_only BEFORE UPDATE ON blobs
     FOR EACH ROW EXECUTE FUNCTION agentfence_blob_erase_only();
+CREATE OR REPLACE FUNCTION agentfence_append(
+    records bytea[], kinds text[], keys text[], threads text[], tools text[], effects text[],
+    times bigint[], blob_owners int[], blob_refs text[], blob_salts bytea[],
+    blob_contents bytea[],
+    OUT seqs bigint[], OUT leaves bytea[], OUT duplicates boolean[],
+    OUT old_frontier bytea, OUT new_frontier bytea
+) LANGUAGE plpgsql AS $$
+-- Sequence one batch of entries on the server, under the log's locks: number them from
+-- the tree state, build each entry's bytes around its canonical record bytes (as
+-- records.entry_bytes_from does), hash it as an RFC 6962 leaf, extend the Merkle frontier,
+-- and store entries, blobs and the new tree state. The writer recomputes all of it from
+-- old_frontier and its own records after the commit, and refuses receipts that differ.
+DECLARE
+    n_size bigint;
+    bits bigint;
+    stack bytea[] := '{}';
+    body bytea;
+    leaf bytea;
+    node bytea;
+    hit record;
+    stored boolean[] := '{}';
+BEGIN
+    PERFORM pg_advisory_xact_lock(1634625140, hashtext(current_schema()));
+    SELECT t.size, t.frontier INTO n_size, old_frontier FROM tree_state t WHERE t.id = 1 FOR UPDATE;
+    FOR i IN 0 .. (length(old_frontier) - 8) / 32 - 1 LOOP
+        stack := stack || substring(old_frontier FROM 9 + 32 * i FOR 32);
+    END LOOP;
+    seqs := '{}'; leaves := '{}'; duplicates := '{}';
+    FOR i IN 1 .. coalesce(array_length(records, 1), 0) LOOP
+        IF keys[i] IS NOT NULL THEN
+            SELECT e.seq, e.leaf_hash INTO hit FROM entries e WHERE e.dedupe_key = keys[i];
+            IF FOUND THEN
+                seqs := seqs || hit.seq; leaves := leaves || hit.leaf_hash;
+                duplicates := duplicates || true; stored := stored || false;
+                CONTINUE;
+            END IF;
+        END IF;
+        body := convert_to('{"format":"agentfence.entry/v1","record":', 'UTF8') || records[i]
+            || convert_to(',"seq":' || n_size::text || '}', 'UTF8');
+        leaf := sha256('\\x00'::bytea || body);
+        INSERT INTO entries (seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect, time_us)
+            VALUES (n_size, kinds[i], keys[i], body, leaf, threads[i], tools[i], effects[i],
+                    times[i]);
+        node := leaf;
+        bits := n_size;
+        WHILE bits & 1 = 1 LOOP
+            node := sha256('\\x01'::bytea || stack[array_length(stack, 1)] || node);
+            stack := stack[1 : array_length(stack, 1) - 1];
+            bits := bits >> 1;
+        END LOOP;
+        stack := stack || node;
+        seqs := seqs || n_size; leaves := leaves || leaf;
+        duplicates := duplicates || false; stored := stored || true;
+        n_size := n_size + 1;
+    END LOOP;
+    INSERT INTO blobs (ref, salt, content)
+        SELECT b.ref, b.salt, b.content
+        FROM unnest(blob_owners, blob_refs, blob_salts, blob_contents)
+            AS b(owner, ref, salt, content)
+        WHERE stored[b.owner]
+        ON CONFLICT DO NOTHING;
+    new_frontier := int8send(n_size) || coalesce(
+        (SELECT string_agg(h, ''::bytea ORDER BY n) FROM unnest(stack) WITH ORDINALITY AS s(h, n)),
+        ''::bytea
+    );
+    UPDATE tree_state SET size = n_size, frontier = new_frontier WHERE id = 1;
+END $$;
 """.replace("EMPTY_FRONTIER", _EMPTY_FRONTIER)
 
 
@@ -122,10 +195,8 @@ class PostgresDialect:
 
     engine = POSTGRESQL
     lock_suffix = " FOR UPDATE"
-    sequence_lock = "SELECT pg_advisory_xact_lock(1634625140, hashtext(current_schema()))"
-    """Writers queue on an advisory lock, one per log's schema, before the row lock: the
-    row lock alone keeps sequencing correct, but waiting for it costs the server more
-    (measured in docs/performance.md)."""
+    sequences_on_server = True
+    """Appends call agentfence_append: the lock is held for its run and the WAL flush."""
     log_schema = LOG_SCHEMA
 
     def __init__(self) -> None:
@@ -165,10 +236,11 @@ class PostgresDialect:
         its table against writes, and would deadlock with workers appending meanwhile.
         """
         tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema)
-        if not self._all_exist(conn, tables):
+        routines = re.findall(r"CREATE OR REPLACE FUNCTION (agentfence_append)\(", schema)
+        if not self._all_exist(conn, tables) or not self._routines_exist(conn, routines):
             with conn.transaction():
                 conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
-                if not self._all_exist(conn, tables):
+                if not self._all_exist(conn, tables) or not self._routines_exist(conn, routines):
                     conn.execute(schema)
         self.check_columns(conn, schema)
 
@@ -179,6 +251,14 @@ class PostgresDialect:
             (list(tables),),
         ).fetchone()
         return bool(row and row[0])
+
+    @staticmethod
+    def _routines_exist(conn: Any, names: Sequence[str]) -> bool:
+        for name in names:
+            row = conn.execute("SELECT to_regproc(%s) IS NOT NULL", (name,)).fetchone()
+            if not (row and row[0]):
+                return False
+        return True
 
     @staticmethod
     def check_columns(conn: Any, schema: str) -> None:

@@ -82,7 +82,7 @@ class SqliteDialect:
     engine = SQLITE
     driver_errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
     lock_suffix = ""
-    sequence_lock = ""
+    sequences_on_server = False
     log_schema = LOG_SCHEMA
 
     def connect(self, location: Location, *, readonly: bool) -> sqlite3.Connection:

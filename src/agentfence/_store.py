@@ -97,8 +97,8 @@ class Dialect(Protocol):
     driver_errors: tuple[type[BaseException], ...]
     lock_suffix: str
     """Appended to the read of the tree state that sequencing starts from (a row lock)."""
-    sequence_lock: str
-    """A statement run first in every append transaction ("" for none)."""
+    sequences_on_server: bool
+    """Whether appends number and hash entries in the database (``agentfence_append``)."""
     log_schema: str
     """The decision log's tables (``docs/log-format.md``)."""
 
@@ -318,7 +318,7 @@ class Database:
             raise
         else:
             if self.dialect.idle(conn):
-                return  # the body committed as its last statement (LogTransaction does)
+                return  # the body committed as its last statement (append_on_server does)
             try:
                 conn.execute("COMMIT")
             except BaseException:

@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import TypeAdapter, ValidationError
 
 from agentfence import _merkle, _signing
-from agentfence._log_backend import CheckpointRow, EntryRow, LogBackend
+from agentfence._log_backend import CheckpointRow, EntryRow, LogBackend, ServerEntry
 from agentfence._store import Location, parse_url
 from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
@@ -237,6 +237,7 @@ class SignedLog:
         self._last_batch = 0
         self._incoming: _signing.Signer | None = None
         self._retired = False  # another process rotated the key away from ours
+        self._failed: str | None = None  # the database returned entries that do not check
         self._key_lock = threading.Lock()
         self.stats = _Stats()
         self._start()
@@ -391,6 +392,8 @@ class SignedLog:
         with self._lock:
             if self._closed:
                 raise LogError(f"the decision log {self.name} is closed")
+            if self._failed:
+                raise LogError(self._failed)
             self._queue.append(item)
             lead = not self._leader
             self._leader = True
@@ -483,6 +486,8 @@ class SignedLog:
         return True
 
     def _write(self, batch: list[_Pending]) -> _merkle.MerkleFrontier:
+        if self._backend.db.dialect.sequences_on_server:
+            return self._write_on_server(batch)
         with self._backend.transaction() as tx:
             keys = [k for k in (dedupe_key(i.record) for i in batch) if k is not None]
             state, existing = tx.begin_batch(keys)
@@ -524,6 +529,64 @@ class SignedLog:
                     existing[key] = (seq, leaf)
             if rows:
                 tx.finish_batch(blobs, rows, frontier.size, frontier.state().to_bytes())
+        return frontier
+
+    def _write_on_server(self, batch: list[_Pending]) -> _merkle.MerkleFrontier:
+        """Let the database number and hash the batch (PostgreSQL), then check its work.
+
+        Every writer process queues on the log's lock; doing the sequencing inside the
+        database keeps the lock for one round trip. Nothing the database returns is taken on
+        trust: the entries' bytes, leaf hashes and the new frontier are recomputed here from
+        the frontier it started from, and a difference fails the append (the call is denied)
+        and names the log as inconsistent.
+        """
+        entries: list[ServerEntry] = []
+        blobs: list[tuple[int, str, bytes, bytes]] = []
+        for index, item in enumerate(batch):
+            columns = _index_columns(item.record)
+            entries.append(
+                ServerEntry(
+                    item.record_bytes,
+                    item.record.format,
+                    dedupe_key(item.record),
+                    columns.thread,
+                    columns.tool,
+                    columns.effect,
+                    item.record.time_us,
+                )
+            )
+            blobs.extend((index, b.ref, b.salt, b.content) for b in item.blobs)
+        with self._backend.transaction() as tx:
+            done = tx.append_on_server(entries, blobs)
+        frontier = _merkle.MerkleFrontier.from_state(
+            _merkle.FrontierState.from_bytes(done.old_frontier)
+        )
+        if not (len(done.seqs) == len(done.leaves) == len(done.duplicates) == len(batch)):
+            raise LogError("the database returned receipts for a different number of entries")
+        for item, seq, leaf, duplicate in zip(
+            batch, done.seqs, done.leaves, done.duplicates, strict=True
+        ):
+            if duplicate:
+                item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex(), duplicate=True)
+                continue
+            expected = _merkle.leaf_hash(entry_bytes_from(frontier.size, item.record_bytes))
+            if seq != frontier.size or leaf != expected:
+                self._failed = (
+                    f"the database stored entry {seq} differently from the record this process "
+                    f"sent (expected entry {frontier.size}); this process appends and signs "
+                    f"nothing more. Run `agentfence log verify {self.name}` and keep the log "
+                    "as it is for inspection"
+                )
+                raise LogError(self._failed)
+            frontier.append(leaf)
+            item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex())
+        if frontier.state().to_bytes() != done.new_frontier:
+            self._failed = (
+                f"the database stored a tree state for size {frontier.size} that does not match "
+                f"the entries; this process appends and signs nothing more. Run `agentfence "
+                f"log verify {self.name}` and keep the log as it is for inspection"
+            )
+            raise LogError(self._failed)
         return frontier
 
     def _handover(self, batch: list[_Pending], frontier: _merkle.MerkleFrontier) -> bool:
@@ -581,6 +644,7 @@ class SignedLog:
             if (
                 state is not None
                 and state[0] != self._last_checkpoint_size
+                and not self._failed
                 and self._key_is_current(state[0])
             ):
                 self._sign_checkpoint(

@@ -253,3 +253,28 @@ def test_connections_stay_few_however_many_tool_calls_and_close_with_the_fence(
     while sessions(pg_url, application) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert sessions(pg_url, application) == 0
+
+
+def test_a_database_that_sequences_wrongly_gets_no_receipt(pg_url: str) -> None:
+    """The writer re-checks what agentfence_append did: a function that hashes entries
+    differently (a tampered or broken database) fails the append, so the call is denied."""
+    signer = Signer.generate("check")
+    with SignedLog.open(pg_url, signer=signer) as log:
+        log.append(decision("ok", 0))
+        log.checkpoint()  # size 1
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_get_functiondef('agentfence_append'::regproc)").fetchone()
+            assert row is not None
+            broken = row[0].replace("'\\x00'::bytea", "'\\x02'::bytea")
+            assert broken != row[0]
+            conn.execute(broken)
+        with pytest.raises(LogError, match="stored entry 1 differently"):
+            log.append(decision("ok", 1))
+        with pytest.raises(LogError, match="appends and signs nothing more"):
+            log.append(decision("ok", 2))  # nothing more goes to a log that failed a check
+    backend = LogBackend(pg_url, create=False, readonly=True)
+    try:
+        latest = backend.latest_checkpoint()
+    finally:
+        backend.close()
+    assert latest is not None and latest.size == 1  # the bad entry was never signed
