@@ -154,6 +154,7 @@ class LogTransaction:
                     [b[2] for b in blobs],
                     [b[3] for b in blobs],
                 ),
+                binary=True,
             )
             self._db.execute("COMMIT")
             row = cursor.fetchone()

@@ -14,9 +14,9 @@ The call and its COMMIT go in one round trip, so the locks are held for the func
 the WAL flush (``synchronous_commit = on``) only. The writer checks the function's work:
 from the frontier the function started from, it rebuilds the entries, leaf hashes and new
 frontier itself and refuses receipts that differ (as in SQLite, the stored frontier is
-checked by the tail check on open, and everything by the verifier). Readers never wait. Tables are created under
-another advisory lock, so several workers starting at once do not race each other's
-``CREATE TABLE``.
+checked by the tail check on open, and everything by the verifier). Readers never wait.
+Tables are created under another advisory lock, so several workers starting at once do not
+race each other's ``CREATE TABLE``.
 
 Triggers reject UPDATE, DELETE and TRUNCATE of entries and checkpoints and any change to a
 blob but its erasure, as in SQLite: a guard rail, not the protection (that is the tree).
@@ -291,9 +291,12 @@ class PostgresDialect:
         """One snapshot for every read of the transaction, however long it takes."""
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
-    def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> Cursor:
-        """Run one statement written with ``?`` placeholders."""
-        cursor: Cursor = conn.execute(_adapt(sql), params or None)
+    def execute(
+        self, conn: Any, sql: str, params: Sequence[Any], *, binary: bool = False
+    ) -> Cursor:
+        """Run one statement written with ``?`` placeholders (``binary``: results in
+        PostgreSQL's binary format, cheaper to read for arrays of bytes)."""
+        cursor: Cursor = conn.execute(_adapt(sql), params or None, binary=binary)
         return cursor
 
     def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -120,8 +120,10 @@ class SqliteDialect:
         """A read transaction: it sees one snapshot from its first read on (WAL)."""
         conn.execute("BEGIN")
 
-    def execute(self, conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Cursor:
-        """Run one statement."""
+    def execute(
+        self, conn: sqlite3.Connection, sql: str, params: Sequence[Any], *, binary: bool = False
+    ) -> Cursor:
+        """Run one statement (``binary`` means nothing to SQLite)."""
         return conn.execute(sql, params)
 
     def executemany(

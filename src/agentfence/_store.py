@@ -118,8 +118,10 @@ class Dialect(Protocol):
         """Begin a read-only transaction that sees one snapshot throughout."""
         ...
 
-    def execute(self, conn: Any, sql: str, params: Sequence[Any]) -> Cursor:
-        """Run one statement written with ``?`` placeholders."""
+    def execute(
+        self, conn: Any, sql: str, params: Sequence[Any], *, binary: bool = False
+    ) -> Cursor:
+        """Run one statement written with ``?`` placeholders (``binary``: binary results)."""
         ...
 
     def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -269,22 +271,23 @@ class Database:
         """Create the tables a component keeps here (idempotent)."""
         self.dialect.create_schema(self.conn(), schema)
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
-        """Run one statement on this thread's connection.
+    def execute(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> Cursor:
+        """Run one statement on this thread's connection (``binary``: ask for results in the
+        engine's binary format where it has one).
 
         A read outside a transaction that fails because the connection died is run once
         more on a new connection; nothing else is retried.
         """
         conn = self.conn()
         try:
-            return self.dialect.execute(conn, sql, params)
+            return self.dialect.execute(conn, sql, params, binary=binary)
         except BaseException as exc:
             retry = sql.lstrip().upper().startswith("SELECT") and not getattr(
                 self._local, "in_transaction", False
             )
             if not (retry and self._dead(conn, exc)):
                 raise
-        return self.dialect.execute(self.conn(), sql, params)
+        return self.dialect.execute(self.conn(), sql, params, binary=binary)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement per row of parameters."""
