@@ -6,6 +6,9 @@
 #   scripts/postgres.sh restart  restart it (the fault tests use this)
 #   scripts/postgres.sh url      the database URL the tests use
 #
+# AGENTFENCE_PG_BASE and AGENTFENCE_PG_PORT put a second cluster elsewhere (the fault tests
+# restart one of their own).
+#
 # The server listens on a Unix socket in build/pg/run only (no TCP), with trust
 # authentication: it is for this checkout's tests, never for data anyone keeps.
 set -euo pipefail
@@ -17,8 +20,8 @@ PORT="${AGENTFENCE_PG_PORT:-54329}"
 # be able to reach that directory; a checkout under a private home (/root is 0700) cannot
 # host it, so it goes under /tmp instead, named after the checkout.
 paths() {
-  BASE="$ROOT/build/pg"
-  if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 \
+  BASE="${AGENTFENCE_PG_BASE:-$ROOT/build/pg}"
+  if [ -z "${AGENTFENCE_PG_BASE:-}" ] && [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1 \
       && ! runuser -u postgres -- test -x "$ROOT" 2>/dev/null; then
     BASE="${TMPDIR:-/tmp}/agentfence-pg-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)"
   fi
@@ -64,7 +67,8 @@ start() {
     chmod 755 "$BASE"
   fi
   if [ ! -f "$DATA/PG_VERSION" ]; then
-    as_owner "$bin/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C >/dev/null
+    as_owner "$bin/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C --no-sync \
+      >/dev/null
     as_owner mkdir -p "$RUN"
     cat >>"$DATA/postgresql.conf" <<EOF
 listen_addresses = ''

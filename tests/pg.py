@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,20 +72,3 @@ def fresh_database() -> Iterator[str]:
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def restart_server() -> None:
-    """Restart the test cluster (fast shutdown: every connection is dropped)."""
-    subprocess.run([str(ROOT / "scripts" / "postgres.sh"), "restart"], check=True, timeout=120)
-
-
-def terminate_connections(url: str) -> int:
-    """End every other session on the server, as a failover or a DBA would."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
-        ).fetchone()
-    return int(row[0]) if row else 0

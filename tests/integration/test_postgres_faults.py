@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import glob
 import hashlib
 import os
 import random
@@ -50,7 +49,7 @@ from agentfence.testing import tool_call
 from agentfence.verify import VerifiedLog, verify_log
 from tests.conftest import Ran
 from tests.graphs import batch, config, graph_for, tool_messages
-from tests.pg import base_url
+from tests.pg import ROOT, base_url
 
 pytestmark = pytest.mark.postgres
 
@@ -426,126 +425,61 @@ def test_killed_writer_loses_no_acknowledged_entry(pg_url: str, tmp_path: Path) 
 # --- 2. the server stops and restarts (a private cluster) --------------------------------
 
 
-def _bin_dir() -> Path | None:
-    found = [Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin") if Path(p, "initdb").exists()]
-    if not found:
-        return None
-    return max(found, key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.name)] or [0])
-
-
-def _as_owner(args: list[str]) -> list[str]:
-    # initdb and postgres refuse to run as root: run them as the postgres user then.
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
-
-
 @dataclass
 class PrivateCluster:
-    """A throwaway PostgreSQL cluster only this module uses: restarting it harms no one."""
+    """A throwaway PostgreSQL cluster only this module uses: restarting it harms no one.
 
-    bin: Path
+    Run by scripts/postgres.sh, the same script that runs the shared one, pointed elsewhere.
+    """
+
     base: Path
     port: int = 54339
 
-    @property
-    def data(self) -> Path:
-        return self.base / "data"
-
-    @property
-    def socket_dir(self) -> Path:
-        return self.base / "run"
-
     def url(self, database: str = "agentfence") -> str:
-        return f"postgresql://postgres@/{database}?host={self.socket_dir}&port={self.port}"
+        return f"postgresql://postgres@/{database}?host={self.base / 'run'}&port={self.port}"
 
-    def ctl(self, *args: str) -> None:
-        command = [str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "log")]
+    def script(self, command: str) -> None:
+        env = {
+            **os.environ,
+            "AGENTFENCE_PG_BASE": str(self.base),
+            "AGENTFENCE_PG_PORT": str(self.port),
+        }
         subprocess.run(
-            _as_owner([*command, "-w", "-t", "30", *args]),
+            [str(ROOT / "scripts" / "postgres.sh"), command],
+            env=env,
             check=True,
             stdout=subprocess.DEVNULL,
-            timeout=60,
+            timeout=120,
         )
 
     def start(self) -> None:
-        self.ctl("start")
+        self.script("start")
 
     def stop(self) -> None:
-        self.ctl("-m", "fast", "stop")
+        self.script("stop")
 
     def restart(self) -> None:
-        self.ctl("-m", "fast", "restart")
+        self.script("restart")
 
     def server_log(self) -> str:
-        path = self.base / "log"
+        path = self.base / "server.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
 
 @pytest.fixture(scope="module")
 def private_cluster() -> Iterator[PrivateCluster]:
-    """initdb + pg_ctl start into a temporary directory; stopped and removed afterwards."""
-    import psycopg
-
+    """A cluster of its own in a temporary directory; stopped and removed afterwards."""
     base_url()  # skipped (or failed, when required) like every PostgreSQL test
-    bin_dir = _bin_dir()
-    if bin_dir is None:
-        message = "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin for a private cluster"
-        if os.environ.get("AGENTFENCE_POSTGRES_TESTS") == "required":
-            pytest.fail(message)
-        pytest.skip(message)
     # Not under pytest's tmp_path: its parents are private to the user running pytest, and
     # the server runs as postgres. A short path also keeps the socket path under its limit.
-    base = Path(tempfile.mkdtemp(prefix="af-pg-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    if os.geteuid() == 0:
-        shutil.chown(base, "postgres", "postgres")
-    cluster = PrivateCluster(bin_dir, base)
+    cluster = PrivateCluster(Path(tempfile.mkdtemp(prefix="af-pg-", dir="/tmp")))
+    os.chmod(cluster.base, 0o755)
     try:
-        subprocess.run(
-            _as_owner(
-                [
-                    str(bin_dir / "initdb"),
-                    "-D",
-                    str(cluster.data),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                ]
-            ),
-            check=True,
-            stdout=subprocess.DEVNULL,
-            timeout=120,
-        )
-        cluster.socket_dir.mkdir()
-        if os.geteuid() == 0:
-            shutil.chown(cluster.socket_dir, "postgres", "postgres")
-        with (cluster.data / "postgresql.conf").open("a") as conf:
-            conf.write(
-                f"listen_addresses = ''\n"
-                f"unix_socket_directories = '{cluster.socket_dir}'\n"
-                f"port = {cluster.port}\n"
-                "max_connections = 100\n"
-                "fsync = on\n"
-                "synchronous_commit = on\n"
-            )
         cluster.start()
-        with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
-            conn.execute("CREATE DATABASE agentfence")
         yield cluster
     finally:
-        subprocess.run(
-            _as_owner(
-                [str(bin_dir / "pg_ctl"), "-D", str(cluster.data), "-m", "immediate", "stop"]
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=False,
-            timeout=60,
-        )
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.stop()
+        shutil.rmtree(cluster.base, ignore_errors=True)
 
 
 def test_restart_during_a_run_denies_while_down_and_recovers(
