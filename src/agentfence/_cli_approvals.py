@@ -26,7 +26,7 @@ from rich.table import Table
 
 from agentfence._log_backend import LogBackend
 from agentfence._signing import Signer, read_private_key
-from agentfence._store import SQLITE, Location, parse_url
+from agentfence._store import Location, parse_url
 from agentfence.approvals import (
     ApprovalRefused,
     ApprovalRequest,
@@ -139,11 +139,7 @@ def _db_path(db: str | None) -> Location:
             "fence logs to) or set AGENTFENCE_LOG"
         )
     location = parse_url(url)
-    if location.engine == SQLITE and not Path(str(location.path)).is_file():
-        raise ConfigurationError(
-            f"no decision log at {location.display!r}: pass --db with the file the fence logs "
-            "to (its log='sqlite:///PATH'), or set AGENTFENCE_LOG"
-        )
+    LogBackend(location, create=False, readonly=True).close()  # says so if there is none
     return location
 
 

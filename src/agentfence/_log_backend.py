@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentfence._store import SQLITE, Database, Location, parse_url
+from agentfence._store import Database, Location, parse_url
 from agentfence.errors import LogError
+
+LOG_TABLES = {"meta", "entries", "blobs", "checkpoints", "tree_state"}
+"""The tables of a decision log (``docs/log-format.md``)."""
 
 
 @dataclass(frozen=True)
@@ -225,16 +228,9 @@ class LogBackend:
         self, url: str | Path | Location, *, create: bool = True, readonly: bool = False
     ) -> None:
         self.location = parse_url(url)
-        if (
-            self.location.engine == SQLITE
-            and not create
-            and not Path(str(self.location.path)).exists()
-        ):
-            raise LogError(
-                f"no decision log at {self.name!r}; check the path (a log is created by "
-                "a fence with log='sqlite:///PATH')"
-            )
         self.db = Database(self.location, readonly=readonly)
+        if not create:
+            self.db.require(LOG_TABLES, "decision log")
         if not readonly:
             try:
                 self.db.create_schema(self.db.dialect.log_schema)

@@ -50,12 +50,8 @@ class _Snapshot:
     def __init__(self, source: str | Path) -> None:
         self.location = parse_url(source)
         self.path = self.location.display
-        if self.location.engine == SQLITE and not Path(str(self.location.path)).is_file():
-            raise LogError(
-                f"no decision log at {self.path!r}; check the path (a log is created by "
-                "a fence with log='sqlite:///PATH')"
-            )
         self._db = Database(self.location, readonly=True)
+        self._db.require(set(), "decision log")  # a missing file; the tables are below
         self._dialect = self._db.dialect
         try:
             self._conn = self._db.conn()

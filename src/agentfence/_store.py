@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from agentfence.errors import AgentfenceError, ConfigurationError
+from agentfence.errors import AgentfenceError, ConfigurationError, LogError
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -266,6 +266,23 @@ class Database:
         text = lines[0] if lines else type(exc).__name__
         hint = self.dialect.hint(exc)
         return f"{text} ({hint})" if hint else text
+
+    def require(self, tables: set[str], what: str) -> None:
+        """Raise a :class:`LogError` naming the place unless it holds ``tables`` (for
+        readers, who create nothing: a mistyped path or URL is an error, not a new log)."""
+        where = self.location.display
+        if self.location.engine == SQLITE and not Path(str(self.location.path)).is_file():
+            raise LogError(
+                f"no {what} at {where!r}; check the path (a log is created by a fence with "
+                "log='sqlite:///PATH')"
+            )
+        missing = tables - self.dialect.tables(self.conn())
+        if missing:
+            raise LogError(
+                f"no {what} in {where}: it has no {', '.join(sorted(missing))} table; check "
+                "the path or URL (a fence creates the tables; in PostgreSQL they are in the "
+                "schema 'agentfence' unless the URL sets a search_path)"
+            )
 
     def create_schema(self, schema: str) -> None:
         """Create the tables a component keeps here (idempotent)."""

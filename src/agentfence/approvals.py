@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentfence._ids import derive_id
 from agentfence._signing import Signer, Verifier
-from agentfence._store import SQLITE, Database, Location, MemoryDatabase, parse_url
+from agentfence._store import Database, Location, MemoryDatabase, parse_url
 from agentfence.errors import AgentfenceError, ConfigurationError, PolicyLoadError
 from agentfence.policy import (
     APPROVERS_FILE,
@@ -536,16 +536,9 @@ class ApprovalStore:
         if self.location is None:
             self._db = MemoryDatabase()
         else:
-            if (
-                self.readonly
-                and self.location.engine == SQLITE
-                and not Path(str(self.location.path)).exists()
-            ):
-                raise ConfigurationError(
-                    f"no approvals store at {self.location.display!r}; check "
-                    "the --db path (the decision log's SQLite file)"
-                )
             self._db = Database(self.location, readonly=self.readonly)
+            if self.readonly:
+                self._db.require({"approvals"}, "approvals store")
         if not self.readonly:
             self._db.create_schema(_SCHEMA)
 

@@ -278,3 +278,23 @@ def test_a_database_that_sequences_wrongly_gets_no_receipt(pg_url: str) -> None:
     finally:
         backend.close()
     assert latest is not None and latest.size == 1  # the bad entry was never signed
+
+
+def test_a_database_without_a_log_is_named_not_a_traceback() -> None:
+    """Readers create nothing: a URL pointing at the wrong database says so, and exits 2."""
+    with fresh_database() as url:
+        for command in (
+            ("log", "show", url),
+            ("approvals", "list", "--db", url),
+            ("log", "copy", url, "/nonexistent/copy.db"),
+        ):
+            result = run("-m", "agentfence.cli", *command)
+            assert result.returncode == 2, result.stderr
+            assert "Traceback" not in result.stderr
+            assert "no decision log in postgresql://postgres@/t_" in result.stderr
+            assert "it has no blobs, checkpoints, entries, meta, tree_state table" in result.stderr
+        with psycopg.connect(url) as conn:  # and nothing was created there
+            row = conn.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'entries'"
+            ).fetchone()
+        assert row == (0,)
