@@ -106,21 +106,14 @@ class LogTransaction:
     def begin_batch(
         self, keys: Sequence[str]
     ) -> tuple[tuple[int, bytes] | None, dict[str, tuple[int, bytes]]]:
-        """Lock the tree for sequencing and find which dedupe keys are stored already
-        (the writer then numbers and hashes the batch itself: SQLite)."""
-        with self._db.pipeline():
-            state_cursor = self._db.execute(
-                "SELECT size, frontier FROM tree_state WHERE id = 1" + self._db.dialect.lock_suffix  # noqa: S608  # a constant
-            )
-            chunks = [list(keys[i : i + 500]) for i in range(0, len(keys), 500)]
-            found_cursors = [self._db.execute(_find_sql(len(c)), c) for c in chunks]
-            row = state_cursor.fetchone()
-            found = {
-                key: (int(seq), bytes(leaf))
-                for cursor in found_cursors
-                for key, seq, leaf in cursor.fetchall()
-            }
-        return ((int(row[0]), bytes(row[1])) if row else None), found
+        """The tree state, read under the write lock, and the dedupe keys already stored:
+        where the writer numbers and hashes a batch itself (SQLite)."""
+        found: dict[str, tuple[int, bytes]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            for key, seq, leaf in self._db.execute(_find_sql(len(chunk)), chunk):
+                found[key] = (int(seq), bytes(leaf))
+        return self.tree_state(), found
 
     def finish_batch(
         self,
@@ -130,10 +123,9 @@ class LogTransaction:
         frontier: bytes,
     ) -> None:
         """Write a batch's blobs and entries and the new tree state (the commit follows)."""
-        with self._db.pipeline():
-            self.insert_blobs(blobs)
-            self.insert_entries(rows)
-            self.set_tree_state(size, frontier)
+        self.insert_blobs(blobs)
+        self.insert_entries(rows)
+        self.set_tree_state(size, frontier)
 
     def append_on_server(
         self, entries: Sequence[ServerEntry], blobs: Sequence[tuple[int, str, bytes, bytes]]

@@ -236,7 +236,7 @@ class PostgresDialect:
         its table against writes, and would deadlock with workers appending meanwhile.
         """
         tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema)
-        routines = re.findall(r"CREATE OR REPLACE FUNCTION (agentfence_append)\(", schema)
+        routines = re.findall(r"CREATE OR REPLACE FUNCTION (\w+)\(", schema)
         if not self._all_exist(conn, tables) or not self._routines_exist(conn, routines):
             with conn.transaction():
                 conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
