@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,3 +73,21 @@ def fresh_database() -> Iterator[str]:
     finally:
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def sessions_after(url: str, application: str, *, seconds: float) -> int:
+    """How many server sessions ``application`` holds, waiting up to ``seconds`` for none:
+    a server process ends just after its client leaves, not at once."""
+    import psycopg
+
+    deadline = time.monotonic() + seconds
+    while True:
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                (application,),
+            ).fetchone()
+        count = int(row[0]) if row else 0
+        if count == 0 or time.monotonic() >= deadline:
+            return count
+        time.sleep(0.02)

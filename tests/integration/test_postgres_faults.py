@@ -47,9 +47,10 @@ from agentfence.policy import _policy_hash
 from agentfence.records import DecisionRecord, LogRecord, OutcomeRecord
 from agentfence.testing import tool_call
 from agentfence.verify import VerifiedLog, verify_log
+from tests.conformance.test_backends import decision
 from tests.conftest import Ran
 from tests.graphs import batch, config, graph_for, tool_messages
-from tests.pg import ROOT, base_url
+from tests.pg import ROOT, base_url, sessions_after
 
 pytestmark = pytest.mark.postgres
 
@@ -221,7 +222,8 @@ WRITER = textwrap.dedent(
     from agentfence._signing import read_private_key
     from agentfence.log import SignedLog
     from agentfence.policy import _policy_hash
-    from agentfence.records import ActivationRecord, Blob, DecisionRecord, OutcomeRecord
+    from agentfence.records import ActivationRecord, Blob
+    from tests.conformance.test_backends import decision, done
 
     url, key, name = sys.argv[1], sys.argv[2], sys.argv[3]
     threads, pairs = int(sys.argv[4]), int(sys.argv[5])  # pairs 0: until killed
@@ -248,19 +250,10 @@ WRITER = textwrap.dedent(
     def work(t):
         i = 0
         while pairs == 0 or i < pairs:
-            decision_id = f"{name}-{t}-{i}"
-            acknowledge(log.append(DecisionRecord(
-                decision_id=decision_id, seed=0, thread=f"{name}-{t}", step=i,
-                tool_call_id=f"call-{i}", tool="read_record", principal='User::"alice"',
-                agent=name, action='Action::"read_record"', resource=None, request_blob=None,
-                effect="ALLOW",
-                policy_ids=["read-anything"], reasons=["records may be read"], errors=[],
-                approvers=[], policy_hash=policy_hash, engine="test", time_us=2 + i)))
-            result = Blob.of(f"result {decision_id}".encode())
-            acknowledge(log.append(OutcomeRecord(
-                decision_id=decision_id, status="success",
-                result_digest=hashlib.sha256(result.content).hexdigest(),
-                result_blob=result.ref, time_us=3 + i), [result]))
+            record = decision(f"{name}-{t}", i, policy_hash)
+            acknowledge(log.append(record))
+            result = Blob.of(f"result {record.decision_id}".encode())
+            acknowledge(log.append(done(record, result), [result]))
             i += 1
 
     workers = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
@@ -291,6 +284,8 @@ class Writer:
         self.name = name
         self.proc = subprocess.Popen(
             [sys.executable, str(script), url, str(key), name, str(threads), str(pairs)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},  # the script imports tests.conformance
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -390,29 +385,8 @@ def test_killed_writer_loses_no_acknowledged_entry(pg_url: str, tmp_path: Path) 
     # The log opens again (its tail check passes) and takes more appends.
     log = SignedLog.open(pg_url, signer=signer)
     try:
-        receipt = log.append(
-            DecisionRecord(
-                decision_id="after-the-kill",
-                seed=0,
-                thread="after",
-                step=0,
-                tool_call_id="after",
-                tool="wipe",
-                principal='User::"alice"',
-                agent="test",
-                action='Action::"wipe"',
-                resource=None,
-                request_blob=None,
-                effect="DENY",
-                policy_ids=[],
-                reasons=["no policy permits it"],
-                errors=[],
-                approvers=[],
-                policy_hash=writer_policy_hash("w0"),  # activated by writer w0
-                engine="test",
-                time_us=10,
-            )
-        )
+        # A policy set activated by writer w0.
+        receipt = log.append(decision("after-the-kill", 0, writer_policy_hash("w0")))
     finally:
         log.close()
     assert receipt.seq == len(stored)
@@ -562,16 +536,6 @@ def test_restart_during_a_run_denies_while_down_and_recovers(
 # --- 3. the fence's connections are terminated --------------------------------------------
 
 
-def _sessions(url: str, application: str) -> int:
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (application,)
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
 def _terminate(url: str, application: str) -> int:
     """End the sessions of one application only (the other tests' are left alone)."""
     import psycopg
@@ -583,10 +547,7 @@ def _terminate(url: str, application: str) -> int:
             (application,),
         ).fetchone()
     ended = int(row[0]) if row else 0
-    deadline = time.monotonic() + 10
-    while _sessions(url, application) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _sessions(url, application) == 0
+    assert sessions_after(url, application, seconds=10) == 0
     return ended
 
 

@@ -12,7 +12,6 @@ import json
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -25,15 +24,22 @@ from agentfence import Fence
 from agentfence._log_backend import LogBackend
 from agentfence._signing import Signer, write_private_key
 from agentfence._store import Database
-from agentfence.demo import demo_approver, policy_dir
+from agentfence.demo import demo_approver
 from agentfence.errors import LogError
 from agentfence.log import SignedLog, parse_entry
 from agentfence.records import ApprovalAnswerRecord, OutcomeRecord
 from agentfence.testing import tool_call
 from tests.conformance.test_backends import decision
 from tests.graphs import batch, config, graph_for
-from tests.integration.test_three_processes import DESK, ROOT, desk, refunds, run
-from tests.pg import fresh_database, fresh_schema
+from tests.integration.test_three_processes import (
+    DESK,
+    ROOT,
+    approve_as_fran,
+    desk,
+    refunds,
+    run,
+)
+from tests.pg import fresh_database, fresh_schema, sessions_after
 
 pytestmark = pytest.mark.postgres
 
@@ -58,24 +64,7 @@ def race(tmp_path: Path, pg_url: str, graph_url: str) -> None:
     listed = run("-m", "agentfence.cli", "approvals", "list", "--db", pg_url, "--json")
     assert listed.returncode == 0, listed.stderr
     assert [r["request_id"] for r in json.loads(listed.stdout)["requests"]] == [request_id]
-    approved = run(
-        "-m",
-        "agentfence.cli",
-        "approvals",
-        "approve",
-        request_id[:12],
-        "--as",
-        "fran",
-        "--key",
-        str(fran_key),
-        "--db",
-        pg_url,
-        "--policies",
-        str(policy_dir()),
-        "--tools",
-        "agentfence.demo.tools:TOOLS",
-    )
-    assert approved.returncode == 0, approved.stderr
+    approve_as_fran(request_id, fran_key, pg_url)
 
     # Workers B and C resume the same thread at the same moment.
     racers = [
@@ -188,12 +177,8 @@ def test_the_roles_in_the_deployment_guide_are_enough_and_no_more(tmp_path: Path
             admin.execute(f"GRANT SELECT, UPDATE ON agentfence.approvals TO {approver}")
             admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA agentfence TO {auditor}")
 
-            approve = [
-                "-m", "agentfence.cli", "approvals", "approve", request_id[:12], "--as", "fran",
-                "--key", str(fran_key), "--db", as_role(url, approver),
-            ]  # fmt: skip
-            approved = run(*approve)
-            assert approved.returncode == 0, approved.stderr
+            # The approver role suffices to answer, checked against the policies too.
+            approve_as_fran(request_id, fran_key, as_role(url, approver))
             assert desk("resume", tmp_path, worker_url, worker_url)["resumed"] is True
             assert refunds(tmp_path) == ["c-102 2500.00 laptop broken"]
 
@@ -229,14 +214,6 @@ def test_the_roles_in_the_deployment_guide_are_enough_and_no_more(tmp_path: Path
             admin.close()
 
 
-def sessions(url: str, application: str) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (application,)
-        ).fetchone()
-    return int(row[0]) if row else 0
-
-
 def test_connections_stay_few_however_many_tool_calls_and_close_with_the_fence(
     pg_url: str, make_fence: Callable[..., Fence], tools: list[BaseTool]
 ) -> None:
@@ -247,12 +224,9 @@ def test_connections_stay_few_however_many_tool_calls_and_close_with_the_fence(
     for n in range(20):
         reply = batch(tool_call("read_record", {"record_id": f"r{n}"}, f"c{n}"))
         graph_for(fence, tools, reply).invoke({"messages": [("user", "read")]}, config(f"t{n}"))
-    assert sessions(pg_url, application) <= 2 + Database.IDLE_KEPT
+    assert sessions_after(pg_url, application, seconds=0) <= 2 + Database.IDLE_KEPT
     fence.close()
-    deadline = time.monotonic() + 5  # a server process ends just after its client leaves
-    while sessions(pg_url, application) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert sessions(pg_url, application) == 0
+    assert sessions_after(pg_url, application, seconds=5) == 0
 
 
 def test_a_database_that_sequences_wrongly_gets_no_receipt(pg_url: str) -> None:

@@ -150,6 +150,17 @@ def desk(mode: str, work: Path, *stores: str) -> dict[str, Any]:
     return report
 
 
+def approve_as_fran(request_id: str, key: Path, db: str, *checked: str) -> None:
+    """Fran approves from the CLI (``checked``: ``--policies``/``--tools`` to check against,
+    by default the demo's)."""
+    checks = checked or ("--policies", str(policy_dir()), "--tools", "agentfence.demo.tools:TOOLS")
+    approved = run(
+        "-m", "agentfence.cli", "approvals", "approve", request_id[:12], "--as", "fran",
+        "--key", str(key), "--db", db, *checks,
+    )  # fmt: skip
+    assert approved.returncode == 0, approved.stderr
+
+
 def refunds(work: Path) -> list[str]:
     ledger = work / "refunds.txt"
     return ledger.read_text(encoding="utf-8").splitlines() if ledger.exists() else []
@@ -166,24 +177,7 @@ def test_pause_approve_in_another_process_resume_runs_once(tmp_path: Path) -> No
     assert refunds(tmp_path) == []
 
     # Process 2: fran approves from the CLI, checked at once against the policies.
-    approved = run(
-        "-m",
-        "agentfence.cli",
-        "approvals",
-        "approve",
-        request_id[:12],
-        "--as",
-        "fran",
-        "--key",
-        str(fran_key),
-        "--db",
-        f"sqlite:///{db}",
-        "--policies",
-        str(policy_dir()),
-        "--tools",
-        "agentfence.demo.tools:TOOLS",
-    )
-    assert approved.returncode == 0, approved.stderr
+    approve_as_fran(request_id, fran_key, f"sqlite:///{db}")
     assert refunds(tmp_path) == []
 
     # Process 3: the same agent, built again, resumes; the refund runs once.
