@@ -244,6 +244,17 @@ def machine() -> str:
     )
 
 
+def write_section(path: Path, start: str, end: str, section: str, heading: str) -> None:
+    """Replace the text between the ``start`` and ``end`` markers in ``path`` with
+    ``section`` (which carries the markers), or append it under ``heading``."""
+    text = path.read_text() if path.exists() else ""
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + f"\n\n## {heading}\n\n" + section + "\n"
+    path.write_text(text)
+
+
 def render(results: dict[str, Any], command: str) -> str:
     a, b, c, d = results["single"], results["group"], results["verify"], results["replay"]
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -332,12 +343,7 @@ def main() -> None:
     section = render(results, command.strip("`"))
     print(section)
     if args.write:
-        text = args.write.read_text() if args.write.exists() else ""
-        if START in text and END in text:
-            text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip() + "\n\n## The signed log\n\n" + section + "\n"
-        args.write.write_text(text)
+        write_section(args.write, START, END, section, "The signed log")
     _ = statistics  # kept for readers extending the percentiles
 
 

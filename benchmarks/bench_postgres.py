@@ -25,10 +25,7 @@ import datetime
 import json
 import multiprocessing
 import os
-import platform
-import re
 import secrets
-import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -40,7 +37,12 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
-from bench_log import decision  # the same realistic decision record as the SQLite bench
+from bench_log import (  # the same record, percentiles, machine line and section writer
+    decision,
+    machine,
+    pct,
+    write_section,
+)
 
 from agentfence import Fence
 from agentfence._signing import Signer, read_private_key, write_private_key
@@ -81,11 +83,6 @@ def appended(i: int, policy_hash: str) -> tuple[DecisionRecord, list[Blob]]:
     """One append as a fence makes it: the decision and its request blob."""
     blob = Blob.of(request(i))
     return decision(i, blob.ref, policy_hash), [blob]
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
@@ -462,21 +459,6 @@ def sqlite_single(tmp: Path, warmup: int, n: int) -> dict[str, float]:
 # --- report ----------------------------------------------------------------------------------
 
 
-def machine(info: dict[str, str]) -> str:
-    cpu = "unknown CPU"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        match = re.search(r"model name\s*:\s*(.+)", text)
-        cpu = match.group(1).strip() if match else cpu
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.platform()}, Python "
-        f"{platform.python_version()}, psycopg {psycopg.__version__}, SQLite "
-        f"{sqlite3.sqlite_version}"
-    )
-
-
 def render(results: dict[str, Any], command: str) -> str:
     t, f1, f2, s = results["target"], results["floor"], results["serial"], results["sqlite"]
     v = t["verify"]
@@ -540,7 +522,7 @@ def render(results: dict[str, Any], command: str) -> str:
         START,
         f"Measured {now} with `{command}`.",
         "",
-        f"- Machine: {machine(info)}",
+        f"- Machine: {machine()}, psycopg {psycopg.__version__}",
         f"- Server: {info['version']}; Unix socket; fsync {info['fsync']}, "
         f"synchronous_commit {info['synchronous_commit']}, wal_sync_method "
         f"{info['wal_sync_method']}, commit_delay {info['commit_delay']}; "
@@ -627,12 +609,7 @@ def main() -> None:
     if not results["target"]["verify"]["passed"]:
         raise SystemExit("the log did not verify as expected: the benchmark is void")
     if args.write:
-        text = args.write.read_text() if args.write.exists() else ""
-        if START in text and END in text:
-            text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
-        else:
-            text = text.rstrip() + "\n\n## The signed log on PostgreSQL\n\n" + section + "\n"
-        args.write.write_text(text)
+        write_section(args.write, START, END, section, "The signed log on PostgreSQL")
 
 
 if __name__ == "__main__":
