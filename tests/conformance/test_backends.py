@@ -23,7 +23,7 @@ import pytest
 from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool
 
-from agentfence import Fence
+from agentfence import Fence, _merkle
 from agentfence._log_backend import LogBackend, copy_log
 from agentfence._signing import Signer, write_private_key
 from agentfence._store import POSTGRESQL, Database, parse_url
@@ -247,9 +247,12 @@ def test_writers_in_several_processes_build_one_tree(
     finally:
         backend.close()
     assert {seq: leaf for seq, leaf in stored.items() if seq >= first} == acknowledged
-    # Every writer signed checkpoints; one size never has two roots (the size is the key).
     assert sorted(acknowledged) == list(range(first, first + total))  # no gaps, no duplicates
-    assert len({c.size for c in checkpoints}) == len(checkpoints) > 2
+    # The writers signed many checkpoints between them, each the root of the stored tree at
+    # its size (one size is one row, so it cannot have two roots).
+    tree = _merkle.MerkleTree([bytes.fromhex(stored[seq]) for seq in sorted(stored)])
+    assert len(checkpoints) > 2
+    assert [c.root for c in checkpoints] == [tree.root(c.size) for c in checkpoints]
 
 
 def test_threads_share_one_tree(store_url: str, make_fence: Callable[..., Fence]) -> None:
