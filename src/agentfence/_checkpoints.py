@@ -34,6 +34,7 @@ from agentfence.config import CONFIG_AGENT, CONFIG_THREAD
 from agentfence.langgraph import (
     ToolCallRequest,
     ToolResult,
+    bound_request,
     interrupt,
     pending_interrupts,
     recorded_result,
@@ -50,10 +51,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Run:
-    """The pipeline's verdict that the tool runs: under which decision, with which request."""
+    """The pipeline's verdict that the tool runs: under which decision, with which request.
+
+    ``facts`` describe exactly what runs (for an edited call, the edit as decided again);
+    ``request`` carries a fresh copy of their arguments as sent (:func:`bound_request`).
+    """
 
     decision: Decision
     request: ToolCallRequest
+    facts: CallFacts
+
+    @classmethod
+    def of(cls, decision: Decision, request: ToolCallRequest, facts: CallFacts) -> Run:
+        """Run ``facts`` under ``decision``: the tool gets its own copy of their arguments."""
+        return cls(decision, bound_request(request, facts.sent), facts)
 
 
 _PAST = {"approve": "approved", "edit": "edited and approved", "reject": "rejected"}
@@ -289,9 +300,13 @@ class Checkpoints:
                 dataclasses.replace(
                     facts,
                     args=run_args,
+                    bound=None,
+                    problem=None,
+                    sent=None,
                     nonce=f"{facts.nonce}resume:{self._fence._engine.policy_hash}",
                 )
             )
+            facts = again.facts
             self._fence._append(*self._fence._decision_record(again, span))
             if again.effect is Effect.DENY:
                 self._answer_record(
@@ -334,9 +349,7 @@ class Checkpoints:
         self._answer_record(
             stored, payload, "accepted", f"{_PAST[answer.decision]} by {verified.approver}", diff
         )
-        if answer.decision == "edit":
-            request = request.override(tool_call={**request.tool_call, "args": run_args})
-        return Run(decision, request)
+        return Run.of(decision, request, facts)
 
     def _handed_in(self, request_id: str, payload: Any) -> int | None:
         """When the store took this very answer (``None`` if it was delivered directly)."""

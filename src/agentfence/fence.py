@@ -359,7 +359,7 @@ class Fence:
             except Exception as exc:
                 self._record_outcome_error(verdict.decision, exc)
                 raise
-            return self._after(verdict.request, verdict.decision, result, span)
+            return self._after(verdict, result, span)
 
     async def awrap_tool_call(self, request: ToolCallRequest, execute: AsyncExecute) -> ToolResult:
         """``ToolNode(awrap_tool_call=...)``: the async form of :meth:`wrap_tool_call`.
@@ -378,9 +378,7 @@ class Fence:
             except Exception as exc:
                 self._record_outcome_error(verdict.decision, exc)
                 raise
-            return await asyncio.to_thread(
-                self._after, verdict.request, verdict.decision, result, span
-            )
+            return await asyncio.to_thread(self._after, verdict, result, span)
 
     def run(
         self,
@@ -470,7 +468,7 @@ class Fence:
                 if done is not None and decision.effect is not Effect.REQUIRE_APPROVAL:
                     return recorded_result(request, *done)
             if decision.effect is Effect.ALLOW:
-                return Run(decision, request)
+                return Run.of(decision, request, decision.facts)
             if decision.effect is Effect.REQUIRE_APPROVAL:
                 return self._checkpoints.hold(request, facts, decision, span)
         except GraphBubbleUp:
@@ -486,10 +484,11 @@ class Fence:
         span.finished("denied")
         return refusal(request, decision.explain(), decision)
 
-    def _after(
-        self, request: ToolCallRequest, decision: Decision, result: ToolResult, span: ToolCallSpan
-    ) -> ToolResult:
-        _, args, call_id, _ = call_parts(request)
+    def _after(self, verdict: Run, result: ToolResult, span: ToolCallSpan) -> ToolResult:
+        request, decision = verdict.request, verdict.decision
+        # What ran: the bound arguments (of the edit, for an edited call), not the request's.
+        args = verdict.facts.args
+        call_id = request.tool_call.get("id")
         resource_json = (decision.request or {}).get("resource")
         resource = EntityRef.parse(resource_json, "Tool") if resource_json else None
         labels = sorted(self._engine.result_labels(decision.facts.tool, resource))
@@ -716,7 +715,9 @@ class Fence:
         if not tool_call_id:
             tool_call_id = "auto-" + call_digest(tool, args, "")[:24]
         default_type = self._engine.principal_types[0]
-        return CallFacts(
+        # Describe once: the arguments are validated with the tool's own schema here, and
+        # those values are what is decided, recorded, approved and (as a copy) run.
+        facts = CallFacts(
             tool=tool,
             args=args,
             principal=EntityRef.parse(principal, default_type) if principal is not None else None,
@@ -727,6 +728,7 @@ class Fence:
             seed=check_seed(seed),
             nonce="" if thread else self._nonce,
         )
+        return self._engine.bind(facts)
 
     def _decision_record(
         self, decision: Decision, span: ToolCallSpan | None = None

@@ -6,6 +6,7 @@ package speaks of calls, decisions and records.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -63,6 +64,17 @@ def call_parts(request: ToolCallRequest) -> tuple[str, Any, str | None, Mapping[
     runtime = getattr(request, "runtime", None)
     config = getattr(runtime, "config", None) or {}
     return str(call.get("name", "")), call.get("args", {}), call.get("id"), config
+
+
+def bound_request(request: ToolCallRequest, sent: Mapping[str, Any] | None) -> ToolCallRequest:
+    """The request with a fresh copy of the arguments the fence bound, for the tool to run.
+
+    The tool and anything after the fence work on their own copy, so nothing they change
+    alters what was decided and recorded.
+    """
+    if sent is None:
+        return request
+    return request.override(tool_call={**request.tool_call, "args": copy.deepcopy(dict(sent))})
 
 
 def refusal(request: ToolCallRequest, text: str, decision: Decision | None) -> ToolMessage:

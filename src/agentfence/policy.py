@@ -22,6 +22,7 @@ labels the run has seen (``context.data``), where each argument value came from
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import functools
@@ -42,7 +43,7 @@ from agentfence._provenance import History, carried, provenance
 from agentfence._usage import Usage
 from agentfence.errors import AgentfenceWarning, PolicyLoadError
 from agentfence.labels import SOURCE_DEFAULT, Directory, Provenance
-from agentfence.tools import ArgumentError, ToolCatalog, ToolEntry, render_type
+from agentfence.tools import ArgumentError, BoundArgs, ToolCatalog, ToolEntry, render_type
 
 __all__ = [
     "CallFacts",
@@ -127,6 +128,14 @@ class CallFacts:
     """The thread's messages as the call saw them (labels seen, where values appeared)."""
     usage: Usage | None = None
     """Session usage before this call (``context.usage``); zeros when not given."""
+    bound: BoundArgs | None = None
+    """The arguments validated with the tool's schema (:meth:`PolicyEngine.bind`); ``args``
+    are then their values, the ones decided, recorded and approved."""
+    problem: str | None = None
+    """Why the arguments could not be bound (the call is denied with it)."""
+    sent: Mapping[str, Any] | None = None
+    """A private copy of the arguments as the call sent them, taken when they were bound:
+    the tool receives a fresh copy of these, whose validation gives exactly ``args``."""
 
     @functools.cached_property
     def decision_id(self) -> str:
@@ -422,14 +431,19 @@ class PolicyEngine:
                 f"principal {facts.principal} is not of a known principal type "
                 f"({', '.join(self.principal_types)})"
             )
+        principal = facts.principal
+        if facts.bound is None and facts.problem is None:
+            facts = self.bind(facts)
+        if facts.bound is None:
+            return deny(f"arguments do not fit the schema of {facts.tool!r}: {facts.problem}")
+        args = facts.bound.cedar
         try:
-            args = entry.cedar_args(facts.args)
             resource = EntityRef(entry.resource_type, entry.resource_id(facts.args))
         except ArgumentError as exc:
             return deny(f"arguments do not fit the schema of {facts.tool!r}: {exc}")
         flow = self._flow_context(entry, facts, resource)
         request = {
-            "principal": facts.principal.as_json(),
+            "principal": principal.as_json(),
             "action": {"type": "Action", "id": facts.tool},
             "resource": resource.as_json(),
             "context": {
@@ -445,6 +459,34 @@ class PolicyEngine:
             },
         }
         return self.decide_request(facts, request, decision_id)
+
+    def bind(self, facts: CallFacts) -> CallFacts:
+        """The facts with their arguments validated once by the tool's own schema.
+
+        On success ``args`` become the validated values (aliases resolved, defaults filled,
+        values coerced as the tool will coerce them) and ``bound`` holds them with their Cedar
+        form; ``sent`` keeps a private copy of the arguments as sent, for the tool. When the
+        arguments do not fit, or are ambiguous, ``problem`` says why and :meth:`decide`
+        denies the call. An unknown tool is left as it is (:meth:`decide` denies it).
+        """
+        entry = self.catalog.get(facts.tool)
+        if entry is None:
+            return facts
+        try:
+            # Copied first: the copy is validated and run, so no one holding the original
+            # (a callback, a parallel branch) can change it between the check and the run.
+            sent = copy.deepcopy(facts.args)
+        except Exception as exc:  # arguments that cannot be copied are refused
+            try:
+                entry.bind(facts.args)  # names the argument when the schema can (nesting)
+            except ArgumentError as named:
+                return dataclasses.replace(facts, problem=str(named))
+            return dataclasses.replace(facts, problem=f"arguments cannot be copied: {exc}")
+        try:
+            bound = entry.bind(sent)
+        except ArgumentError as exc:
+            return dataclasses.replace(facts, problem=str(exc), sent=sent)
+        return dataclasses.replace(facts, args=bound.values, bound=bound, sent=sent)
 
     def result_labels(self, tool: str, resource: EntityRef | None) -> frozenset[str]:
         """The labels of what a call returns: the tool's, and its resource's (``entities.json``)."""
@@ -477,8 +519,9 @@ class PolicyEngine:
             }
         if "provenance" in flow:
             seen: dict[str, Any] = {}
+            given = facts.bound.given if facts.bound is not None else frozenset(raw)
             for fld in entry.provenance_fields():
-                if fld.name in raw and raw[fld.name] is not None:
+                if fld.name in given and raw.get(fld.name) is not None:
                     of_arg = provenance(raw[fld.name], history, directory, numeric=fld.numeric)
                     seen[fld.name] = of_arg.as_cedar()
                 elif fld.required:

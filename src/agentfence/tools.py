@@ -19,12 +19,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, create_model
 
 from agentfence.errors import ToolSpecError
 from agentfence.labels import Meter, check_label
 
-__all__ = ["ArgumentError", "Resource", "ToolCatalog", "ToolSpec", "govern"]
+__all__ = ["ArgumentError", "BoundArgs", "Resource", "ToolCatalog", "ToolSpec", "govern"]
 
 METADATA_KEY = "agentfence"
 """The key under ``BaseTool.metadata`` where :func:`govern` stores a tool's spec."""
@@ -445,10 +445,42 @@ def _decimal_to_cedar(value: Any, path: str) -> dict[str, Any]:
         raise ArgumentError(path, f"{value!r} is too large for a Cedar decimal") from exc
     if not _DECIMAL_MIN <= rounded <= _DECIMAL_MAX:
         raise ArgumentError(path, f"{value!r} is outside the range of a Cedar decimal")
+    if rounded != exact:
+        # Rounding would decide on another number than the tool receives: 100.00004 would
+        # pass a `<= 100` rule and the tool would be paid 100.00004. Refuse instead.
+        raise ArgumentError(
+            path,
+            f"{value!r} has more than 4 decimal places, which policies cannot compare exactly "
+            "(Cedar decimals hold 4); send the amount with at most 4 decimal places",
+        )
     return {"__extn": {"fn": "decimal", "arg": f"{rounded:f}"}}
 
 
 # --- The catalog of governed tools ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BoundArgs:
+    """A call's arguments validated once with the tool's own schema: what is decided and run.
+
+    ``values`` are the validated values as JSON (defaults filled in, aliases resolved), keyed
+    by the names of the tool's JSON schema, the names the model calls the tool with and
+    policies read in ``context.args``. ``given`` are the names the call itself supplied (the
+    rest came from the tool's defaults). ``cedar`` is the Cedar record ``context.args``.
+    """
+
+    values: Mapping[str, Any]
+    given: frozenset[str]
+    cedar: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _InputKeys:
+    """The keys one argument model takes: each field's accepted spellings and nested models."""
+
+    fields: Mapping[str, tuple[str, ...]]  # schema name -> the input keys that fill it
+    nested: Mapping[str, _InputKeys]  # schema name -> keys of a nested model (or list of them)
+    open: bool  # extra="allow": unknown keys are kept, not dropped
 
 
 @dataclass(frozen=True)
@@ -460,32 +492,69 @@ class ToolEntry:
     args_type: _Record
     model: type[BaseModel] | None
     defaults: Mapping[str, Any] = field(default_factory=dict)
+    input_keys: _InputKeys | None = None
+    renames: Mapping[str, str] = field(default_factory=dict)
+    """Field names the schema spells otherwise (``to`` -> ``recipient``, from an alias)."""
+
+    def bind(self, args: Any) -> BoundArgs:
+        """Validate a call's raw arguments once, as the tool itself will validate them.
+
+        Raises :class:`ArgumentError` naming the argument that does not fit, and for a raw
+        call that is ambiguous: an argument given twice (by its name and its alias), or keys
+        the tool's schema would silently drop (the model may have meant them, the fence
+        cannot see them, the tool would never get them).
+        """
+        if not isinstance(args, Mapping):
+            raise ArgumentError("", f"arguments must be an object, got {type(args).__name__}")
+        if self.input_keys is not None:
+            _check_keys(args, self.input_keys, "")
+        if self.model is None:
+            return self._bind_schema(args)
+        try:
+            validated = self.model.model_validate(dict(args))
+            # The same validated values, twice: Python values convert to Cedar (NaN and
+            # infinities are refused there), JSON values are what is recorded and approved.
+            native = self._renamed(validated.model_dump())
+            values = self._renamed(validated.model_dump(mode="json"))
+        except ValidationError as exc:
+            raise _argument_error(exc) from None
+        except (RecursionError, ValueError, TypeError) as exc:
+            raise ArgumentError("", f"arguments could not be validated: {exc}") from None
+        keys = self.input_keys
+        given = (
+            frozenset(n for n, spelled in keys.fields.items() if any(k in args for k in spelled))
+            if keys is not None
+            else frozenset(args)
+        )
+        return BoundArgs(values, given, _record_to_cedar(native, self.args_type, ""))
+
+    def _bind_schema(self, args: Mapping[str, Any]) -> BoundArgs:
+        """Arguments of a tool described by a JSON schema only (no model validates them)."""
+        try:
+            values = json.loads(json.dumps({**self.defaults, **args}, allow_nan=False))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ArgumentError("", f"arguments are not JSON values: {exc}") from None
+        cedar = _record_to_cedar(values, self.args_type, "")
+        return BoundArgs(values, frozenset(args), cedar)
+
+    def _renamed(self, dumped: dict[str, Any]) -> dict[str, Any]:
+        if not self.renames:
+            return dumped
+        return {self.renames.get(k, k): v for k, v in dumped.items()}
 
     def cedar_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """Validate the arguments and convert them to the Cedar record ``context.args``.
 
         Raises :class:`ArgumentError` naming the first argument that does not fit.
         """
-        if not isinstance(args, Mapping):
-            raise ArgumentError("", f"arguments must be an object, got {type(args).__name__}")
-        values: Mapping[str, Any]
-        if self.model is not None:
-            try:
-                values = self.model.model_validate(dict(args)).model_dump()
-            except ValidationError as exc:
-                raise _argument_error(exc) from None
-            except (RecursionError, ValueError, TypeError) as exc:
-                raise ArgumentError("", f"arguments could not be validated: {exc}") from None
-        else:
-            values = {**self.defaults, **args}
-        return _record_to_cedar(values, self.args_type, "")
+        return dict(self.bind(args).cedar)
 
     def resource_id(self, args: Mapping[str, Any]) -> str:
         """The id of the resource the call touches (the tool name when none is declared)."""
         if self.spec.resource is None:
             return self.name
         value: Any = args
-        for part in self.spec.resource.arg.split("."):
+        for part in self._resource_path():
             if not isinstance(value, Mapping) or part not in value:
                 raise ArgumentError(
                     self.spec.resource.arg,
@@ -500,6 +569,13 @@ class ToolEntry:
             )
         return str(value)
 
+    def _resource_path(self) -> list[str]:
+        parts = self.spec.resource.arg.split(".") if self.spec.resource else []
+        if parts:
+            # Resource("Recipient", arg="to") on a field the schema calls "recipient".
+            parts[0] = self.renames.get(parts[0], parts[0])
+        return parts
+
     @property
     def resource_type(self) -> str:
         """The Cedar entity type of this tool's resource."""
@@ -510,7 +586,7 @@ class ToolEntry:
         if self.spec.resource is None:
             return None
         value: Any = args
-        for part in self.spec.resource.arg.split("."):
+        for part in self._resource_path():
             if not isinstance(value, Mapping) or part not in value:
                 return None
             value = value[part]
@@ -536,6 +612,95 @@ class ProvenanceField:
     name: str
     required: bool
     numeric: bool
+
+
+def _check_keys(args: Mapping[str, Any], keys: _InputKeys, path: str) -> None:
+    """Refuse raw arguments whose meaning depends on how the tool's schema reads them."""
+    taken: set[str] = set()
+    for name, spelled in keys.fields.items():
+        present = [k for k in spelled if k in args]
+        taken.update(spelled)
+        where = f"{path}.{name}" if path else name
+        if len(present) > 1:
+            # pydantic would pick one spelling and silently drop the other, so the fence and
+            # the tool could each read a different value (alias smuggling).
+            raise ArgumentError(
+                where,
+                "is given more than once, as "
+                + " and ".join(repr(k) for k in present)
+                + f"; the call is ambiguous: send it once, as {name!r}",
+            )
+        inner = keys.nested.get(name)
+        if inner is not None and present:
+            value = args[present[0]]
+            items = value if isinstance(value, list | tuple) else [value]
+            for i, item in enumerate(items):
+                if isinstance(item, Mapping):
+                    at = f"{where}[{i}]" if isinstance(value, list | tuple) else where
+                    _check_keys(item, inner, at)
+    unknown = sorted(str(k) for k in args if k not in taken)
+    if unknown and not keys.open:
+        listed = ", ".join(repr(k) for k in unknown)
+        known = ", ".join(repr(n) for n in keys.fields) or "none"
+        raise ArgumentError(
+            path,
+            f"unknown argument(s) {listed}: the tool's schema would drop them silently, so "
+            f"the call is ambiguous; its arguments are {known}",
+        )
+
+
+def _input_keys(model: type[BaseModel], seen: frozenset[type[BaseModel]]) -> _InputKeys:
+    """The input keys a pydantic model takes, as its validation reads them."""
+    config = model.model_config
+    by_name = bool(config.get("validate_by_name") or config.get("populate_by_name"))
+    by_alias = config.get("validate_by_alias", True) is not False
+    fields: dict[str, tuple[str, ...]] = {}
+    nested: dict[str, _InputKeys] = {}
+    for name, info in model.model_fields.items():
+        aliases = _aliases(info.validation_alias) or ([info.alias] if info.alias else [])
+        spelled = [*aliases] if by_alias else []
+        if not aliases or by_name or not by_alias:
+            spelled.append(name)
+        key = _schema_key(name, info)
+        fields[key] = tuple(dict.fromkeys(spelled))
+        inner = _model_in(info.annotation)
+        if inner is not None and inner not in seen:
+            nested[key] = _input_keys(inner, seen | {inner})
+    return _InputKeys(fields, nested, config.get("extra") == "allow")
+
+
+def _aliases(alias: Any) -> list[str]:
+    """The top-level keys of a validation alias (a name, AliasChoices or AliasPath)."""
+    if alias is None:
+        return []
+    if isinstance(alias, str):
+        return [alias]
+    choices = getattr(alias, "choices", None)
+    if choices is not None:
+        return [k for c in choices for k in _aliases(c)]
+    path = getattr(alias, "path", None)
+    if path and isinstance(path[0], str):
+        return [path[0]]
+    return []
+
+
+def _schema_key(name: str, info: Any) -> str:
+    """The name a field has in the model's JSON schema (its validation alias, if any)."""
+    aliases = _aliases(info.validation_alias)
+    if aliases and isinstance(info.validation_alias, str):
+        return aliases[0]
+    return str(info.alias) if info.alias else name
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation (``M``, ``M | None``, ``list[M]``), if one."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _argument_error(exc: ValidationError) -> ArgumentError:
@@ -585,9 +750,30 @@ class ToolCatalog:
         return {g for e in self._entries.values() for g in e.spec.groups}
 
 
+def _argument_model(tool: Any) -> Any:
+    """The schema the tool itself validates its arguments with, less the injected ones.
+
+    That is the tool's ``args_schema``, not LangChain's ``tool_call_schema``: the latter is a
+    copy without the model's aliases and validators, so deciding on it would decide on
+    another reading of the call than the tool's. Arguments LangGraph injects (state, store,
+    runtime, the tool call id) are not the model's to send: they become optional and
+    invisible to policy.
+    """
+    args_schema = getattr(tool, "args_schema", None)
+    call_schema = getattr(tool, "tool_call_schema", None)
+    if not (isinstance(args_schema, type) and issubclass(args_schema, BaseModel)):
+        return call_schema or args_schema
+    model_names = set(getattr(call_schema, "model_fields", None) or args_schema.model_fields)
+    injected = [n for n in args_schema.model_fields if n not in model_names]
+    if not injected:
+        return args_schema
+    optional: dict[str, Any] = {name: (Any, None) for name in injected}
+    return create_model(f"{args_schema.__name__}ModelArgs", __base__=args_schema, **optional)
+
+
 def _entry_for(tool: Any) -> ToolEntry:
     spec = ToolSpec.of(tool)
-    schema_source = getattr(tool, "tool_call_schema", None) or getattr(tool, "args_schema", None)
+    schema_source = _argument_model(tool)
     model: type[BaseModel] | None = None
     json_schema: Mapping[str, Any]
     if isinstance(schema_source, type) and issubclass(schema_source, BaseModel):
@@ -599,9 +785,30 @@ def _entry_for(tool: Any) -> ToolEntry:
         json_schema = {"type": "object", "properties": getattr(tool, "args", {}) or {}}
     defs = {**json_schema.get("$defs", {}), **json_schema.get("definitions", {})}
     record = _record_of(json_schema, defs, frozenset()) or _Record(())
+    properties = json_schema.get("properties") or {}
     defaults = {
-        k: v["default"]
-        for k, v in (json_schema.get("properties") or {}).items()
-        if isinstance(v, Mapping) and "default" in v
+        k: v["default"] for k, v in properties.items() if isinstance(v, Mapping) and "default" in v
     }
-    return ToolEntry(name=tool.name, spec=spec, args_type=record, model=model, defaults=defaults)
+    keys: _InputKeys | None
+    renames: dict[str, str] = {}
+    if model is not None:
+        keys = _input_keys(model, frozenset({model}))
+        renames = {
+            n: _schema_key(n, i) for n, i in model.model_fields.items() if _schema_key(n, i) != n
+        }
+    elif properties:
+        # A tool described by JSON Schema alone gets its arguments as sent: a key the
+        # schema does not declare is invisible to policy unless the schema allows more.
+        extra = json_schema.get("additionalProperties", False)
+        keys = _InputKeys({k: (k,) for k in properties}, {}, extra is not False)
+    else:
+        keys = None
+    return ToolEntry(
+        name=tool.name,
+        spec=spec,
+        args_type=record,
+        model=model,
+        defaults=defaults,
+        input_keys=keys,
+        renames=renames,
+    )

@@ -68,10 +68,11 @@ def test_pause_carries_the_hitl_request_and_agentfence_fields(
     fence, _, log, result = paused(make_fence, tools, clock)
     [pause] = result["__interrupt__"]
     value = pause.value
+    # The approver sees the arguments as the tool will get them: validated, defaults filled.
     assert value["action_requests"] == [
         {
             "name": "pay",
-            "args": {"account": "acc-7", "amount": 900.0},
+            "args": {"account": "acc-7", "amount": 900.0, "memo": None},
             "description": value["action_requests"][0]["description"],
         }
     ]
