@@ -320,7 +320,7 @@ class _Replay:
                 tool_call_id=record.tool_call_id,
                 seed=record.seed,
             )
-            decision = engine.decide_request(facts, json.loads(content), record.decision_id)
+            decision = engine.decide_recorded(facts, json.loads(content), record.decision_id)
             self.replayed += 1
             # Cedar reports determining policies as a set, so compare them (and the reasons
             # that follow them) without regard to order.

@@ -435,6 +435,8 @@ def demo(
     for index, record in enumerate(run.decisions, start=1):
         stored = run.blobs.get(record.request_blob or "")
         request = json.loads(stored) if stored else {}
+        if isinstance(request, list):  # a call of several resources: one request each
+            request = request[0] if request else {}
         context = request.get("context", {})
         args = context.get("args", {})
         shown = ", ".join(f"{k}={_short(v)}" for k, v in args.items())

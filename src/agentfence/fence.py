@@ -696,7 +696,7 @@ class Fence:
         content = blob(record.request_blob)
         if content is None:
             return decision
-        return engine.decide_request(decision.facts, json.loads(content), decision.decision_id)
+        return engine.decide_recorded(decision.facts, json.loads(content), decision.decision_id)
 
     def _facts(
         self,
@@ -736,7 +736,10 @@ class Fence:
         facts = decision.facts
         request = decision.request or {}
         resource = request.get("resource")
-        blobs = [Blob.of(request_bytes(request))] if request else []
+        # A call of several resources stores all its requests (a JSON list), so that replay
+        # decides each again; the record's resource is the one that determined the effect.
+        stored: Any = list(decision.requests) if decision.requests else request
+        blobs = [Blob.of(request_bytes(stored))] if request else []
         ids = span.ids() if span is not None else None
         record = DecisionRecord(
             decision_id=decision.decision_id,
@@ -873,7 +876,7 @@ def _amount_text(value: decimal.Decimal) -> str:
     return f"{value.quantize(decimal.Decimal('0.0001'), rounding=decimal.ROUND_HALF_EVEN):f}"
 
 
-def request_bytes(request: Mapping[str, Any]) -> bytes:
+def request_bytes(request: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> bytes:
     """The stored form of a Cedar request: compact JSON, sorted keys, UTF-8.
 
     Not RFC 8785: Cedar longs may exceed the integer range RFC 8785 allows.

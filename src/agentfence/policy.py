@@ -159,6 +159,9 @@ class Decision:
     approvers: tuple[str, ...] = ()
     annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     request: Mapping[str, Any] | None = None
+    requests: tuple[Mapping[str, Any], ...] = ()
+    """Every Cedar request of a call that touches several resources (``request`` is the one
+    that determined the effect); empty for a call of one resource."""
     shadow: ShadowDecision | None = None
     """What the ``@shadow`` policies would have decided, when it differs or one matched."""
 
@@ -438,27 +441,116 @@ class PolicyEngine:
             return deny(f"arguments do not fit the schema of {facts.tool!r}: {facts.problem}")
         args = facts.bound.cedar
         try:
-            resource = EntityRef(entry.resource_type, entry.resource_id(facts.args))
+            targets = entry.resource_targets(facts.args)
         except ArgumentError as exc:
             return deny(f"arguments do not fit the schema of {facts.tool!r}: {exc}")
-        flow = self._flow_context(entry, facts, resource)
-        request = {
-            "principal": principal.as_json(),
-            "action": {"type": "Action", "id": facts.tool},
-            "resource": resource.as_json(),
-            "context": {
-                "agent": {"__entity": {"type": "Agent", "id": facts.agent}},
-                "run": {
-                    "thread": facts.thread,
-                    "step": facts.step,
-                    "tool_call_id": facts.tool_call_id,
-                    "seed": facts.seed,
-                },
-                "args": args,
-                **flow,
-            },
-        }
-        return self.decide_request(facts, request, decision_id)
+        requests = []
+        # One request per resource the call touches: a send to three recipients is three
+        # sends as far as policy goes, each with its own resource and its provenance.
+        for resource_id, target in targets:
+            resource = EntityRef(entry.resource_type, resource_id)
+            flow = self._flow_context(entry, facts, resource, target)
+            requests.append(
+                {
+                    "principal": principal.as_json(),
+                    "action": {"type": "Action", "id": facts.tool},
+                    "resource": resource.as_json(),
+                    "context": {
+                        "agent": {"__entity": {"type": "Agent", "id": facts.agent}},
+                        "run": {
+                            "thread": facts.thread,
+                            "step": facts.step,
+                            "tool_call_id": facts.tool_call_id,
+                            "seed": facts.seed,
+                        },
+                        "args": args,
+                        **flow,
+                    },
+                }
+            )
+        return self.decide_requests(facts, requests, decision_id)
+
+    def decide_recorded(
+        self, facts: CallFacts, recorded: Any, decision_id: str | None = None
+    ) -> Decision:
+        """Decide a request as the decision log stores it: one request, or a list of them
+        for a call that touched several resources."""
+        if isinstance(recorded, list):
+            return self.decide_requests(facts, recorded, decision_id)
+        return self.decide_request(facts, recorded, decision_id)
+
+    def decide_requests(
+        self,
+        facts: CallFacts,
+        requests: Sequence[Mapping[str, Any]],
+        decision_id: str | None = None,
+    ) -> Decision:
+        """Decide a call that touches several resources: one Cedar request each.
+
+        The call is denied if any request is denied, held if any is held (by approvers every
+        held request accepts; none in common is a deny), and allowed only if all are allowed.
+        Reasons name the resource they are about. One request is :meth:`decide_request`.
+        """
+        if len(requests) == 1:
+            return self.decide_request(facts, requests[0], decision_id)
+        if decision_id is None:
+            decision_id = facts.decision_id
+        if not requests:
+            return self._deny(facts, decision_id, ("the call names no resource",))
+        each = [self.decide_request(facts, r, decision_id) for r in requests]
+        denied = [d for d in each if d.effect is Effect.DENY]
+        held = [d for d in each if d.effect is Effect.REQUIRE_APPROVAL]
+        picked = denied or held or each
+        approvers: tuple[str, ...] = ()
+        if not denied and held:
+            common = set(held[0].approvers).intersection(*(d.approvers for d in held[1:]))
+            if not common:
+                groups = sorted({g for d in held for g in d.approvers})
+                reason = (
+                    "the resources of this call need approvers of different groups ("
+                    + ", ".join(groups)
+                    + ") and one answer cannot stand for all: split the call"
+                )
+                return dataclasses.replace(
+                    self._combined(facts, decision_id, held, each),
+                    effect=Effect.DENY,
+                    reasons=(reason,),
+                    approvers=(),
+                )
+            approvers = tuple(sorted(common))
+        combined = self._combined(facts, decision_id, picked, each)
+        return dataclasses.replace(combined, approvers=approvers)
+
+    def _combined(
+        self,
+        facts: CallFacts,
+        decision_id: str,
+        picked: Sequence[Decision],
+        each: Sequence[Decision],
+    ) -> Decision:
+        reasons: dict[str, None] = {}
+        for d in picked:
+            where = EntityRef.parse(d.request["resource"], "Tool") if d.request else None
+            for reason in d.reasons:
+                reasons[f"{where}: {reason}" if where else reason] = None
+        annotations: dict[str, Mapping[str, str]] = {}
+        for d in picked:
+            annotations.update(d.annotations)
+        shadows = [d.shadow for d in each if d.shadow is not None]
+        return Decision(
+            effect=picked[0].effect,
+            decision_id=decision_id,
+            policy_ids=tuple(sorted({p for d in picked for p in d.policy_ids})),
+            reasons=tuple(reasons),
+            policy_hash=self.policy_hash,
+            facts=facts,
+            errors=tuple(dict.fromkeys(e for d in each for e in d.errors)),
+            approvers=picked[0].approvers,
+            annotations=annotations,
+            request=picked[0].request,
+            requests=tuple(d.request for d in each if d.request is not None),
+            shadow=shadows[0] if shadows else None,
+        )
 
     def bind(self, facts: CallFacts) -> CallFacts:
         """The facts with their arguments validated once by the tool's own schema.
@@ -497,7 +589,7 @@ class PolicyEngine:
         return frozenset(labels)
 
     def _flow_context(
-        self, entry: ToolEntry, facts: CallFacts, resource: EntityRef
+        self, entry: ToolEntry, facts: CallFacts, resource: EntityRef, target: Any
     ) -> dict[str, Any]:
         """The data-flow attributes of a call's context that the policies use."""
         flow = self.flow
@@ -529,7 +621,7 @@ class PolicyEngine:
                     seen[fld.name] = Provenance(sources=frozenset({SOURCE_DEFAULT})).as_cedar()
             out["provenance"] = seen
         if "resource_provenance" in flow:
-            target = entry.resource_value(raw) if entry.spec.resource is not None else None
+            # The provenance of the one resource this request is about (a list's item).
             found = provenance(target, history, directory) if target is not None else Provenance()
             out["resource_provenance"] = found.as_cedar()
         if "usage" in flow:

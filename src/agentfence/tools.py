@@ -36,6 +36,8 @@ _DECIMAL_PLACES = decimal.Decimal("0.0001")
 _DECIMAL_MAX = decimal.Decimal(_LONG_MAX) / 10000
 _DECIMAL_MIN = decimal.Decimal(_LONG_MIN) / 10000
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_RESOURCES = 100
+"""The most resources one call may name (a list-valued resource argument is decided per item)."""
 
 
 class _ToolLike(Protocol):
@@ -550,24 +552,52 @@ class ToolEntry:
         return dict(self.bind(args).cedar)
 
     def resource_id(self, args: Mapping[str, Any]) -> str:
-        """The id of the resource the call touches (the tool name when none is declared)."""
+        """The id of the resource the call touches (the tool name when none is declared).
+
+        Raises :class:`ArgumentError` when the argument is missing or not one string or
+        integer (a list names several resources: :meth:`resource_targets`).
+        """
+        targets = self.resource_targets(args)
+        if len(targets) != 1 or isinstance(self.resource_value(args), list | tuple):
+            raise ArgumentError(
+                self.spec.resource.arg if self.spec.resource else "",
+                "names several resources; decide it with resource_targets()",
+            )
+        return targets[0][0]
+
+    def resource_targets(self, args: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        """Each resource the call touches: its id and the argument value that names it.
+
+        A resource argument holding a list (``recipients=[...]``) names one resource per item,
+        each decided on its own; without a declared resource it is the tool itself.
+        """
         if self.spec.resource is None:
-            return self.name
+            return [(self.name, None)]
+        where, kind = self.spec.resource.arg, self.spec.resource.type
         value: Any = args
         for part in self._resource_path():
             if not isinstance(value, Mapping) or part not in value:
-                raise ArgumentError(
-                    self.spec.resource.arg,
-                    f"names the {self.spec.resource.type} resource but is missing",
-                )
+                raise ArgumentError(where, f"names the {kind} resource but is missing")
             value = value[part]
-        if isinstance(value, bool) or not isinstance(value, str | int):
+        items = list(value) if isinstance(value, list | tuple) else [value]
+        if not items:
+            raise ArgumentError(where, f"names the {kind} resources but is empty")
+        if len(items) > MAX_RESOURCES:
             raise ArgumentError(
-                self.spec.resource.arg,
-                f"names the {self.spec.resource.type} resource and must be a string or "
-                f"integer, got {type(value).__name__}",
+                where,
+                f"names {len(items)} {kind} resources; one call may name at most "
+                f"{MAX_RESOURCES}: split it",
             )
-        return str(value)
+        targets: list[tuple[str, Any]] = []
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, str | int):
+                raise ArgumentError(
+                    where,
+                    f"names the {kind} resource and must be a string or integer (or a list "
+                    f"of them), got {type(item).__name__}",
+                )
+            targets.append((str(item), item))
+        return targets
 
     def _resource_path(self) -> list[str]:
         parts = self.spec.resource.arg.split(".") if self.spec.resource else []
