@@ -37,7 +37,7 @@ from agentfence.approvals import (
 )
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceError, AgentfenceWarning, ConfigurationError
-from agentfence.log import thread_decisions
+from agentfence.log import LogView
 from agentfence.policy import CallFacts, Effect, EntityRef, PolicyEngine
 from agentfence.tools import ArgumentError, ToolCatalog
 
@@ -318,8 +318,8 @@ def _thread_decisions(log: Location, request: ApprovalRequest) -> tuple[list[_Ea
         try:
             earlier = [
                 _Earlier(seq, record.tool, record.effect, record.resource, outcome)
-                for seq, record, outcome in thread_decisions(
-                    backend, request.thread, exclude=request.decision_id
+                for seq, record, outcome in LogView(backend).thread_decisions(
+                    request.thread, exclude=request.decision_id
                 )
             ]
             return earlier, None

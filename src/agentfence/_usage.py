@@ -103,75 +103,41 @@ def _cedar_decimal(value: decimal.Decimal) -> dict[str, Any]:
 
 
 class _LogReader:
-    """Reads back the decision and outcome records of a log (SignedLog, MemoryLog, or none).
+    """Reads back the decision and outcome records of a log through :class:`LogReader`.
 
-    SignedLog is read through its SQLite index by time and thread when it has one, so that
-    the first use does not parse the whole log. A log with no way to read records back
+    A log that cannot be read back (a custom :class:`DecisionLog` without the reader half)
     yields nothing: usage then counts only this process's calls (``readable`` is False).
     """
 
     def __init__(self, log: Any) -> None:
-        self._log = log
-        self._backend = getattr(log, "_backend", None)
-        records = getattr(log, "records", None)
-        self.readable = records is not None
+        from agentfence.log import LogReader
 
-    def _records_from(self, start: int) -> Iterator[tuple[int, LogRecord]]:
-        records = getattr(self._log, "records", None)
-        if records is None:
-            return
-        if callable(records):  # SignedLog.records(start)
-            yield from records(start)
-        else:  # MemoryLog.records, a sequence snapshot
-            snapshot: Sequence[LogRecord] = records
-            for seq in range(start, len(snapshot)):
-                yield seq, snapshot[seq]
+        self._log: LogReader | None = log if isinstance(log, LogReader) else None
+        self.readable = self._log is not None
 
     def first_seq_since(self, since_us: int) -> int:
         """The seq from which on the log may hold records at or after ``since_us``."""
-        select = getattr(self._backend, "select", None)
-        if select is not None:
-            rows = select(since_us=since_us, limit=1)
-            if rows:
-                return int(rows[0].seq)
-            return self.size()
-        return 0
-
-    def size(self) -> int:
-        """The number of entries in the log."""
-        size = getattr(self._log, "size", None)
-        if callable(size):
-            return int(size())
-        records = getattr(self._log, "records", None)
-        return len(records) if isinstance(records, Sequence) else 0
+        return self._log.first_seq_since(since_us) if self._log is not None else 0
 
     def tail(self, start: int) -> Iterator[tuple[int, LogRecord]]:
         """Decision and outcome records from ``start`` on, in order."""
-        for seq, record in self._records_from(start):
+        if self._log is None:
+            return
+        for seq, record in self._log.read(start):
             if isinstance(record, DecisionRecord | OutcomeRecord):
                 yield seq, record
 
     def thread_decisions(self, thread: str, before: int) -> Iterator[DecisionRecord]:
         """The decisions of one thread with seq below ``before``."""
-        select = getattr(self._backend, "select", None)
-        if select is not None:
-            from agentfence.log import parse_entry
-
-            for row in select(thread=thread, kind="agentfence.decision/v1"):
-                if row.seq >= before:
-                    break
-                record = parse_entry(row.body)[1]
-                if isinstance(record, DecisionRecord):
-                    yield record
+        if self._log is None:
             return
-        for seq, record in self._records_from(0):
-            if seq >= before:
-                break
-            if isinstance(record, DecisionRecord) and record.thread == thread:
-                yield record
+        for found in self._log.thread_decisions(thread, before=before):
+            yield found.record
 
     def outcome(self, decision_id: str) -> OutcomeRecord | None:
         """The outcome recorded for a decision, if any."""
+        if self._log is None:
+            return None
         found = self._log.find_outcome(decision_id)
         return found[0] if found is not None else None
 

@@ -15,6 +15,7 @@ import dataclasses
 import decimal
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -66,7 +67,7 @@ from agentfence.langgraph import (
     result_digest,
     result_messages,
 )
-from agentfence.log import DecisionLog, MemoryLog, Receipt, SignedLog
+from agentfence.log import DecisionLog, LogReader, MemoryLog, Receipt, SignedLog
 from agentfence.policy import (
     CallFacts,
     Decision,
@@ -94,6 +95,8 @@ from agentfence.tracing import (
 )
 
 __all__ = ["Clock", "Fence", "PrincipalResolver"]
+
+_logger = logging.getLogger("agentfence.fence")
 
 
 class PrincipalResolver(Protocol):
@@ -676,25 +679,18 @@ class Fence:
 
         Falls back to ``decision`` when the log cannot give the record back.
         """
-        record: Any = None
-        records = getattr(self._log, "records", None)
+        log = self._log
+        if not isinstance(log, LogReader):  # a log that cannot be read back
+            return decision
         try:
-            if callable(records):
-                record = next((r for _, r in records(seq, seq + 1)), None)
-            elif isinstance(records, Sequence) and seq < len(records):
-                record = records[seq]
+            record = next((r for _, r in log.read(seq, seq + 1)), None)
+            if not isinstance(record, DecisionRecord) or record.request_blob is None:
+                return decision
+            content = log.blob(record.request_blob)
         except Exception:  # an unreadable log: keep the decision just made
+            _logger.warning("could not read decision %s back from the log", seq, exc_info=True)
             return decision
-        blob = getattr(self._log, "blob", None)
-        if (
-            not isinstance(record, DecisionRecord)
-            or record.decision_id != decision.decision_id
-            or record.request_blob is None
-            or not callable(blob)
-        ):
-            return decision
-        content = blob(record.request_blob)
-        if content is None:
+        if record.decision_id != decision.decision_id or content is None:
             return decision
         return engine.decide_recorded(decision.facts, json.loads(content), decision.decision_id)
 

@@ -1,7 +1,9 @@
 """The decision log: where the fence records every decision before the tool runs.
 
 :class:`DecisionLog` is the protocol the fence writes to. An append is durable when it
-returns; if it raises, the fence denies the call (fail closed). Two implementations:
+returns; if it raises, the fence denies the call (fail closed). :class:`LogReader` is the
+protocol beside it that reads a log back (usage limits, replay, approvers, the inbox). Two
+implementations of both:
 
 - :class:`SignedLog`, the append-only signed log: entries are leaves of an RFC 6962 Merkle
   tree, and signed C2SP checkpoints commit to its size and root. Stored in SQLite by
@@ -9,6 +11,8 @@ returns; if it raises, the fence denies the call (fail closed). Two implementati
   several processes or hosts share one log (``"postgresql://..."``). The byte format is in
   ``docs/log-format.md``; it is the same on both.
 - :class:`MemoryLog`, in memory, for tests and for trying agentfence out.
+
+:class:`LogView` reads a stored log without writing to it.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -44,7 +48,15 @@ from agentfence.records import (
     entry_bytes_from,
 )
 
-__all__ = ["DecisionLog", "MemoryLog", "Receipt", "SignedLog"]
+__all__ = [
+    "DecisionLog",
+    "LogReader",
+    "LogView",
+    "MemoryLog",
+    "Receipt",
+    "SignedLog",
+    "ThreadDecision",
+]
 
 LOG_FORMAT = "agentfence.log/v1"
 DEFAULT_CHECKPOINT_INTERVAL = 0.5
@@ -89,6 +101,50 @@ class DecisionLog(Protocol):
         ...
 
 
+class ThreadDecision(NamedTuple):
+    """One decision of a thread, with what became of it (``status``: ``None`` if not run)."""
+
+    seq: int
+    record: DecisionRecord
+    status: str | None
+
+
+@runtime_checkable
+class LogReader(Protocol):
+    """Reads a decision log back: what usage limits, replay, approvers and the inbox need.
+
+    Both logs implement it (:class:`MemoryLog`, :class:`SignedLog`), and so does
+    :class:`LogView`, a read-only view of a stored log for readers that do not write.
+    """
+
+    def read(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, LogRecord]]:
+        """``(seq, record)`` pairs from ``start`` up to ``end`` (exclusive), in order."""
+        ...
+
+    def size(self) -> int:
+        """The number of entries."""
+        ...
+
+    def blob(self, ref: str) -> bytes | None:
+        """A blob's content (``None`` if unknown or erased)."""
+        ...
+
+    def find_outcome(self, decision_id: str) -> tuple[OutcomeRecord, bytes | None] | None:
+        """The recorded outcome of a decision and its result content, if the tool ran."""
+        ...
+
+    def thread_decisions(
+        self, thread: str, *, exclude: str | None = None, before: int | None = None
+    ) -> list[ThreadDecision]:
+        """A thread's decisions in log order (below seq ``before``), each with its outcome
+        status; ``exclude`` leaves one decision out."""
+        ...
+
+    def first_seq_since(self, time_us: int) -> int:
+        """A seq from which on every record at or after ``time_us`` lies (0 when unknown)."""
+        ...
+
+
 def dedupe_key(record: LogRecord) -> str | None:
     """The key under which a record may be appended only once (``None``: no such key)."""
     if isinstance(record, DecisionRecord | OutcomeRecord):
@@ -129,6 +185,36 @@ class MemoryLog:
         """A snapshot of the records appended so far, in order."""
         with self._lock:
             return tuple(self._records)
+
+    def read(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, LogRecord]]:
+        """``(seq, record)`` pairs in order (see :class:`LogReader`)."""
+        snapshot = self.records
+        stop = len(snapshot) if end is None else min(end, len(snapshot))
+        for seq in range(start, stop):
+            yield seq, snapshot[seq]
+
+    def size(self) -> int:
+        """The number of records appended so far."""
+        with self._lock:
+            return len(self._records)
+
+    def thread_decisions(
+        self, thread: str, *, exclude: str | None = None, before: int | None = None
+    ) -> list[ThreadDecision]:
+        """A thread's decisions with their outcome status (see :class:`LogReader`)."""
+        found = []
+        for seq, record in self.read(0, before):
+            if not isinstance(record, DecisionRecord) or record.thread != thread:
+                continue
+            if record.decision_id == exclude:
+                continue
+            done = self.find_outcome(record.decision_id)
+            found.append(ThreadDecision(seq, record, done[0].status if done else None))
+        return found
+
+    def first_seq_since(self, time_us: int) -> int:
+        """0: a memory log keeps no time index (see :class:`LogReader`)."""
+        return 0
 
     def decisions(self) -> list[DecisionRecord]:
         """The decision records appended so far, in order."""
@@ -223,6 +309,7 @@ class SignedLog:
         clock: Callable[[], int] | None = None,
     ) -> None:
         self._backend = backend
+        self._view = LogView(backend)
         self._signer = signer
         self._origin = origin
         self._interval = checkpoint_interval
@@ -727,11 +814,49 @@ class SignedLog:
 
     def size(self) -> int:
         """The number of entries."""
+        return self._view.size()
+
+    def read(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, LogRecord]]:
+        """``(seq, record)`` pairs in order (see :class:`LogReader`)."""
+        return self._view.read(start, end)
+
+    def blob(self, ref: str) -> bytes | None:
+        """A blob's content (``None`` if unknown or erased)."""
+        return self._view.blob(ref)
+
+    def find_outcome(self, decision_id: str) -> tuple[OutcomeRecord, bytes | None] | None:
+        """The recorded outcome of a decision and its result content, if the tool ran."""
+        return self._view.find_outcome(decision_id)
+
+    def thread_decisions(
+        self, thread: str, *, exclude: str | None = None, before: int | None = None
+    ) -> list[ThreadDecision]:
+        """A thread's decisions with their outcome status (see :class:`LogReader`)."""
+        return self._view.thread_decisions(thread, exclude=exclude, before=before)
+
+    def first_seq_since(self, time_us: int) -> int:
+        """The first seq at or after ``time_us``, by the stored time index."""
+        return self._view.first_seq_since(time_us)
+
+
+class LogView:
+    """A read-only :class:`LogReader` over a stored log (SQLite or PostgreSQL).
+
+    What the approver CLI, the inbox and a :class:`SignedLog` itself read through: records by
+    seq, blobs, outcomes, a thread's decisions and the time index. It checks nothing; the
+    auditor's ``verify_log`` does.
+    """
+
+    def __init__(self, backend: LogBackend) -> None:
+        self._backend = backend
+
+    def size(self) -> int:
+        """The number of entries."""
         state = self._backend.tree_state()
         return state[0] if state else 0
 
-    def records(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, LogRecord]]:
-        """``(seq, record)`` pairs in order."""
+    def read(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, LogRecord]]:
+        """``(seq, record)`` pairs in order (see :class:`LogReader`)."""
         for row in self._backend.entries(start, end):
             yield row.seq, parse_entry(row.body)[1]
 
@@ -749,6 +874,28 @@ class SignedLog:
         if not isinstance(record, OutcomeRecord):  # pragma: no cover - keyed by format
             return None
         return record, self.blob(record.result_blob) if record.result_blob else None
+
+    def thread_decisions(
+        self, thread: str, *, exclude: str | None = None, before: int | None = None
+    ) -> list[ThreadDecision]:
+        """A thread's decisions with their outcome status, by the stored thread index."""
+        found: list[ThreadDecision] = []
+        for row in self._backend.select(thread=thread, kind="agentfence.decision/v1"):
+            if before is not None and row.seq >= before:
+                break
+            record = parse_entry(row.body)[1]
+            if not isinstance(record, DecisionRecord) or record.decision_id == exclude:
+                continue
+            done = self._backend.find_entry(f"agentfence.outcome/v1:{record.decision_id}")
+            ran = parse_entry(done.body)[1] if done is not None else None
+            status = ran.status if isinstance(ran, OutcomeRecord) else None
+            found.append(ThreadDecision(row.seq, record, status))
+        return found
+
+    def first_seq_since(self, time_us: int) -> int:
+        """The first seq at or after ``time_us``, by the stored time index."""
+        rows = self._backend.select(since_us=time_us, limit=1)
+        return int(rows[0].seq) if rows else self.size()
 
 
 _RECORD: TypeAdapter[LogRecord] = TypeAdapter(Record)
@@ -770,22 +917,3 @@ def parse_entry(body: bytes) -> tuple[int, LogRecord]:
     except ValidationError as exc:
         raise VerificationError(f"entry {seq} holds a malformed record: {exc}") from exc
     return seq, record
-
-
-def thread_decisions(
-    backend: LogBackend, thread: str, *, exclude: str | None = None
-) -> list[tuple[int, DecisionRecord, str | None]]:
-    """A thread's decisions in log order, each with its outcome status (``None``: did not run).
-
-    What approvers are shown as "what the run did so far"; ``exclude`` leaves one decision
-    out (the one they are asked about).
-    """
-    found: list[tuple[int, DecisionRecord, str | None]] = []
-    for row in backend.select(thread=thread, kind="agentfence.decision/v1"):
-        record = parse_entry(row.body)[1]
-        if not isinstance(record, DecisionRecord) or record.decision_id == exclude:
-            continue
-        done = backend.find_entry(f"agentfence.outcome/v1:{record.decision_id}")
-        ran = parse_entry(done.body)[1] if done is not None else None
-        found.append((row.seq, record, ran.status if isinstance(ran, OutcomeRecord) else None))
-    return found

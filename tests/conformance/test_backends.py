@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from agentfence._signing import Signer, write_private_key
 from agentfence._store import POSTGRESQL, Database, parse_url
 from agentfence.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore
 from agentfence.errors import LogError
-from agentfence.log import SignedLog
+from agentfence.log import LogReader, MemoryLog, SignedLog
 from agentfence.records import ActivationRecord, Blob, DecisionRecord, OutcomeRecord
 from agentfence.testing import tool_call
 from agentfence.verify import (
@@ -83,7 +83,7 @@ def activate(url: str, signer: Signer, make_fence: Callable[..., Fence]) -> str:
     """Create the log as a fence does (its first entries activate the policies); the hash."""
     make_fence(log=url, signing_key=signer).close()
     with SignedLog.open(url, signer=signer) as log:
-        return next(r.policy_hash for _, r in log.records() if isinstance(r, ActivationRecord))
+        return next(r.policy_hash for _, r in log.read() if isinstance(r, ActivationRecord))
 
 
 def raw(url: str, sql: str) -> None:
@@ -109,10 +109,51 @@ def test_appends_are_ordered_durable_and_idempotent(store_url: str) -> None:
         assert again == type(again)(seq=0, leaf_hash=receipts[0].leaf_hash, duplicate=True)
     with SignedLog.open(store_url, signer=signer) as reopened:
         assert reopened.size() == 2
-        assert [r for _, r in reopened.records()] == [first, done(first, blob)]
+        assert [r for _, r in reopened.read()] == [first, done(first, blob)]
         found = reopened.find_outcome(first.decision_id)
         assert found is not None and found[1] == b"result"
         assert reopened.url == parse_url(store_url).url
+
+
+@pytest.fixture(params=["memory", "stored"])
+def reader_log(request: pytest.FixtureRequest, store_url: str) -> Iterator[Any]:
+    """The same reader test against a MemoryLog and a SignedLog on each backend."""
+    if request.param == "memory":
+        if "sqlite" not in store_url:  # the memory log runs once, beside SQLite
+            pytest.skip("the memory log has no backend; it runs beside SQLite")
+        yield MemoryLog()
+        return
+    with SignedLog.open(store_url, signer=Signer.generate("conformance")) as log:
+        yield log
+
+
+def test_every_log_reads_back_through_the_reader_protocol(reader_log: Any) -> None:
+    log = reader_log
+    assert isinstance(log, LogReader)
+    blob = Blob.of(b"result")
+    records = [decision("r", i) for i in range(6)]
+    for record in records:
+        log.append(record)
+    log.append(done(records[3], blob), [blob])
+    assert log.size() == 7
+    assert [r for _, r in log.read()] == [*records, done(records[3], blob)]
+    assert [seq for seq, _ in log.read(2, 4)] == [2, 3]
+    assert log.blob(blob.ref) == b"result"
+    assert log.blob("sha256:" + "0" * 64) is None
+    found = log.find_outcome(records[3].decision_id)
+    assert found is not None and found == (done(records[3], blob), b"result")
+    assert log.find_outcome(records[1].decision_id) is None
+    # Thread "r-0" holds decisions 0 and 3 (i % 3); decision 3 ran.
+    thread = log.thread_decisions("r-0")
+    assert [(t.seq, t.record, t.status) for t in thread] == [
+        (0, records[0], None),
+        (3, records[3], "success"),
+    ]
+    assert log.thread_decisions("r-0", exclude=records[0].decision_id)[0].seq == 3
+    assert log.thread_decisions("r-0", before=3) == [thread[0]]
+    since = log.first_seq_since(records[4].time_us)
+    assert 0 <= since <= 4
+    assert all(r.time_us < records[4].time_us for seq, r in log.read(0, since))
 
 
 def test_a_log_opened_with_another_key_is_refused(store_url: str) -> None:
@@ -181,7 +222,7 @@ WRITER = textwrap.dedent(
     """
     import sys, threading
     from agentfence._signing import read_private_key
-    from agentfence.log import SignedLog
+    from agentfence.log import LogReader, MemoryLog, SignedLog
     from agentfence.records import Blob
     from tests.conformance.test_backends import decision, done
 
@@ -464,7 +505,7 @@ def test_a_copy_verifies_like_the_original_on_either_backend(
     key = write_private_key(tmp_path / "copy.key", signer)
     run_fence(store_url, make_fence, tools, key)
     with SignedLog.open(store_url, signer=signer) as log:
-        erased = next(r.result_blob for _, r in log.records() if isinstance(r, OutcomeRecord))
+        erased = next(r.result_blob for _, r in log.read() if isinstance(r, OutcomeRecord))
         assert erased is not None
         log.erase_blob(erased, reason="DSR-1")
     original = verify_log(store_url, [signer.verifier_key])

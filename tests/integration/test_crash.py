@@ -74,7 +74,7 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_entry(tmp_path: Path) -
         # After each kill: the log opens (its tail check passes) and holds every entry
         # that was acknowledged, at the seq it was acknowledged with.
         log = SignedLog.open(f"sqlite:///{db}", signer=signer)
-        stored = {record.decision_id: seq for seq, record in log.records()}  # type: ignore[union-attr]
+        stored = {record.decision_id: seq for seq, record in log.read()}  # type: ignore[union-attr]
         log.close()
         missing = {k: v for k, v in acknowledged.items() if stored.get(k) != v}
         assert missing == {}, f"run {run}: acknowledged entries lost: {json.dumps(missing)}"

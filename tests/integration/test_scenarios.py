@@ -463,7 +463,7 @@ def test_the_daily_limit_survives_a_restart_and_denied_attempts_do_not_count(
     # The denied 2,000 was not counted: exactly 1,000 more still fits (10,000 is the limit).
     assert pay_once(policies, db, 1000, "night") == "success"
     reader = SignedLog.open(f"sqlite:///{db}", signer=_log_key())
-    records = [r for _, r in reader.records()]
+    records = [r for _, r in reader.read()]
     reader.close()
     pays = [r for r in records if isinstance(r, DecisionRecord) and r.tool == "pay"]
     assert [p.effect for p in pays] == ["ALLOW", "ALLOW", "DENY", "ALLOW"]

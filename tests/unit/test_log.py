@@ -69,7 +69,7 @@ def test_appends_are_ordered_and_hash_to_the_checkpoint(db: Path, signer: Signer
 def test_entries_read_back_as_records(db: Path, signer: Signer) -> None:
     with open_log(db, signer) as log:
         log.append(outcome(1))
-        [(seq, record)] = list(log.records())
+        [(seq, record)] = list(log.read())
     assert seq == 0 and record == outcome(1)
 
 
@@ -257,7 +257,7 @@ def test_erase_blob_keeps_the_entry_and_records_why(db: Path, signer: Signer) ->
         log.append(outcome(1, blob), [blob])
         receipt = log.erase_blob(blob.ref, reason="DSR-42")
         assert log.blob(blob.ref) is None
-        records = [r for _, r in log.records()]
+        records = [r for _, r in log.read()]
     assert isinstance(records[-1], ErasureRecord) and records[-1].reason == "DSR-42"
     assert receipt.seq == 1
     row = raw(db).execute("SELECT salt, content, erased FROM blobs").fetchone()
@@ -280,7 +280,7 @@ def test_rotate_key_records_the_change_and_cosigns(db: Path, signer: Signer) -> 
     log.append(outcome(2))
     note = log.checkpoint()
     log.close()
-    records = [r for _, r in SignedLog.open(f"sqlite:///{db}", signer=new).records()]
+    records = [r for _, r in SignedLog.open(f"sqlite:///{db}", signer=new).read()]
     change = records[receipt.seq]
     assert isinstance(change, KeyChangeRecord)
     assert change.old_key == signer.verifier_key and change.new_key == new.verifier_key

@@ -253,7 +253,7 @@ def run(
     finally:
         fence.close()
     reader = SignedLog.open(f"sqlite:///{log_path}", signer=log_key)
-    records = [record for _, record in reader.records()]
+    records = [record for _, record in reader.read()]
     blobs = {
         r.request_blob: reader.blob(r.request_blob) or b""
         for r in records

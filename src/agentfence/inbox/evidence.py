@@ -15,7 +15,7 @@ from agentfence._log_backend import EntryRow, LogBackend
 from agentfence._store import Location, driver_errors
 from agentfence.approvals import ApprovalRequest
 from agentfence.errors import AgentfenceError
-from agentfence.log import parse_entry, thread_decisions
+from agentfence.log import LogView, ThreadDecision, parse_entry
 from agentfence.records import (
     ApprovalAnswerRecord,
     ApprovalRequestRecord,
@@ -76,15 +76,14 @@ class Evidence:
         found = self.find(f"{REQUEST_KIND}:{request_id}")
         return found[0] if found is not None else None
 
-    def thread_decisions(
-        self, request: ApprovalRequest
-    ) -> tuple[list[tuple[int, DecisionRecord, str | None]], list[str]]:
+    def thread_decisions(self, request: ApprovalRequest) -> tuple[list[ThreadDecision], list[str]]:
         """The thread's other decisions (seq, record, outcome status) and notes on failures."""
         backend = self._log()
         if backend is None:
             return [], [f"the decision log {self.location.display} cannot be opened yet"]
         try:
-            return thread_decisions(backend, request.thread, exclude=request.decision_id), []
+            view = LogView(backend)
+            return view.thread_decisions(request.thread, exclude=request.decision_id), []
         except _UNREADABLE as exc:
             return [], [f"the thread's decisions could not be read from the log: {exc}"]
 
