@@ -29,6 +29,8 @@ _EXPORTS: dict[str, str] = {
     "Fence": "agentfence.fence",
     "Finding": "agentfence.labels",
     "LogError": "agentfence.errors",
+    "LogReader": "agentfence.log",
+    "LogView": "agentfence.log",
     "MemoryLog": "agentfence.log",
     "Meter": "agentfence.labels",
     "OutcomeRecord": "agentfence.records",
@@ -43,6 +45,7 @@ _EXPORTS: dict[str, str] = {
     "Resource": "agentfence.tools",
     "SignedLog": "agentfence.log",
     "Telemetry": "agentfence.tracing",
+    "ThreadDecision": "agentfence.log",
     "ToolSpec": "agentfence.tools",
     "ToolSpecError": "agentfence.errors",
     "VerificationError": "agentfence.errors",
@@ -76,6 +79,8 @@ __all__ = [
     "Fence",
     "Finding",
     "LogError",
+    "LogReader",
+    "LogView",
     "MemoryLog",
     "Meter",
     "OutcomeRecord",
@@ -90,6 +95,7 @@ __all__ = [
     "Resource",
     "SignedLog",
     "Telemetry",
+    "ThreadDecision",
     "ToolSpec",
     "ToolSpecError",
     "VerificationError",
@@ -134,7 +140,15 @@ if TYPE_CHECKING:
     )
     from agentfence.fence import Fence, PrincipalResolver
     from agentfence.labels import Directory, Finding, Meter, Provenance, Redactor, labelled
-    from agentfence.log import DecisionLog, MemoryLog, Receipt, SignedLog
+    from agentfence.log import (
+        DecisionLog,
+        LogReader,
+        LogView,
+        MemoryLog,
+        Receipt,
+        SignedLog,
+        ThreadDecision,
+    )
     from agentfence.policy import CallFacts, Decision, Effect, EntityRef, PolicyEngine
     from agentfence.records import (
         ActivationRecord,
