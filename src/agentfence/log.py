@@ -162,6 +162,7 @@ class MemoryLog:
         self._records: list[LogRecord] = []
         self._receipts: dict[str, Receipt] = {}
         self._blobs: dict[str, bytes] = {}
+        self._thread_seqs: dict[str, list[int]] = {}  # decisions by thread, for readers
 
     def append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
         """Append one record (see :class:`DecisionLog`)."""
@@ -172,6 +173,8 @@ class MemoryLog:
             seq = len(self._records)
             receipt = Receipt(seq=seq, leaf_hash=_merkle.leaf_hash(entry_bytes(seq, record)).hex())
             self._records.append(record)
+            if isinstance(record, DecisionRecord):
+                self._thread_seqs.setdefault(record.thread, []).append(seq)
             self._blobs.update((b.ref, b.content) for b in blobs)
             if key is not None:
                 self._receipts[key] = receipt
@@ -188,10 +191,10 @@ class MemoryLog:
 
     def read(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, LogRecord]]:
         """``(seq, record)`` pairs in order (see :class:`LogReader`)."""
-        snapshot = self.records
-        stop = len(snapshot) if end is None else min(end, len(snapshot))
-        for seq in range(start, stop):
-            yield seq, snapshot[seq]
+        with self._lock:
+            part = self._records[start:end]
+        for offset, record in enumerate(part):
+            yield start + offset, record
 
     def size(self) -> int:
         """The number of records appended so far."""
@@ -202,11 +205,14 @@ class MemoryLog:
         self, thread: str, *, exclude: str | None = None, before: int | None = None
     ) -> list[ThreadDecision]:
         """A thread's decisions with their outcome status (see :class:`LogReader`)."""
+        with self._lock:
+            seqs = list(self._thread_seqs.get(thread, ()))
+            records = [(seq, self._records[seq]) for seq in seqs]
         found = []
-        for seq, record in self.read(0, before):
-            if not isinstance(record, DecisionRecord) or record.thread != thread:
-                continue
-            if record.decision_id == exclude:
+        for seq, record in records:
+            if before is not None and seq >= before:
+                break
+            if not isinstance(record, DecisionRecord) or record.decision_id == exclude:
                 continue
             done = self.find_outcome(record.decision_id)
             found.append(ThreadDecision(seq, record, done[0].status if done else None))
