@@ -17,6 +17,7 @@ implementations of both:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import logging
@@ -283,13 +284,21 @@ def index_columns(record: LogRecord) -> tuple[str | None, str | None, str | None
     return columns.thread, columns.tool, columns.effect
 
 
+_COMMIT_TIMES = 65_536
+
+
 @dataclass
 class _Stats:
+    """Counters of the group commit; the durations of only the latest commits are kept, so a
+    long-running writer's memory does not grow with its commits."""
+
     batches: int = 0
     entries: int = 0
     checkpoints: int = 0
     largest_batch: int = 0
-    commit_seconds: list[float] = field(default_factory=list)
+    commit_seconds: collections.deque[float] = field(
+        default_factory=lambda: collections.deque(maxlen=_COMMIT_TIMES)
+    )
 
 
 class SignedLog:
