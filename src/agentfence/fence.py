@@ -67,7 +67,14 @@ from agentfence.langgraph import (
     result_digest,
     result_messages,
 )
-from agentfence.log import DecisionLog, LogReader, MemoryLog, Receipt, SignedLog
+from agentfence.log import (
+    DecisionLog,
+    DeferringLog,
+    LogReader,
+    MemoryLog,
+    Receipt,
+    SignedLog,
+)
 from agentfence.policy import (
     CallFacts,
     Decision,
@@ -517,7 +524,7 @@ class Fence:
         metered = self._metered(decision.facts.tool, args)
         redactions = [RedactionNote(kind=k, count=n) for k, n in sorted(counts.items())]
         try:
-            self._append(
+            self._append_outcome(
                 OutcomeRecord(
                     decision_id=decision.decision_id,
                     status=status,
@@ -611,6 +618,20 @@ class Fence:
             raise
         self._telemetry.log_append(time.perf_counter() - started)
         return receipt
+
+    def _append_outcome(self, record: OutcomeRecord, blobs: Sequence[Blob] = ()) -> None:
+        """Record an outcome. It need not hold the call: a log that can defer it lets it ride
+        the next commit (a decision's), within a bounded window (docs/log-format.md)."""
+        if not isinstance(self._log, DeferringLog):
+            self._append(record, blobs)
+            return
+        started = time.perf_counter()
+        try:
+            self._log.append_later(record, blobs)
+        except Exception as exc:
+            self._telemetry.log_append(time.perf_counter() - started, error_type=type(exc).__name__)
+            raise
+        self._telemetry.log_append(time.perf_counter() - started)
 
     def _facts_from_request(self, request: ToolCallRequest) -> CallFacts:
         tool, args, call_id, config = call_parts(request)
@@ -809,7 +830,7 @@ class Fence:
     def _record_outcome_error(self, decision: Decision, exc: Exception) -> None:
         self._usage.settle(decision.decision_id, succeeded=False, amount=None)
         try:
-            self._append(
+            self._append_outcome(
                 OutcomeRecord(
                     decision_id=decision.decision_id,
                     status="error",

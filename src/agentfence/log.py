@@ -51,6 +51,7 @@ from agentfence.records import (
 
 __all__ = [
     "DecisionLog",
+    "DeferringLog",
     "LogReader",
     "LogView",
     "MemoryLog",
@@ -63,6 +64,8 @@ LOG_FORMAT = "agentfence.log/v1"
 DEFAULT_CHECKPOINT_INTERVAL = 0.5
 """Seconds between checkpoints while the tree grows (one is also signed on close)."""
 _GATHER_SECONDS = 0.0002
+DEFAULT_FLUSH_WINDOW = 0.05
+"""Seconds an outcome appended with ``append_later`` may wait for the next commit."""
 _logger = logging.getLogger("agentfence.log")
 
 
@@ -99,6 +102,18 @@ class DecisionLog(Protocol):
 
     def find_outcome(self, decision_id: str) -> tuple[OutcomeRecord, bytes | None] | None:
         """The recorded outcome of a decision and its result content, if the tool ran."""
+        ...
+
+
+@runtime_checkable
+class DeferringLog(Protocol):
+    """A log that can take a record without holding the caller until it is durable.
+
+    The fence records outcomes this way (a decision is always appended durably first).
+    """
+
+    def append_later(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> None:
+        """Queue a record for the next commit, bounded by the log's flush window."""
         ...
 
 
@@ -253,6 +268,7 @@ class _Pending:
     record: LogRecord
     blobs: Sequence[Blob]
     record_bytes: bytes
+    deferred: bool = False  # nobody waits for it: it rides the next commit
     receipt: Receipt | None = None
     error: BaseException | None = None
     done: bool = False
@@ -322,8 +338,11 @@ class SignedLog:
         origin: str,
         checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
         clock: Callable[[], int] | None = None,
+        flush_window: float = DEFAULT_FLUSH_WINDOW,
     ) -> None:
         self._backend = backend
+        self._flush_window = flush_window
+        self._flush_timer: threading.Timer | None = None
         self._view = LogView(backend)
         self._signer = signer
         self._origin = origin
@@ -354,12 +373,14 @@ class SignedLog:
         signer: _signing.Signer,
         origin: str | None = None,
         checkpoint_interval: float = DEFAULT_CHECKPOINT_INTERVAL,
+        flush_window: float = DEFAULT_FLUSH_WINDOW,
     ) -> SignedLog:
         """Open (creating if needed) the log at ``sqlite:///PATH`` (or a plain path) or
         ``postgresql://USER@HOST/DATABASE``.
 
         Every process appending to one log must sign with the same key (the origin is
-        stored with the log the first time and read back after).
+        stored with the log the first time and read back after). ``flush_window`` bounds
+        how long a record appended with :meth:`append_later` waits for a commit.
         """
         location = parse_url(url)
         backend = LogBackend(location)
@@ -368,6 +389,7 @@ class SignedLog:
             signer=signer,
             origin=origin or f"agentfence/{location.stem}",
             checkpoint_interval=checkpoint_interval,
+            flush_window=flush_window,
         )
 
     def _start(self) -> None:
@@ -514,11 +536,7 @@ class SignedLog:
                 self._last_batch = len(batch)
             with self._commit_lock:
                 self._commit(batch)
-            with self._lock:
-                if self._queue:
-                    self._queue[0].wake.set()
-                else:
-                    self._leader = False
+            self._hand_over()
         if item.error is not None:
             raise LogError(
                 f"the decision log could not record the entry: "
@@ -528,6 +546,58 @@ class SignedLog:
             raise LogError("the decision log did not record the entry")
         return item.receipt
 
+    def append_later(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> None:
+        """Queue a record to ride the next commit, without waiting for it to be durable.
+
+        For outcomes, which need not hold the call: a decision's commit (the one durable
+        write a call waits for) carries the outcomes queued before it, and a record that no
+        commit picks up within ``flush_window`` seconds is committed on its own, as on
+        :meth:`close`. A crash can lose the records queued in that window, never a decision
+        (``docs/log-format.md``, "What a crash can lose"). A failed commit of such records is
+        logged; the next append reports the log's state.
+        """
+        item = _Pending(record, blobs, canonical_bytes(record), deferred=True)
+        with self._lock:
+            if self._closed:
+                raise LogError(f"the decision log {self.name} is closed")
+            if self._failed:
+                raise LogError(self._failed)
+            self._queue.append(item)
+            if self._flush_timer is None and not self._leader:
+                self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        """Commit queued records within the flush window (hold ``self._lock``)."""
+        if self._flush_timer is not None:
+            return
+        timer = threading.Timer(self._flush_window, self._flush)
+        timer.daemon = True
+        self._flush_timer = timer
+        timer.start()
+
+    def _flush(self) -> None:
+        """Commit what is queued, if no commit is under way (which would carry it)."""
+        with self._lock:
+            self._flush_timer = None
+            if self._leader or not self._queue:
+                return
+            self._leader = True
+            batch, self._queue = self._queue, []
+        with self._commit_lock:
+            self._commit(batch)
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """After a commit: wake a waiting writer to lead the next, or schedule a flush."""
+        with self._lock:
+            waiting = next((q for q in self._queue if not q.deferred), None)
+            if waiting is not None:
+                waiting.wake.set()
+                return
+            self._leader = False
+            if self._queue and not self._closed:
+                self._schedule_flush()
+
     def _commit(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         try:
@@ -536,6 +606,13 @@ class SignedLog:
             for item in batch:
                 item.error, item.done = exc, True
                 item.wake.set()
+                if item.deferred:
+                    _logger.error(
+                        "the decision log %s could not record a queued %s entry: %s",
+                        self.name,
+                        item.record.format,
+                        self._backend.db.describe(exc),
+                    )
             return
         try:
             handover = self._handover(batch, frontier)
@@ -802,10 +879,14 @@ class SignedLog:
         return receipt
 
     def close(self) -> None:
-        """Sign a final checkpoint if the tree grew, and close the file."""
+        """Commit queued records, sign a final checkpoint if the tree grew, and close."""
         with self._lock:
             if self._closed:
                 return
+            timer, self._flush_timer = self._flush_timer, None
+        if timer is not None:
+            timer.cancel()
+        self._drain()
         try:
             self.checkpoint()
         except self._backend.db.errors as exc:
@@ -818,6 +899,25 @@ class SignedLog:
             with self._lock:
                 self._closed = True
             self._backend.close()
+
+    def _drain(self) -> None:
+        """Commit every record still queued (``append_later``) before closing."""
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return
+                if self._leader:
+                    wait = True
+                else:
+                    wait = False
+                    self._leader = True
+                    batch, self._queue = self._queue, []
+            if wait:
+                time.sleep(0.001)  # a commit under way carries or hands on the queue
+                continue
+            with self._commit_lock:
+                self._commit(batch)
+            self._hand_over()
 
     def __enter__(self) -> SignedLog:
         return self
@@ -840,7 +940,23 @@ class SignedLog:
         return self._view.blob(ref)
 
     def find_outcome(self, decision_id: str) -> tuple[OutcomeRecord, bytes | None] | None:
-        """The recorded outcome of a decision and its result content, if the tool ran."""
+        """The recorded outcome of a decision and its result content, if the tool ran.
+
+        An outcome still queued (``append_later``) counts: the call ran.
+        """
+        with self._lock:
+            queued = next(
+                (
+                    q
+                    for q in self._queue
+                    if isinstance(q.record, OutcomeRecord) and q.record.decision_id == decision_id
+                ),
+                None,
+            )
+        if queued is not None and isinstance(queued.record, OutcomeRecord):
+            blobs = {b.ref: b.content for b in queued.blobs}
+            ref = queued.record.result_blob
+            return queued.record, blobs.get(ref) if ref else None
         return self._view.find_outcome(decision_id)
 
     def thread_decisions(

@@ -374,3 +374,62 @@ def test_rotation_right_after_open_with_concurrent_writers_verifies(
     verified = verify_log(db, [signer.verifier_key, new.verifier_key])
     assert verified.entries == size and verified.unsigned_tail == 0
     assert [c.new_key for c in verified.key_changes] == [new.verifier_key]
+
+
+# --- records that ride the next commit (append_later) --------------------------------------
+
+
+def test_a_deferred_outcome_rides_the_next_durable_append(db: Path, signer: Signer) -> None:
+    with open_log(db, signer, flush_window=60) as log:
+        blob = Blob.of(b"done")
+        log.append_later(outcome(1, blob), [blob])
+        # Not written yet, but the fence sees it: the call ran, so it is not run again.
+        assert log.size() == 0
+        found = log.find_outcome("d1")
+        assert found is not None and found[1] == b"done"
+        batches = log.stats.batches
+        log.append(outcome(2))
+        assert log.stats.batches == batches + 1  # one commit carried both
+        assert [r.decision_id for _, r in log.read()] == ["d1", "d2"]  # type: ignore[union-attr]
+
+
+def test_a_deferred_outcome_is_committed_within_the_flush_window(db: Path, signer: Signer) -> None:
+    with open_log(db, signer, flush_window=0.01) as log:
+        log.append_later(outcome(1))
+        done = threading.Event()
+        for _ in range(500):
+            if log.size() == 1:
+                done.set()
+                break
+            threading.Event().wait(0.01)
+        assert done.is_set(), "the flush window passed and nothing was committed"
+
+
+def test_close_commits_what_is_still_deferred(db: Path, signer: Signer) -> None:
+    log = open_log(db, signer, flush_window=3600)
+    log.append_later(outcome(1))
+    log.append_later(outcome(2))
+    log.close()
+    with open_log(db, signer) as reopened:
+        assert reopened.size() == 2
+
+
+def test_a_deferred_record_that_cannot_be_committed_is_logged(
+    db: Path, signer: Signer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log(db, signer, flush_window=3600)
+    log.append_later(outcome(1))  # queued: no error yet, nobody waits for it
+
+    def broken(batch: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(log, "_write", broken)
+    with caplog.at_level("ERROR", logger="agentfence.log"):
+        log._flush()
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert "could not record a queued agentfence.outcome/v1 entry" in line
+    assert "disk I/O error" in line
+    monkeypatch.undo()
+    log.close()
+    with open_log(db, signer) as reopened:
+        assert reopened.size() == 0
