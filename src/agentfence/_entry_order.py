@@ -70,6 +70,12 @@ class _Order:
         elif self.problem is None:
             self.problem = _outcome_problem(seq, record.decision_id, state)
 
+    def without_outcome(self) -> int:
+        """Decisions that let a tool run (allowed, or approved) with no outcome after them:
+        the tool was let run and its result is not on record (it crashed, was cut off, or
+        its outcome was lost in the last flush window before a crash)."""
+        return sum(1 for state in self.states.values() if state in ("ALLOW", _APPROVED))
+
     def see(self, seq: int, record: LogRecord) -> None:
         if isinstance(record, DecisionRecord):
             self.decision(seq, record)

@@ -116,6 +116,9 @@ class VerifiedLog:
     saved_checkpoint_size: int | None
     steps: tuple[VerifiedStep, ...]
     seconds: float
+    without_outcome: int = 0
+    """Decisions that let a tool run with no outcome on record ("ran, outcome not
+    recorded": the tool may have run; see docs/log-format.md, "What a crash can lose")."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able summary (what ``agentfence log verify --json`` prints)."""
@@ -132,6 +135,7 @@ class VerifiedLog:
             "key_changes": [vars(k) for k in self.key_changes],
             "decisions": self.decisions,
             "outcomes": self.outcomes,
+            "without_outcome": self.without_outcome,
             "activations": self.activations,
             "blobs": self.blobs,
             "erased_blobs": [vars(b) for b in self.erased_blobs],
@@ -741,11 +745,18 @@ class _LogCheck:
                 step=7,
                 attack="out_of_order",
             )
+        unrecorded = order.without_outcome()
         self.run.passed(
             7,
             f"{order.outcomes} outcomes follow their allowed or approved decisions; "
             f"{order.decisions} decisions use "
-            f"{_count(len(order.activated), 'activated policy set')}",
+            f"{_count(len(order.activated), 'activated policy set')}"
+            + (
+                f"; {unrecorded} let a tool run with no outcome recorded (ran, outcome not "
+                "recorded)"
+                if unrecorded
+                else ""
+            ),
         )
 
     def result(self, seconds: float) -> VerifiedLog:
@@ -769,6 +780,7 @@ class _LogCheck:
             saved_checkpoint_size=self.saved_size,
             steps=tuple(self.run.steps),
             seconds=seconds,
+            without_outcome=self.order.without_outcome(),
         )
 
 

@@ -784,3 +784,21 @@ def test_replay_in_worker_processes_gives_the_same_report(base: BuiltLog) -> Non
         one.changes,
         one.not_replayable,
     )
+
+
+def test_an_allowed_decision_without_an_outcome_is_reported_as_its_own_state(
+    log: BuiltLog,
+) -> None:
+    # What a crash in the flush window leaves: the tool was let run, its outcome is not there.
+    assert verify_log(log.path, [log.vkey]).without_outcome == 0
+    allowed = next(
+        r for _, r in records(log.path) if isinstance(r, DecisionRecord) and r.effect == "ALLOW"
+    )
+    cut_off = allowed.model_copy(update={"decision_id": "f" * 32, "tool_call_id": "cut-off"})
+    append_signed(log, cut_off)
+    result = verify_log(log.path, [log.vkey])
+    assert result.without_outcome == 1
+    assert "1 let a tool run with no outcome recorded (ran, outcome not recorded)" in (
+        result.steps[6].detail
+    )
+    assert result.to_json()["without_outcome"] == 1
