@@ -289,7 +289,7 @@ def email_address(value: str) -> str | None:
     and ``%`` or ``!`` in the local part (source routing). Local parts are compared ignoring
     case, as mail systems in practice treat them.
     """
-    if value.count("@") != 1:
+    if value.count("@") != 1 or any(_unsafe(ch) for ch in value):
         return None
     local, _, domain_part = value.partition("@")
     if len(local) > 64 or not _LOCAL.fullmatch(local):
@@ -309,7 +309,7 @@ def url_host(value: str) -> str | None:
     ports, trailing dots, hosts that are neither a domain name nor a dotted-quad IPv4 or
     bracketed IPv6 address (``0x7f.1``, ``2130706433``). Lower case, IDNA form.
     """
-    if "\\" in value:
+    if "\\" in value or any(_unsafe(ch) for ch in value):
         return None
     match = _URL.fullmatch(value)
     if match is not None:
