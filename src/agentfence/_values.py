@@ -137,11 +137,68 @@ _HOMOGLYPHS: Final = {
     "\u0269": "i",  # LATIN SMALL LETTER IOTA
     "\u028f": "y",  # LATIN LETTER SMALL CAPITAL Y
 }
-_FOLD: Final = str.maketrans(_HOMOGLYPHS)
+_FOLD: Final[dict[int, str]] = {ord(k): v for k, v in _HOMOGLYPHS.items()}
 # Default-ignorable code points (Unicode section 5.21) that are letters, not format or
 # combining characters, and so survive the category filter below: the Hangul fillers.
 _INVISIBLE_LETTERS: Final = frozenset("\u115f\u1160\u3164\uffa0")
-_SPACE: Final = re.compile(r"\s+")
+# Whitespace and C0/C1 control characters: one is enough to make a value text.
+_CONTROL: Final = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
+_NOT_ALNUM: Final = re.compile(r"[\W_]+")
+_ASCII_NOT_ALNUM: Final = bytes(c for c in range(128) if not chr(c).isalnum())
+
+
+VALUE_ATTRIBUTES: Final = (
+    "kind",
+    "email",
+    "email_domain",
+    "host",
+    "domain",
+    "normalized",
+    "compact",
+)
+SET_ATTRIBUTES: Final = (
+    "kinds",
+    "emails",
+    "email_domains",
+    "hosts",
+    "domains",
+    "normalized",
+    "compact",
+    "all_emails",
+    "all_urls",
+)
+_SET_TYPES: Final = {"all_emails": "Bool", "all_urls": "Bool"}
+# A policy can only reach an argument or attribute through its name written out (Cedar has no
+# computed attribute access), as an identifier or a quoted string.
+_NAME: Final = re.compile(r'[A-Za-z_][A-Za-z0-9_]*|"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The arguments and attributes of ``context.values`` a policy set can name.
+
+    Each attribute costs time on every call (Cedar reads and validates the request), so only
+    those whose names appear in the policies are declared and computed: a superset of what
+    they use, because every use writes the name out. ``names=None`` selects everything.
+    """
+
+    names: frozenset[str] | None = None
+
+    def wants(self, name: str) -> bool:
+        """Whether the argument or attribute ``name`` is declared."""
+        return self.names is None or name in self.names
+
+    @classmethod
+    def of(cls, codes: Iterable[str]) -> Selection:
+        """The names written in policy code (comments already removed)."""
+        names: set[str] = set()
+        for code in codes:
+            for match in _NAME.finditer(code):
+                names.add(match.group(1) if match.group(1) is not None else match.group(0))
+        return cls(frozenset(names))
+
+
+ALL: Final = Selection()
 
 
 @dataclass(frozen=True)
@@ -179,28 +236,26 @@ class ValueField:
     is_set: bool
 
 
-def value_fields(entry: ToolEntry) -> tuple[ValueField, ...]:
-    """The tool's top-level ``String`` and ``Set<String>`` arguments, in schema order."""
+def value_fields(entry: ToolEntry, selection: Selection = ALL) -> tuple[ValueField, ...]:
+    """The tool's top-level ``String`` and ``Set<String>`` arguments the selection names, in
+    schema order."""
     fields: list[ValueField] = []
     for f in entry.args_type.fields:
         shown = render_type(f.type)
-        if shown in ("String", "Set<String>"):
+        if shown in ("String", "Set<String>") and selection.wants(f.name):
             fields.append(ValueField(f.name, f.required, shown != "String"))
     return tuple(fields)
 
 
-def schema_types() -> list[str]:
+def schema_types(selection: Selection = ALL) -> list[str]:
     """The common types (Cedar schema, "Common type declarations") of ``context.values``."""
+    one = [f'  "{a}": String' for a in VALUE_ATTRIBUTES if selection.wants(a)]
+    many = [
+        f'  "{a}": {_SET_TYPES.get(a, "Set<String>")}' for a in SET_ATTRIBUTES if selection.wants(a)
+    ]
     return [
-        f"type {VALUE_TYPE} = {{\n"
-        '  "kind": String, "email": String, "email_domain": String, "host": String,\n'
-        '  "domain": String, "normalized": String, "compact": String\n'
-        "};",
-        f"type {VALUES_TYPE} = {{\n"
-        '  "kinds": Set<String>, "emails": Set<String>, "email_domains": Set<String>,\n'
-        '  "hosts": Set<String>, "domains": Set<String>, "normalized": Set<String>,\n'
-        '  "compact": Set<String>, "all_emails": Bool, "all_urls": Bool\n'
-        "};",
+        f"type {VALUE_TYPE} = {{" + ("\n" + ",\n".join(one) + "\n" if one else "") + "};",
+        f"type {VALUES_TYPE} = {{" + ("\n" + ",\n".join(many) + "\n" if many else "") + "};",
     ]
 
 
@@ -215,25 +270,33 @@ def context_type(fields: Sequence[ValueField]) -> str:
     return "{\n" + inner + "\n    }"
 
 
-def context_of(fields: Sequence[ValueField], args: Mapping[str, Any]) -> dict[str, Any]:
+def context_of(
+    fields: Sequence[ValueField], args: Mapping[str, Any], selection: Selection = ALL
+) -> dict[str, Any]:
     """``context.values`` for a call, from its Cedar arguments (``context.args``).
 
     Computed from the same converted values the policies see as ``context.args``, so the
     two never disagree; an optional argument that is absent there is absent here too.
+    Only the attributes of ``selection`` are included, as :func:`schema_types` declares.
     """
+    fold = selection.wants("normalized") or selection.wants("compact")
     out: dict[str, Any] = {}
     for f in fields:
         value = args.get(f.name)
+        record: dict[str, Any]
         if f.is_set and isinstance(value, list):
-            out[f.name] = set_facts([v for v in value if isinstance(v, str)])
+            record = set_facts([v for v in value if isinstance(v, str)], fold=fold)
         elif not f.is_set and isinstance(value, str):
-            out[f.name] = facts_of(value).as_cedar()
+            record = facts_of(value, fold=fold).as_cedar()
+        else:
+            continue
+        out[f.name] = {k: v for k, v in record.items() if selection.wants(k)}
     return out
 
 
-def set_facts(items: Iterable[str]) -> dict[str, Any]:
+def set_facts(items: Iterable[str], *, fold: bool = True) -> dict[str, Any]:
     """The Cedar record of type ``AgentfenceValues`` for a set of strings."""
-    facts = [facts_of(item) for item in items]
+    facts = [facts_of(item, fold=fold) for item in items]
     return {
         "kinds": sorted({f.kind for f in facts}),
         "emails": sorted({f.email for f in facts}),
@@ -248,15 +311,16 @@ def set_facts(items: Iterable[str]) -> dict[str, Any]:
     }
 
 
-def facts_of(value: str) -> ValueFacts:
-    """Read one string: its kind, the address, host or domain it is, and its folded text."""
-    normalized = normalize_text(value)
-    compact = "".join(ch for ch in normalized if ch.isalnum())
+def facts_of(value: str, *, fold: bool = True) -> ValueFacts:
+    """Read one string: its kind, the address, host or domain it is, and its folded text
+    (left empty with ``fold=False``, when no policy reads it)."""
+    normalized = normalize_text(value) if fold else ""
+    compact = compact_text(normalized)
     text = ValueFacts("text", normalized=normalized, compact=compact)
     # Whitespace, control, format and other invisible characters never belong to an
     # address, URL or domain: a value holding one is text (the newline trick, "bob@acme.test
     # \nattacker@evil.example", and zero-width characters inside a name).
-    if not value or any(_unsafe(ch) for ch in value):
+    if not value or _unsafe(value):
         return text
     address = email_address(value)
     if address is not None:
@@ -289,7 +353,7 @@ def email_address(value: str) -> str | None:
     and ``%`` or ``!`` in the local part (source routing). Local parts are compared ignoring
     case, as mail systems in practice treat them.
     """
-    if value.count("@") != 1 or any(_unsafe(ch) for ch in value):
+    if value.count("@") != 1 or _unsafe(value):
         return None
     local, _, domain_part = value.partition("@")
     if len(local) > 64 or not _LOCAL.fullmatch(local):
@@ -309,7 +373,7 @@ def url_host(value: str) -> str | None:
     ports, trailing dots, hosts that are neither a domain name nor a dotted-quad IPv4 or
     bracketed IPv6 address (``0x7f.1``, ``2130706433``). Lower case, IDNA form.
     """
-    if "\\" in value or any(_unsafe(ch) for ch in value):
+    if "\\" in value or _unsafe(value):
         return None
     match = _URL.fullmatch(value)
     if match is not None:
@@ -364,20 +428,36 @@ def normalize_text(text: str) -> str:
        controls) and the Hangul fillers are removed;
     3. the Cyrillic and Greek lookalike letters of ``_HOMOGLYPHS`` become Latin ones;
     4. case folding (``str.casefold``), then NFKC again;
-    5. every run of whitespace becomes one space, and the ends are trimmed.
+    5. every run of whitespace (``str.split``) becomes one space, and the ends are trimmed.
     """
+    if text.isascii():
+        # Every step but case folding and spaces leaves ASCII as it is: the common case.
+        return " ".join(text.lower().split())
     decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text))
-    kept = "".join(
-        ch
-        for ch in decomposed
-        if unicodedata.category(ch) not in ("Mn", "Cf") and ch not in _INVISIBLE_LETTERS
+    # One table per text: its distinct characters to drop (steps 2), and the lookalikes.
+    table: dict[int, str | None] = dict(_FOLD)
+    for ch in set(decomposed):
+        if unicodedata.category(ch) in ("Mn", "Cf") or ch in _INVISIBLE_LETTERS:
+            table[ord(ch)] = None
+    folded = unicodedata.normalize("NFKC", decomposed.translate(table).casefold())
+    return " ".join(folded.split())
+
+
+def compact_text(normalized: str) -> str:
+    """Normalised text with everything but letters and digits removed
+    (``context.values.<arg>.compact``): ``p.a.s.s w-o-r-d`` is ``password``."""
+    if normalized.isascii():
+        return normalized.encode("ascii").translate(None, _ASCII_NOT_ALNUM).decode("ascii")
+    return _NOT_ALNUM.sub("", normalized)
+
+
+def _unsafe(value: str) -> bool:
+    """Whether a value holds whitespace, a control or format character, or a filler."""
+    if _CONTROL.search(value):
+        return True
+    return not value.isascii() and any(
+        unicodedata.category(ch) == "Cf" or ch in _INVISIBLE_LETTERS for ch in set(value)
     )
-    folded = unicodedata.normalize("NFKC", kept.translate(_FOLD).casefold())
-    return _SPACE.sub(" ", folded).strip()
-
-
-def _unsafe(ch: str) -> bool:
-    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") or ch in _INVISIBLE_LETTERS
 
 
 def _authority_host(authority: str) -> str | None:

@@ -10,8 +10,10 @@ import cedarpy
 import pytest
 from langchain_core.tools import tool
 
-from agentfence import Fence, Resource, govern
+from agentfence import Fence, PolicyLoadError, Resource, govern
 from agentfence._values import (
+    ALL,
+    Selection,
     ValueFacts,
     domain_name,
     email_address,
@@ -328,7 +330,7 @@ def test_flow_parts_ignore_what_does_not_name_values(text: str) -> None:
 
 def test_the_schema_declares_values_per_string_argument() -> None:
     catalog = ToolCatalog.from_tools([send, charge])
-    schema = generate_schema(catalog, flow=FlowParts(frozenset(), (), values=True))
+    schema = generate_schema(catalog, flow=FlowParts(frozenset(), (), values=ALL))
     assert "type AgentfenceValue = {" in schema and "type AgentfenceValues = {" in schema
     assert '"values": {\n      "to": AgentfenceValue,\n      "body": AgentfenceValue' in schema
     assert '"cc": AgentfenceValues' in schema
@@ -376,16 +378,54 @@ def decide(fence: Fence, **args: Any) -> Any:
 
 
 def test_the_request_carries_values_computed_from_the_converted_arguments(fence: Fence) -> None:
-    decision = decide(fence, to="Bob@ACME.test", cc=["carol@acme.test"], note="fyi")
+    decision = decide(fence, to="Bob@ACME.test", cc=["carol@acme.test"], note="FYI")
     assert decision.effect is Effect.ALLOW, decision.reasons
     values = (decision.request or {})["context"]["values"]
-    assert values["to"]["email"] == "bob@acme.test"
-    assert values["to"]["email_domain"] == "acme.test"
-    assert values["channel"]["kind"] == "text" and values["channel"]["normalized"] == "mail"
-    assert values["cc"]["email_domains"] == ["acme.test"]
-    assert values["note"]["normalized"] == "fyi"
+    # Only the arguments and attributes the policies name are there (see the next test):
+    # not "channel", nor "email" or "host".
+    one = {"kind": "text", "email_domain": ""}
+    assert values == {
+        "to": {
+            "kind": "email",
+            "email_domain": "acme.test",
+            "compact": "bobacmetest",
+            "normalized": "bob@acme.test",
+        },
+        "body": {**one, "compact": "hi", "normalized": "hi"},
+        "cc": {
+            "email_domains": ["acme.test"],
+            "all_emails": True,
+            "compact": ["carolacmetest"],
+            "normalized": ["carol@acme.test"],
+        },
+        "note": {**one, "compact": "fyi", "normalized": "fyi"},
+    }
     # The engine computes only what the policies name: no data-flow roots here.
     assert set((decision.request or {})["context"]) == {"agent", "run", "args", "values"}
+
+
+def test_only_the_arguments_and_attributes_the_policies_name_are_declared() -> None:
+    selection = Selection.of(
+        ['when { context.values.to.email_domain == "acme.test" && context.values["cc"] has kinds }']
+    )
+    assert selection.wants("to") and selection.wants("cc") and not selection.wants("body")
+    catalog = ToolCatalog.from_tools([send, charge])
+    schema = generate_schema(catalog, flow=FlowParts(frozenset(), (), values=selection))
+    assert 'type AgentfenceValue = {\n  "email_domain": String\n};' in schema
+    assert 'type AgentfenceValues = {\n  "kinds": Set<String>\n};' in schema
+    declared = '"values": {\n      "to": AgentfenceValue,\n      "cc": AgentfenceValues\n    }'
+    assert declared in schema
+    cedarpy.Schema.from_str(schema)
+
+
+def test_a_policy_naming_an_attribute_that_does_not_exist_fails_loading(tmp_path: Path) -> None:
+    (tmp_path / "p.cedar").write_text(
+        '@id("typo")\npermit (principal, action == Action::"send", resource)\n'
+        'when { context.values.to.email_domian == "acme.test" };\n'
+    )
+    with pytest.raises(PolicyLoadError) as info:
+        Fence.from_directory(tmp_path, tools=[send, charge])
+    assert "p.cedar" in str(info.value) and "email_domian" in str(info.value)
 
 
 def test_an_absent_optional_argument_has_no_values(fence: Fence) -> None:
