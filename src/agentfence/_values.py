@@ -171,6 +171,7 @@ _SET_TYPES: Final = {"all_emails": "Bool", "all_urls": "Bool"}
 # A policy can only reach an argument or attribute through its name written out (Cedar has no
 # computed attribute access), as an identifier or a quoted string.
 _NAME: Final = re.compile(r'[A-Za-z_][A-Za-z0-9_]*|"((?:[^"\\]|\\.)*)"')
+_ANNOTATION: Final = re.compile(r'@[A-Za-z_][A-Za-z0-9_]*(?:\s*\(\s*"(?:[^"\\]|\\.)*"\s*\))?')
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,8 @@ class Selection:
         """The names written in policy code (comments already removed)."""
         names: set[str] = set()
         for code in codes:
-            for match in _NAME.finditer(code):
+            # Annotations (@reason("…")) are not expressions: their names select nothing.
+            for match in _NAME.finditer(_ANNOTATION.sub(" ", code)):
                 names.add(match.group(1) if match.group(1) is not None else match.group(0))
         return cls(frozenset(names))
 

@@ -516,6 +516,8 @@ class PolicyEngine:
         if selection is None:
             return {}
         fields = _values.value_fields(entry, selection)
+        if not fields:
+            return {}  # declared only for the tools whose arguments the policies name
         return {"values": _values.context_of(fields, args, selection)}
 
     def decide_request(
@@ -959,8 +961,8 @@ def generate_schema(
             context.append(f'    "resource_provenance": {PROVENANCE_TYPE}')
         if "usage" in flow:
             context.append(f'    "usage": {USAGE_TYPE}')
-        if flow.values is not None:
-            fields = _values.value_fields(entry, flow.values)
+        fields = _values.value_fields(entry, flow.values) if flow.values is not None else ()
+        if fields:
             context.append(f'    "values": {_values.context_type(fields)}')
         lines.append(
             f'action "{entry.name}"{member} appliesTo {{\n'

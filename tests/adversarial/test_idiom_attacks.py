@@ -319,3 +319,31 @@ def test_a_smuggled_recipient_never_reaches_the_tool_in_a_real_graph(
     assert "agentfence denied" in str(results["call-smuggled"].content)
     assert results["call-fair"].status == "success"
     assert sent == [fair]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "your p4ssw0rd is hunter2",  # digits for letters are not folded
+        "your cGFzc3dvcmQ= is hunter2",  # base64 of "password"
+        "your drowssap is hunter2",  # reversed
+        "your passw\u0585rd is hunter2",  # Armenian oh: outside the lookalike table
+        "your pass is hunter2, and the word is the same",  # split into words
+    ],
+    ids=[
+        "known_limit_leetspeak",
+        "known_limit_base64",
+        "known_limit_reversed",
+        "known_limit_armenian_homoglyph",
+        "known_limit_split_words",
+    ],
+)
+def test_pinned_known_limits_of_keyword_folding(fences: dict[str, Fence], body: str) -> None:
+    # Documented in docs/policy-guide.md ("Typed values", limits): folding cannot see these.
+    decision = decide(fences["safe"], mail_body("limit", body))
+    assert decision.effect is Effect.ALLOW, decision.reasons
+
+
+def test_pinned_known_limit_compact_matches_across_words(fences: dict[str, Fence]) -> None:
+    decision = decide(fences["safe"], mail_body("limit", "use the bypass wordlist"))
+    assert decision.effect is Effect.DENY and decision.policy_ids == ("no-passwords",)

@@ -409,12 +409,16 @@ def test_only_the_arguments_and_attributes_the_policies_name_are_declared() -> N
         ['when { context.values.to.email_domain == "acme.test" && context.values["cc"] has kinds }']
     )
     assert selection.wants("to") and selection.wants("cc") and not selection.wants("body")
+    annotated = Selection.of(['@reason("the body")\npermit (principal, action, resource);'])
+    assert not annotated.wants("reason") and not annotated.wants("the body")
     catalog = ToolCatalog.from_tools([send, charge])
     schema = generate_schema(catalog, flow=FlowParts(frozenset(), (), values=selection))
     assert 'type AgentfenceValue = {\n  "email_domain": String\n};' in schema
     assert 'type AgentfenceValues = {\n  "kinds": Set<String>\n};' in schema
     declared = '"values": {\n      "to": AgentfenceValue,\n      "cc": AgentfenceValues\n    }'
     assert declared in schema
+    # charge's memo is not named: its context has no values at all.
+    assert schema.count('"values"') == 1
     cedarpy.Schema.from_str(schema)
 
 
