@@ -17,7 +17,8 @@ policies (see ``docs/policy-guide.md``):
 Besides the arguments, the context holds the data-flow facts of ``agentfence.labels``: the
 labels the run has seen (``context.data``), where each argument value came from
 (``context.provenance``, ``context.resource_provenance``) and session usage
-(``context.usage``).
+(``context.usage``); and typed views of the string arguments (``context.values``:
+an address's domain, a URL's host, text folded for keyword checks; ``agentfence._values``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from typing import Any
 
 import rfc8785
 
-from agentfence import _cedar
+from agentfence import _cedar, _values
 from agentfence._ids import call_digest, derive_id
 from agentfence._provenance import History, carried, provenance
 from agentfence._usage import Usage
@@ -207,6 +208,9 @@ USAGE_WINDOWS = ("thread", "minute", "hour", "day")
 _FLOW_REF = re.compile(
     r'\bcontext\s*(?:\.\s*|\[\s*"|\s+has\s+"?)(data|provenance|resource_provenance|usage)\b'
 )
+# context.values is not a data-flow root (it needs no thread history), but is declared and
+# computed the same way: only for policy sets that name it.
+_VALUES_REF = re.compile(r'\bcontext\s*(?:\.\s*|\[\s*"|\s+has\s+"?)values\b')
 _WINDOW_REF = re.compile(
     r'\busage"?\s*\]?\s*(?:\.\s*|\[\s*"|\s+has\s+"?)(thread|minute|hour|day)\b'
 )
@@ -223,25 +227,32 @@ class FlowParts:
 
     roots: frozenset[str]
     windows: tuple[str, ...]
+    values: _values.Selection | None = None
+    """What of ``context.values`` the policies name (``None``: they do not name it)."""
 
     def __contains__(self, root: object) -> bool:
-        return root in self.roots
+        return root in self.roots or (root == "values" and self.values is not None)
 
     @classmethod
     def of(cls, texts: Iterable[str]) -> FlowParts:
         """The parts the policy texts name (``context.usage.day…``, ``context has data``…)."""
         roots: set[str] = set()
         windows: set[str] = set()
+        codes: list[str] = []
         for text in texts:
             code = "\n".join(line.split("//", 1)[0] for line in text.splitlines())
             roots.update(_FLOW_REF.findall(code))
             windows.update(_WINDOW_REF.findall(code))
+            codes.append(code)
         if "usage" in roots and not windows:
             windows = set(USAGE_WINDOWS)
-        return cls(frozenset(roots), tuple(w for w in USAGE_WINDOWS if w in windows))
+        values = None
+        if any(_VALUES_REF.search(code) for code in codes):
+            values = _values.Selection.of(codes)
+        return cls(frozenset(roots), tuple(w for w in USAGE_WINDOWS if w in windows), values)
 
 
-ALL_FLOW = FlowParts(frozenset(FLOW_ROOTS), USAGE_WINDOWS)
+ALL_FLOW = FlowParts(frozenset(FLOW_ROOTS), USAGE_WINDOWS, values=_values.ALL)
 
 
 class PolicyEngine:
@@ -445,6 +456,7 @@ class PolicyEngine:
         except ArgumentError as exc:
             return deny(f"arguments do not fit the schema of {facts.tool!r}: {exc}")
         requests = []
+        values = self._values_context(entry, args)
         # One request per resource the call touches: a send to three recipients is three
         # sends as far as policy goes, each with its own resource and its provenance.
         for resource_id, target in targets:
@@ -465,6 +477,7 @@ class PolicyEngine:
                         },
                         "args": args,
                         **flow,
+                        **values,
                     },
                 }
             )
@@ -631,6 +644,17 @@ class PolicyEngine:
                 usage = Usage().with_amount(meter.amount(raw)) if meter is not None else Usage()
             out["usage"] = usage.as_cedar(flow.windows)
         return out
+
+    def _values_context(self, entry: ToolEntry, args: Mapping[str, Any]) -> dict[str, Any]:
+        """``context.values`` when the policies name it: computed from the converted
+        arguments (``context.args``), so it describes exactly the values that are decided."""
+        selection = self.flow.values
+        if selection is None:
+            return {}
+        fields = _values.value_fields(entry, selection)
+        if not fields:
+            return {}  # declared only for the tools whose arguments the policies name
+        return {"values": _values.context_of(fields, args, selection)}
 
     def decide_request(
         self, facts: CallFacts, request: Mapping[str, Any], decision_id: str | None = None
@@ -1036,7 +1060,8 @@ def generate_schema(
     Each tool is an action; its ``context`` is ``{agent, run, args}`` where ``args`` is the
     type derived from the tool's argument schema, plus the data-flow attributes ``flow``
     names (``data``, ``provenance`` with one entry per string or numeric argument,
-    ``resource_provenance``, ``usage``). Entity types used by principals, agents and
+    ``resource_provenance``, ``usage``) and ``values`` (typed views of each string or set
+    of strings argument, ``agentfence._values``). Entity types used by principals, agents and
     resources are declared here unless a schema file declares them.
     """
     if catalog.get(APPROVE_ACTION) is not None:
@@ -1051,6 +1076,8 @@ def generate_schema(
     lines = ["// Generated by agentfence from the governed tools."]
     lines += [f"entity {name};" for name in needed]
     lines += _flow_types(flow)
+    if flow.values is not None:
+        lines += _values.schema_types(flow.values)
     lines += [f'action "{group}";' for group in sorted(catalog.groups())]
     principals = ", ".join(principal_types)
     for entry in sorted(catalog, key=lambda e: e.name):
@@ -1070,6 +1097,9 @@ def generate_schema(
             context.append(f'    "resource_provenance": {PROVENANCE_TYPE}')
         if "usage" in flow:
             context.append(f'    "usage": {USAGE_TYPE}')
+        fields = _values.value_fields(entry, flow.values) if flow.values is not None else ()
+        if fields:
+            context.append(f'    "values": {_values.context_type(fields)}')
         lines.append(
             f'action "{entry.name}"{member} appliesTo {{\n'
             f"  principal: [{principals}],\n"

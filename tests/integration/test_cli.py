@@ -33,7 +33,7 @@ def test_validate_ok_with_tools() -> None:
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["valid"] is True and data["parsed_only"] is False
-    assert data["policies"] == 9
+    assert data["policies"] == 10
 
 
 def test_validate_without_tools_parses_only_and_says_so() -> None:
