@@ -21,6 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from agentfence._locators import (
+    PATH_IN_TEXT,
+    URL_IN_TEXT,
+    looks_like_path,
+    looks_like_url,
+    normal_path,
+    parse_url,
+)
 from agentfence.labels import (
     EMPTY_PROVENANCE,
     SOURCE_DIRECTORY,
@@ -41,7 +49,9 @@ from agentfence.labels import (
 # host or domain (lower case, no leading "www."), "a:" an account-like number (IBAN or a run
 # of at least 6 digits, upper case, spaces and dashes removed), "n:" a number (normalised
 # decimal), "t:" a long token (16+ characters mixing letters and digits, as keys and secrets
-# are), "w:" a word (lower-case letters and digits).
+# are), "w:" a word (lower-case letters and digits), "u:" a whole URL normalised
+# (agentfence._locators), "r:" an ambiguous URL as written (lower case), "p:" a POSIX path
+# normalised.
 
 _EMAIL_ALL = re.compile(
     r"[A-Za-z0-9._%+\-]+@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
@@ -71,6 +81,8 @@ _MIN_CARRIED_DIGITS = 9  # dates (8 digits) are not identifiers worth tracking i
 _MAX_CHAIN_GROUPS = 10
 _IBAN_MIN, _IBAN_MAX = 15, 34
 _MAX_INDEXED_CHARS = 1_000_000  # a larger message is indexed by its first megabyte
+_SHORT_CHARS = 4  # a string value of at most this many letters and digits is "short"
+_ROLE_WINDOW = 2  # words allowed between a short value and a word of its role
 
 
 def _host(name: str) -> str:
@@ -149,11 +161,10 @@ def text_keys(text: str) -> tuple[set[str], str]:
     for run in set(_DIGIT_RUN.findall(text)):
         _run_keys(run, keys)
     keys.update("d:" + _host(domain) for domain in _EMAIL.findall(text))
-    if "://" in text:
-        for url in _URL.findall(text):
-            host = _url_host(url)
-            if host:
-                keys.add("d:" + host)
+    if "/" in text:
+        keys |= link_keys(text, hosts=True)
+        for path in PATH_IN_TEXT.findall(text):
+            keys.add("p:" + normal_path(path))
     for dotted in set(_DOTTED.findall(text)):
         last = dotted.rsplit(".", 1)[1]
         if last.isalpha() and len(last) >= 2:
@@ -191,6 +202,21 @@ def _run_keys(run: str, keys: set[str]) -> None:
         keys |= _chain_keys(" ".join(chain), _MIN_ACCOUNT_DIGITS)
 
 
+def link_keys(text: str, *, hosts: bool) -> set[str]:
+    """Keys of the URLs in text: each whole (``u:``) or, when ambiguous, as written (``r:``);
+    with ``hosts``, also the host of each unambiguous one (``d:``)."""
+    keys: set[str] = set()
+    for found in URL_IN_TEXT.findall(text):
+        url = parse_url(found)
+        if url.key is None:
+            keys.add("r:" + url.raw.lower())
+            continue
+        keys.add("u:" + url.key)
+        if hosts and url.host:
+            keys.add("d:" + url.host)
+    return keys
+
+
 def _url_host(url: str) -> str | None:
     try:
         host = urlsplit(url).hostname
@@ -206,6 +232,12 @@ class ValueQuery:
     keys: tuple[str, ...] = ()
     phrase: tuple[str, ...] = ()
     numeric: bool = False
+    host: str | None = None
+    """A URL's host key (``d:``), looked up for ``host_sources``."""
+    ambiguous: bool = False
+    """A URL parsers may read differently: it never has a trusted source."""
+    short: bool = False
+    """A short identifier: it matches only where a word of its role stands beside it."""
 
     def __bool__(self) -> bool:
         return bool(self.keys or self.phrase)
@@ -227,9 +259,14 @@ def value_query(value: Any, *, numeric: bool = False) -> ValueQuery:
         return ValueQuery()
     if _EMAIL_SHAPE.match(text):
         return ValueQuery(keys=("e:" + text.lower(),))
-    if "://" in text:
-        host = _url_host(text)
-        return ValueQuery(keys=("d:" + host,)) if host else ValueQuery()
+    if looks_like_url(text):
+        # A URL is compared whole; its host only for host_sources (agentfence._locators).
+        url = parse_url(text)
+        if url.key is None:
+            return ValueQuery(keys=("r:" + url.raw.lower(),), ambiguous=True)
+        return ValueQuery(keys=("u:" + url.key,), host="d:" + url.host if url.host else None)
+    if looks_like_path(text):
+        return ValueQuery(keys=("p:" + normal_path(text),))
     if _DOMAIN_SHAPE.match(text) and not text.replace(".", "").isdigit():
         return ValueQuery(keys=("d:" + _host(text),))
     keys: list[str] = []
@@ -240,6 +277,11 @@ def value_query(value: Any, *, numeric: bool = False) -> ValueQuery:
     if number is not None:
         keys.append(_number_key(number))
     words = tuple(_WORD.findall(text.lower()))
+    # A value of a few characters ("13", "a1") is found in most texts by coincidence; it
+    # counts only where a word of its role stands beside it (docs/policy-guide.md).
+    short = len("".join(words)) <= _SHORT_CHARS
+    if short:
+        return ValueQuery(phrase=words, short=True)
     return ValueQuery(keys=tuple(keys), phrase=words)
 
 
@@ -248,7 +290,7 @@ def exact_keys(value: Any) -> tuple[str, ...]:
     query = value_query(value)
     keys = list(query.keys)
     if query.phrase:
-        keys.append("p:" + " ".join(query.phrase))
+        keys.append("s:" + " ".join(query.phrase))
     return tuple(keys)
 
 
@@ -466,32 +508,41 @@ _TRUSTED = frozenset({SOURCE_USER, SOURCE_SYSTEM})
 
 
 def provenance(
-    value: Any, history: History, directory: Directory | None, *, numeric: bool = False
+    value: Any,
+    history: History,
+    directory: Directory | None,
+    *,
+    numeric: bool = False,
+    role: frozenset[str] = frozenset(),
 ) -> Provenance:
     """Where ``value`` appeared: in the history's messages, or in the trusted directory.
 
     A list's provenance holds the sources every item has (so "from the user" means every
-    item is), and the union of the items' labels, tools, lists and carried labels.
+    item is) and, in ``any_sources``, the sources some item has; the other fields are the
+    union over the items. ``role`` are the words that name the value's role (from the
+    argument's and the tool's names): a short value counts only where one stands beside it.
     """
     if isinstance(value, list | tuple | set | frozenset):
-        items = [provenance(v, history, directory, numeric=numeric) for v in value]
+        items = [provenance(v, history, directory, numeric=numeric, role=role) for v in value]
         if not items:
             return EMPTY_PROVENANCE
+        every = [p.all_labels for p in items if p.tools or p.all_labels]
         return Provenance(
             sources=frozenset.intersection(*(p.sources for p in items)),
             labels=frozenset().union(*(p.labels for p in items)),
             tools=frozenset().union(*(p.tools for p in items)),
             lists=frozenset().union(*(p.lists for p in items)),
             carries=frozenset().union(*(p.carries for p in items)),
+            any_sources=frozenset().union(*(p.any_sources for p in items)),
+            host_sources=frozenset.intersection(*(p.host_sources for p in items)),
+            all_labels=frozenset().union(*every) if every else frozenset(),
+            link_carries=frozenset().union(*(p.link_carries for p in items)),
+            ambiguous=any(p.ambiguous for p in items),
         )
     query = value_query(value, numeric=numeric)
     if not query:
         return EMPTY_PROVENANCE
-    found: set[int] = set()
-    for key in query.keys:
-        found.update(history.docs_with(key))
-    if query.phrase:
-        found.update(history.docs_with_phrase(query.phrase))
+    found = _found(query, history, role)
     docs = history.index.docs
     sources = {docs[p].source for p in found}
     tool_docs = [docs[p] for p in found if docs[p].source in (SOURCE_TOOL, SOURCE_INPUT)]
@@ -500,13 +551,94 @@ def provenance(
         lists = directory.lists_holding(exact_keys(value))
         if lists:
             sources.add(SOURCE_DIRECTORY)
+    host_sources: set[str] = set()
+    if query.host is not None:
+        host_sources = {docs[p].source for p in history.docs_with(query.host)}
+        if directory and directory.lists_holding((query.host,)):
+            host_sources.add(SOURCE_DIRECTORY)
+    if query.ambiguous:
+        # Parsers disagree about where it goes: no place can vouch for it.
+        sources -= _VOUCHING
+    text = value if isinstance(value, str) else ""
     return Provenance(
         sources=frozenset(sources),
         labels=frozenset().union(*(d.labels for d in tool_docs)),
         tools=frozenset(d.tool for d in tool_docs if d.tool),
         lists=lists,
-        carries=carried(value, history, directory) if isinstance(value, str) else frozenset(),
+        carries=carried(text, history, directory) if text else frozenset(),
+        any_sources=frozenset(sources),
+        host_sources=frozenset(host_sources),
+        all_labels=frozenset.intersection(*(d.labels for d in tool_docs))
+        if tool_docs
+        else frozenset(),
+        link_carries=links_carried(text, history, directory) if "/" in text else frozenset(),
+        ambiguous=query.ambiguous,
     )
+
+
+def _found(query: ValueQuery, history: History, role: frozenset[str]) -> set[int]:
+    """Positions of the messages where a value appeared (by its keys, or as a phrase)."""
+    found: set[int] = set()
+    for key in query.keys:
+        found.update(history.docs_with(key))
+    if query.phrase:
+        positions = history.docs_with_phrase(query.phrase)
+        if query.short:
+            positions = _in_role(positions, query.phrase, history, role)
+        found.update(positions)
+    return found
+
+
+def _in_role(
+    positions: Sequence[int], phrase: Sequence[str], history: History, role: frozenset[str]
+) -> list[int]:
+    """The messages where a short value stands within two words of a word of its role."""
+    if not role or not positions:
+        return []
+    words = "|".join(re.escape(w) for w in sorted(role))
+    needle = re.escape(" ".join(phrase))
+    gap = rf"(?: \S+){{0,{_ROLE_WINDOW}}}"
+    beside = re.compile(rf" (?:{words}){gap} {needle} | {needle}{gap} (?:{words}) ")
+    docs = history.index.docs
+    return [p for p in positions if beside.search(docs[p].words)]
+
+
+def role_words(*names: str) -> frozenset[str]:
+    """The words naming a value's role: the parts of the argument's and the tool's names
+    (``file_id`` and ``delete_file``: file, files, id, ids, delete, deletes)."""
+    words: set[str] = set()
+    for name in names:
+        for part in re.split(r"[^A-Za-z0-9]+|_", name.lower()):
+            if len(part) >= 2:
+                words.update((part, part + "s"))
+    return frozenset(words)
+
+
+_VOUCHING = frozenset({SOURCE_USER, SOURCE_SYSTEM, SOURCE_DIRECTORY})
+
+
+def links_carried(text: str, history: History, directory: Directory | None) -> frozenset[str]:
+    """Labels of tool results from which a URL inside ``text`` was copied, unless the user,
+    the system prompt or the directory gave that same URL (an ambiguous URL: always)."""
+    keys = link_keys(text, hosts=False)
+    if not keys:
+        return frozenset()
+    docs = history.index.docs
+    labels: set[str] = set()
+    for key in keys:
+        positions = history.docs_with(key)
+        if not positions:
+            continue
+        trusted = key.startswith("u:") and (
+            any(docs[p].source in _TRUSTED for p in positions)
+            or bool(directory and directory.lists_holding((key,)))
+        )
+        if trusted:
+            continue
+        for p in positions:
+            if docs[p].source in (SOURCE_TOOL, SOURCE_INPUT):
+                labels |= docs[p].labels
+    return frozenset(labels)
 
 
 def carried(text: str, history: History, directory: Directory | None) -> frozenset[str]:

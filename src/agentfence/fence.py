@@ -501,7 +501,12 @@ class Fence:
         call_id = request.tool_call.get("id")
         resource_json = (decision.request or {}).get("resource")
         resource = EntityRef.parse(resource_json, "Tool") if resource_json else None
-        labels = sorted(self._engine.result_labels(decision.facts.tool, resource))
+        # A result carries its tool's and resource's labels, and those its arguments were
+        # copied from (an echo of untrusted text stays untrusted).
+        labels = sorted(
+            self._engine.result_labels(decision.facts.tool, resource)
+            | self._engine.input_labels(verdict.facts)
+        )
         plan = self._redaction_plan(decision)
         counts: collections.Counter[str] = collections.Counter()
         original_digest = salt_blob = None

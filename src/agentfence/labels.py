@@ -106,15 +106,32 @@ class Provenance:
     tools: frozenset[str] = frozenset()
     lists: frozenset[str] = frozenset()
     carries: frozenset[str] = frozenset()
+    any_sources: frozenset[str] = frozenset()
+    """For a list: the sources some item has (``sources``: those every item has)."""
+    host_sources: frozenset[str] = frozenset()
+    """For a URL: where its host appeared (``sources`` compare the whole URL)."""
+    all_labels: frozenset[str] = frozenset()
+    """The labels every tool result holding the value carries (``labels``: any of them), so
+    ``all_labels.contains("untrusted")`` means it was seen only in untrusted results."""
+    link_carries: frozenset[str] = frozenset()
+    """Labels of tool results from which a URL inside the value was copied, unless a
+    trusted place gave that same URL."""
+    ambiguous: bool = False
+    """A URL parsers may read differently (it never has a trusted source)."""
 
-    def as_cedar(self) -> dict[str, list[str]]:
-        """The Cedar record ``{sources, labels, tools, lists, carries}`` (sorted sets)."""
+    def as_cedar(self) -> dict[str, Any]:
+        """The Cedar record of these facts (sets sorted)."""
         return {
             "sources": sorted(self.sources),
             "labels": sorted(self.labels),
             "tools": sorted(self.tools),
             "lists": sorted(self.lists),
             "carries": sorted(self.carries),
+            "any_sources": sorted(self.any_sources),
+            "host_sources": sorted(self.host_sources),
+            "all_labels": sorted(self.all_labels),
+            "link_carries": sorted(self.link_carries),
+            "ambiguous": self.ambiguous,
         }
 
 

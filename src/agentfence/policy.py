@@ -40,7 +40,7 @@ import rfc8785
 
 from agentfence import _cedar, _values
 from agentfence._ids import call_digest, derive_id
-from agentfence._provenance import History, carried, provenance
+from agentfence._provenance import History, carried, links_carried, provenance, role_words
 from agentfence._usage import Usage
 from agentfence.errors import AgentfenceWarning, PolicyLoadError
 from agentfence.labels import SOURCE_DEFAULT, Directory, Provenance
@@ -203,6 +203,7 @@ class _Compiled:
 
 
 FLOW_ROOTS = ("data", "provenance", "resource_provenance", "usage")
+_VOUCHING = frozenset({"user", "system", "directory"})
 USAGE_WINDOWS = ("thread", "minute", "hour", "day")
 # A policy names a data-flow attribute as context.usage, context["usage"] or context has usage.
 _FLOW_REF = re.compile(
@@ -601,6 +602,32 @@ class PolicyEngine:
             labels |= self._entity_labels.get((resource.type, resource.id), frozenset())
         return frozenset(labels)
 
+    def input_labels(self, facts: CallFacts) -> frozenset[str]:
+        """Labels a call's result inherits from its arguments: those of the tool results its
+        argument values were copied from, for values no trusted place (the user, the system
+        prompt, the directory) also gave. So a tool that echoes an untrusted value back does
+        not launder it into an unlabelled result. Empty when no policy names data flow."""
+        entry = self.catalog.get(facts.tool)
+        if entry is None or not self.flow.roots - {"usage"} or facts.history is None:
+            return frozenset()
+        raw = facts.args if isinstance(facts.args, Mapping) else {}
+        given = facts.bound.given if facts.bound is not None else frozenset(raw)
+        labels: set[str] = set()
+        for fld in entry.provenance_fields():
+            if fld.name not in given or raw.get(fld.name) is None:
+                continue
+            found = provenance(
+                raw[fld.name],
+                facts.history,
+                self.directory,
+                numeric=fld.numeric,
+                role=role_words(fld.name, entry.name),
+            )
+            if not found.any_sources & _VOUCHING:
+                labels |= found.labels
+            labels |= found.carries | found.link_carries
+        return frozenset(labels)
+
     def _flow_context(
         self, entry: ToolEntry, facts: CallFacts, resource: EntityRef, target: Any
     ) -> dict[str, Any]:
@@ -614,20 +641,30 @@ class PolicyEngine:
         out: dict[str, Any] = {}
         if "data" in flow:
             carried_labels: set[str] = set()
+            link_labels: set[str] = set()
             for text in _strings_in(raw):
                 carried_labels |= carried(text, history, directory)
+                if "/" in text:
+                    link_labels |= links_carried(text, history, directory)
             out["data"] = {
                 "labels": sorted(history.labels),
                 "tools": sorted(history.tools),
                 "returns": sorted(self.result_labels(entry.name, resource)),
                 "carried": sorted(carried_labels),
+                "link_carried": sorted(link_labels),
             }
         if "provenance" in flow:
             seen: dict[str, Any] = {}
             given = facts.bound.given if facts.bound is not None else frozenset(raw)
             for fld in entry.provenance_fields():
                 if fld.name in given and raw.get(fld.name) is not None:
-                    of_arg = provenance(raw[fld.name], history, directory, numeric=fld.numeric)
+                    of_arg = provenance(
+                        raw[fld.name],
+                        history,
+                        directory,
+                        numeric=fld.numeric,
+                        role=role_words(fld.name, entry.name),
+                    )
                     seen[fld.name] = of_arg.as_cedar()
                 elif fld.required:
                     # Filled in from the tool's own default: the model did not choose it.
@@ -635,7 +672,16 @@ class PolicyEngine:
             out["provenance"] = seen
         if "resource_provenance" in flow:
             # The provenance of the one resource this request is about (a list's item).
-            found = provenance(target, history, directory) if target is not None else Provenance()
+            role = role_words(
+                entry.spec.resource.arg.rsplit(".", 1)[-1] if entry.spec.resource else "",
+                entry.spec.resource.type if entry.spec.resource else "",
+                entry.name,
+            )
+            found = (
+                provenance(target, history, directory, role=role)
+                if target is not None
+                else Provenance()
+            )
             out["resource_provenance"] = found.as_cedar()
         if "usage" in flow:
             usage = facts.usage
@@ -1005,14 +1051,16 @@ def _flow_types(flow: FlowParts) -> list[str]:
         types.append(
             f"type {PROVENANCE_TYPE} = {{\n"
             '  "sources": Set<String>, "labels": Set<String>, "tools": Set<String>,\n'
-            '  "lists": Set<String>, "carries": Set<String>\n'
+            '  "lists": Set<String>, "carries": Set<String>, "any_sources": Set<String>,\n'
+            '  "host_sources": Set<String>, "all_labels": Set<String>,\n'
+            '  "link_carries": Set<String>, "ambiguous": Bool\n'
             "};"
         )
     if "data" in flow:
         types.append(
             f"type {DATA_TYPE} = {{\n"
             '  "labels": Set<String>, "tools": Set<String>, "returns": Set<String>,\n'
-            '  "carried": Set<String>\n'
+            '  "carried": Set<String>, "link_carried": Set<String>\n'
             "};"
         )
     if "usage" in flow:

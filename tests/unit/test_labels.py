@@ -68,7 +68,9 @@ def tool_result(content: str, *labels: str, name: str = "reader") -> ToolMessage
 
 def sources(value: Any, *messages: Any, numeric: bool = False, **kw: Any) -> list[str]:
     directory = kw.get("directory")
-    return sorted(provenance(value, history_of(*messages), directory, numeric=numeric).sources)
+    role = frozenset(kw.get("role", ()))
+    found = provenance(value, history_of(*messages), directory, numeric=numeric, role=role)
+    return sorted(found.sources)
 
 
 @pytest.mark.parametrize(
@@ -76,18 +78,32 @@ def sources(value: Any, *messages: Any, numeric: bool = False, **kw: Any) -> lis
     [
         ("Bob@Acme.TEST", "write to bob@acme.test please"),  # emails ignore case
         ("acme.test", "our domain is ACME.test."),  # domains ignore case
-        ("https://docs.acme.test/guide?x=1", "see https://docs.acme.test/other"),  # URL by host
-        ("https://www.acme.test/a", "acme.test"),  # a leading www. is the same host
+        ("https://docs.acme.test/guide?x=1", "see HTTP://www.docs.acme.test:80/guide?x=1"),
         ("DE89370400440532013000", "IBAN: de89 3704 0044 0532 0130 00."),  # IBAN spacing/case
         ("DE89 3704 0044 0532 0130 00", "DE89370400440532013000"),
         ("1234-5678-9012", "account 1234 5678 9012"),  # account numbers ignore dashes
-        ("c-42", "customer C-42 called"),  # values embedded in longer text
+        ("ticket c-4242", "customer ticket C-4242 called"),  # values embedded in longer text
         ("Q3 board report", "send the q3 board report to Bob"),  # phrases, case-insensitive
-        ("2500", "refund $2,500.00 today"),  # numeric strings as numbers
+        ("25000", "refund $25,000.00 today"),  # numeric strings as numbers
     ],
 )
 def test_values_are_found_in_realistic_shapes(value: str, text: str) -> None:
     assert sources(value, HumanMessage(text)) == ["user"]
+
+
+@pytest.mark.parametrize(
+    ("value", "text", "role"),
+    [
+        ("c-42", "customer C-42 called", {"customer"}),
+        ("2500", "refund 2500 EUR today", {"refund"}),
+        ("13", "please delete file 13", {"file", "delete"}),
+    ],
+)
+def test_short_values_are_found_beside_a_word_of_their_role(
+    value: str, text: str, role: set[str]
+) -> None:
+    assert sources(value, HumanMessage(text), role=role) == ["user"]
+    assert sources(value, HumanMessage(text)) == []
 
 
 @pytest.mark.parametrize("number", [2500, 2500.0, decimal.Decimal("2500.00"), "2,500"])
@@ -425,6 +441,7 @@ def test_fence_decide_takes_the_thread_so_far(flow_dir: Path, kit: Tools) -> Non
         "tools": ["read"],
         "returns": [],
         "carried": ["pii"],
+        "link_carried": [],
     }
     assert context["provenance"]["to"]["sources"] == ["user"]
 
