@@ -36,7 +36,8 @@ _SCHEMELESS = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?::\d+)?/\S*$"
 )
 # POSIX paths in prose: /a/b, ~/a, ./a, ../a (not the path of a URL, not a fraction 1/2).
-PATH_IN_TEXT = re.compile(r"(?<![\w:/.~\\-])(?:~|\.\.?)?/(?:[\w.\-~@+%]+/?)+")
+PATH_IN_TEXT = re.compile(r"(?<![\w:/.~\\-])(?:~|\.\.?)?/+(?:[\w.\-~@+%]+/*)*")
+_DOT_SEGMENT_END = re.compile(r"(?:^|/)\.{1,2}$")
 _PATH_SHAPE = re.compile(r"^(?:~|\.\.?)?/[^\s\x00]*$")
 _UNRESERVED = re.compile(r"%([0-9A-Fa-f]{2})")
 _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
@@ -75,9 +76,12 @@ def looks_like_path(text: str) -> bool:
     return bool(_PATH_SHAPE.match(text)) and "://" not in text
 
 
-def normal_path(text: str) -> str:
-    """A path with ``//``, ``.`` and ``..`` collapsed and no trailing slash."""
+def normal_path(text: str, *, prose: bool = False) -> str:
+    """A path with ``//``, ``.`` and ``..`` collapsed and no trailing slash (``prose``: a
+    path found in text, whose trailing punctuation ends the sentence, not the path)."""
     text = text.strip()
+    if prose and not _DOT_SEGMENT_END.search(text):
+        text = text.rstrip(".,;:!?") or text
     home = text.startswith("~/")
     body = text[1:] if home else text
     normal = posixpath.normpath(body)

@@ -164,7 +164,7 @@ def text_keys(text: str) -> tuple[set[str], str]:
     if "/" in text:
         keys |= link_keys(text, hosts=True)
         for path in PATH_IN_TEXT.findall(text):
-            keys.add("p:" + normal_path(path))
+            keys.add("p:" + normal_path(path, prose=True))
     for dotted in set(_DOTTED.findall(text)):
         last = dotted.rsplit(".", 1)[1]
         if last.isalpha() and len(last) >= 2:
