@@ -484,13 +484,12 @@ class Fence:
         except GraphBubbleUp:
             raise
         except Exception as exc:
-            self._record_failure(facts, request, exc)
+            decision_id = self._record_failure(facts, request, exc)
+            span.failure(exc)
             span.finished("denied", error_type=ERROR_FAIL_CLOSED)
-            text = (
-                f"agentfence did not run this call: it could not be decided and recorded "
-                f"(fail closed): {type(exc).__name__}: {exc}"
-            )
-            return refusal(request, text, None)
+            # A fixed text: the exception's (a driver's message, internals, values an attacker
+            # may have shaped) goes to the log and the trace only.
+            return refusal(request, fail_closed_text(decision_id), None)
         span.finished("denied")
         return refusal(request, decision.explain(), decision)
 
@@ -549,13 +548,14 @@ class Fence:
             # The tool did run, so the message says so, lest the model retry a side effect.
             # Its spending still counts: the tool ran.
             self._usage.settle(decision.decision_id, succeeded=True, amount=None)
+            span.failure(exc)
             span.finished("error", error_type=ERROR_FAIL_CLOSED)
             return refusal(
                 request,
                 (
                     f"the tool {decision.facts.tool!r} ran, but agentfence could not record its "
-                    f"outcome ({type(exc).__name__}: {exc}); the result is withheld. Do not retry "
-                    "without checking whether the action took effect."
+                    "outcome; the result is withheld. Do not retry without checking whether the "
+                    f"action took effect [decision {decision.decision_id}]"
                 ),
                 decision,
             )
@@ -800,8 +800,9 @@ class Fence:
 
     def _record_failure(
         self, facts: CallFacts | None, request: ToolCallRequest, exc: Exception
-    ) -> None:
-        """Best effort: put a call that could not be decided on record as a DENY."""
+    ) -> str:
+        """Best effort: put a call that could not be decided on record as a DENY; return the
+        decision id it has (or would have had, when the log itself failed)."""
         if facts is None:
             # Describing the call failed (a resolver raised, a malformed principal or seed):
             # record what is known of it, with no principal.
@@ -830,7 +831,13 @@ class Fence:
         try:
             self._append(*self._decision_record(decision))
         except Exception:  # the log itself may be what failed; the call is refused either way
-            return
+            _logger.warning(
+                "could not record the refusal of decision %s (%s: %s)",
+                decision.decision_id,
+                type(exc).__name__,
+                exc,
+            )
+        return decision.decision_id
 
     def _record_outcome_error(self, decision: Decision, exc: Exception) -> None:
         self._usage.settle(decision.decision_id, succeeded=False, amount=None)
@@ -862,6 +869,16 @@ class Fence:
             ),
             [*file_blobs.values(), schema, generated],
         )
+
+
+def fail_closed_text(decision_id: str) -> str:
+    """What the model is told when a call could not be decided and recorded: a fixed text
+    and the decision id, never the error's own text."""
+    return (
+        "agentfence did not run this call: it could not be decided and recorded (fail "
+        "closed). The cause is in the decision log and the trace; do not retry it unchanged "
+        f"[decision {decision_id}]"
+    )
 
 
 def _known_kinds(redactors: Sequence[Redactor]) -> frozenset[str]:

@@ -64,6 +64,7 @@ LOG_FORMAT = "agentfence.log/v1"
 DEFAULT_CHECKPOINT_INTERVAL = 0.5
 """Seconds between checkpoints while the tree grows (one is also signed on close)."""
 _GATHER_SECONDS = 0.0002
+_DRAIN_ROUNDS = 50
 DEFAULT_FLUSH_WINDOW = 0.05
 """Seconds an outcome appended with ``append_later`` may wait for the next commit."""
 _logger = logging.getLogger("agentfence.log")
@@ -269,6 +270,7 @@ class _Pending:
     blobs: Sequence[Blob]
     record_bytes: bytes
     deferred: bool = False  # nobody waits for it: it rides the next commit
+    attempts: int = 0  # commits of it that failed (a deferred record is tried again)
     receipt: Receipt | None = None
     error: BaseException | None = None
     done: bool = False
@@ -603,7 +605,22 @@ class SignedLog:
         try:
             frontier = self._write(batch)
         except BaseException as exc:
+            retry: list[_Pending] = []
             for item in batch:
+                if item.deferred and not self._closed:
+                    # Nobody waits for it: it goes back in the queue, to ride the next commit
+                    # (a dropped connection is replaced, a restarted server is back by then).
+                    item.attempts += 1
+                    if item.attempts == 1:
+                        _logger.error(
+                            "the decision log %s could not record a queued %s entry yet (it "
+                            "is tried again with each commit): %s",
+                            self.name,
+                            item.record.format,
+                            self._backend.db.describe(exc),
+                        )
+                    retry.append(item)
+                    continue
                 item.error, item.done = exc, True
                 item.wake.set()
                 if item.deferred:
@@ -613,6 +630,9 @@ class SignedLog:
                         item.record.format,
                         self._backend.db.describe(exc),
                     )
+            if retry:
+                with self._lock:
+                    self._queue[:0] = retry
             return
         try:
             handover = self._handover(batch, frontier)
@@ -900,11 +920,30 @@ class SignedLog:
                 self._closed = True
             self._backend.close()
 
+    def flush(self) -> None:
+        """Commit every record still queued with :meth:`append_later` now, and return once
+        they are durable (or, if the storage keeps failing, logged as lost)."""
+        self._drain()
+
     def _drain(self) -> None:
-        """Commit every record still queued (``append_later``) before closing."""
+        """Commit every record still queued (``append_later``), as :meth:`flush` and
+        :meth:`close` do; a record that still cannot be written after a few tries is logged
+        and given up on."""
+        rounds = 0
         while True:
             with self._lock:
                 if not self._queue:
+                    return
+                rounds += 1
+                if rounds > _DRAIN_ROUNDS:
+                    for item in self._queue:
+                        _logger.error(
+                            "the decision log %s is closing without a queued %s entry: it "
+                            "could not be written",
+                            self.name,
+                            item.record.format,
+                        )
+                    self._queue = []
                     return
                 if self._leader:
                     wait = True

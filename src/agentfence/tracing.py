@@ -653,6 +653,13 @@ class ToolCallSpan:
             self._fail(error_type or ERROR_TYPE_OTHER, "error")
 
     @_fail_open
+    def failure(self, exc: BaseException) -> None:
+        """Record why the fence failed closed (the exception, as a span event): its text goes
+        to the trace and the log only, never to the model."""
+        if self._span.is_recording():
+            self._span.record_exception(exc)
+
+    @_fail_open
     def content(self, args: Mapping[str, Any], result: str | None = None) -> None:
         """Put argument and result values on the span, only if ``capture_content`` is on.
 

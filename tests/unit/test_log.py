@@ -414,7 +414,7 @@ def test_close_commits_what_is_still_deferred(db: Path, signer: Signer) -> None:
         assert reopened.size() == 2
 
 
-def test_a_deferred_record_that_cannot_be_committed_is_logged(
+def test_a_deferred_record_that_cannot_be_committed_is_logged_and_kept(
     db: Path, signer: Signer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = open_log(db, signer, flush_window=3600)
@@ -425,11 +425,55 @@ def test_a_deferred_record_that_cannot_be_committed_is_logged(
 
     monkeypatch.setattr(log, "_write", broken)
     with caplog.at_level("ERROR", logger="agentfence.log"):
-        log._flush()
+        for _ in range(4):  # the disk stays broken for several commits
+            log._flush()
     [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
-    assert "could not record a queued agentfence.outcome/v1 entry" in line
+    assert "could not record a queued agentfence.outcome/v1 entry yet" in line
     assert "disk I/O error" in line
-    monkeypatch.undo()
+    assert log.find_outcome("d1") is not None  # still queued, not dropped
+    monkeypatch.undo()  # the disk is back: the next commit (here, close) writes it
     log.close()
     with open_log(db, signer) as reopened:
-        assert reopened.size() == 0
+        assert reopened.find_outcome("d1") is not None
+
+
+def test_a_log_closing_while_its_storage_is_down_logs_what_it_loses(
+    db: Path, signer: Signer, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = open_log(db, signer, flush_window=3600)
+    log.append_later(outcome(1))
+
+    def broken(batch: Any) -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(log, "_write", broken)
+    with caplog.at_level("ERROR", logger="agentfence.log"):
+        log._drain()
+    assert any(
+        "closing without a queued agentfence.outcome/v1" in r.getMessage() for r in caplog.records
+    )
+    monkeypatch.undo()
+    log.close()
+
+
+def test_a_deferred_record_whose_commit_fails_rides_the_next_one(
+    db: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A dropped connection fails one commit; the queued outcome is not lost with it.
+    log = open_log(db, signer, flush_window=3600)
+    log.append_later(outcome(1))
+    real = log._write
+    calls = []
+
+    def flaky(batch: Any) -> Any:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("connection dropped")
+        return real(batch)
+
+    monkeypatch.setattr(log, "_write", flaky)
+    log._flush()
+    assert log.size() == 0 and log.find_outcome("d1") is not None
+    log.append(outcome(2))
+    assert [r.decision_id for _, r in log.read()] == ["d1", "d2"]  # type: ignore[union-attr]
+    log.close()
