@@ -30,7 +30,7 @@ from agentfence.approvals import (
     pick_answer,
     request_for,
 )
-from agentfence.config import CONFIG_AGENT, CONFIG_THREAD
+from agentfence.config import CONFIG_AGENT, CONFIG_ON_HOLD, CONFIG_THREAD, check_on_hold
 from agentfence.langgraph import (
     ToolCallRequest,
     ToolResult,
@@ -167,9 +167,14 @@ class Checkpoints:
     def hold(
         self, request: ToolCallRequest, facts: CallFacts, decision: Decision, span: ToolCallSpan
     ) -> Run | ToolResult:
-        """Pause for an approver; on resume, run the call only on a good, unused answer."""
+        """Pause for an approver; on resume, run the call only on a good, unused answer.
+
+        A run that takes no approvals (``on_hold="deny"``) has the call refused at once.
+        """
         fence = self._fence
         fresh = request_for(decision, now_us=fence._clock(), default_expiry=fence._expiry)
+        if self._on_hold(request) == "deny":
+            return self._refuse_unattended(request, fresh, decision, span)
         stored = self._fence._approvals.create(fresh)  # the first pass's request, on re-execution
         args_blob = Blob.of(_canonical(stored.args))
         self._fence._append(
@@ -350,6 +355,72 @@ class Checkpoints:
             stored, payload, "accepted", f"{_PAST[answer.decision]} by {verified.approver}", diff
         )
         return Run.of(decision, request, facts)
+
+    def _on_hold(self, request: ToolCallRequest) -> str:
+        """This run's ``on_hold`` mode: its own ``configurable`` key, else the fence's."""
+        config = getattr(getattr(request, "runtime", None), "config", None) or {}
+        asked = (config.get("configurable") or {}).get(CONFIG_ON_HOLD)
+        if asked is None:
+            return self._fence._on_hold
+        return check_on_hold(asked, f"configurable[{CONFIG_ON_HOLD!r}]")
+
+    def _refuse_unattended(
+        self,
+        request: ToolCallRequest,
+        held: ApprovalRequest,
+        decision: Decision,
+        span: ToolCallSpan,
+    ) -> ToolResult:
+        """Refuse a held call in a run that takes no approvals, and record it as such: the
+        request (for the auditor) and an ``unattended`` answer, with no approver asked."""
+        args_blob = Blob.of(_canonical(held.args))
+        self._fence._append(
+            ApprovalRequestRecord(
+                request_id=held.request_id,
+                decision_id=held.decision_id,
+                action_digest=held.action_digest,
+                tool=held.tool,
+                tool_call_id=held.tool_call_id,
+                args_blob=args_blob.ref,
+                principal=held.principal,
+                agent=held.agent,
+                thread=held.thread,
+                policy_hash=held.policy_hash,
+                policy_ids=held.policy_ids,
+                reasons=held.reasons,
+                risk=held.risk,
+                approvers=held.approvers,
+                created_us=held.created_us,
+                expires_us=held.created_us,
+                time_us=self._fence._clock(),
+            ),
+            [args_blob],
+        )
+        self._fence._append(
+            ApprovalAnswerRecord(
+                request_id=held.request_id,
+                decision_id=held.decision_id,
+                approver=None,
+                answer="none",
+                verdict="unattended",
+                reason="the run takes no approvals (on_hold=deny): refused without asking",
+                answer_blob=None,
+                args_diff_blob=None,
+                time_us=self._fence._clock(),
+            )
+        )
+        self._fence._usage.release(decision.decision_id)  # held calls count once they run
+        span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
+        groups = ", ".join(held.approvers) or "an approver"
+        return refusal(
+            request,
+            (
+                f"the call to {held.tool!r} needs approval ({groups}: "
+                f"{'; '.join(held.reasons)}), and this run takes no approvals, so it was "
+                f"refused without running [decision {held.decision_id}]"
+            ),
+            decision,
+        )
 
     def _handed_in(self, request_id: str, payload: Any) -> int | None:
         """When the store took this very answer (``None`` if it was delivered directly)."""

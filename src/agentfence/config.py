@@ -22,6 +22,19 @@ CONFIG_PRINCIPAL = "agentfence_principal"
 CONFIG_AGENT = "agentfence_agent"
 CONFIG_SEED = "agentfence_seed"
 CONFIG_THREAD = "thread_id"
+CONFIG_ON_HOLD = "agentfence_on_hold"
+ON_HOLD = ("interrupt", "deny")
+"""What a run does with a call policy holds: pause for an approver, or refuse it at once."""
+
+
+def check_on_hold(value: object, where: str) -> str:
+    """``value`` if it is an ``on_hold`` mode, else a ConfigurationError naming ``where``."""
+    if value not in ON_HOLD:
+        raise ConfigurationError(
+            f"{where}={value!r} is not an on_hold mode; use 'interrupt' (pause for an approver, "
+            "the default) or 'deny' (refuse held calls at once, for unattended runs)"
+        )
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,13 @@ class Settings:
     inbox_session_idle_text: str | None = None
     inbox_session_max_text: str | None = None
     inbox_secure_cookies_text: str | None = None
+    on_hold_text: str | None = None
+
+    @property
+    def on_hold(self) -> str:
+        """``AGENTFENCE_ON_HOLD``: ``interrupt`` (the default) or ``deny``."""
+        value = (self.on_hold_text or "interrupt").strip().lower()
+        return check_on_hold(value, "AGENTFENCE_ON_HOLD")
 
     @property
     def trace_exporter(self) -> str:
@@ -141,6 +161,7 @@ class Settings:
             inbox_session_idle_text=env.get("AGENTFENCE_INBOX_SESSION_IDLE") or None,
             inbox_session_max_text=env.get("AGENTFENCE_INBOX_SESSION_MAX") or None,
             inbox_secure_cookies_text=env.get("AGENTFENCE_INBOX_SECURE_COOKIES") or None,
+            on_hold_text=env.get("AGENTFENCE_ON_HOLD") or None,
         )
 
 

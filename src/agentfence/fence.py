@@ -50,6 +50,7 @@ from agentfence.config import (
     CONFIG_SEED,
     CONFIG_THREAD,
     Settings,
+    check_on_hold,
 )
 from agentfence.errors import ConfigurationError, PolicyLoadError
 from agentfence.labels import BUILTIN_REDACTIONS, Directory, Redactor
@@ -151,8 +152,12 @@ class Fence:
         telemetry: Telemetry | None = None,
         policy_dir: str | Path | None = None,
         redactors: Sequence[Redactor] = (),
+        on_hold: str | None = None,
     ) -> None:
         settings = Settings.from_env()
+        self._on_hold = (
+            check_on_hold(on_hold, "on_hold") if on_hold is not None else settings.on_hold
+        )
         self._redactors = tuple(redactors)
         self._redaction_kinds = _known_kinds(self._redactors)
         _check_redactions(engine, self._redaction_kinds)
@@ -203,6 +208,7 @@ class Fence:
         telemetry: Telemetry | None = None,
         trusted_directory: Directory | Mapping[str, Iterable[Any]] | None = None,
         redactors: Sequence[Redactor] = (),
+        on_hold: str | None = None,
     ) -> Fence:
         """Load ``*.cedar`` policies (and ``*.cedarschema``, ``entities.json``,
         ``approvers.toml``, ``directory.json``) for the tools.
@@ -218,7 +224,10 @@ class Fence:
         ``trusted_directory`` is the trusted directory of values (contacts, known accounts)
         that argument provenance reports as source ``directory``, added to the policy
         directory's ``directory.json``. ``redactors`` add redaction kinds beyond the built-in
-        ones (``docs/policy-guide.md``, "Redaction").
+        ones (``docs/policy-guide.md``, "Redaction"). ``on_hold`` is what a run does with a
+        call policy holds for approval: ``"interrupt"`` (pause, the default) or ``"deny"``
+        (refuse it at once, for unattended runs); a run may say so itself with
+        ``configurable["agentfence_on_hold"]``, and ``AGENTFENCE_ON_HOLD`` sets the default.
         """
         directory = directory if directory is not None else Settings.from_env().policy_dir
         catalog = ToolCatalog.from_tools(tools)
@@ -247,6 +256,7 @@ class Fence:
             telemetry=telemetry,
             policy_dir=directory,
             redactors=redactors,
+            on_hold=on_hold,
         )
 
     # --- properties and lifecycle --------------------------------------------------------

@@ -234,8 +234,10 @@ class ApprovalAnswerRecord(_Frozen):
     request_id: str
     decision_id: str
     approver: str | None
-    answer: Literal["approve", "edit", "reject", "expired", "unknown"]
-    verdict: Literal["accepted", "refused", "expired", "replayed"]
+    answer: Literal["approve", "edit", "reject", "expired", "unknown", "none"]
+    verdict: Literal["accepted", "refused", "expired", "replayed", "unattended"]
+    """``unattended``: the run refuses every hold (``on_hold="deny"``), so the call was
+    refused at once with no answer (``answer`` is ``none``)."""
     reason: str
     answer_blob: str | None = Field(description="blob ref of the answer exactly as delivered")
     args_diff_blob: str | None = Field(description="blob ref of the edit's argument diff")

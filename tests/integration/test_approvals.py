@@ -11,7 +11,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool
 from langgraph.types import Command
 
-from agentfence import Fence, MemoryLog
+from agentfence import ConfigurationError, Fence, MemoryLog
 from agentfence.approvals import ApprovalRequest
 from agentfence.records import ApprovalAnswerRecord, ApprovalRequestRecord
 from agentfence.testing import tool_call
@@ -432,3 +432,66 @@ def test_parallel_approvals_each_get_their_own_request_and_answer(
     assert len(requests) == 4  # two per graph, none twice
     assert len({r.request_id for r in requests}) == 4
     assert [a.verdict for a in answers(log)].count("accepted") == 4
+
+
+# --- unattended runs: on_hold="deny" -------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["fence", "run"])
+def test_unattended_run_refuses_a_held_call_without_pausing(
+    make_fence: Callable[..., Fence],
+    tools: list[BaseTool],
+    ran: Ran,
+    tmp_path: Any,
+    where: str,
+) -> None:
+    from agentfence._signing import Signer
+    from agentfence.log import SignedLog
+    from agentfence.verify import verify_log
+
+    signer = Signer.generate("unattended")
+    log = SignedLog.open(tmp_path / "fence.db", signer=signer)
+    fence = make_fence(log=log, **({"on_hold": "deny"} if where == "fence" else {}))
+    graph = graph_for(fence, tools, batch(BIG_PAYMENT))
+    run_config = config(**({"agentfence_on_hold": "deny"} if where == "run" else {}))
+    result = graph.invoke({"messages": [("user", "pay")]}, run_config)
+    assert "__interrupt__" not in result  # the thread did not pause
+    assert ran.calls == []
+    message = tool_messages(result)["pay-1"]
+    assert message.status == "error"
+    assert "this run takes no approvals, so it was refused without running" in str(message.content)
+    assert fence.approvals.list() == []  # nobody was asked
+    fence.close()
+    records = [r for _, r in SignedLog.open(tmp_path / "fence.db", signer=signer).read()]
+    [held] = [r for r in records if isinstance(r, ApprovalRequestRecord)]
+    [answer] = [r for r in records if isinstance(r, ApprovalAnswerRecord)]
+    assert (answer.verdict, answer.answer, answer.approver) == ("unattended", "none", None)
+    assert answer.request_id == held.request_id
+    assert verify_log(tmp_path / "fence.db", [signer.verifier_key]).decisions == 1
+
+
+def test_an_attended_run_of_the_same_fence_still_pauses(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], ran: Ran
+) -> None:
+    fence = make_fence(on_hold="deny")
+    graph = graph_for(fence, tools, batch(BIG_PAYMENT))
+    result = graph.invoke({"messages": [("user", "pay")]}, config(agentfence_on_hold="interrupt"))
+    assert "__interrupt__" in result and ran.calls == []
+
+
+@pytest.mark.parametrize("bad", ["refuse", "DENY ", 1])
+def test_an_unknown_on_hold_mode_is_refused_naming_the_modes(
+    make_fence: Callable[..., Fence], bad: Any
+) -> None:
+    with pytest.raises(ConfigurationError, match="is not an on_hold mode; use 'interrupt'"):
+        make_fence(on_hold=bad)
+
+
+def test_an_unknown_on_hold_mode_for_one_run_fails_closed(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], ran: Ran
+) -> None:
+    fence = make_fence()
+    graph = graph_for(fence, tools, batch(BIG_PAYMENT))
+    result = graph.invoke({"messages": [("user", "pay")]}, config(agentfence_on_hold="skip"))
+    assert "__interrupt__" not in result and ran.calls == []
+    assert "fail closed" in str(tool_messages(result)["pay-1"].content)
