@@ -212,6 +212,48 @@ def redact_string(text: str, plan: RedactionPlan, counts: Counter[str]) -> str:
     return redact_text(text, plan.kinds, plan.redactors, counts)
 
 
+SPAN_FIELDS: frozenset[str] = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "access_token",
+        "refresh_token",
+        "api_key",
+        "apikey",
+        "x-api-key",
+        "private_key",
+    }
+)
+"""Field names whose values never go on a span, at any depth (a bearer token in headers)."""
+
+
+def redact_value(value: Any, plan: RedactionPlan, counts: Counter[str], depth: int = 0) -> Any:
+    """A JSON-like value with every string in it redacted, at any depth, and the values of
+    the plan's fields (by name, any letter case) masked whole. What spans are given."""
+    if depth > 64:
+        return _replacement(FIELD)  # nesting this deep is not shown at all
+    if isinstance(value, str):
+        return redact_string(value, plan, counts)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, str) and key.lower() in plan.fields:
+                out[key] = _replacement(FIELD)
+                counts[FIELD] += 1
+            else:
+                out[str(key)] = redact_value(item, plan, counts, depth + 1)
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        return [redact_value(item, plan, counts, depth + 1) for item in value]
+    return value
+
+
 def redact_content(content: Any, plan: RedactionPlan, counts: Counter[str]) -> Any:
     """A message content (a string or a list of blocks) with its text redacted."""
     if isinstance(content, str):

@@ -30,10 +30,12 @@ from agentfence._checkpoints import Checkpoints, Run
 from agentfence._ids import call_digest, check_seed, derive_seed
 from agentfence._provenance import HistoryCache, messages_of
 from agentfence._redaction import (
+    SPAN_FIELDS,
     RedactionPlan,
     new_salt,
     redact_content,
-    redact_text,
+    redact_string,
+    redact_value,
     salted_digest,
 )
 from agentfence._signing import Signer, read_private_key
@@ -594,17 +596,22 @@ class Fence:
         result: ToolResult,
         call_id: str | None,
     ) -> None:
-        """Put the (redacted) argument and result values on the span, if capture is on."""
+        """Put the redacted argument and result values on the span, if capture is on.
+
+        Spans are redacted more than results: every kind a detector knows, at any depth
+        (a card number inside a list, a token inside headers), and the values of fields
+        named like secrets, whatever the tool declared.
+        """
         if not self._telemetry.capture_content:
             return
         counts: collections.Counter[str] = collections.Counter()
-        shown_args = {
-            k: redact_text(v, plan.kinds, plan.redactors, counts) if isinstance(v, str) else v
-            for k, v in (args.items() if isinstance(args, Mapping) else ())
-        }
+        shown = RedactionPlan(
+            plan.kinds | self._redaction_kinds, plan.fields | SPAN_FIELDS, plan.redactors
+        )
+        shown_args = redact_value(dict(args) if isinstance(args, Mapping) else {}, shown, counts)
         texts = [m.content for m in result_messages(result, call_id)]
         text = "\n".join(t if isinstance(t, str) else json.dumps(t, default=str) for t in texts)
-        span.content(shown_args, text)
+        span.content(shown_args, redact_string(text, shown, counts))
 
     def _redaction_plan(self, decision: Decision) -> RedactionPlan:
         """What to redact in this call's result: the tool's declaration and ``@redact``."""

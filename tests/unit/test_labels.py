@@ -909,3 +909,45 @@ def test_concurrent_history_use_of_one_thread_is_safe() -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_secrets_nested_in_arguments_never_reach_spans(tmp_path: Path) -> None:
+    # A card number inside a list and a bearer token inside headers: redacted at any depth,
+    # whatever the tool declared, when span content is on.
+    from pydantic import BaseModel
+
+    class Request(BaseModel):
+        url: str
+        headers: dict[str, str]
+        cards: list[str]
+        notes: list[dict[str, str]]
+
+    @tool(args_schema=Request)
+    def http_post(url: str, headers: dict[str, str], cards: list[str], notes: list[Any]) -> str:
+        """Post to a URL."""
+        return f"posted {len(cards)} cards; echo {cards[0]}"
+
+    (tmp_path / "p.cedar").write_text("permit (principal, action, resource);\n")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    telemetry = Telemetry(tracer_provider=provider, capture_content=True)
+    fence = Fence.from_directory(tmp_path, tools=[http_post], telemetry=telemetry)
+    token = "Bearer q8Zr2mV7xYp3LkT9wB4nJ6"
+    args = {
+        "url": "https://api.acme.test/x",
+        "headers": {"Authorization": token, "Accept": "text/plain"},
+        "cards": ["4111 1111 1111 1111"],
+        "notes": [{"text": "card 5500 0000 0000 0004 on file", "api_key": "k-123456"}],
+    }
+    graph = graph_for(
+        fence,
+        [http_post],
+        [AIMessage("", tool_calls=[tool_call("http_post", args, "h")]), AIMessage("done")],
+    )
+    graph.invoke({"messages": [("user", "post")]}, config())
+    [span] = [s for s in exporter.get_finished_spans() if s.name == "execute_tool http_post"]
+    text = json.dumps({k: str(v) for k, v in dict(span.attributes or {}).items()})
+    for secret in ("q8Zr2mV7xYp3LkT9wB4nJ6", "4111", "5500 0000", "k-123456"):
+        assert secret not in text, secret
+    assert "text/plain" in text and "api.acme.test" in text  # the rest is still shown
