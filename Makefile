@@ -68,6 +68,8 @@ test: lint unit
 bench: install
 	$(BIN)/python benchmarks/bench_decide.py --write docs/performance.md
 	$(BIN)/python benchmarks/bench_log.py --write docs/performance.md
+	$(BIN)/python benchmarks/bench_provenance.py --write docs/performance.md
+	$(BIN)/python benchmarks/bench_injection.py --write docs/performance.md
 	scripts/postgres.sh start >/dev/null
 	$(BIN)/python benchmarks/bench_postgres.py --write docs/performance.md
 

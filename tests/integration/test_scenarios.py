@@ -595,7 +595,7 @@ def test_the_starter_pack_validates_against_tools_that_follow_its_conventions(
         for line in path.read_text().splitlines():
             if line.startswith('@id("'):
                 assert line.split('"')[1] in ids
-    assert len([i for i in ids if i.startswith("starter-")]) == 12
+    assert len([i for i in ids if i.startswith("starter-")]) == 13
 
 
 def test_the_demo_deploys_the_starter_pack_unchanged() -> None:
@@ -628,13 +628,14 @@ def test_replayed_results_keep_their_labels(tmp_path: Path, world: World) -> Non
     graph, result = run(
         fence,
         world,
-        "Read my inbox, and delete /tmp/x.",
+        "Read my inbox, and clean up my temp files.",
         [
             tool_call("read_inbox", {}, "inbox"),
             tool_call("delete_file", {"path": "/tmp/x"}, "del"),
         ],
     )
-    # delete_file is held for ops in the same step; read_inbox already ran.
+    # delete_file (a target the user did not name) is held for ops in the same step;
+    # read_inbox already ran.
     assert "__interrupt__" in result
     approve(fence, decision="reject")
     out = fence.run(graph, None, config())
