@@ -210,7 +210,7 @@ def measure(n: int, calls: int, engine: PolicyEngine) -> Row:
             1,
             history=history,
         )
-        return engine._flow_context(entry, facts, resource)
+        return engine._flow_context(entry, facts, resource, args.get("to"))
 
     def decide(history: Any) -> Any:
         facts = CallFacts(
