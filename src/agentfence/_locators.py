@@ -21,6 +21,7 @@ named is another path.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ _PATH_SHAPE = re.compile(r"^(?:~|\.\.?)?/[^\s\x00]*$")
 _UNRESERVED = re.compile(r"%([0-9A-Fa-f]{2})")
 _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
 _TRAILING = ".,;:!?"
+_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
 _WEB = {"http", "https"}
 _NUMERIC_HOST = re.compile(r"^(?:0x[0-9a-f]+|\d+)(?:\.(?:0x[0-9a-f]+|\d+))*$")
@@ -90,11 +92,12 @@ def normal_path(text: str, *, prose: bool = False) -> str:
     return ("~" + normal) if home else normal
 
 
+@functools.lru_cache(maxsize=8192)
 def parse_url(text: str) -> Url:
     """Normalise a URL for comparison, or mark it ambiguous (see the module docstring)."""
     raw = text.strip().rstrip(_TRAILING)
     ambiguous = Url(None, None, raw)
-    if not raw or "\\" in raw or any(ord(c) < 0x21 or ord(c) == 0x7F for c in raw):
+    if not raw or "\\" in raw or _CONTROL.search(raw):
         return ambiguous
     raw_full = raw if "://" in raw else "http://" + raw
     try:

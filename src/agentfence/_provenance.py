@@ -60,6 +60,7 @@ _EMAIL = re.compile(
     r"[A-Za-z0-9._%+\-]+@((?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63})"
 )
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s<>\"'`)\]]+")
+_URL_TAIL = re.compile(r"/[^\s<>\"'`)\]]*")
 # Dotted names: domains ("acme.test") and IPv4 addresses, told apart by their last label.
 _DOTTED = re.compile(r"(?<![\w@.-])[A-Za-z0-9][A-Za-z0-9-]*(?:\.[A-Za-z0-9-]+)+")
 _IPV4_SHAPE = re.compile(r"^(?:\d{1,3}\.){3}\d{1,3}$")
@@ -161,16 +162,24 @@ def text_keys(text: str) -> tuple[set[str], str]:
     for run in set(_DIGIT_RUN.findall(text)):
         _run_keys(run, keys)
     keys.update("d:" + _host(domain) for domain in _EMAIL.findall(text))
-    if "/" in text:
-        keys |= link_keys(text, hosts=True)
-        for path in PATH_IN_TEXT.findall(text):
-            keys.add("p:" + normal_path(path, prose=True))
-    for dotted in set(_DOTTED.findall(text)):
+    slash = "/" in text
+    links: list[str] = _URL.findall(text) if "://" in text else []
+    for match in _DOTTED.finditer(text):
+        dotted = match.group()
         last = dotted.rsplit(".", 1)[1]
         if last.isalpha() and len(last) >= 2:
             keys.add("d:" + _host(dotted))
+            end = match.end()
+            if slash and text[end : end + 1] == "/":
+                # A scheme-less URL (site.test/path): the dotted name and the path after it.
+                tail = _URL_TAIL.match(text, end)
+                links.append(text[match.start() : tail.end() if tail else end])
         elif _IPV4_SHAPE.match(dotted):
             keys.add("d:" + dotted)
+    if slash:
+        keys |= _link_keys_of(links, hosts=True)
+        for path in PATH_IN_TEXT.findall(text):
+            keys.add("p:" + normal_path(path, prose=True))
     words = _WORD.findall(text.lower())
     keys.update("w:" + w for w in set(words))
     return keys, " " + " ".join(words) + " "
@@ -182,6 +191,15 @@ def _run_keys(run: str, keys: set[str]) -> None:
         keys.add("n:" + _number_text(run))
         if len(run) >= _MIN_ACCOUNT_DIGITS:
             keys.add("a:" + run)
+        return
+    if " " not in run and "-" not in run:  # one amount such as 2,500.00, the next commonest
+        group = run.rstrip(".,")
+        if _NUMBER_SHAPE.fullmatch(group):
+            keys.add("n:" + _number_text(group))
+        else:
+            keys.update("n:" + _number_text(n) for n in _NUMBER.findall(group))
+        if group.isdigit() and len(group) >= _MIN_ACCOUNT_DIGITS:
+            keys.add("a:" + group)
         return
     chain: list[str] = []
     for group in re.split(r"[ \-]", run):
@@ -205,9 +223,13 @@ def _run_keys(run: str, keys: set[str]) -> None:
 def link_keys(text: str, *, hosts: bool) -> set[str]:
     """Keys of the URLs in text: each whole (``u:``) or, when ambiguous, as written (``r:``);
     with ``hosts``, also the host of each unambiguous one (``d:``)."""
+    return _link_keys_of(URL_IN_TEXT.findall(text), hosts=hosts)
+
+
+def _link_keys_of(found: Iterable[str], *, hosts: bool) -> set[str]:
     keys: set[str] = set()
-    for found in URL_IN_TEXT.findall(text):
-        url = parse_url(found)
+    for candidate in found:
+        url = parse_url(candidate)
         if url.key is None:
             keys.add("r:" + url.raw.lower())
             continue
@@ -427,9 +449,12 @@ class History:
         if any(not found for found in lists):
             return []
         lists.sort(key=len)
-        candidates = set(lists[0]).intersection(*lists[1:])
         if len(words) == 1:
-            return sorted(candidates)
+            return sorted(set(lists[0]))
+        # The two rarest words narrow the candidates; the phrase check below is exact, so the
+        # common words' long posting lists need not be read (a long free-text argument is
+        # mostly common words).
+        candidates = set(lists[0]).intersection(lists[1])
         needle = " " + " ".join(words) + " "
         docs = self.index.docs
         return sorted(p for p in candidates if needle in docs[p].words)
