@@ -64,7 +64,7 @@ LOG_FORMAT = "agentfence.log/v1"
 DEFAULT_CHECKPOINT_INTERVAL = 0.5
 """Seconds between checkpoints while the tree grows (one is also signed on close)."""
 _GATHER_SECONDS = 0.0002
-_DRAIN_ROUNDS = 50
+_DRAIN_ROUNDS = 5
 DEFAULT_FLUSH_WINDOW = 0.05
 """Seconds an outcome appended with ``append_later`` may wait for the next commit."""
 _logger = logging.getLogger("agentfence.log")
@@ -932,10 +932,13 @@ class SignedLog:
         rounds = 0
         while True:
             with self._lock:
-                if not self._queue:
+                if self._leader:
+                    # A commit under way may hold queued records: wait until it is durable
+                    # (it hands the queue on, or schedules it) before looking again.
+                    wait = True
+                elif not self._queue:
                     return
-                rounds += 1
-                if rounds > _DRAIN_ROUNDS:
+                elif rounds >= _DRAIN_ROUNDS:
                     for item in self._queue:
                         _logger.error(
                             "the decision log %s is closing without a queued %s entry: it "
@@ -945,14 +948,13 @@ class SignedLog:
                         )
                     self._queue = []
                     return
-                if self._leader:
-                    wait = True
                 else:
                     wait = False
+                    rounds += 1  # one more commit of what is queued
                     self._leader = True
                     batch, self._queue = self._queue, []
             if wait:
-                time.sleep(0.001)  # a commit under way carries or hands on the queue
+                time.sleep(0.001)
                 continue
             with self._commit_lock:
                 self._commit(batch)
