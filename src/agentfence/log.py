@@ -32,7 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from agentfence import _merkle, _signing
 from agentfence._log_backend import CheckpointRow, EntryRow, LogBackend, ServerEntry
-from agentfence._store import Location, parse_url
+from agentfence._store import SQLITE, Location, parse_url
 from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
     ENTRY_FORMAT,
@@ -558,6 +558,9 @@ class SignedLog:
         (``docs/log-format.md``, "What a crash can lose"). A failed commit of such records is
         logged; the next append reports the log's state.
         """
+        if not self.defers:
+            self.append(record, blobs)
+            return
         item = _Pending(record, blobs, canonical_bytes(record), deferred=True)
         with self._lock:
             if self._closed:
@@ -567,6 +570,15 @@ class SignedLog:
             self._queue.append(item)
             if self._flush_timer is None and not self._leader:
                 self._schedule_flush()
+
+    @property
+    def defers(self) -> bool:
+        """Whether :meth:`append_later` defers records to the next commit.
+
+        On a SQLite log (and with a flush window above zero). On PostgreSQL it appends at
+        once for now: deferred records and server restarts are not yet proven together.
+        """
+        return self._flush_window > 0 and self._backend.location.engine == SQLITE
 
     def _schedule_flush(self) -> None:
         """Commit queued records within the flush window (hold ``self._lock``)."""
