@@ -19,7 +19,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from agentfence._locators import (
     PATH_IN_TEXT,
@@ -237,14 +237,6 @@ def _link_keys_of(found: Iterable[str], *, hosts: bool) -> set[str]:
         if hosts and url.host:
             keys.add("d:" + url.host)
     return keys
-
-
-def _url_host(url: str) -> str | None:
-    try:
-        host = urlsplit(url).hostname
-    except ValueError:
-        return None
-    return _host(host) if host else None
 
 
 @dataclass(frozen=True)
@@ -691,11 +683,3 @@ def carried(text: str, history: History, directory: Directory | None) -> frozens
             if docs[p].source in (SOURCE_TOOL, SOURCE_INPUT):
                 labels |= docs[p].labels
     return frozenset(labels)
-
-
-def union(items: Iterable[Provenance]) -> frozenset[str]:
-    """The labels carried by any of several values."""
-    out: set[str] = set()
-    for item in items:
-        out |= item.carries
-    return frozenset(out)
