@@ -1,19 +1,29 @@
-"""What every offline check behind :mod:`agentfence.verify` shares: the error tree and steps.
+"""What every offline check behind :mod:`agentfence.verify` shares: the steps and helpers.
 
-Each check runs numbered steps and raises a :class:`LogVerificationError` subclass naming the
-step that failed and the attack the evidence shows. The modules that hold the checks
+Each check runs numbered steps and raises a :class:`LogVerificationError` subclass (the
+public error tree in :mod:`agentfence.errors`) naming the step that failed and the attack the
+evidence shows. The modules that hold the checks
 (``_log_check``, ``_receipts``, ``_evidence``, ``_replay``) import from here; nothing here
 imports them, so there is no import cycle.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agentfence.errors import VerificationError
+from agentfence.errors import (
+    BlobError,
+    CheckpointError,
+    EntryError,
+    EvidenceError,
+    ForkError,
+    LogVerificationError,
+    OrderError,
+    RollbackError,
+)
 
 __all__ = [
     "BlobError",
@@ -35,53 +45,6 @@ _KEEP = "keep this copy as evidence and compare it with a backup or an evidence 
 
 
 # --- errors --------------------------------------------------------------------------------
-
-
-class LogVerificationError(VerificationError):
-    """The log, a receipt or an evidence pack failed one numbered verification step.
-
-    ``step`` is the number of the step that failed and ``title`` its title, ``attack`` a
-    short name for what the evidence shows (``entry_modified``, ``truncated_or_rolled_back``,
-    ``fork_same_size``, ...; the table is in ``docs/log-format.md``), and ``steps`` the
-    steps that passed before it.
-    """
-
-    def __init__(
-        self, message: str, *, step: int, attack: str, steps: Sequence[VerifiedStep] = ()
-    ) -> None:
-        super().__init__(message)
-        self.step = step
-        self.title = ""
-        self.attack = attack
-        self.steps = tuple(steps)
-
-
-class EntryError(LogVerificationError):
-    """An entry was modified, deleted, inserted or reordered, or its index columns lie."""
-
-
-class CheckpointError(LogVerificationError):
-    """A checkpoint was altered, is signed by an untrusted key, or does not match the log."""
-
-
-class RollbackError(LogVerificationError):
-    """The log is shorter than a checkpoint the auditor saved: truncated or rolled back."""
-
-
-class ForkError(LogVerificationError):
-    """Two validly signed checkpoints disagree about the same history."""
-
-
-class BlobError(LogVerificationError):
-    """A blob is missing, altered, or erased without an erasure entry."""
-
-
-class OrderError(LogVerificationError):
-    """Entries are out of order: an outcome without its decision, an unactivated policy set."""
-
-
-class EvidenceError(LogVerificationError):
-    """A receipt or evidence pack is malformed or incomplete."""
 
 
 # --- steps ---------------------------------------------------------------------------------

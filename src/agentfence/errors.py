@@ -6,12 +6,25 @@ what happened and what to do next (which file, which line, which command).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 __all__ = [
     "AgentfenceError",
     "AgentfenceWarning",
+    "ArgumentError",
+    "BlobError",
+    "CheckpointError",
     "ConfigurationError",
+    "EntityError",
+    "EntryError",
+    "EvidenceError",
+    "ForkError",
     "LogError",
+    "LogVerificationError",
+    "OrderError",
     "PolicyLoadError",
+    "RollbackError",
     "ToolSpecError",
     "VerificationError",
 ]
@@ -50,3 +63,64 @@ class LogError(AgentfenceError):
 
 class VerificationError(AgentfenceError):
     """A signature, checkpoint, proof or log failed verification."""
+
+
+class ArgumentError(AgentfenceError, ValueError):
+    """An argument does not fit the tool's schema; ``path`` names it (``invoice.amount``).
+
+    The fence turns it into a DENY that names the argument; it reaches callers of
+    ``ToolEntry.bind`` (the approver CLI and the inbox check edits with it).
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"argument {path!r}: {message}" if path else message)
+        self.path = path
+
+
+class EntityError(AgentfenceError, ValueError):
+    """A Cedar entity reference is malformed (``User::"alice"``, or ``{"type", "id"}``)."""
+
+
+class LogVerificationError(VerificationError):
+    """The log, a receipt or an evidence pack failed one numbered verification step.
+
+    ``step`` is the number of the step that failed and ``title`` its title, ``attack`` a
+    short name for what the evidence shows (``entry_modified``, ``truncated_or_rolled_back``,
+    ``fork_same_size``, ...; the table is in ``docs/log-format.md``), and ``steps`` the
+    steps that passed before it.
+    """
+
+    def __init__(self, message: str, *, step: int, attack: str, steps: Sequence[Any] = ()) -> None:
+        super().__init__(message)
+        self.step = step
+        self.title = ""
+        self.attack = attack
+        self.steps = tuple(steps)
+
+
+class EntryError(LogVerificationError):
+    """An entry was modified, deleted, inserted or reordered, or its index columns lie."""
+
+
+class CheckpointError(LogVerificationError):
+    """A checkpoint was altered, is signed by an untrusted key, or does not match the log."""
+
+
+class RollbackError(LogVerificationError):
+    """The log is shorter than a checkpoint the auditor saved: truncated or rolled back."""
+
+
+class ForkError(LogVerificationError):
+    """Two validly signed checkpoints disagree about the same history."""
+
+
+class BlobError(LogVerificationError):
+    """A blob is missing, altered, or erased without an erasure entry."""
+
+
+class OrderError(LogVerificationError):
+    """Entries are out of order: an outcome without its decision, an unactivated policy set."""
+
+
+class EvidenceError(LogVerificationError):
+    """A receipt or evidence pack is malformed or incomplete."""

@@ -42,7 +42,7 @@ from agentfence import _cedar, _values
 from agentfence._ids import call_digest, derive_id
 from agentfence._provenance import History, carried, links_carried, provenance, role_words
 from agentfence._usage import Usage
-from agentfence.errors import AgentfenceWarning, PolicyLoadError
+from agentfence.errors import AgentfenceWarning, EntityError, PolicyLoadError
 from agentfence.labels import SOURCE_DEFAULT, Directory, Provenance
 from agentfence.tools import ArgumentError, BoundArgs, ToolCatalog, ToolEntry, render_type
 
@@ -92,10 +92,10 @@ class EntityRef:
         if isinstance(value, Mapping):
             kind, ident = value.get("type"), value.get("id")
             if not isinstance(kind, str) or not isinstance(ident, str):
-                raise ValueError(f"an entity must have string 'type' and 'id', got {value!r}")
+                raise EntityError(f"an entity must have string 'type' and 'id', got {value!r}")
             return cls(kind, ident)
         if not isinstance(value, str) or not value:
-            raise ValueError(f"an entity must be a non-empty string, got {value!r}")
+            raise EntityError(f"an entity must be a non-empty string, got {value!r}")
         match = _ENTITY.match(value)
         if match:
             ident = match.group(2)

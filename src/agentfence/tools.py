@@ -21,7 +21,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError, create_model
 
-from agentfence.errors import ToolSpecError
+from agentfence.errors import ArgumentError, ToolSpecError
 from agentfence.labels import Meter, check_label
 
 __all__ = ["ArgumentError", "BoundArgs", "Resource", "ToolCatalog", "ToolSpec", "govern"]
@@ -274,14 +274,6 @@ _STRING = _Prim("String")
 _LONG = _Prim("Long")
 _BOOL = _Prim("Bool")
 _DECIMAL = _Prim("decimal")
-
-
-class ArgumentError(ValueError):
-    """An argument does not fit the tool's schema; ``path`` names it (``invoice.amount``)."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"argument {path!r}: {message}" if path else message)
-        self.path = path
 
 
 def _type_of(
