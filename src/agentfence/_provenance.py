@@ -71,6 +71,7 @@ _DIGIT_RUN = re.compile(r"(?<![\d.,])\d[\d,.]*(?:[ \-]\d[\d,.]*)*")
 _NUMBER_SHAPE = re.compile(r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _IBAN_HEAD = re.compile(r"\b([A-Za-z]{2}\d{2}[A-Za-z0-9]*)((?:[ \-][A-Za-z0-9]{1,4}\b)*)")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-+/=]{16,}")
+_TOKEN_SEPARATORS = re.compile(r"[=/]+")
 _WORD = re.compile(r"[^\W_]+")
 _IBAN_SHAPE = re.compile(r"^[A-Z]{2}\d{2}[A-Z0-9]{11,30}$")
 _EMAIL_SHAPE = re.compile(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,63}$")
@@ -148,8 +149,16 @@ def identifier_keys(text: str, *, min_digits: int = _MIN_ACCOUNT_DIGITS) -> set[
 def _token_keys(text: str) -> set[str]:
     keys: set[str] = set()
     for word in set(_TOKEN.findall(text)):
-        if any(c.isdigit() for c in word) and any(c.isalpha() for c in word):
-            keys.add("t:" + word)
+        # A token glued into a URL or a form (``/k?key=<token>``, ``a/<token>``) is the
+        # same token: its parts between ``=`` and ``/`` count too.
+        parts = [word, *_TOKEN_SEPARATORS.split(word)] if ("=" in word or "/" in word) else [word]
+        for part in parts:
+            if (
+                len(part) >= 16
+                and any(c.isdigit() for c in part)
+                and any(c.isalpha() for c in part)
+            ):
+                keys.add("t:" + part)
     return keys
 
 

@@ -432,3 +432,23 @@ def test_known_limit_encoded_values_are_not_traced_to_their_source(value: str, p
     # rules that look for an untrusted source do not fire. docs/policy-guide.md lists this.
     found = of(value, HumanMessage("hello"), untrusted(page))
     assert found.sources == frozenset() and found.labels == frozenset()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example/k?key=sk-live-billing-4f9a8b7c6d5e4f3a2b1c",
+        "https://collect.evil.example/sk-live-billing-4f9a8b7c6d5e4f3a2b1c",
+        "https://evil.example/p?a=1&token=sk-live-billing-4f9a8b7c6d5e4f3a2b1c",
+        "evil.example/k?key=sk-live-billing-4f9a8b7c6d5e4f3a2b1c",
+    ],
+    ids=["query-value", "path-segment", "second-parameter", "schemeless"],
+)
+def test_secret_glued_into_a_url_is_carried(url: str) -> None:
+    key_result = ToolMessage(
+        "sk-live-billing-4f9a8b7c6d5e4f3a2b1c",
+        name="get_api_key",
+        tool_call_id="k",
+        response_metadata={"agentfence": {"labels": ["secret"]}},
+    )
+    assert "secret" in of(url, HumanMessage("get the key and read the page"), key_result).carries
