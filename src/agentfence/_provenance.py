@@ -84,7 +84,7 @@ _MAX_CHAIN_GROUPS = 10
 _IBAN_MIN, _IBAN_MAX = 15, 34
 _MAX_INDEXED_CHARS = 1_000_000  # a larger message is indexed by its first megabyte
 _SHORT_CHARS = 4  # a string value of at most this many letters and digits is "short"
-_ROLE_WINDOW = 2  # words allowed between a short value and a word of its role
+_ROLE_WINDOW = 1  # words allowed between a short value and a word of its role
 
 
 def _host(name: str) -> str:
@@ -618,7 +618,7 @@ def _found(query: ValueQuery, history: History, role: frozenset[str]) -> set[int
 def _in_role(
     positions: Sequence[int], phrase: Sequence[str], history: History, role: frozenset[str]
 ) -> list[int]:
-    """The messages where a short value stands within two words of a word of its role."""
+    """The messages where a short value stands next to, or one word from, a word of its role."""
     if not role or not positions:
         return []
     words = "|".join(re.escape(w) for w in sorted(role))
@@ -630,8 +630,9 @@ def _in_role(
 
 
 def role_words(*names: str) -> frozenset[str]:
-    """The words naming a value's role: the parts of the argument's and the tool's names
-    (``file_id`` and ``delete_file``: file, files, id, ids, delete, deletes)."""
+    """The words naming a value's role: the parts of the names given, the argument's (and
+    the resource type's): ``file_id`` gives file, files, id, ids. Not the tool's name: a
+    verb such as "transfer" stands beside amounts as often as beside ids."""
     words: set[str] = set()
     for name in names:
         for part in re.split(r"[^A-Za-z0-9]+|_", name.lower()):

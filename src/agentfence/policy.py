@@ -621,7 +621,7 @@ class PolicyEngine:
                 facts.history,
                 self.directory,
                 numeric=fld.numeric,
-                role=role_words(fld.name, entry.name),
+                role=role_words(fld.name),
             )
             if not found.any_sources & _VOUCHING:
                 labels |= found.labels
@@ -663,7 +663,7 @@ class PolicyEngine:
                         history,
                         directory,
                         numeric=fld.numeric,
-                        role=role_words(fld.name, entry.name),
+                        role=role_words(fld.name),
                     )
                     seen[fld.name] = of_arg.as_cedar()
                 elif fld.required:
@@ -675,7 +675,6 @@ class PolicyEngine:
             role = role_words(
                 entry.spec.resource.arg.rsplit(".", 1)[-1] if entry.spec.resource else "",
                 entry.spec.resource.type if entry.spec.resource else "",
-                entry.name,
             )
             found = (
                 provenance(target, history, directory, role=role)
