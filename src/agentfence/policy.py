@@ -204,6 +204,7 @@ class _Compiled:
 
 FLOW_ROOTS = ("data", "provenance", "resource_provenance", "usage")
 _VOUCHING = frozenset({"user", "system", "directory"})
+_ERRORED_POLICY = re.compile(r"policy `([^`]+)`")
 USAGE_WINDOWS = ("thread", "minute", "hour", "day")
 # A policy names a data-flow attribute as context.usage, context["usage"] or context has usage.
 _FLOW_REF = re.compile(
@@ -736,12 +737,20 @@ class PolicyEngine:
         # Fail closed: any evaluation error or a request Cedar could not decide is a deny,
         # so a forbid policy that errors can never turn into an allow.
         if result.errors or (result.decision != "Allow" and result.decision != "Deny"):
+            # The reason names the policies that failed, never Cedar's message: it can quote
+            # argument values, and reasons reach the model. The message is in ``errors``.
+            failed = sorted({m for e in result.errors for m in _ERRORED_POLICY.findall(e)})
             return self._deny(
                 facts,
                 decision_id,
                 (
                     "the policies could not be evaluated for this call (fail closed): "
-                    + "; ".join(result.errors or ("no decision",)),
+                    + (
+                        f"evaluating {', '.join(failed)} failed"
+                        if failed
+                        else "Cedar gave no decision"
+                    )
+                    + "; the error is in the decision log",
                 ),
                 errors=result.errors or ("NoDecision",),
                 request=request,

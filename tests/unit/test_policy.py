@@ -138,7 +138,11 @@ def test_erroring_forbid_never_turns_into_allow(
     assert d.effect is Effect.DENY
     assert d.errors
     assert "could not be evaluated" in d.reasons[0]
-    assert "need-clearance" in d.reasons[0]
+    assert "evaluating need-clearance failed" in d.reasons[0]
+    # Cedar's own message (it can quote argument values) stays in the errors, off the
+    # reasons the model sees.
+    assert "9223372036854775807" not in d.explain()
+    assert any("9223372036854775807" in e or "overflow" in e for e in d.errors)
 
 
 # --- loading ----------------------------------------------------------------------------
