@@ -49,6 +49,9 @@ _SECRETS = [
     re.compile(r"\b(?:sk|rk|pk)[-_](?:live[-_]|test[-_]|proj[-_])?[A-Za-z0-9_\-]{16,}\b"),
     re.compile(r"\bAIza[0-9A-Za-z_\-]{35}\b"),
     re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\b"),
+    # RFC 6750 section 2.1: "Bearer" then a b64token. A digit and twelve characters keep
+    # prose ("bearer instruments") out.
+    re.compile(r"(?i)\bbearer\s+(?=[A-Za-z0-9\-._~+/]*\d)[A-Za-z0-9\-._~+/]{12,}=*"),
 ]
 # "password: hunter2", "api_key=...", '"token": "..."': the value after the name is masked.
 _ASSIGNED = re.compile(

@@ -951,3 +951,25 @@ def test_secrets_nested_in_arguments_never_reach_spans(tmp_path: Path) -> None:
     for secret in ("q8Zr2mV7xYp3LkT9wB4nJ6", "4111", "5500 0000", "k-123456"):
         assert secret not in text, secret
     assert "text/plain" in text and "api.acme.test" in text  # the rest is still shown
+
+
+@pytest.mark.parametrize(
+    ("text", "leaks"),
+    [
+        ("Authorization: Bearer q8Zr2mV7xYp3LkT9wB4nJ6", True),
+        ("use bearer Zm9vYmFyMTIzNDU2Nzg5MA== next", True),
+        ("bearer instruments and bearer bonds", False),
+    ],
+    ids=["header", "lower-case-base64", "prose"],
+)
+def test_a_bearer_token_in_text_is_a_secret(text: str, leaks: bool) -> None:
+    import collections
+
+    from agentfence._redaction import redact_text
+
+    counts: collections.Counter[str] = collections.Counter()
+    out = redact_text(text, frozenset({"secret"}), (), counts)
+    assert (counts["secret"] == 1) is leaks
+    assert ("q8Zr2mV7" not in out and "Zm9vYmFy" not in out) or not leaks
+    if not leaks:
+        assert out == text
