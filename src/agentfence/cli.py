@@ -21,9 +21,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agentfence._schema import generate_schema
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceError, AgentfenceWarning, ConfigurationError
-from agentfence.policy import Effect, PolicyEngine, check_syntax, generate_schema
+from agentfence.policy import Effect, PolicyEngine, check_syntax
 from agentfence.tools import ToolCatalog
 
 __all__ = ["app", "main"]

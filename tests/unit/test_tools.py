@@ -12,7 +12,7 @@ from langchain_core.tools import StructuredTool, tool
 from pydantic import BaseModel
 
 from agentfence import Resource, ToolSpec, ToolSpecError, govern
-from agentfence.policy import generate_schema
+from agentfence._schema import generate_schema
 from agentfence.tools import ArgumentError, ToolCatalog
 
 

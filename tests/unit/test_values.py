@@ -11,6 +11,7 @@ import pytest
 from langchain_core.tools import tool
 
 from agentfence import Fence, PolicyLoadError, Resource, govern
+from agentfence._schema import ALL_FLOW, FlowParts, generate_schema
 from agentfence._values import (
     ALL,
     Selection,
@@ -22,7 +23,7 @@ from agentfence._values import (
     set_facts,
     url_host,
 )
-from agentfence.policy import ALL_FLOW, Effect, FlowParts, generate_schema
+from agentfence.policy import Effect
 from agentfence.tools import ToolCatalog
 
 # --- addresses --------------------------------------------------------------------------------
