@@ -19,15 +19,15 @@ _EXPORTS: dict[str, str] = {
     "ApprovalAnswer": "agentfence.approvals",
     "ApprovalStore": "agentfence.approvals",
     "ArgumentError": "agentfence.errors",
-    "CallFacts": "agentfence.policy",
+    "CallFacts": "agentfence.decision",
     "ConfigurationError": "agentfence.errors",
-    "Decision": "agentfence.policy",
+    "Decision": "agentfence.decision",
     "DecisionLog": "agentfence.log",
     "DecisionRecord": "agentfence.records",
     "Directory": "agentfence.labels",
-    "Effect": "agentfence.policy",
+    "Effect": "agentfence.decision",
     "EntityError": "agentfence.errors",
-    "EntityRef": "agentfence.policy",
+    "EntityRef": "agentfence.decision",
     "Fence": "agentfence.fence",
     "Finding": "agentfence.labels",
     "LogError": "agentfence.errors",
@@ -135,6 +135,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from agentfence._redaction import PresidioRedactor
     from agentfence.approvals import ApprovalAnswer, ApprovalStore, sign_answer
+    from agentfence.decision import CallFacts, Decision, Effect, EntityRef
     from agentfence.errors import (
         AgentfenceError,
         AgentfenceWarning,
@@ -158,7 +159,7 @@ if TYPE_CHECKING:
         SignedLog,
         ThreadDecision,
     )
-    from agentfence.policy import CallFacts, Decision, Effect, EntityRef, PolicyEngine
+    from agentfence.policy import PolicyEngine
     from agentfence.records import (
         ActivationRecord,
         DecisionRecord,

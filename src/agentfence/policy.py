@@ -19,27 +19,27 @@ labels the run has seen (``context.data``), where each argument value came from
 (``context.provenance``, ``context.resource_provenance``) and session usage
 (``context.usage``); and typed views of the string arguments (``context.values``:
 an address's domain, a URL's host, text folded for keyword checks; ``agentfence._values``).
+
+The values it takes and returns (:class:`CallFacts`, :class:`Decision`) are in
+:mod:`agentfence.decision`, re-exported here; the schema it generates is :mod:`agentfence._schema`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import enum
-import functools
 import hashlib
 import json
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import rfc8785
 
 from agentfence import _cedar, _values
-from agentfence._ids import call_digest, derive_id
 from agentfence._provenance import History, carried, links_carried, provenance, role_words
 from agentfence._schema import (
     ALL_FLOW,
@@ -47,9 +47,10 @@ from agentfence._schema import (
     generate_schema,
 )
 from agentfence._usage import Usage
-from agentfence.errors import AgentfenceWarning, EntityError, PolicyLoadError
+from agentfence.decision import CallFacts, Decision, Effect, EntityRef, ShadowDecision
+from agentfence.errors import AgentfenceWarning, PolicyLoadError
 from agentfence.labels import SOURCE_DEFAULT, Directory, Provenance
-from agentfence.tools import ArgumentError, BoundArgs, ToolCatalog, ToolEntry
+from agentfence.tools import ArgumentError, ToolCatalog, ToolEntry
 
 __all__ = [
     "CallFacts",
@@ -68,134 +69,6 @@ REASON = "reason"
 SHADOW = "shadow"
 REDACT = "redact"
 _KIND = re.compile(r"^[a-z][a-z0-9_]*$")
-_ENTITY = re.compile(
-    r'^\s*([A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)::"(.*)"\s*$', re.DOTALL
-)
-
-
-class Effect(enum.Enum):
-    """What the fence does with a call."""
-
-    ALLOW = "ALLOW"
-    DENY = "DENY"
-    REQUIRE_APPROVAL = "REQUIRE_APPROVAL"
-
-
-@dataclass(frozen=True)
-class EntityRef:
-    """A Cedar entity uid such as ``User::"alice"``."""
-
-    type: str
-    id: str
-
-    @classmethod
-    def parse(cls, value: str | Mapping[str, Any] | EntityRef, default_type: str) -> EntityRef:
-        """Read ``User::"alice"``, ``{"type": "User", "id": "alice"}`` or a bare ``alice``."""
-        if isinstance(value, EntityRef):
-            return value
-        if isinstance(value, Mapping):
-            kind, ident = value.get("type"), value.get("id")
-            if not isinstance(kind, str) or not isinstance(ident, str):
-                raise EntityError(f"an entity must have string 'type' and 'id', got {value!r}")
-            return cls(kind, ident)
-        if not isinstance(value, str) or not value:
-            raise EntityError(f"an entity must be a non-empty string, got {value!r}")
-        match = _ENTITY.match(value)
-        if match:
-            ident = match.group(2)
-            # Unescape only when there is something to unescape (the common case has not).
-            return cls(match.group(1), json.loads(f'"{ident}"') if "\\" in ident else ident)
-        return cls(default_type, value)
-
-    def __str__(self) -> str:
-        return f"{self.type}::{json.dumps(self.id, ensure_ascii=False)}"
-
-    def as_json(self) -> dict[str, str]:
-        """The ``{"type": ..., "id": ...}`` form Cedar requests accept."""
-        return {"type": self.type, "id": self.id}
-
-
-@dataclass(frozen=True)
-class CallFacts:
-    """Everything the fence knows about one tool call before deciding it."""
-
-    tool: str
-    args: Mapping[str, Any]
-    principal: EntityRef | None
-    agent: str
-    thread: str
-    step: int
-    tool_call_id: str
-    seed: int
-    nonce: str = ""
-    """Distinguishes calls of runs that have no thread id (which cannot resume); else empty."""
-    history: History | None = None
-    """The thread's messages as the call saw them (labels seen, where values appeared)."""
-    usage: Usage | None = None
-    """Session usage before this call (``context.usage``); zeros when not given."""
-    bound: BoundArgs | None = None
-    """The arguments validated with the tool's schema (:meth:`PolicyEngine.bind`); ``args``
-    are then their values, the ones decided, recorded and approved."""
-    problem: str | None = None
-    """Why the arguments could not be bound (the call is denied with it)."""
-    sent: Mapping[str, Any] | None = None
-    """A private copy of the arguments as the call sent them, taken when they were bound:
-    the tool receives a fresh copy of these, whose validation gives exactly ``args``."""
-
-    @functools.cached_property
-    def decision_id(self) -> str:
-        """The deterministic id of this call's decision (computed once per facts value)."""
-        principal = str(self.principal) if self.principal else ""
-        digest = call_digest(self.tool, self.args, principal, self.nonce)
-        return derive_id("decision", self.seed, self.thread, self.step, self.tool_call_id, digest)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The fence's answer for one call: an effect, the policies that determined it, and why."""
-
-    effect: Effect
-    decision_id: str
-    policy_ids: tuple[str, ...]
-    reasons: tuple[str, ...]
-    policy_hash: str
-    facts: CallFacts
-    errors: tuple[str, ...] = ()
-    approvers: tuple[str, ...] = ()
-    annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    request: Mapping[str, Any] | None = None
-    requests: tuple[Mapping[str, Any], ...] = ()
-    """Every Cedar request of a call that touches several resources (``request`` is the one
-    that determined the effect); empty for a call of one resource."""
-    shadow: ShadowDecision | None = None
-    """What the ``@shadow`` policies would have decided, when it differs or one matched."""
-
-    @property
-    def allowed(self) -> bool:
-        """True only for ALLOW."""
-        return self.effect is Effect.ALLOW
-
-    def explain(self) -> str:
-        """One line for a person or a model: the effect, the reasons and the policies."""
-        verb = {
-            Effect.ALLOW: "allowed",
-            Effect.DENY: "denied",
-            Effect.REQUIRE_APPROVAL: "requires approval for",
-        }[self.effect]
-        text = f"agentfence {verb} the call to {self.facts.tool!r}: " + "; ".join(self.reasons)
-        if self.policy_ids:
-            text += f" [policies: {', '.join(self.policy_ids)}]"
-        return text + f" [decision {self.decision_id}]"
-
-
-@dataclass(frozen=True)
-class ShadowDecision:
-    """The decision the policies would make with the ``@shadow`` policies enforced."""
-
-    effect: Effect
-    policy_ids: tuple[str, ...]
-    """The shadow policies among the determining ones."""
-    reasons: tuple[str, ...]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,154 @@
+"""What the fence knows about one tool call, and what it decided: the decision value types.
+
+:class:`CallFacts` is the call described once (its bound arguments, principal, thread, step,
+seed and history); :class:`Decision` is the policy engine's answer, with its :class:`Effect`,
+the determining policies and the reasons. Both are frozen values; :mod:`agentfence.policy`
+makes the decisions.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentfence._ids import call_digest, derive_id
+from agentfence._provenance import History
+from agentfence._usage import Usage
+from agentfence.errors import EntityError
+from agentfence.tools import BoundArgs
+
+__all__ = ["CallFacts", "Decision", "Effect", "EntityRef", "ShadowDecision"]
+
+_ENTITY = re.compile(
+    r'^\s*([A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)::"(.*)"\s*$', re.DOTALL
+)
+
+
+class Effect(enum.Enum):
+    """What the fence does with a call."""
+
+    ALLOW = "ALLOW"
+    DENY = "DENY"
+    REQUIRE_APPROVAL = "REQUIRE_APPROVAL"
+
+
+@dataclass(frozen=True)
+class EntityRef:
+    """A Cedar entity uid such as ``User::"alice"``."""
+
+    type: str
+    id: str
+
+    @classmethod
+    def parse(cls, value: str | Mapping[str, Any] | EntityRef, default_type: str) -> EntityRef:
+        """Read ``User::"alice"``, ``{"type": "User", "id": "alice"}`` or a bare ``alice``."""
+        if isinstance(value, EntityRef):
+            return value
+        if isinstance(value, Mapping):
+            kind, ident = value.get("type"), value.get("id")
+            if not isinstance(kind, str) or not isinstance(ident, str):
+                raise EntityError(f"an entity must have string 'type' and 'id', got {value!r}")
+            return cls(kind, ident)
+        if not isinstance(value, str) or not value:
+            raise EntityError(f"an entity must be a non-empty string, got {value!r}")
+        match = _ENTITY.match(value)
+        if match:
+            ident = match.group(2)
+            # Unescape only when there is something to unescape (the common case has not).
+            return cls(match.group(1), json.loads(f'"{ident}"') if "\\" in ident else ident)
+        return cls(default_type, value)
+
+    def __str__(self) -> str:
+        return f"{self.type}::{json.dumps(self.id, ensure_ascii=False)}"
+
+    def as_json(self) -> dict[str, str]:
+        """The ``{"type": ..., "id": ...}`` form Cedar requests accept."""
+        return {"type": self.type, "id": self.id}
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """Everything the fence knows about one tool call before deciding it."""
+
+    tool: str
+    args: Mapping[str, Any]
+    principal: EntityRef | None
+    agent: str
+    thread: str
+    step: int
+    tool_call_id: str
+    seed: int
+    nonce: str = ""
+    """Distinguishes calls of runs that have no thread id (which cannot resume); else empty."""
+    history: History | None = None
+    """The thread's messages as the call saw them (labels seen, where values appeared)."""
+    usage: Usage | None = None
+    """Session usage before this call (``context.usage``); zeros when not given."""
+    bound: BoundArgs | None = None
+    """The arguments validated with the tool's schema (:meth:`PolicyEngine.bind`); ``args``
+    are then their values, the ones decided, recorded and approved."""
+    problem: str | None = None
+    """Why the arguments could not be bound (the call is denied with it)."""
+    sent: Mapping[str, Any] | None = None
+    """A private copy of the arguments as the call sent them, taken when they were bound:
+    the tool receives a fresh copy of these, whose validation gives exactly ``args``."""
+
+    @functools.cached_property
+    def decision_id(self) -> str:
+        """The deterministic id of this call's decision (computed once per facts value)."""
+        principal = str(self.principal) if self.principal else ""
+        digest = call_digest(self.tool, self.args, principal, self.nonce)
+        return derive_id("decision", self.seed, self.thread, self.step, self.tool_call_id, digest)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The fence's answer for one call: an effect, the policies that determined it, and why."""
+
+    effect: Effect
+    decision_id: str
+    policy_ids: tuple[str, ...]
+    reasons: tuple[str, ...]
+    policy_hash: str
+    facts: CallFacts
+    errors: tuple[str, ...] = ()
+    approvers: tuple[str, ...] = ()
+    annotations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    request: Mapping[str, Any] | None = None
+    requests: tuple[Mapping[str, Any], ...] = ()
+    """Every Cedar request of a call that touches several resources (``request`` is the one
+    that determined the effect); empty for a call of one resource."""
+    shadow: ShadowDecision | None = None
+    """What the ``@shadow`` policies would have decided, when it differs or one matched."""
+
+    @property
+    def allowed(self) -> bool:
+        """True only for ALLOW."""
+        return self.effect is Effect.ALLOW
+
+    def explain(self) -> str:
+        """One line for a person or a model: the effect, the reasons and the policies."""
+        verb = {
+            Effect.ALLOW: "allowed",
+            Effect.DENY: "denied",
+            Effect.REQUIRE_APPROVAL: "requires approval for",
+        }[self.effect]
+        text = f"agentfence {verb} the call to {self.facts.tool!r}: " + "; ".join(self.reasons)
+        if self.policy_ids:
+            text += f" [policies: {', '.join(self.policy_ids)}]"
+        return text + f" [decision {self.decision_id}]"
+
+
+@dataclass(frozen=True)
+class ShadowDecision:
+    """The decision the policies would make with the ``@shadow`` policies enforced."""
+
+    effect: Effect
+    policy_ids: tuple[str, ...]
+    """The shadow policies among the determining ones."""
+    reasons: tuple[str, ...]
