@@ -11,8 +11,10 @@ gets a normalised form: a backslash (WHATWG parsers read it as ``/``, RFC 3986 p
 data, so ``https://evil.example\\@docs.example.com/x`` goes to ``evil.example`` in a browser
 or ``requests`` and to ``docs.example.com`` by ``urllib``), userinfo (``user@host``), control
 characters or spaces, a percent-encoded or non-ASCII host (IDN forms that render alike),
-numeric host forms other than dotted-decimal IPv4 (``0x7f.1``, ``2130706433``) and a port that
-is not a number up to 65535.
+numeric host forms other than dotted-decimal IPv4 (``0x7f.1``, ``2130706433``), a port that
+is not a number up to 65535, and a scheme other than ``http``, ``https``, ``ws``, ``wss`` or
+``ftp``. The host is read by :func:`agentfence._values.url_host`, the reading
+``context.values`` uses too, so the two never disagree about where a URL goes.
 
 A path is a POSIX path normalised with ``posixpath.normpath`` (``//``, ``.`` and ``..``
 collapsed), so ``/home/alice/tmp/cache/../../..`` is ``/home``: a parent of a path the user
@@ -26,6 +28,8 @@ import posixpath
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+from agentfence._values import url_host
 
 # URLs in prose: with a scheme, or scheme-less with a path (www.site.test/x, site.test/x).
 URL_IN_TEXT = re.compile(
@@ -41,15 +45,9 @@ PATH_IN_TEXT = re.compile(r"(?<![\w:/.~\\-])(?:~|\.\.?)?/+(?:[\w.\-~@+%]+/*)*")
 _DOT_SEGMENT_END = re.compile(r"(?:^|/)\.{1,2}$")
 _PATH_SHAPE = re.compile(r"^(?:~|\.\.?)?/[^\s\x00]*$")
 _UNRESERVED = re.compile(r"%([0-9A-Fa-f]{2})")
-_PCT = re.compile(r"%[0-9A-Fa-f]{2}")
 _TRAILING = ".,;:!?"
-_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ftp": 21, "ws": 80, "wss": 443}
 _WEB = {"http", "https"}
-_NUMERIC_HOST = re.compile(r"^(?:0x[0-9a-f]+|\d+)(?:\.(?:0x[0-9a-f]+|\d+))*$")
-_IPV4 = re.compile(
-    r"^(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$"
-)
 
 
 @dataclass(frozen=True)
@@ -97,19 +95,16 @@ def parse_url(text: str) -> Url:
     """Normalise a URL for comparison, or mark it ambiguous (see the module docstring)."""
     raw = text.strip().rstrip(_TRAILING)
     ambiguous = Url(None, None, raw)
-    if not raw or "\\" in raw or _CONTROL.search(raw):
+    # Which host a URL goes to is decided once, by the same reading typed values use
+    # (agentfence._values.url_host): a URL it cannot name one host for is ambiguous. A
+    # non-ASCII URL is too, however IDNA would spell it: it may render as another.
+    host = url_host(raw) if raw.isascii() else None
+    if host is None:
         return ambiguous
-    raw_full = raw if "://" in raw else "http://" + raw
     try:
-        parts = urlsplit(raw_full)
+        parts = urlsplit(raw if "://" in raw else "http://" + raw)
         port = parts.port
     except ValueError:
-        return ambiguous
-    netloc = parts.netloc
-    if not netloc or "@" in netloc or "%" in netloc or not netloc.isascii():
-        return ambiguous
-    host = (parts.hostname or "").rstrip(".")
-    if not host or (_NUMERIC_HOST.match(host) and not _IPV4.match(host)):
         return ambiguous
     scheme = parts.scheme.lower()
     if port is not None and port == _DEFAULT_PORTS.get(scheme):
