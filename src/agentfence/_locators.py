@@ -31,12 +31,6 @@ from urllib.parse import urlsplit
 
 from agentfence._values import url_host
 
-# URLs in prose: with a scheme, or scheme-less with a path (www.site.test/x, site.test/x).
-URL_IN_TEXT = re.compile(
-    r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s<>\"'`)\]]+"
-    r"|(?<![\w@./\\-])(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
-    r"/[^\s<>\"'`)\]]*"
-)
 _SCHEMELESS = re.compile(
     r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?::\d+)?/\S*$"
 )

@@ -16,14 +16,13 @@ import re
 import threading
 from array import array
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 from agentfence._locators import (
     PATH_IN_TEXT,
-    URL_IN_TEXT,
     looks_like_path,
     looks_like_url,
     normal_path,
@@ -171,22 +170,15 @@ def text_keys(text: str) -> tuple[set[str], str]:
     for run in set(_DIGIT_RUN.findall(text)):
         _run_keys(run, keys)
     keys.update("d:" + _host(domain) for domain in _EMAIL.findall(text))
-    slash = "/" in text
-    links: list[str] = _URL.findall(text) if "://" in text else []
-    for match in _DOTTED.finditer(text):
-        dotted = match.group()
-        last = dotted.rsplit(".", 1)[1]
-        if last.isalpha() and len(last) >= 2:
-            keys.add("d:" + _host(dotted))
-            end = match.end()
-            if slash and text[end : end + 1] == "/":
-                # A scheme-less URL (site.test/path): the dotted name and the path after it.
-                tail = _URL_TAIL.match(text, end)
-                links.append(text[match.start() : tail.end() if tail else end])
-        elif _IPV4_SHAPE.match(dotted):
-            keys.add("d:" + dotted)
-    if slash:
-        keys |= _link_keys_of(links, hosts=True)
+    dotted = list(_DOTTED.finditer(text))  # one pass serves domains and scheme-less URLs
+    for match in dotted:
+        name = match.group()
+        if _is_domain(name):
+            keys.add("d:" + _host(name))
+        elif _IPV4_SHAPE.match(name):
+            keys.add("d:" + name)
+    if "/" in text:
+        keys |= _link_keys_of(urls_in(text, dotted), hosts=True)
         for path in PATH_IN_TEXT.findall(text):
             keys.add("p:" + normal_path(path, prose=True))
     words = _WORD.findall(text.lower())
@@ -203,10 +195,7 @@ def _run_keys(run: str, keys: set[str]) -> None:
         return
     if " " not in run and "-" not in run:  # one amount such as 2,500.00, the next commonest
         group = run.rstrip(".,")
-        if _NUMBER_SHAPE.fullmatch(group):
-            keys.add("n:" + _number_text(group))
-        else:
-            keys.update("n:" + _number_text(n) for n in _NUMBER.findall(group))
+        _group_number_keys(group, keys)
         if group.isdigit() and len(group) >= _MIN_ACCOUNT_DIGITS:
             keys.add("a:" + group)
         return
@@ -215,10 +204,7 @@ def _run_keys(run: str, keys: set[str]) -> None:
         group = group.rstrip(".,")
         if not group:
             continue
-        if _NUMBER_SHAPE.fullmatch(group):
-            keys.add("n:" + _number_text(group))
-        else:
-            keys.update("n:" + _number_text(n) for n in _NUMBER.findall(group))
+        _group_number_keys(group, keys)
         if group.isdigit():
             chain.append(group)
         else:
@@ -229,10 +215,38 @@ def _run_keys(run: str, keys: set[str]) -> None:
         keys |= _chain_keys(" ".join(chain), _MIN_ACCOUNT_DIGITS)
 
 
+def _is_domain(name: str) -> bool:
+    """A dotted name whose last label is letters: a domain, not a number or an address."""
+    last = name.rsplit(".", 1)[1]
+    return last.isalpha() and len(last) >= 2
+
+
+def urls_in(text: str, dotted: Iterable[re.Match[str]] | None = None) -> list[str]:
+    """The URLs in prose: those with a scheme, and scheme-less ones (a domain followed by a
+    path, ``site.test/path``). ``dotted`` are the text's dotted names, when already found."""
+    links: list[str] = _URL.findall(text) if "://" in text else []
+    if "/" not in text:
+        return links
+    for match in dotted if dotted is not None else _DOTTED.finditer(text):
+        end = match.end()
+        if text[end : end + 1] == "/" and _is_domain(match.group()):
+            tail = _URL_TAIL.match(text, end)
+            links.append(text[match.start() : tail.end() if tail else end])
+    return links
+
+
+def _group_number_keys(group: str, keys: set[str]) -> None:
+    """The number keys of one group of a digit run (``2,500.00``, or numbers inside it)."""
+    if _NUMBER_SHAPE.fullmatch(group):
+        keys.add("n:" + _number_text(group))
+    else:
+        keys.update("n:" + _number_text(n) for n in _NUMBER.findall(group))
+
+
 def link_keys(text: str, *, hosts: bool) -> set[str]:
     """Keys of the URLs in text: each whole (``u:``) or, when ambiguous, as written (``r:``);
     with ``hosts``, also the host of each unambiguous one (``d:``)."""
-    return _link_keys_of(URL_IN_TEXT.findall(text), hosts=hosts)
+    return _link_keys_of(urls_in(text), hosts=hosts)
 
 
 def _link_keys_of(found: Iterable[str], *, hosts: bool) -> set[str]:
@@ -647,25 +661,8 @@ _VOUCHING = frozenset({SOURCE_USER, SOURCE_SYSTEM, SOURCE_DIRECTORY})
 def links_carried(text: str, history: History, directory: Directory | None) -> frozenset[str]:
     """Labels of tool results from which a URL inside ``text`` was copied, unless the user,
     the system prompt or the directory gave that same URL (an ambiguous URL: always)."""
-    keys = link_keys(text, hosts=False)
-    if not keys:
-        return frozenset()
-    docs = history.index.docs
-    labels: set[str] = set()
-    for key in keys:
-        positions = history.docs_with(key)
-        if not positions:
-            continue
-        trusted = key.startswith("u:") and (
-            any(docs[p].source in _TRUSTED for p in positions)
-            or bool(directory and directory.lists_holding((key,)))
-        )
-        if trusted:
-            continue
-        for p in positions:
-            if docs[p].source in (SOURCE_TOOL, SOURCE_INPUT):
-                labels |= docs[p].labels
-    return frozenset(labels)
+    # Only a whole URL can be vouched for; an ambiguous one ("r:") never is.
+    return _copied_labels(link_keys(text, hosts=False), history, directory, lambda k: k[:2] == "u:")
 
 
 def carried(text: str, history: History, directory: Directory | None) -> frozenset[str]:
@@ -677,17 +674,27 @@ def carried(text: str, history: History, directory: Directory | None) -> frozens
     if len(text) < 6:
         return frozenset()
     keys = identifier_keys(unquote(text), min_digits=_MIN_CARRIED_DIGITS)
-    if not keys:
-        return frozenset()
+    return _copied_labels(keys, history, directory, lambda _key: True)
+
+
+def _copied_labels(
+    keys: Iterable[str],
+    history: History,
+    directory: Directory | None,
+    vouchable: Callable[[str], bool],
+) -> frozenset[str]:
+    """Labels of the tool results holding any of ``keys``, leaving out the keys a trusted
+    place (the user, the system prompt, the directory) also gave, when ``vouchable``."""
     docs = history.index.docs
     labels: set[str] = set()
     for key in keys:
         positions = history.docs_with(key)
         if not positions:
             continue
-        if any(docs[p].source in _TRUSTED for p in positions):
-            continue
-        if directory and directory.lists_holding((key,)):
+        if vouchable(key) and (
+            any(docs[p].source in _TRUSTED for p in positions)
+            or (directory and directory.lists_holding((key,)))
+        ):
             continue
         for p in positions:
             if docs[p].source in (SOURCE_TOOL, SOURCE_INPUT):
