@@ -176,29 +176,7 @@ class Checkpoints:
         if self._on_hold(request) == "deny":
             return self._refuse_unattended(request, fresh, decision, span)
         stored = self._fence._approvals.create(fresh)  # the first pass's request, on re-execution
-        args_blob = Blob.of(_canonical(stored.args))
-        self._fence._append(
-            ApprovalRequestRecord(
-                request_id=stored.request_id,
-                decision_id=stored.decision_id,
-                action_digest=stored.action_digest,
-                tool=stored.tool,
-                tool_call_id=stored.tool_call_id,
-                args_blob=args_blob.ref,
-                principal=stored.principal,
-                agent=stored.agent,
-                thread=stored.thread,
-                policy_hash=stored.policy_hash,
-                policy_ids=stored.policy_ids,
-                reasons=stored.reasons,
-                risk=stored.risk,
-                approvers=stored.approvers,
-                created_us=stored.created_us,
-                expires_us=stored.expires_us,
-                time_us=self._fence._clock(),
-            ),
-            [args_blob],
-        )
+        self._record_request(stored, expires_us=stored.expires_us)
         done = self._fence._log.find_outcome(decision.decision_id)
         span.approval_requested(stored.request_id, stored.approvers, _datetime(stored.expires_us))
         payload = interrupt_payload(stored)
@@ -356,23 +334,8 @@ class Checkpoints:
         )
         return Run.of(decision, request, facts)
 
-    def _on_hold(self, request: ToolCallRequest) -> str:
-        """This run's ``on_hold`` mode: its own ``configurable`` key, else the fence's."""
-        config = getattr(getattr(request, "runtime", None), "config", None) or {}
-        asked = (config.get("configurable") or {}).get(CONFIG_ON_HOLD)
-        if asked is None:
-            return self._fence._on_hold
-        return check_on_hold(asked, f"configurable[{CONFIG_ON_HOLD!r}]")
-
-    def _refuse_unattended(
-        self,
-        request: ToolCallRequest,
-        held: ApprovalRequest,
-        decision: Decision,
-        span: ToolCallSpan,
-    ) -> ToolResult:
-        """Refuse a held call in a run that takes no approvals, and record it as such: the
-        request (for the auditor) and an ``unattended`` answer, with no approver asked."""
+    def _record_request(self, held: ApprovalRequest, *, expires_us: int) -> None:
+        """Put an approval request on the log, with its arguments as a blob."""
         args_blob = Blob.of(_canonical(held.args))
         self._fence._append(
             ApprovalRequestRecord(
@@ -391,11 +354,31 @@ class Checkpoints:
                 risk=held.risk,
                 approvers=held.approvers,
                 created_us=held.created_us,
-                expires_us=held.created_us,
+                expires_us=expires_us,
                 time_us=self._fence._clock(),
             ),
             [args_blob],
         )
+
+    def _on_hold(self, request: ToolCallRequest) -> str:
+        """This run's ``on_hold`` mode: its own ``configurable`` key, else the fence's."""
+        config = getattr(getattr(request, "runtime", None), "config", None) or {}
+        asked = (config.get("configurable") or {}).get(CONFIG_ON_HOLD)
+        if asked is None:
+            return self._fence._on_hold
+        return check_on_hold(asked, f"configurable[{CONFIG_ON_HOLD!r}]")
+
+    def _refuse_unattended(
+        self,
+        request: ToolCallRequest,
+        held: ApprovalRequest,
+        decision: Decision,
+        span: ToolCallSpan,
+    ) -> ToolResult:
+        """Refuse a held call in a run that takes no approvals, and record it as such: the
+        request (for the auditor) and an ``unattended`` answer, with no approver asked."""
+        # Nobody may answer it: it expires as it is made.
+        self._record_request(held, expires_us=held.created_us)
         self._fence._append(
             ApprovalAnswerRecord(
                 request_id=held.request_id,
