@@ -469,11 +469,7 @@ class SignedLog:
         # Serialise before queueing: the commit leader only assembles and hashes.
         item = _Pending(record, blobs, canonical_bytes(record))
         with self._lock:
-            if self._closed:
-                raise LogError(f"the decision log {self.name} is closed")
-            if self._failed:
-                raise LogError(self._failed)
-            self._queue.append(item)
+            self._enqueue(item)
             lead = not self._leader
             self._leader = True
         if not lead:
@@ -516,11 +512,7 @@ class SignedLog:
             return
         item = _Pending(record, blobs, canonical_bytes(record), deferred=True)
         with self._lock:
-            if self._closed:
-                raise LogError(f"the decision log {self.name} is closed")
-            if self._failed:
-                raise LogError(self._failed)
-            self._queue.append(item)
+            self._enqueue(item)
             if self._flush_timer is None and not self._leader:
                 self._schedule_flush()
 
@@ -532,6 +524,15 @@ class SignedLog:
         once for now: deferred records and server restarts are not yet proven together.
         """
         return self._flush_window > 0 and self._backend.location.engine == SQLITE
+
+    def _enqueue(self, item: _Pending) -> None:
+        """Queue a record for the next commit (hold ``self._lock``); refuse on a closed or
+        failed log."""
+        if self._closed:
+            raise LogError(f"the decision log {self.name} is closed")
+        if self._failed:
+            raise LogError(self._failed)
+        self._queue.append(item)
 
     def _schedule_flush(self) -> None:
         """Commit queued records within the flush window (hold ``self._lock``)."""

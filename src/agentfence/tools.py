@@ -550,7 +550,7 @@ class ToolEntry:
         integer (a list names several resources: :meth:`resource_targets`).
         """
         targets = self.resource_targets(args)
-        if len(targets) != 1 or isinstance(self.resource_value(args), list | tuple):
+        if len(targets) != 1:
             raise ArgumentError(
                 self.spec.resource.arg if self.spec.resource else "",
                 "names several resources; decide it with resource_targets()",
@@ -602,17 +602,6 @@ class ToolEntry:
     def resource_type(self) -> str:
         """The Cedar entity type of this tool's resource."""
         return self.spec.resource.type if self.spec.resource else "Tool"
-
-    def resource_value(self, args: Mapping[str, Any]) -> Any:
-        """The raw argument value naming the resource (``None`` when none is declared)."""
-        if self.spec.resource is None:
-            return None
-        value: Any = args
-        for part in self._resource_path():
-            if not isinstance(value, Mapping) or part not in value:
-                return None
-            value = value[part]
-        return value
 
     def provenance_fields(self) -> tuple[ProvenanceField, ...]:
         """The top-level arguments whose provenance policies see (``context.provenance``).
