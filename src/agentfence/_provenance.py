@@ -17,8 +17,8 @@ import threading
 from array import array
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from agentfence._locators import (
@@ -41,6 +41,8 @@ from agentfence.labels import (
     message_facts,
     to_decimal,
 )
+
+_T = TypeVar("_T")
 
 # --- keys ------------------------------------------------------------------------------------
 #
@@ -441,6 +443,17 @@ class History:
     size: int
     labels: frozenset[str]
     tools: frozenset[str]
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, compare=False, repr=False)
+    """What one call's view has already answered (provenance of a value, labels a text
+    carries), so a call that asks twice (one request per resource, the labels its result
+    inherits) computes once."""
+
+    def remembered(self, key: tuple[Any, ...], compute: Callable[[], _T]) -> _T:
+        """``compute()``, once per ``key`` for this view."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        found: _T = self.memo[key]
+        return found
 
     @classmethod
     def empty(cls) -> History:
@@ -562,6 +575,17 @@ def provenance(
     union over the items. ``role`` are the words that name the value's role (from the
     argument's and the tool's names): a short value counts only where one stands beside it.
     """
+    key = ("provenance", repr(value), numeric, role, id(directory))
+    return history.remembered(key, lambda: _provenance(value, history, directory, numeric, role))
+
+
+def _provenance(
+    value: Any,
+    history: History,
+    directory: Directory | None,
+    numeric: bool,
+    role: frozenset[str],
+) -> Provenance:
     if isinstance(value, list | tuple | set | frozenset):
         items = [provenance(v, history, directory, numeric=numeric, role=role) for v in value]
         if not items:
@@ -662,7 +686,12 @@ def links_carried(text: str, history: History, directory: Directory | None) -> f
     """Labels of tool results from which a URL inside ``text`` was copied, unless the user,
     the system prompt or the directory gave that same URL (an ambiguous URL: always)."""
     # Only a whole URL can be vouched for; an ambiguous one ("r:") never is.
-    return _copied_labels(link_keys(text, hosts=False), history, directory, lambda k: k[:2] == "u:")
+    return history.remembered(
+        ("links", text, id(directory)),
+        lambda: _copied_labels(
+            link_keys(text, hosts=False), history, directory, lambda k: k[:2] == "u:"
+        ),
+    )
 
 
 def carried(text: str, history: History, directory: Directory | None) -> frozenset[str]:
@@ -673,8 +702,15 @@ def carried(text: str, history: History, directory: Directory | None) -> frozens
     """
     if len(text) < 6:
         return frozenset()
-    keys = identifier_keys(unquote(text), min_digits=_MIN_CARRIED_DIGITS)
-    return _copied_labels(keys, history, directory, lambda _key: True)
+    return history.remembered(
+        ("carried", text, id(directory)),
+        lambda: _copied_labels(
+            identifier_keys(unquote(text), min_digits=_MIN_CARRIED_DIGITS),
+            history,
+            directory,
+            lambda _key: True,
+        ),
+    )
 
 
 def _copied_labels(

@@ -192,3 +192,33 @@ def test_recipients_held_by_one_group_are_held_for_that_group(holding: Fence) ->
     assert d.effect is Effect.REQUIRE_APPROVAL
     assert d.approvers == ("security",)
     assert sorted(d.policy_ids) == ["security-holds-b", "security-holds-c"]
+
+
+def test_the_facts_of_a_call_are_computed_once_however_many_resources_it_names(
+    fence: Fence, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One request per recipient, but what the body carries is one fact of the call: it is
+    # computed once, not once per recipient.
+    from agentfence import _provenance
+
+    seen: list[tuple[str, ...]] = []
+    real = _provenance._copied_labels
+
+    def counted(keys: Any, *args: Any) -> Any:
+        keys = tuple(sorted(keys))
+        seen.append(keys)
+        return real(keys, *args)
+
+    monkeypatch.setattr(_provenance, "_copied_labels", counted)
+    body = "Invoice 4711-0042-9981 attached, see https://files.acme.test/q3"
+    recipients = ["bob@acme.test", "carol@acme.test", "dan@acme.test"]
+    d = fence.decide(
+        "send_email",
+        {"recipients": recipients, "body": body},
+        principal="alice",
+        messages=[
+            HumanMessage("send the Q3 files to bob@acme.test, carol@acme.test, dan@acme.test")
+        ],
+    )
+    assert len(d.requests) == 3
+    assert len(seen) == len(set(seen))  # no set of keys looked up twice
