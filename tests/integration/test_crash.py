@@ -40,6 +40,28 @@ WRITER = textwrap.dedent(
 )
 
 
+def killed_writer(script: Path, db: Path, key: Path, run: int, delay: float) -> list[str]:
+    """Start a writer, let it append for ``delay`` seconds, SIGKILL it; the lines it printed
+    (each complete line is an append that returned before the kill)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(db), str(key), str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    ready = proc.stdout.readline()
+    assert ready.strip() == "ready", proc.stderr.read() if proc.stderr else ""
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    lines = proc.stdout.read().splitlines()
+    proc.stdout.close()
+    if proc.stderr:
+        proc.stderr.close()
+    return lines
+
+
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_no_acknowledged_entry(tmp_path: Path) -> None:
     signer = Signer.generate("crash-test")
@@ -50,26 +72,10 @@ def test_sigkill_at_random_moments_loses_no_acknowledged_entry(tmp_path: Path) -
     rng = random.Random(20261122)
     acknowledged: dict[str, int] = {}
     for run in range(20):
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(db), str(key), str(run)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stdout is not None
-        ready = proc.stdout.readline()
-        assert ready.strip() == "ready", proc.stderr.read() if proc.stderr else ""
-        time.sleep(rng.uniform(0.0, 0.12))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        # Every complete line is an append that returned before the kill.
-        for line in proc.stdout.read().splitlines():
+        for line in killed_writer(script, db, key, run, rng.uniform(0.0, 0.12)):
             parts = line.split()
             if len(parts) == 2 and parts[1].isdigit():
                 acknowledged[parts[0]] = int(parts[1])
-        proc.stdout.close()
-        if proc.stderr:
-            proc.stderr.close()
 
         # After each kill: the log opens (its tail check passes) and holds every entry
         # that was acknowledged, at the seq it was acknowledged with.
@@ -128,31 +134,14 @@ def test_sigkill_with_deferred_outcomes_loses_no_decision_and_only_recent_outcom
     script.write_text(DEFERRING_WRITER)
     rng = random.Random(20261205)
     decided: dict[str, int] = {}
-    ran_in_order: list[str] = []
     for run in range(12):
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(db), str(key), str(run)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert proc.stdout is not None
-        ready = proc.stdout.readline()
-        assert ready.strip() == "ready", proc.stderr.read() if proc.stderr else ""
-        time.sleep(rng.uniform(0.02, 0.15))
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
         ran_this_run: list[str] = []
-        for line in proc.stdout.read().splitlines():
+        for line in killed_writer(script, db, key, run, rng.uniform(0.02, 0.15)):
             parts = line.split()
             if parts[:1] == ["decided"] and len(parts) == 3:
                 decided[parts[1]] = int(parts[2])
             elif parts[:1] == ["ran"] and len(parts) == 2:
                 ran_this_run.append(parts[1])
-        ran_in_order.extend(ran_this_run)
-        proc.stdout.close()
-        if proc.stderr:
-            proc.stderr.close()
 
         log = SignedLog.open(f"sqlite:///{db}", signer=signer)
         records = dict(log.read())
