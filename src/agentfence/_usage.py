@@ -240,10 +240,6 @@ class _LogReader:
         """The seq from which on the log may hold records at or after ``since_us``."""
         return self._log.first_seq_since(since_us) if self._log is not None else 0
 
-    def size(self) -> int:
-        """The number of entries in the log."""
-        return self._log.size() if self._log is not None else 0
-
     def tail(self, start: int) -> Iterator[tuple[int, LogRecord]]:
         """Decision and outcome records from ``start`` on, in order."""
         if self._log is None:

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import rfc8785
 
@@ -107,6 +107,7 @@ from agentfence.tracing import (
 __all__ = ["Clock", "Fence", "PrincipalResolver"]
 
 _logger = logging.getLogger("agentfence.fence")
+_W = TypeVar("_W")
 
 
 class PrincipalResolver(Protocol):
@@ -632,28 +633,27 @@ class Fence:
     # --- describing and recording --------------------------------------------------------
 
     def _append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
-        started = time.perf_counter()
-        try:
-            receipt = self._log.append(record, blobs)
-        except Exception as exc:
-            self._telemetry.log_append(time.perf_counter() - started, error_type=type(exc).__name__)
-            raise
-        self._telemetry.log_append(time.perf_counter() - started)
-        return receipt
+        return self._timed(lambda: self._log.append(record, blobs))
 
     def _append_outcome(self, record: OutcomeRecord, blobs: Sequence[Blob] = ()) -> None:
         """Record an outcome. It need not hold the call: a log that can defer it lets it ride
         the next commit (a decision's), within a bounded window (docs/log-format.md)."""
-        if not isinstance(self._log, DeferringLog):
+        log = self._log
+        if isinstance(log, DeferringLog):
+            self._timed(lambda: log.append_later(record, blobs))
+        else:
             self._append(record, blobs)
-            return
+
+    def _timed(self, write: Callable[[], _W]) -> _W:
+        """Run one write to the log, reporting its latency (and its error type) as a metric."""
         started = time.perf_counter()
         try:
-            self._log.append_later(record, blobs)
+            result = write()
         except Exception as exc:
             self._telemetry.log_append(time.perf_counter() - started, error_type=type(exc).__name__)
             raise
         self._telemetry.log_append(time.perf_counter() - started)
+        return result
 
     def _facts_from_request(self, request: ToolCallRequest) -> CallFacts:
         tool, args, call_id, config = call_parts(request)
