@@ -30,21 +30,17 @@ from agentfence._log_check import verify_log
 from agentfence._log_snapshot import _parse_body, _Snapshot
 from agentfence._receipts import _decode_entry, _hashes, _prove_included
 from agentfence._signing import Verifier
-from agentfence._verify_common import (
+from agentfence._verify_common import Progress, VerifiedStep, _count, _first_error, _Frozen, _Run
+from agentfence.errors import (
     BlobError,
     CheckpointError,
+    ConfigurationError,
     EvidenceError,
     ForkError,
     LogVerificationError,
     OrderError,
-    Progress,
-    VerifiedStep,
-    _count,
-    _first_error,
-    _Frozen,
-    _Run,
+    VerificationError,
 )
-from agentfence.errors import ConfigurationError, VerificationError
 from agentfence.records import (
     ActivationRecord,
     ApprovalAnswerRecord,

@@ -42,22 +42,17 @@ from agentfence._log_snapshot import (
 )
 from agentfence._signing import Checkpoint, Verifier
 from agentfence._store import Cursor
-from agentfence._verify_common import (
-    _KEEP,
+from agentfence._verify_common import _KEEP, Progress, VerifiedStep, _count, _first_error, _Run
+from agentfence.errors import (
     BlobError,
     CheckpointError,
     EntryError,
     ForkError,
     LogVerificationError,
     OrderError,
-    Progress,
     RollbackError,
-    VerifiedStep,
-    _count,
-    _first_error,
-    _Run,
+    VerificationError,
 )
-from agentfence.errors import VerificationError
 from agentfence.log import LOG_FORMAT, dedupe_key, index_columns
 from agentfence.records import (
     BLOB_SALT_BYTES,

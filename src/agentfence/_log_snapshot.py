@@ -15,8 +15,8 @@ from typing import Any, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from agentfence._store import SQLITE, Cursor, Database, parse_url
-from agentfence._verify_common import _KEEP, EntryError, _first_error, _Frozen
-from agentfence.errors import LogError
+from agentfence._verify_common import _KEEP, _first_error, _Frozen
+from agentfence.errors import EntryError, LogError
 from agentfence.records import ENTRY_FORMAT, LogRecord, Record
 
 _DECISION = "agentfence.decision/v1"

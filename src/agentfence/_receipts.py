@@ -21,8 +21,14 @@ from agentfence import _merkle, _signing
 from agentfence._key_schedule import _note_text, _open_checkpoint, _saved_note, _verifiers
 from agentfence._log_snapshot import _body_seq, _parse_body, _Snapshot
 from agentfence._signing import Checkpoint, Verifier
-from agentfence._verify_common import EntryError, EvidenceError, _first_error, _Frozen
-from agentfence.errors import ConfigurationError, LogError, VerificationError
+from agentfence._verify_common import _first_error, _Frozen
+from agentfence.errors import (
+    ConfigurationError,
+    EntryError,
+    EvidenceError,
+    LogError,
+    VerificationError,
+)
 from agentfence.records import LogRecord
 
 __all__ = ["RECEIPT_FORMAT", "InclusionReceipt", "VerifiedReceipt", "prove", "verify_receipt"]

@@ -14,27 +14,10 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from agentfence.errors import (
-    BlobError,
-    CheckpointError,
-    EntryError,
-    EvidenceError,
-    ForkError,
-    LogVerificationError,
-    OrderError,
-    RollbackError,
-)
+from agentfence.errors import LogVerificationError
 
 __all__ = [
-    "BlobError",
-    "CheckpointError",
-    "EntryError",
-    "EvidenceError",
-    "ForkError",
-    "LogVerificationError",
-    "OrderError",
     "Progress",
-    "RollbackError",
     "VerifiedStep",
 ]
 

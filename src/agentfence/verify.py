@@ -41,7 +41,9 @@ from agentfence._receipts import RECEIPT_FORMAT as RECEIPT_FORMAT
 from agentfence._receipts import InclusionReceipt, VerifiedReceipt, prove, verify_receipt
 from agentfence._replay import PARALLEL_REPLAY_FROM as PARALLEL_REPLAY_FROM
 from agentfence._replay import NotReplayable, ReplayChange, ReplayReport, replay
-from agentfence._verify_common import (
+from agentfence._verify_common import Progress as Progress
+from agentfence._verify_common import VerifiedStep
+from agentfence.errors import (
     BlobError,
     CheckpointError,
     EntryError,
@@ -50,9 +52,7 @@ from agentfence._verify_common import (
     LogVerificationError,
     OrderError,
     RollbackError,
-    VerifiedStep,
 )
-from agentfence._verify_common import Progress as Progress
 
 __all__ = [
     "EVIDENCE_STEPS",
