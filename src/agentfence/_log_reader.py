@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import TypeAdapter, ValidationError
 
-from agentfence._log_backend import LogBackend
+from agentfence._storage.tables import LogBackend
 from agentfence.errors import VerificationError
 from agentfence.records import (
     ENTRY_FORMAT,

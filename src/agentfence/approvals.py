@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentfence._ids import derive_id
 from agentfence._signing import Signer, Verifier
-from agentfence._store import Database, Location, MemoryDatabase, parse_url
+from agentfence._storage.database import Database, Location, MemoryDatabase, parse_url
 from agentfence.errors import AgentfenceError, ConfigurationError, PolicyLoadError
 from agentfence.policy import (
     APPROVERS_FILE,

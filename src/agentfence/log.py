@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from agentfence import _merkle, _signing
-from agentfence._log_backend import CheckpointRow, EntryRow, LogBackend, ServerEntry
 from agentfence._log_reader import LogReader, LogView, ThreadDecision, parse_entry
-from agentfence._store import SQLITE, Location, parse_url
+from agentfence._storage.database import SQLITE, Location, parse_url
+from agentfence._storage.tables import CheckpointRow, EntryRow, LogBackend, ServerEntry
 from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
     ApprovalRequestRecord,

@@ -24,9 +24,9 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import BaseTool
 
 from agentfence import Fence, _merkle
-from agentfence._log_backend import LogBackend, copy_log
 from agentfence._signing import Signer, write_private_key
-from agentfence._store import POSTGRESQL, Database, parse_url
+from agentfence._storage.database import POSTGRESQL, Database, parse_url
+from agentfence._storage.tables import LogBackend, copy_log
 from agentfence.approvals import ApprovalRefused, ApprovalRequest, ApprovalStore
 from agentfence.errors import LogError
 from agentfence.log import LogReader, MemoryLog, SignedLog

@@ -29,9 +29,9 @@ from langchain_core.messages import ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agentfence import Fence
-from agentfence._cli_approvals import approvals_app
 from agentfence._signing import Signer, write_private_key
 from agentfence.approvals import ApprovalRequest, ApprovalStore, ApproverRegistry, check_answer
+from agentfence.cli._approvals import approvals_app
 from agentfence.demo import demo_approver, policy_dir, script
 from agentfence.demo.tools import TOOLS
 from agentfence.testing import ScriptedChatModel

@@ -37,8 +37,8 @@ from langchain_core.tools import BaseTool, tool
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agentfence import Fence, Resource, govern
-from agentfence._log_backend import LogBackend
 from agentfence._signing import Signer, write_private_key
+from agentfence._storage.tables import LogBackend
 from agentfence.demo import demo_approver, policy_dir
 from agentfence.demo.tools import delete_file, lookup_customer, send_email
 from agentfence.log import parse_entry

@@ -40,8 +40,8 @@ from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, tool
 
 from agentfence import Fence
-from agentfence._log_backend import LogBackend
 from agentfence._signing import Signer, write_private_key
+from agentfence._storage.tables import LogBackend
 from agentfence.log import SignedLog, parse_entry
 from agentfence.policy import _policy_hash
 from agentfence.records import DecisionRecord, LogRecord, OutcomeRecord

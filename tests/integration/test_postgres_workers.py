@@ -21,9 +21,9 @@ import pytest
 from langchain_core.tools import BaseTool
 
 from agentfence import Fence
-from agentfence._log_backend import LogBackend
 from agentfence._signing import Signer, write_private_key
-from agentfence._store import Database
+from agentfence._storage.database import Database
+from agentfence._storage.tables import LogBackend
 from agentfence.demo import demo_approver
 from agentfence.errors import LogError
 from agentfence.log import SignedLog, parse_entry

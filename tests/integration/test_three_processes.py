@@ -16,8 +16,8 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from agentfence._log_backend import LogBackend
 from agentfence._signing import Signer, write_private_key
+from agentfence._storage.tables import LogBackend
 from agentfence.demo import demo_approver, policy_dir
 from agentfence.log import parse_entry
 from agentfence.records import ApprovalAnswerRecord, ApprovalRequestRecord, OutcomeRecord

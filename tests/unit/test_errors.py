@@ -14,7 +14,7 @@ from agentfence.errors import LogVerificationError, VerificationError
 
 # Control flow inside the CLI, never raised to a caller (it carries an exit code); and the
 # warnings' own root, a Warning, not an error.
-_NOT_ERRORS = {"agentfence.cli.Exit", "agentfence.errors.AgentfenceWarning"}
+_NOT_ERRORS = {"agentfence.cli._common.Exit", "agentfence.errors.AgentfenceWarning"}
 
 
 def test_every_exception_class_is_under_the_root() -> None:

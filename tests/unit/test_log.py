@@ -12,7 +12,7 @@ import pytest
 from agentfence import ConfigurationError, LogError, MemoryLog
 from agentfence._merkle import leaf_hash, root_from_leaf_hashes
 from agentfence._signing import Signer, open_checkpoint
-from agentfence._store import POSTGRESQL, SQLITE, parse_url
+from agentfence._storage.database import POSTGRESQL, SQLITE, parse_url
 from agentfence.log import SignedLog, parse_entry
 from agentfence.records import (
     Blob,

@@ -22,8 +22,8 @@ from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agentfence import _merkle
-from agentfence._log_backend import CheckpointRow, EntryRow, LogBackend
 from agentfence._signing import Checkpoint, Signer, write_private_key, write_verifier_key
+from agentfence._storage.tables import CheckpointRow, EntryRow, LogBackend
 from agentfence.demo import policy_dir
 from agentfence.demo.tools import TOOLS
 from agentfence.errors import ConfigurationError, LogError

@@ -23,7 +23,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentfence._store import Database, Location, parse_url
+from agentfence._storage.database import Database, Location, parse_url
 from agentfence.errors import ConfigurationError
 
 __all__ = ["Account", "ApproverAccounts", "Session"]

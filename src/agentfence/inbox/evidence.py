@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agentfence._log_backend import EntryRow, LogBackend
-from agentfence._store import Location, driver_errors
+from agentfence._storage.database import Location, driver_errors
+from agentfence._storage.tables import EntryRow, LogBackend
 from agentfence.approvals import ApprovalRequest
 from agentfence.errors import AgentfenceError
 from agentfence.log import LogView, ThreadDecision, parse_entry

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentfence._signing import Signer, read_private_key
-from agentfence._store import Location, parse_url
+from agentfence._storage.database import Location, parse_url
 from agentfence.approvals import (
     ApprovalAnswer,
     ApprovalRefused,

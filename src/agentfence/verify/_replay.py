@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentfence import _cedar
-from agentfence._log_snapshot import _ACTIVATION, _DECISION, _parse_body, _Snapshot
-from agentfence._verify_common import Progress
 from agentfence.errors import PolicyLoadError, VerificationError
 from agentfence.policy import CallFacts, EntityRef, PolicyEngine, read_directory
 from agentfence.records import ActivationRecord, DecisionRecord
 from agentfence.tools import ToolCatalog
+from agentfence.verify._common import Progress
+from agentfence.verify._snapshot import _ACTIVATION, _DECISION, _parse_body, _Snapshot
 
 __all__ = [
     "PARALLEL_REPLAY_FROM",

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from agentfence._signing import read_private_key
-from agentfence._store import Location, parse_url
+from agentfence._storage.database import Location, parse_url
+from agentfence.cli._common import err, load_tools, out
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceWarning, ConfigurationError
 from agentfence.inbox.accounts import MIN_PASSWORD, ApproverAccounts
@@ -32,8 +32,6 @@ inbox_app = typer.Typer(
     help="The approvers' web inbox: serve it, and manage who may sign in.",
     no_args_is_help=True,
 )
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 DbOption = Annotated[
     str | None,
@@ -189,7 +187,6 @@ def serve(
         raise ConfigurationError(
             f"the web inbox needs the inbox extra ({exc}); run `pip install 'agentfence[inbox]'`"
         ) from exc
-    from agentfence.cli import load_tools  # here, not at import: agentfence.cli imports us
 
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise ConfigurationError("pass both --ssl-certfile and --ssl-keyfile, or neither")

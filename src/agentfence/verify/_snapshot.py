@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from agentfence._store import SQLITE, Cursor, Database, parse_url
-from agentfence._verify_common import _KEEP, _first_error, _Frozen
+from agentfence._storage.database import SQLITE, Cursor, Database, parse_url
 from agentfence.errors import EntryError, LogError
 from agentfence.records import ENTRY_FORMAT, LogRecord, Record
+from agentfence.verify._common import _KEEP, _first_error, _Frozen
 
 _DECISION = "agentfence.decision/v1"
 _OUTCOME = "agentfence.outcome/v1"

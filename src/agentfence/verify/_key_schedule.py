@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from agentfence import _signing
 from agentfence._signing import Checkpoint, Verifier
-from agentfence._verify_common import _KEEP
 from agentfence.errors import CheckpointError, ConfigurationError, VerificationError
+from agentfence.verify._common import _KEEP
 
 __all__ = ["KeyChange"]
 

@@ -19,30 +19,8 @@ import rfc8785
 from pydantic import ValidationError
 
 from agentfence import _merkle, _signing
-from agentfence._entry_order import _Order
-from agentfence._key_schedule import (
-    KeyChange,
-    _KeySchedule,
-    _note_text,
-    _open_checkpoint,
-    _saved_note,
-    _short,
-    _unique,
-    _verifiers,
-)
-from agentfence._log_snapshot import (
-    _DECISION,
-    _DECISION_KEY,
-    _ENTRY,
-    _OUTCOME,
-    _OUTCOME_KEY,
-    _body_seq,
-    _parse_body,
-    _Snapshot,
-)
 from agentfence._signing import Checkpoint, Verifier
-from agentfence._store import Cursor
-from agentfence._verify_common import _KEEP, Progress, VerifiedStep, _count, _first_error, _Run
+from agentfence._storage.database import Cursor
 from agentfence.errors import (
     BlobError,
     CheckpointError,
@@ -63,6 +41,28 @@ from agentfence.records import (
     KeyChangeRecord,
     LogRecord,
     OutcomeRecord,
+)
+from agentfence.verify._common import _KEEP, Progress, VerifiedStep, _count, _first_error, _Run
+from agentfence.verify._key_schedule import (
+    KeyChange,
+    _KeySchedule,
+    _note_text,
+    _open_checkpoint,
+    _saved_note,
+    _short,
+    _unique,
+    _verifiers,
+)
+from agentfence.verify._order import _Order
+from agentfence.verify._snapshot import (
+    _DECISION,
+    _DECISION_KEY,
+    _ENTRY,
+    _OUTCOME,
+    _OUTCOME_KEY,
+    _body_seq,
+    _parse_body,
+    _Snapshot,
 )
 
 __all__ = ["LOG_STEPS", "ErasedBlob", "VerifiedLog", "verify_log"]

@@ -26,23 +26,6 @@ on top of ``_verify_common`` (the error tree and the numbered steps), ``_log_sna
 
 from __future__ import annotations
 
-# The `X as X` imports keep public names that are not in __all__ importable from here too.
-from agentfence._evidence import EVIDENCE_FORMAT as EVIDENCE_FORMAT
-from agentfence._evidence import (
-    EVIDENCE_STEPS,
-    EvidencePack,
-    VerifiedEvidence,
-    export_evidence,
-    verify_evidence,
-)
-from agentfence._key_schedule import KeyChange
-from agentfence._log_check import LOG_STEPS, ErasedBlob, VerifiedLog, verify_log
-from agentfence._receipts import RECEIPT_FORMAT as RECEIPT_FORMAT
-from agentfence._receipts import InclusionReceipt, VerifiedReceipt, prove, verify_receipt
-from agentfence._replay import PARALLEL_REPLAY_FROM as PARALLEL_REPLAY_FROM
-from agentfence._replay import NotReplayable, ReplayChange, ReplayReport, replay
-from agentfence._verify_common import Progress as Progress
-from agentfence._verify_common import VerifiedStep
 from agentfence.errors import (
     BlobError,
     CheckpointError,
@@ -53,6 +36,24 @@ from agentfence.errors import (
     OrderError,
     RollbackError,
 )
+from agentfence.verify._check import LOG_STEPS, ErasedBlob, VerifiedLog, verify_log
+from agentfence.verify._common import Progress as Progress
+from agentfence.verify._common import VerifiedStep
+
+# The `X as X` imports keep public names that are not in __all__ importable from here too.
+from agentfence.verify._evidence import EVIDENCE_FORMAT as EVIDENCE_FORMAT
+from agentfence.verify._evidence import (
+    EVIDENCE_STEPS,
+    EvidencePack,
+    VerifiedEvidence,
+    export_evidence,
+    verify_evidence,
+)
+from agentfence.verify._key_schedule import KeyChange
+from agentfence.verify._receipts import RECEIPT_FORMAT as RECEIPT_FORMAT
+from agentfence.verify._receipts import InclusionReceipt, VerifiedReceipt, prove, verify_receipt
+from agentfence.verify._replay import PARALLEL_REPLAY_FROM as PARALLEL_REPLAY_FROM
+from agentfence.verify._replay import NotReplayable, ReplayChange, ReplayReport, replay
 
 __all__ = [
     "EVIDENCE_STEPS",

@@ -12,7 +12,6 @@ it now rather than from the log. Errors leave through ``agentfence.cli.main`` (e
 from __future__ import annotations
 
 import json
-import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -21,12 +20,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from agentfence._log_backend import LogBackend
 from agentfence._signing import Signer, read_private_key
-from agentfence._store import Location, parse_url
+from agentfence._storage.database import Location, parse_url
+from agentfence._storage.tables import LogBackend
 from agentfence.approvals import (
     ApprovalRefused,
     ApprovalRequest,
@@ -35,6 +33,7 @@ from agentfence.approvals import (
     StoredApproval,
     submit_answer,
 )
+from agentfence.cli._common import JsonOption, err, load_tools, out
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceError, AgentfenceWarning, ConfigurationError
 from agentfence.log import LogView
@@ -54,8 +53,6 @@ approvals_app = typer.Typer(
     no_args_is_help=True,
 )
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 IdArg = Annotated[
     str,
@@ -71,7 +68,6 @@ DbOption = Annotated[
         "postgresql://... (default: $AGENTFENCE_LOG).",
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 AsOption = Annotated[
     str | None,
     typer.Option(
@@ -520,7 +516,6 @@ def _checker(policies: Path | None, tools: str | None) -> _Checker | None:
             "the early check needs both --policies DIR and --tools module:attribute (the "
             "policies are validated against the tools' schema); pass both, or neither"
         )
-    from agentfence.cli import load_tools  # here, not at import: agentfence.cli imports us
 
     engine = PolicyEngine.load(policies, ToolCatalog.from_tools(load_tools(tools)))
     return _Checker(engine, ApproverRegistry.from_engine(engine))

@@ -18,10 +18,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from agentfence import _merkle, _signing
-from agentfence._key_schedule import _note_text, _open_checkpoint, _saved_note, _verifiers
-from agentfence._log_snapshot import _body_seq, _parse_body, _Snapshot
 from agentfence._signing import Checkpoint, Verifier
-from agentfence._verify_common import _first_error, _Frozen
 from agentfence.errors import (
     ConfigurationError,
     EntryError,
@@ -30,6 +27,9 @@ from agentfence.errors import (
     VerificationError,
 )
 from agentfence.records import LogRecord
+from agentfence.verify._common import _first_error, _Frozen
+from agentfence.verify._key_schedule import _note_text, _open_checkpoint, _saved_note, _verifiers
+from agentfence.verify._snapshot import _body_seq, _parse_body, _Snapshot
 
 __all__ = ["RECEIPT_FORMAT", "InclusionReceipt", "VerifiedReceipt", "prove", "verify_receipt"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlite_utils
 
-from agentfence._store import SQLITE, Cursor, Location
+from agentfence._storage.dialect import SQLITE, Cursor, Location
 from agentfence.errors import LogError
 
 LOG_SCHEMA = """

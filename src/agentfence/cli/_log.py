@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from agentfence import _signing
-from agentfence._log_backend import EntryRow, LogBackend, copy_log
-from agentfence._store import SQLITE, parse_url
+from agentfence._storage.database import SQLITE, parse_url
+from agentfence._storage.tables import EntryRow, LogBackend, copy_log
+from agentfence.cli._common import JsonOption, err, out
 from agentfence.config import Settings
 from agentfence.errors import ConfigurationError, VerificationError
 from agentfence.log import SignedLog, parse_entry
@@ -59,8 +59,6 @@ evidence_app = typer.Typer(
     help="Export and verify self-contained evidence packs.", no_args_is_help=True
 )
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 LogArg = Annotated[
     str,
@@ -75,7 +73,6 @@ KeysOption = Annotated[
         "Repeat for several (for example the keys before and after a rotation).",
     ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ThreadOption = Annotated[str | None, typer.Option(help="Only entries of this thread.")]
 ToolOption = Annotated[str | None, typer.Option(help="Only decisions about this tool.")]
 EffectOption = Annotated[

@@ -1,6 +1,6 @@
 """The tables of a decision log, on SQLite or PostgreSQL (``docs/log-format.md``).
 
-:class:`LogBackend` reads and writes them through a :class:`~agentfence._store.Database`.
+:class:`LogBackend` reads and writes them through a :class:`~agentfence._storage.database.Database`.
 Sequencing happens inside one write transaction that first reads the single ``tree_state``
 row under the engine's write lock (SQLite: ``BEGIN IMMEDIATE`` locks the file; PostgreSQL:
 ``SELECT ... FOR UPDATE`` locks the row), so any number of processes appending to one log
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentfence._store import Database, Location, parse_url
+from agentfence._storage.database import Database, Location, parse_url
 from agentfence.errors import LogError
 
 LOG_TABLES = {"meta", "entries", "blobs", "checkpoints", "tree_state"}

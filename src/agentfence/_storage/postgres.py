@@ -32,7 +32,7 @@ from functools import lru_cache
 from typing import Any
 
 from agentfence._merkle import FrontierState
-from agentfence._store import POSTGRESQL, Cursor, Location
+from agentfence._storage.dialect import POSTGRESQL, Cursor, Location
 from agentfence.errors import ConfigurationError, LogError
 
 try:

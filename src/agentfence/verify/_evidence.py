@@ -16,21 +16,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from agentfence import _merkle, _signing
-from agentfence._entry_order import _Order, _refs_of
-from agentfence._key_schedule import (
-    KeyChange,
-    _KeySchedule,
-    _note_text,
-    _open_checkpoint,
-    _short,
-    _unique,
-    _verifiers,
-)
-from agentfence._log_check import verify_log
-from agentfence._log_snapshot import _parse_body, _Snapshot
-from agentfence._receipts import _decode_entry, _hashes, _prove_included
 from agentfence._signing import Verifier
-from agentfence._verify_common import Progress, VerifiedStep, _count, _first_error, _Frozen, _Run
 from agentfence.errors import (
     BlobError,
     CheckpointError,
@@ -52,6 +38,20 @@ from agentfence.records import (
     OutcomeRecord,
     blob_ref,
 )
+from agentfence.verify._check import verify_log
+from agentfence.verify._common import Progress, VerifiedStep, _count, _first_error, _Frozen, _Run
+from agentfence.verify._key_schedule import (
+    KeyChange,
+    _KeySchedule,
+    _note_text,
+    _open_checkpoint,
+    _short,
+    _unique,
+    _verifiers,
+)
+from agentfence.verify._order import _Order, _refs_of
+from agentfence.verify._receipts import _decode_entry, _hashes, _prove_included
+from agentfence.verify._snapshot import _parse_body, _Snapshot
 
 __all__ = [
     "EVIDENCE_FORMAT",
