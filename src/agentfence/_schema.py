@@ -180,7 +180,7 @@ def generate_schema(
             context.append(f'    "resource_provenance": {PROVENANCE_TYPE}')
         if "usage" in flow:
             context.append(f'    "usage": {USAGE_TYPE}')
-        fields = _values.value_fields(entry, flow.values) if flow.values is not None else ()
+        fields = value_fields(entry, flow.values) if flow.values is not None else ()
         if fields:
             context.append(f'    "values": {_values.context_type(fields)}')
         lines.append(
@@ -205,3 +205,16 @@ def generate_schema(
         "};"
     )
     return "\n".join(lines) + "\n"
+
+
+def value_fields(
+    entry: ToolEntry, selection: _values.Selection = _values.ALL
+) -> tuple[_values.ValueField, ...]:
+    """The tool's top-level ``String`` and ``Set<String>`` arguments the selection names, in
+    schema order."""
+    fields: list[_values.ValueField] = []
+    for f in entry.args_type.fields:
+        shown = render_type(f.type)
+        if shown in ("String", "Set<String>") and selection.wants(f.name):
+            fields.append(_values.ValueField(f.name, f.required, shown != "String"))
+    return tuple(fields)

@@ -29,8 +29,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from agentfence.tools import ToolEntry, render_type
-
 VALUE_TYPE: Final = "AgentfenceValue"
 VALUES_TYPE: Final = "AgentfenceValues"
 KINDS: Final = ("email", "url", "domain", "path", "text")
@@ -236,17 +234,6 @@ class ValueField:
     name: str
     required: bool
     is_set: bool
-
-
-def value_fields(entry: ToolEntry, selection: Selection = ALL) -> tuple[ValueField, ...]:
-    """The tool's top-level ``String`` and ``Set<String>`` arguments the selection names, in
-    schema order."""
-    fields: list[ValueField] = []
-    for f in entry.args_type.fields:
-        shown = render_type(f.type)
-        if shown in ("String", "Set<String>") and selection.wants(f.name):
-            fields.append(ValueField(f.name, f.required, shown != "String"))
-    return tuple(fields)
 
 
 def schema_types(selection: Selection = ALL) -> list[str]:

@@ -23,7 +23,6 @@ import hashlib
 import json
 import re
 import time
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +31,12 @@ from typing import Any, Literal
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agentfence._approvers import APPROVERS_FILE, ApproverRegistry
 from agentfence._ids import derive_id
-from agentfence._signing import Signer, Verifier
+from agentfence._signing import Signer
 from agentfence._storage.database import Database, Location, MemoryDatabase, parse_url
-from agentfence.errors import AgentfenceError, ConfigurationError, PolicyLoadError
+from agentfence.errors import AgentfenceError
 from agentfence.policy import (
-    APPROVERS_FILE,
     CallFacts,
     Decision,
     Effect,
@@ -202,58 +201,6 @@ def interrupt_payload(request: ApprovalRequest) -> dict[str, Any]:
 
 
 # --- approvers and signatures -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Approver:
-    """A declared approver: the principal they answer as and one of their verifier keys."""
-
-    principal: EntityRef
-    verifier: Verifier
-
-
-class ApproverRegistry:
-    """Approvers' public keys, from ``approvers.toml`` beside the policies."""
-
-    def __init__(self, approvers: Sequence[Approver]) -> None:
-        self._by_key = {(a.verifier.name, a.verifier.key_id): a for a in approvers}
-
-    @classmethod
-    def from_text(
-        cls, text: str, *, source: str = APPROVERS_FILE, default_type: str = "User"
-    ) -> ApproverRegistry:
-        """Parse the TOML text of an approvers file; raise PolicyLoadError naming the entry."""
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise PolicyLoadError(f"{source}: not valid TOML: {exc}") from exc
-        approvers: list[Approver] = []
-        for index, entry in enumerate(data.get("approver", []), start=1):
-            where = f"{source}: approver {index}"
-            if not isinstance(entry, dict) or "principal" not in entry or "key" not in entry:
-                raise PolicyLoadError(f"{where} needs 'principal' and 'key'")
-            try:
-                principal = EntityRef.parse(entry["principal"], default_type)
-                verifier = Verifier.from_vkey(str(entry["key"]))
-            except (ValueError, ConfigurationError) as exc:
-                raise PolicyLoadError(f"{where}: {exc}") from exc
-            approvers.append(Approver(principal, verifier))
-        return cls(approvers)
-
-    @classmethod
-    def from_engine(cls, engine: PolicyEngine) -> ApproverRegistry:
-        """The registry in the engine's policy texts (empty when there is no approvers file)."""
-        text = engine.texts.get(APPROVERS_FILE)
-        if text is None:
-            return cls([])
-        return cls.from_text(text, default_type=engine.principal_types[0])
-
-    def lookup(self, key_name: str, key_id: int) -> Approver | None:
-        """The approver holding a key, if declared."""
-        return self._by_key.get((key_name, key_id))
-
-    def __len__(self) -> int:
-        return len(self._by_key)
 
 
 def sign_answer(answer: ApprovalAnswer, signer: Signer) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, runtime_checkable
 
+from agentfence._keys import exact_keys, to_decimal
 from agentfence.errors import ConfigurationError, PolicyLoadError, ToolSpecError
 
 __all__ = [
@@ -177,26 +178,6 @@ class Meter:
         return number if number is not None else decimal.Decimal(0)
 
 
-def to_decimal(value: Any) -> decimal.Decimal | None:
-    """A number (or a numeric string such as ``"2,500.00"``) as a Decimal; else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return decimal.Decimal(value)
-    if isinstance(value, float):
-        return (
-            decimal.Decimal(repr(value)) if value == value and abs(value) != float("inf") else None
-        )
-    if isinstance(value, decimal.Decimal):
-        return value if value.is_finite() else None
-    if isinstance(value, str):
-        text = value.strip().replace(",", "").replace("_", "")
-        if not re.fullmatch(r"[-+]?\d+(?:\.\d+)?", text):
-            return None
-        return decimal.Decimal(text)
-    return None
-
-
 class Directory:
     """Trusted values the developer supplies: contacts, known accounts, company domains.
 
@@ -211,8 +192,6 @@ class Directory:
     """
 
     def __init__(self, lists: Mapping[str, Iterable[Any]] | None = None) -> None:
-        from agentfence._provenance import exact_keys
-
         self._lists: dict[str, tuple[str, ...]] = {}
         self._index: dict[str, set[str]] = {}
         for name, values in (lists or {}).items():

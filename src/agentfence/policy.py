@@ -40,11 +40,13 @@ from typing import Any
 import rfc8785
 
 from agentfence import _cedar, _values
+from agentfence._approvers import APPROVERS_FILE, ApproverRegistry
 from agentfence._provenance import History, carried, links_carried, provenance, role_words
 from agentfence._schema import (
     ALL_FLOW,
     FlowParts,
     generate_schema,
+    value_fields,
 )
 from agentfence._usage import Usage
 from agentfence.decision import CallFacts, Decision, Effect, EntityRef, ShadowDecision
@@ -61,7 +63,6 @@ __all__ = [
 ]
 
 ENTITIES_FILE = "entities.json"
-APPROVERS_FILE = "approvers.toml"
 DIRECTORY_FILE = "directory.json"
 REQUIRE_APPROVAL = "require_approval"
 OVERRIDABLE = "overridable"
@@ -210,10 +211,7 @@ class PolicyEngine:
             problems.append(str(exc))
         if APPROVERS_FILE in texts:
             # Approvers are part of the policy set: a bad file fails loading (and validation)
-            # here, not later when the fence first needs it. Imported here: approvals.py
-            # builds on this module.
-            from agentfence.approvals import ApproverRegistry
-
+            # here, not later when the fence first needs it.
             try:
                 ApproverRegistry.from_text(
                     texts[APPROVERS_FILE],
@@ -523,7 +521,7 @@ class PolicyEngine:
         selection = self.flow.values
         if selection is None:
             return {}
-        fields = _values.value_fields(entry, selection)
+        fields = value_fields(entry, selection)
         if not fields:
             return {}  # declared only for the tools whose arguments the policies name
         return {"values": _values.context_of(fields, args, selection)}

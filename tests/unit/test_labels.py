@@ -32,7 +32,8 @@ from agentfence import (
     govern,
     labelled,
 )
-from agentfence._provenance import HistoryCache, provenance, text_keys, value_query
+from agentfence._keys import text_keys, value_query
+from agentfence._provenance import HistoryCache, provenance
 from agentfence._redaction import RedactionPlan, find_all, redact_content
 from agentfence._usage import UsageLedger
 from agentfence.labels import labels_of

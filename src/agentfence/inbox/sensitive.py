@@ -18,8 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agentfence._approvers import APPROVERS_FILE
 from agentfence.errors import PolicyLoadError
-from agentfence.policy import APPROVERS_FILE, PolicyEngine
+from agentfence.policy import PolicyEngine
 
 __all__ = ["MASK", "SensitiveArgs"]
 
