@@ -26,7 +26,7 @@ from typing import Any, Protocol, TypeVar
 import rfc8785
 
 from agentfence import _cedar
-from agentfence._checkpoints import Checkpoints, Run
+from agentfence._holds import Holds, Run
 from agentfence._ids import call_digest, check_seed, derive_seed
 from agentfence._provenance import HistoryCache, messages_of
 from agentfence._redaction import (
@@ -38,6 +38,7 @@ from agentfence._redaction import (
     redact_value,
     salted_digest,
 )
+from agentfence._semconv import ERROR_FAIL_CLOSED
 from agentfence._signing import Signer, read_private_key
 from agentfence._usage import UsageLedger
 from agentfence.approvals import (
@@ -46,14 +47,7 @@ from agentfence.approvals import (
     ApproverRegistry,
     StoredApproval,
 )
-from agentfence.config import (
-    CONFIG_AGENT,
-    CONFIG_PRINCIPAL,
-    CONFIG_SEED,
-    CONFIG_THREAD,
-    Settings,
-    check_on_hold,
-)
+from agentfence.config import Settings, check_on_hold
 from agentfence.errors import ConfigurationError, PolicyLoadError
 from agentfence.labels import BUILTIN_REDACTIONS, Directory, Redactor
 from agentfence.langgraph import (
@@ -61,9 +55,10 @@ from agentfence.langgraph import (
     Execute,
     FenceMiddleware,
     GraphBubbleUp,
+    ToolCall,
     ToolCallRequest,
     ToolResult,
-    call_parts,
+    describe,
     mark_result,
     recorded_result,
     refusal,
@@ -98,7 +93,6 @@ from agentfence.records import (
 )
 from agentfence.tools import ToolCatalog
 from agentfence.tracing import (
-    ERROR_FAIL_CLOSED,
     Telemetry,
     ToolCallSpan,
     telemetry_settings_from_env,
@@ -124,9 +118,6 @@ class Clock(Protocol):
     def __call__(self) -> int:
         """Now, in microseconds."""
         ...
-
-
-_PAST = {"approve": "approved", "edit": "edited and approved", "reject": "rejected"}
 
 
 def _system_clock() -> int:
@@ -188,9 +179,23 @@ class Fence:
         # Runs without a thread id cannot resume, so their calls need no stable ids; this
         # nonce keeps two such runs that reuse tool call ids from sharing decision ids.
         self._nonce = os.urandom(8).hex()
-        self._checkpoints = Checkpoints(self)
         self._history = HistoryCache()
         self._usage = UsageLedger(self._log, self._clock)
+        self._holds = Holds(
+            approvals=self._approvals,
+            policy=lambda: (self._engine, self._registry),
+            append=self._append,
+            record_decision=lambda decision, span: self._append(
+                *self._decision_record(decision, span)
+            ),
+            find_outcome=self._log.find_outcome,
+            release=self._usage.release,
+            clock=self._clock,
+            telemetry=self._telemetry,
+            agent=self._agent,
+            expiry_seconds=self._expiry,
+            on_hold=self._on_hold,
+        )
         self._record_activation(engine)
 
     @classmethod
@@ -371,8 +376,9 @@ class Fence:
 
     def wrap_tool_call(self, request: ToolCallRequest, execute: Execute) -> ToolResult:
         """``ToolNode(wrap_tool_call=...)``: decide and record, then run the tool if allowed."""
-        with self._span(request) as span:
-            verdict = self._before(request, span)
+        call = describe(request)
+        with self._span(call) as span:
+            verdict = self._before(call, span)
             if not isinstance(verdict, Run):
                 return verdict
             try:
@@ -390,8 +396,9 @@ class Fence:
         Deciding and recording run in a worker thread so that a durable log's commit does not
         block the event loop; parallel calls then share group commits.
         """
-        with self._span(request) as span:
-            verdict = await asyncio.to_thread(self._before, request, span)
+        call = describe(request)
+        with self._span(call) as span:
+            verdict = await asyncio.to_thread(self._before, call, span)
             if not isinstance(verdict, Run):
                 return verdict
             try:
@@ -421,7 +428,7 @@ class Fence:
         Returns the graph's final output, or its paused output when ``timeout`` seconds pass
         first, or when the graph pauses for something else.
         """
-        return self._checkpoints.run(
+        return self._holds.run(
             graph,
             input,
             config,
@@ -436,35 +443,33 @@ class Fence:
         Returns the graph's output, or ``None`` when there is nothing to resume with yet.
         This is the piece to call from a worker that picks threads up after a restart.
         """
-        return self._checkpoints.resume(graph, config)
+        return self._holds.resume(graph, config)
 
     def resume_value(self, waiting: Sequence[StoredApproval]) -> dict[str, Any] | None:
         """The bundle to resume with: every answered or expired request of those waiting.
 
         ``None`` while every one of them is still pending.
         """
-        return self._checkpoints.resume_value(waiting)
+        return self._holds.resume_value(waiting)
 
     # --- the pipeline --------------------------------------------------------------------
 
-    def _span(self, request: ToolCallRequest) -> ToolCallSpan:
-        tool, _, call_id, config = call_parts(request)
-        configurable = config.get("configurable") or {}
+    def _span(self, call: ToolCall) -> ToolCallSpan:
         return self._telemetry.tool_call(
-            tool,
-            call_id,
-            agent=configurable.get(CONFIG_AGENT) or self._agent,
-            thread=configurable.get(CONFIG_THREAD),
-            config=config,
+            call.tool,
+            call.call_id,
+            agent=call.agent or self._agent,
+            thread=call.thread or None,
+            config=call.config,
         )
 
-    def _before(self, request: ToolCallRequest, span: ToolCallSpan) -> Run | ToolResult:
+    def _before(self, call: ToolCall, span: ToolCallSpan) -> Run | ToolResult:
         """Describe, decide and record one call; then run, hold, or refuse it."""
         facts: CallFacts | None = None
         # Fail closed: if describing, deciding or recording raises, the tool does not run and
         # the model gets an error result. GraphBubbleUp (LangGraph's interrupt) propagates.
         try:
-            facts = self._facts_from_request(request)
+            facts = self._facts_from_call(call)
             started = time.perf_counter()
             engine = self._engine
             # Usage is read, the call decided and (if allowed) counted under one lock, so that
@@ -489,28 +494,28 @@ class Fence:
                 # ran returns its recorded result instead of running twice.
                 done = self._log.find_outcome(decision.decision_id)
                 if done is not None and decision.effect is not Effect.REQUIRE_APPROVAL:
-                    return recorded_result(request, *done)
+                    return recorded_result(call, *done)
             if decision.effect is Effect.ALLOW:
-                return Run.of(decision, request, decision.facts)
+                return Run.of(decision, call, decision.facts)
             if decision.effect is Effect.REQUIRE_APPROVAL:
-                return self._checkpoints.hold(request, facts, decision, span)
+                return self._holds.hold(call, facts, decision, span)
         except GraphBubbleUp:
             raise
         except Exception as exc:
-            decision_id = self._record_failure(facts, request, exc)
+            decision_id = self._record_failure(facts, call, exc)
             span.failure(exc)
             span.finished("denied", error_type=ERROR_FAIL_CLOSED)
             # A fixed text: the exception's (a driver's message, internals, values an attacker
             # may have shaped) goes to the log and the trace only.
-            return refusal(request, fail_closed_text(decision_id), None)
+            return refusal(call, fail_closed_text(decision_id), None)
         span.finished("denied")
-        return refusal(request, decision.explain(), decision)
+        return refusal(call, decision.explain(), decision)
 
     def _after(self, verdict: Run, result: ToolResult, span: ToolCallSpan) -> ToolResult:
-        request, decision = verdict.request, verdict.decision
+        decision = verdict.decision
         # What ran: the bound arguments (of the edit, for an edited call), not the request's.
         args = verdict.facts.args
-        call_id = request.tool_call.get("id")
+        call_id = verdict.call.call_id
         resource_json = (decision.request or {}).get("resource")
         resource = EntityRef.parse(resource_json, "Tool") if resource_json else None
         # A result carries its tool's and resource's labels, and those its arguments were
@@ -564,7 +569,7 @@ class Fence:
             span.failure(exc)
             span.finished("error", error_type=ERROR_FAIL_CLOSED)
             return refusal(
-                request,
+                verdict.call,
                 (
                     f"the tool {decision.facts.tool!r} ran, but agentfence could not record its "
                     "outcome; the result is withheld. Do not retry without checking whether the "
@@ -655,32 +660,23 @@ class Fence:
         self._telemetry.log_append(time.perf_counter() - started)
         return result
 
-    def _facts_from_request(self, request: ToolCallRequest) -> CallFacts:
-        tool, args, call_id, config = call_parts(request)
-        configurable = config.get("configurable") or {}
-        metadata = config.get("metadata") or {}
-        if self._resolver is not None:
-            principal = self._resolver(config)
-        else:
-            principal = configurable.get(CONFIG_PRINCIPAL)
-        thread = str(configurable.get(CONFIG_THREAD) or metadata.get("thread_id") or "")
-        step = metadata.get("langgraph_step", 0)
-        seed = configurable.get(CONFIG_SEED)
+    def _facts_from_call(self, call: ToolCall) -> CallFacts:
+        principal = self._resolver(call.config) if self._resolver is not None else call.principal
         facts = self._facts(
-            tool,
-            args,
+            call.tool,
+            call.args,
             principal,
-            agent=configurable.get(CONFIG_AGENT),
-            thread=thread,
-            step=int(step),
-            tool_call_id=call_id,
-            seed=seed,
+            agent=call.agent,
+            thread=call.thread,
+            step=call.step,
+            tool_call_id=call.call_id,
+            seed=call.seed,
         )
         # What the run has seen so far: the thread's messages in the graph state, indexed
         # only when a policy speaks of labels or provenance.
         if not self._engine.flow.roots - {"usage"}:
             return facts
-        history = self._history.history(thread, list(messages_of(request.state)))
+        history = self._history.history(call.thread, list(messages_of(call.state)))
         return dataclasses.replace(facts, history=history)
 
     def _with_usage(self, facts: CallFacts) -> CallFacts:
@@ -815,24 +811,20 @@ class Fence:
         )
         return record, blobs
 
-    def _record_failure(
-        self, facts: CallFacts | None, request: ToolCallRequest, exc: Exception
-    ) -> str:
+    def _record_failure(self, facts: CallFacts | None, call: ToolCall, exc: Exception) -> str:
         """Best effort: put a call that could not be decided on record as a DENY; return the
         decision id it has (or would have had, when the log itself failed)."""
         if facts is None:
             # Describing the call failed (a resolver raised, a malformed principal or seed):
             # record what is known of it, with no principal.
-            tool, args, call_id, config = call_parts(request)
-            thread = str((config.get("configurable") or {}).get(CONFIG_THREAD) or "")
             facts = CallFacts(
-                tool=tool,
-                args=args if isinstance(args, Mapping) else {},
+                tool=call.tool,
+                args=call.args if isinstance(call.args, Mapping) else {},
                 principal=None,
                 agent=self._agent,
-                thread=thread,
-                step=int((config.get("metadata") or {}).get("langgraph_step", 0) or 0),
-                tool_call_id=call_id or "",
+                thread=call.thread,
+                step=call.step,
+                tool_call_id=call.call_id or "",
                 seed=0,
                 nonce=self._nonce,
             )

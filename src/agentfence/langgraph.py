@@ -1,7 +1,8 @@
 """The LangGraph and LangChain side of the fence: tool-call requests, results, middleware.
 
 This is the only module that imports LangGraph or LangChain types, so the rest of the
-package speaks of calls, decisions and records.
+package speaks of calls, decisions and records. A request is read once, here, by
+:func:`describe`: everything after it takes the :class:`ToolCall` it returns.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import rfc8785
 from langchain.agents.middleware import AgentMiddleware
@@ -20,18 +22,44 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
 
+from agentfence.config import (
+    CONFIG_AGENT,
+    CONFIG_ON_HOLD,
+    CONFIG_PRINCIPAL,
+    CONFIG_SEED,
+    CONFIG_THREAD,
+)
 from agentfence.labels import METADATA_KEY
 
 if TYPE_CHECKING:
-    from agentfence.fence import Fence
-    from agentfence.policy import Decision
+    from agentfence.decision import Decision
     from agentfence.records import OutcomeRecord
 
-__all__ = ["FenceMiddleware", "GraphBubbleUp", "ToolCallRequest", "interrupt"]
+__all__ = [
+    "FenceMiddleware",
+    "GraphBubbleUp",
+    "ToolCall",
+    "ToolCallRequest",
+    "ToolCallWrapper",
+    "describe",
+    "interrupt",
+]
 
 ToolResult = ToolMessage | Command[Any]
 Execute = Callable[[ToolCallRequest], ToolResult]
 AsyncExecute = Callable[[ToolCallRequest], Awaitable[ToolResult]]
+
+
+class ToolCallWrapper(Protocol):
+    """What the middleware hands each tool call to: a :class:`~agentfence.fence.Fence`."""
+
+    def wrap_tool_call(self, request: ToolCallRequest, execute: Execute) -> ToolResult:
+        """Decide and record the call, then run it through ``execute`` if allowed."""
+        ...
+
+    async def awrap_tool_call(self, request: ToolCallRequest, execute: AsyncExecute) -> ToolResult:
+        """The async form of :meth:`wrap_tool_call`."""
+        ...
 
 
 class FenceMiddleware(AgentMiddleware):
@@ -40,7 +68,7 @@ class FenceMiddleware(AgentMiddleware):
     Made by :meth:`Fence.middleware`; pass it in ``create_agent(..., middleware=[...])``.
     """
 
-    def __init__(self, fence: Fence) -> None:
+    def __init__(self, fence: ToolCallWrapper) -> None:
         super().__init__()
         self.fence = fence
 
@@ -58,12 +86,57 @@ class FenceMiddleware(AgentMiddleware):
         return await self.fence.awrap_tool_call(request, handler)
 
 
-def call_parts(request: ToolCallRequest) -> tuple[str, Any, str | None, Mapping[str, Any]]:
-    """The tool name, arguments, tool call id and run config of a request."""
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool-call request, read once at the LangGraph edge (:func:`describe`).
+
+    ``principal``, ``agent``, ``seed`` and ``on_hold`` are what the run's ``configurable``
+    says, unchecked: the fence checks them. ``thread`` and ``step`` follow one rule for every
+    use (the facts, the span, a failure's record): the thread is ``configurable["thread_id"]``,
+    else ``metadata["thread_id"]``, else ``""``; the step is ``metadata["langgraph_step"]``.
+    """
+
+    request: ToolCallRequest
+    tool: str
+    args: Any
+    call_id: str | None
+    config: Mapping[str, Any]
+    thread: str
+    step: int
+    principal: Any
+    agent: str | None
+    seed: Any
+    on_hold: Any
+
+    @property
+    def state(self) -> Any:
+        """The graph state the call was made in (its messages are what the run has seen)."""
+        return self.request.state
+
+
+def describe(request: ToolCallRequest) -> ToolCall:
+    """Read a LangGraph tool-call request once; never raises (the fence checks the values)."""
     call = request.tool_call
     runtime = getattr(request, "runtime", None)
     config = getattr(runtime, "config", None) or {}
-    return str(call.get("name", "")), call.get("args", {}), call.get("id"), config
+    configurable = config.get("configurable") or {}
+    metadata = config.get("metadata") or {}
+    thread = configurable.get(CONFIG_THREAD) or metadata.get("thread_id") or ""
+    step = metadata.get("langgraph_step", 0)
+    agent = configurable.get(CONFIG_AGENT)
+    return ToolCall(
+        request=request,
+        tool=str(call.get("name", "")),
+        args=call.get("args", {}),
+        call_id=call.get("id"),
+        config=config,
+        thread=str(thread),
+        step=step if isinstance(step, int) and not isinstance(step, bool) else 0,
+        principal=configurable.get(CONFIG_PRINCIPAL),
+        agent=str(agent) if agent else None,
+        seed=configurable.get(CONFIG_SEED),
+        on_hold=configurable.get(CONFIG_ON_HOLD),
+    )
 
 
 def bound_request(request: ToolCallRequest, sent: Mapping[str, Any] | None) -> ToolCallRequest:
@@ -77,9 +150,8 @@ def bound_request(request: ToolCallRequest, sent: Mapping[str, Any] | None) -> T
     return request.override(tool_call={**request.tool_call, "args": copy.deepcopy(dict(sent))})
 
 
-def refusal(request: ToolCallRequest, text: str, decision: Decision | None) -> ToolMessage:
+def refusal(call: ToolCall, text: str, decision: Decision | None) -> ToolMessage:
     """The error result the model sees instead of a tool's output."""
-    name, _, call_id, _ = call_parts(request)
     artifact: dict[str, Any] = {"agentfence": {"refused": True}}
     if decision is not None:
         artifact["agentfence"].update(
@@ -88,7 +160,11 @@ def refusal(request: ToolCallRequest, text: str, decision: Decision | None) -> T
             policy_ids=list(decision.policy_ids),
         )
     return ToolMessage(
-        content=text, name=name, tool_call_id=call_id or "", status="error", artifact=artifact
+        content=text,
+        name=call.tool,
+        tool_call_id=call.call_id or "",
+        status="error",
+        artifact=artifact,
     )
 
 
@@ -157,15 +233,12 @@ def mark_result(
     return dataclasses.replace(result, update={**update, "messages": replaced})
 
 
-def recorded_result(
-    request: ToolCallRequest, outcome: OutcomeRecord, content: bytes | None
-) -> ToolMessage:
+def recorded_result(call: ToolCall, outcome: OutcomeRecord, content: bytes | None) -> ToolMessage:
     """The result a call returned when it ran before, rebuilt from the log (not run again).
 
     It carries the labels recorded with the outcome, so a replayed result still counts as
     data the run has seen; its content is the redacted one the model saw the first time.
     """
-    name, _, call_id, _ = call_parts(request)
     if content is None:
         text: Any = (
             f"this call already ran (decision {outcome.decision_id}); its result is not available"
@@ -179,8 +252,8 @@ def recorded_result(
         text = json.dumps(text)
     return ToolMessage(
         content=text,
-        name=name,
-        tool_call_id=call_id or "",
+        name=call.tool,
+        tool_call_id=call.call_id or "",
         status="error" if outcome.status == "error" else "success",
         artifact={"agentfence": {"replayed": True, "decision_id": outcome.decision_id}},
         response_metadata={

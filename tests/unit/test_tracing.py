@@ -27,11 +27,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from agentfence.errors import ConfigurationError
-from agentfence.langgraph import call_parts
-from agentfence.policy import CallFacts, Decision, Effect, EntityRef
-from agentfence.testing import ScriptedChatModel, tool_call
-from agentfence.tracing import (
+from agentfence._semconv import (
     ATTR_APPROVAL_APPROVER,
     ATTR_APPROVAL_APPROVERS,
     ATTR_APPROVAL_OUTCOME,
@@ -74,6 +70,12 @@ from agentfence.tracing import (
     METRIC_DECISION_DURATION,
     METRIC_DECISIONS,
     METRIC_LOG_APPEND_DURATION,
+)
+from agentfence.errors import ConfigurationError
+from agentfence.langgraph import describe
+from agentfence.policy import CallFacts, Decision, Effect, EntityRef
+from agentfence.testing import ScriptedChatModel, tool_call
+from agentfence.tracing import (
     Telemetry,
     TelemetrySettings,
     configure_from_settings,
@@ -456,21 +458,21 @@ class TracedMiddleware(AgentMiddleware):
         self.telemetry = telemetry
 
     def wrap_tool_call(self, request: Any, handler: Any) -> Any:
-        name, _, call_id, config = call_parts(request)
+        call = describe(request)
         with self.telemetry.tool_call(
-            name, call_id, agent="bot", thread="t-1", config=config
+            call.tool, call.call_id, agent="bot", thread="t-1", config=call.config
         ) as span:
-            span.decided(decision(tool_name=name), 0.0005)
+            span.decided(decision(tool_name=call.tool), 0.0005)
             result = handler(request)
             span.finished("success")
             return result
 
     async def awrap_tool_call(self, request: Any, handler: Any) -> Any:
-        name, _, call_id, config = call_parts(request)
+        call = describe(request)
         with self.telemetry.tool_call(
-            name, call_id, agent="bot", thread="t-1", config=config
+            call.tool, call.call_id, agent="bot", thread="t-1", config=call.config
         ) as span:
-            span.decided(decision(tool_name=name), 0.0005)
+            span.decided(decision(tool_name=call.tool), 0.0005)
             result = await handler(request)
             span.finished("success")
             return result

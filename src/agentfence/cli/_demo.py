@@ -151,7 +151,7 @@ def demo(
     final = run.messages[-1].content if run.messages else ""
     out.print(f"\nThe agent's last word: {final}", markup=False)
     if exporter is not None:
-        from agentfence.tracing import render_tree
+        from agentfence._step_spans import render_tree
 
         out.print(
             "\n[bold]Trace[/] (OpenTelemetry spans; each tool span's log.seq is its "

@@ -1,10 +1,14 @@
-"""Human-override checkpoints inside the pipeline: pause a held call, check the answer on resume.
+"""Holds: a call policy holds for a human pauses here, and its answer is checked on resume.
 
-:class:`Checkpoints` is the part of a :class:`~agentfence.fence.Fence` that runs when policy
-says REQUIRE_APPROVAL: it files the approval request, raises LangGraph's ``interrupt()``, and
-on resume accepts the answer only after :func:`~agentfence.approvals.check_answer` and the
-store's single-use ``consume``; an edit, or a policy change while waiting, is decided again.
-Every answer that reaches it, accepted or not, is put on the log.
+:class:`Holds` runs when policy says REQUIRE_APPROVAL: it files the approval request, raises
+LangGraph's ``interrupt()``, and on resume accepts the answer only after
+:func:`~agentfence.approvals.check_answer` and the store's single-use ``consume``; an edit, or
+a policy change while waiting, is decided again. Every answer that reaches it, accepted or
+not, is put on the log. It also drives a graph through its pauses (:meth:`Holds.run`).
+
+It is given its collaborators (the approvals store, the active policy, the log's append and
+find-outcome, usage release, the clock and telemetry) rather than the whole fence, so what a
+hold may touch is visible in its constructor.
 """
 
 from __future__ import annotations
@@ -13,14 +17,17 @@ import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import rfc8785
 
+from agentfence._semconv import ERROR_APPROVAL_REQUIRED
 from agentfence.approvals import (
     EXPIRED_FORMAT,
     ApprovalRefused,
     ApprovalRequest,
+    ApprovalStore,
+    ApproverRegistry,
     StoredApproval,
     answers_bundle,
     approve_decision,
@@ -31,7 +38,9 @@ from agentfence.approvals import (
     request_for,
 )
 from agentfence.config import CONFIG_AGENT, CONFIG_ON_HOLD, CONFIG_THREAD, check_on_hold
+from agentfence.decision import CallFacts, Decision, Effect
 from agentfence.langgraph import (
+    ToolCall,
     ToolCallRequest,
     ToolResult,
     bound_request,
@@ -41,12 +50,15 @@ from agentfence.langgraph import (
     refusal,
     resume_command,
 )
-from agentfence.policy import CallFacts, Decision, Effect
-from agentfence.records import ApprovalAnswerRecord, ApprovalRequestRecord, Blob
-from agentfence.tracing import ERROR_APPROVAL_REQUIRED, ToolCallSpan
-
-if TYPE_CHECKING:
-    from agentfence.fence import Fence
+from agentfence.policy import PolicyEngine
+from agentfence.records import (
+    ApprovalAnswerRecord,
+    ApprovalRequestRecord,
+    Blob,
+    LogRecord,
+    OutcomeRecord,
+)
+from agentfence.tracing import Telemetry, ToolCallSpan
 
 
 @dataclass(frozen=True)
@@ -60,21 +72,46 @@ class Run:
     decision: Decision
     request: ToolCallRequest
     facts: CallFacts
+    call: ToolCall
 
     @classmethod
-    def of(cls, decision: Decision, request: ToolCallRequest, facts: CallFacts) -> Run:
+    def of(cls, decision: Decision, call: ToolCall, facts: CallFacts) -> Run:
         """Run ``facts`` under ``decision``: the tool gets its own copy of their arguments."""
-        return cls(decision, bound_request(request, facts.sent), facts)
+        return cls(decision, bound_request(call.request, facts.sent), facts, call)
 
 
 _PAST = {"approve": "approved", "edit": "edited and approved", "reject": "rejected"}
 
 
-class Checkpoints:
+class Holds:
     """Holds calls for approvers and resolves their answers, for one fence."""
 
-    def __init__(self, fence: Fence) -> None:
-        self._fence = fence
+    def __init__(
+        self,
+        *,
+        approvals: ApprovalStore,
+        policy: Callable[[], tuple[PolicyEngine, ApproverRegistry]],
+        append: Callable[[LogRecord, Sequence[Blob]], object],
+        record_decision: Callable[[Decision, ToolCallSpan], object],
+        find_outcome: Callable[[str], tuple[OutcomeRecord, bytes | None] | None],
+        release: Callable[[str], None],
+        clock: Callable[[], int],
+        telemetry: Telemetry,
+        agent: str,
+        expiry_seconds: int,
+        on_hold: str,
+    ) -> None:
+        self._approvals = approvals
+        self._policy = policy
+        self._append = append
+        self._record_decision = record_decision
+        self._find_outcome = find_outcome
+        self._release = release
+        self._clock = clock
+        self._telemetry = telemetry
+        self._agent = agent
+        self._expiry = expiry_seconds
+        self._on_hold_default = on_hold
 
     def run(
         self,
@@ -99,11 +136,11 @@ class Checkpoints:
         configurable = config.get("configurable") or {}
         traced = {
             **config,
-            "callbacks": _with(config.get("callbacks"), self._fence._telemetry.callback_handler()),
+            "callbacks": _with(config.get("callbacks"), self._telemetry.callback_handler()),
         }
         # One invoke_agent span covers the whole run, approval waits included.
-        with self._fence._telemetry.run(
-            configurable.get(CONFIG_AGENT) or self._fence._agent, configurable.get(CONFIG_THREAD)
+        with self._telemetry.run(
+            configurable.get(CONFIG_AGENT) or self._agent, configurable.get(CONFIG_THREAD)
         ):
             result = graph.invoke(input, traced)
             while True:
@@ -113,7 +150,7 @@ class Checkpoints:
                 fresh = [
                     w
                     for w in waiting
-                    if w.status(self._fence._clock()) == "pending"
+                    if w.status(self._clock()) == "pending"
                     and w.request.request_id not in announced
                 ]
                 if on_pending is not None and fresh:
@@ -146,7 +183,7 @@ class Checkpoints:
 
         ``None`` while every one of them is still pending.
         """
-        now = self._fence._clock()
+        now = self._clock()
         ready = [w for w in waiting if w.status(now) in ("answered", "expired")]
         if not ready:
             return None
@@ -158,26 +195,25 @@ class Checkpoints:
             return None
         waiting: list[StoredApproval] = []
         for request_id in ids:
-            stored = self._fence._approvals.get(request_id)
+            stored = self._approvals.get(request_id)
             if stored is None:
                 return None
             waiting.append(stored)
         return waiting
 
     def hold(
-        self, request: ToolCallRequest, facts: CallFacts, decision: Decision, span: ToolCallSpan
+        self, call: ToolCall, facts: CallFacts, decision: Decision, span: ToolCallSpan
     ) -> Run | ToolResult:
         """Pause for an approver; on resume, run the call only on a good, unused answer.
 
         A run that takes no approvals (``on_hold="deny"``) has the call refused at once.
         """
-        fence = self._fence
-        fresh = request_for(decision, now_us=fence._clock(), default_expiry=fence._expiry)
-        if self._on_hold(request) == "deny":
-            return self._refuse_unattended(request, fresh, decision, span)
-        stored = self._fence._approvals.create(fresh)  # the first pass's request, on re-execution
+        fresh = request_for(decision, now_us=self._clock(), default_expiry=self._expiry)
+        if self._on_hold(call) == "deny":
+            return self._refuse_unattended(call, fresh, decision, span)
+        stored = self._approvals.create(fresh)  # the first pass's request, on re-execution
         self._record_request(stored, expires_us=stored.expires_us)
-        done = self._fence._log.find_outcome(decision.decision_id)
+        done = self._find_outcome(decision.decision_id)
         span.approval_requested(stored.request_id, stored.approvers, _datetime(stored.expires_us))
         payload = interrupt_payload(stored)
         while True:
@@ -196,8 +232,8 @@ class Checkpoints:
                 "the node was re-executed; the call had already run, so its "
                 "recorded result is returned and the tool is not run again",
             )
-            return recorded_result(request, *done)
-        verdict = self._resolve(request, facts, decision, stored, picked.payload, span)
+            return recorded_result(call, *done)
+        verdict = self._resolve(call, facts, decision, stored, picked.payload, span)
         if isinstance(verdict, Run):
             return verdict
         span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
@@ -205,22 +241,23 @@ class Checkpoints:
 
     def _resolve(
         self,
-        request: ToolCallRequest,
+        call: ToolCall,
         facts: CallFacts,
         decision: Decision,
         stored: ApprovalRequest,
         payload: Any,
         span: ToolCallSpan,
     ) -> Run | ToolResult:
-        now = self._fence._clock()
+        engine, registry = self._policy()
+        now = self._clock()
         waited = max(0.0, (now - stored.created_us) / 1_000_000)
         if isinstance(payload, Mapping) and payload.get("format") == EXPIRED_FORMAT:
             if stored.expired(now):
-                self._fence._approvals.mark_expired(stored.request_id, now_us=now)
+                self._approvals.mark_expired(stored.request_id, now_us=now)
                 self._answer_record(stored, payload, "expired", "no approver answered in time")
                 span.approval_expired(stored.request_id)
                 return refusal(
-                    request,
+                    call,
                     (
                         f"the call to {stored.tool!r} needed approval and no approver answered "
                         f"before it expired; it was not run [request {stored.request_id}]"
@@ -232,27 +269,27 @@ class Checkpoints:
             verified = check_answer(
                 payload,
                 stored,
-                engine=self._fence._engine,
-                registry=self._fence._registry,
+                engine=engine,
+                registry=registry,
                 now_us=now,
                 answered_us=self._handed_in(stored.request_id, payload),
             )
         except ApprovalRefused as refused:
             if refused.code == "expired":
-                self._fence._approvals.mark_expired(stored.request_id, now_us=now)
+                self._approvals.mark_expired(stored.request_id, now_us=now)
             self._answer_record(stored, payload, "refused", str(refused))
             return refusal(
-                request,
+                call,
                 (
                     f"the approval for {stored.tool!r} was refused: {refused}. The call was not "
                     f"run [request {stored.request_id}]"
                 ),
                 decision,
             )
-        if not self._fence._approvals.consume(stored.request_id, verified.digest, now_us=now):
+        if not self._approvals.consume(stored.request_id, verified.digest, now_us=now):
             self._answer_record(stored, payload, "refused", "this approval was already used")
             return refusal(
-                request,
+                call,
                 (
                     f"the approval for {stored.tool!r} was already used; an approval runs a call "
                     f"once. The call was not run [request {stored.request_id}]"
@@ -265,7 +302,7 @@ class Checkpoints:
             self._answer_record(stored, payload, "accepted", "rejected by the approver")
             note = f": {answer.message.rstrip('.')}" if answer.message else ""
             return refusal(
-                request,
+                call,
                 (
                     f"{verified.approver} rejected the call to {stored.tool!r}{note}. It was not "
                     f"run [request {stored.request_id}]"
@@ -276,21 +313,21 @@ class Checkpoints:
         diff: dict[str, Any] | None = None
         if answer.decision == "edit":
             diff = diff_args(stored.args, run_args)
-        if answer.decision == "edit" or stored.policy_hash != self._fence._engine.policy_hash:
+        if answer.decision == "edit" or stored.policy_hash != engine.policy_hash:
             # An edit is decided again (it cannot launder a denied call), and so is any
             # call whose policies changed while it waited.
-            again = self._fence._engine.decide(
+            again = engine.decide(
                 dataclasses.replace(
                     facts,
                     args=run_args,
                     bound=None,
                     problem=None,
                     sent=None,
-                    nonce=f"{facts.nonce}resume:{self._fence._engine.policy_hash}",
+                    nonce=f"{facts.nonce}resume:{engine.policy_hash}",
                 )
             )
             facts = again.facts
-            self._fence._append(*self._fence._decision_record(again, span))
+            self._record_decision(again, span)
             if again.effect is Effect.DENY:
                 self._answer_record(
                     stored,
@@ -300,7 +337,7 @@ class Checkpoints:
                     diff,
                 )
                 return refusal(
-                    request,
+                    call,
                     (
                         f"the approved call to {stored.tool!r} is denied by policy: "
                         f"{'; '.join(again.reasons)}. It was not run [request "
@@ -312,7 +349,7 @@ class Checkpoints:
                 regrouped = stored.model_copy(
                     update={"approvers": list(again.approvers), "policy_hash": again.policy_hash}
                 )
-                why = approve_decision(self._fence._engine, regrouped, verified.approver)
+                why = approve_decision(engine, regrouped, verified.approver)
                 if why is not None:
                     self._answer_record(
                         stored,
@@ -322,7 +359,7 @@ class Checkpoints:
                         diff,
                     )
                     return refusal(
-                        request,
+                        call,
                         (
                             f"{verified.approver} may not approve the call to {stored.tool!r} as "
                             f"edited: {why}. It was not run [request {stored.request_id}]"
@@ -332,12 +369,12 @@ class Checkpoints:
         self._answer_record(
             stored, payload, "accepted", f"{_PAST[answer.decision]} by {verified.approver}", diff
         )
-        return Run.of(decision, request, facts)
+        return Run.of(decision, call, facts)
 
     def _record_request(self, held: ApprovalRequest, *, expires_us: int) -> None:
         """Put an approval request on the log, with its arguments as a blob."""
         args_blob = Blob.of(_canonical(held.args))
-        self._fence._append(
+        self._append(
             ApprovalRequestRecord(
                 request_id=held.request_id,
                 decision_id=held.decision_id,
@@ -355,22 +392,21 @@ class Checkpoints:
                 approvers=held.approvers,
                 created_us=held.created_us,
                 expires_us=expires_us,
-                time_us=self._fence._clock(),
+                time_us=self._clock(),
             ),
             [args_blob],
         )
 
-    def _on_hold(self, request: ToolCallRequest) -> str:
+    def _on_hold(self, call: ToolCall) -> str:
         """This run's ``on_hold`` mode: its own ``configurable`` key, else the fence's."""
-        config = getattr(getattr(request, "runtime", None), "config", None) or {}
-        asked = (config.get("configurable") or {}).get(CONFIG_ON_HOLD)
+        asked = call.on_hold
         if asked is None:
-            return self._fence._on_hold
+            return self._on_hold_default
         return check_on_hold(asked, f"configurable[{CONFIG_ON_HOLD!r}]")
 
     def _refuse_unattended(
         self,
-        request: ToolCallRequest,
+        call: ToolCall,
         held: ApprovalRequest,
         decision: Decision,
         span: ToolCallSpan,
@@ -379,7 +415,7 @@ class Checkpoints:
         request (for the auditor) and an ``unattended`` answer, with no approver asked."""
         # Nobody may answer it: it expires as it is made.
         self._record_request(held, expires_us=held.created_us)
-        self._fence._append(
+        self._append(
             ApprovalAnswerRecord(
                 request_id=held.request_id,
                 decision_id=held.decision_id,
@@ -389,14 +425,15 @@ class Checkpoints:
                 reason="the run takes no approvals (on_hold=deny): refused without asking",
                 answer_blob=None,
                 args_diff_blob=None,
-                time_us=self._fence._clock(),
-            )
+                time_us=self._clock(),
+            ),
+            (),
         )
-        self._fence._usage.release(decision.decision_id)  # held calls count once they run
+        self._release(decision.decision_id)  # held calls count once they run
         span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
         groups = ", ".join(held.approvers) or "an approver"
         return refusal(
-            request,
+            call,
             (
                 f"the call to {held.tool!r} needs approval ({groups}: "
                 f"{'; '.join(held.reasons)}), and this run takes no approvals, so it was "
@@ -407,7 +444,7 @@ class Checkpoints:
 
     def _handed_in(self, request_id: str, payload: Any) -> int | None:
         """When the store took this very answer (``None`` if it was delivered directly)."""
-        held = self._fence._approvals.get(request_id)
+        held = self._approvals.get(request_id)
         if held is None or held.answer is None or held.answered_us is None:
             return None
         return held.answered_us if held.answer == payload else None
@@ -429,7 +466,7 @@ class Checkpoints:
         if diff is not None:
             diff_blob = Blob.of(_canonical(diff))
             blobs.append(diff_blob)
-        self._fence._append(
+        self._append(
             ApprovalAnswerRecord(
                 request_id=stored.request_id,
                 decision_id=stored.decision_id,
@@ -441,7 +478,7 @@ class Checkpoints:
                 reason=reason,
                 answer_blob=delivered.ref,
                 args_diff_blob=diff_blob.ref if diff_blob else None,
-                time_us=self._fence._clock(),
+                time_us=self._clock(),
             ),
             blobs,
         )
