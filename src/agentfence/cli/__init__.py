@@ -4,8 +4,9 @@ Subcommands mirror the API (``policy validate`` loads a :class:`PolicyEngine`, `
 calls :meth:`Fence.decide`); ``--json`` prints machine-readable output; every error leaves
 through one path that prints what went wrong and what to do, with exit code 2.
 
-Each command group lives in its own module (``_policy``, ``_demo``, ``_log``, ``_approvals``,
-``_inbox``) over what they share (``_common``); this module assembles them into one app.
+Each command group lives in its own module (``_policy``, ``_demo``, ``_log``, ``_evidence``,
+``_approvals``, ``_inbox``) over what they share (``_common``, and ``_audit`` for the
+auditor's); this module assembles them into one app.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 
 import typer
 
-from agentfence.cli import _approvals, _demo, _inbox, _log, _policy
+from agentfence.cli import _approvals, _demo, _evidence, _inbox, _log, _policy
 from agentfence.cli._common import Exit, err
 from agentfence.errors import AgentfenceError
 
@@ -27,7 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for _group in (_policy, _demo, _log, _approvals, _inbox):
+for _group in (_policy, _demo, _log, _evidence, _approvals, _inbox):
     _group.register(app)
 
 

@@ -13,38 +13,40 @@ import datetime
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from agentfence import _signing
 from agentfence._storage.database import SQLITE, parse_url
 from agentfence._storage.tables import EntryRow, LogBackend, copy_log
+from agentfence.cli._audit import (
+    KeysOption,
+    LogArg,
+    describe_record,
+    escape,
+    failed,
+    print_json,
+    progress_bar,
+    short_key,
+    steps_table,
+    verifier_keys,
+)
 from agentfence.cli._common import JsonOption, err, out
 from agentfence.config import Settings
 from agentfence.errors import ConfigurationError, VerificationError
 from agentfence.log import SignedLog, parse_entry
 from agentfence.records import (
-    ActivationRecord,
     DecisionRecord,
-    ErasureRecord,
-    KeyChangeRecord,
     LogRecord,
-    OutcomeRecord,
 )
 from agentfence.verify import (
     InclusionReceipt,
     LogVerificationError,
-    VerifiedStep,
-    export_evidence,
     prove,
-    replay,
-    verify_evidence,
     verify_log,
     verify_receipt,
 )
@@ -54,25 +56,8 @@ __all__ = ["register"]
 log_app = typer.Typer(
     help="Verify, inspect, prove and maintain the signed decision log.", no_args_is_help=True
 )
-keys_app = typer.Typer(help="Create checkpoint signing keys.", no_args_is_help=True)
-evidence_app = typer.Typer(
-    help="Export and verify self-contained evidence packs.", no_args_is_help=True
-)
 
 
-LogArg = Annotated[
-    str,
-    typer.Argument(help="The decision log: a SQLite file, sqlite:///PATH or postgresql://..."),
-]
-KeysOption = Annotated[
-    list[str],
-    typer.Option(
-        "--key",
-        "-k",
-        help="A verifier key you trust: a NAME.pub file or its <name>+<key id>+<key> text. "
-        "Repeat for several (for example the keys before and after a rotation).",
-    ),
-]
 ThreadOption = Annotated[str | None, typer.Option(help="Only entries of this thread.")]
 ToolOption = Annotated[str | None, typer.Option(help="Only decisions about this tool.")]
 EffectOption = Annotated[
@@ -92,108 +77,12 @@ UntilOption = Annotated[
 
 
 def register(app: typer.Typer) -> None:
-    """Add the ``log``, ``keys`` and ``evidence`` groups and ``replay`` to ``app``."""
+    """Add the ``log`` group to ``app``."""
     app.add_typer(log_app, name="log")
-    app.add_typer(keys_app, name="keys")
-    app.add_typer(evidence_app, name="evidence")
-    app.command("replay")(replay_command)
-
-
-def _exit(code: int) -> None:
-    # SystemExit rather than agentfence.cli.Exit: under `python -m agentfence.cli` that module
-    # runs as __main__, so this module would see a second copy of cli.Exit that main() does
-    # not catch. main() lets SystemExit through unchanged, so the code is the same.
-    raise SystemExit(code)
-
-
-def _failed(exc: LogVerificationError, headline: str, *, as_json: bool, steps: bool) -> None:
-    """Report a failed verification (JSON, or the steps table and a headline) and exit 1."""
-    if as_json:
-        _print_json(_failure_json(exc))
-    else:
-        if steps:
-            out.print(_steps_table(exc.steps, exc))
-        err.print(f"[bold red]{headline}")
-    _exit(1)
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-
-
-def _keys(values: Sequence[str]) -> list[str]:
-    """Verifier keys from ``--key`` values: key files or key text."""
-    if not values:
-        raise ConfigurationError(
-            "no verifier key: pass --key NAME.pub (the public key written by `agentfence keys "
-            "generate`); verification needs a key you trust, not one taken from the log"
-        )
-    keys: list[str] = []
-    for value in values:
-        path = Path(value)
-        if path.is_file():
-            keys.append(_signing.read_verifier_key(path).vkey)
-        elif value.count("+") >= 2 and path.suffix != ".pub":
-            keys.append(_signing.Verifier.from_vkey(value).vkey)
-        else:
-            raise ConfigurationError(
-                f"--key {value!r} is neither a verifier key file nor a key "
-                "(<name>+<key id>+<key>); check the path"
-            )
-    return keys
 
 
 def _backend(db: str) -> LogBackend:
     return LogBackend(db, create=False, readonly=True)
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A progress bar on stderr for people at a terminal; nothing for scripts."""
-    if not enabled or not err.is_terminal:
-        yield None
-        return
-    bar = Progress(
-        TextColumn("{task.description:<14}"),
-        BarColumn(),
-        TextColumn("{task.completed:>,}/{task.total:,}"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def update(step: str, done: int, total: int) -> None:
-        if step not in tasks:
-            tasks[step] = bar.add_task(step, total=total)
-        bar.update(tasks[step], completed=done, total=total)
-
-    with bar:
-        yield update
-
-
-def _steps_table(steps: Sequence[VerifiedStep], failed: LogVerificationError | None) -> Table:
-    table = Table(box=None, show_header=False, pad_edge=False)
-    table.add_column(no_wrap=True)
-    table.add_column(no_wrap=True)
-    table.add_column(overflow="fold")
-    for step in steps:
-        mark = "[yellow]-[/]" if step.skipped else "[green]✓[/]"
-        table.add_row(mark, f"{step.number}. {step.title}", _escape(step.detail))
-    if failed is not None:
-        table.add_row("[red]✗[/]", f"{failed.step}. {failed.title}", _escape(str(failed)))
-    return table
-
-
-def _failure_json(exc: LogVerificationError) -> dict[str, Any]:
-    return {
-        "verified": False,
-        "step": exc.step,
-        "title": exc.title,
-        "attack": exc.attack,
-        "error": str(exc),
-        "steps": [vars(s) for s in exc.steps],
-    }
 
 
 # --- log verify / checkpoint / prove --------------------------------------------------------
@@ -220,15 +109,15 @@ def log_verify(
     5. check the log extends your saved checkpoint;  6. check blobs;  7. check order.
     Exit 1 when a step fails (the message names the attack), 2 when it cannot run.
     """
-    keys = _keys(key)
+    keys = verifier_keys(key)
     saved = _read_text(checkpoint, "checkpoint") if checkpoint is not None else None
     if not as_json:
         err.print(f"Verifying {db} with {len(keys)} trusted key(s)")
     try:
-        with _progress(not as_json) as progress:
+        with progress_bar(not as_json) as progress:
             result = verify_log(db, keys, saved_checkpoint=saved, progress=progress)
     except LogVerificationError as exc:
-        _failed(
+        failed(
             exc,
             f"verification failed[/] at step {exc.step} ({exc.attack})",
             as_json=as_json,
@@ -236,9 +125,9 @@ def log_verify(
         )
         return
     if as_json:
-        _print_json(result.to_json())
+        print_json(result.to_json())
         return
-    out.print(_steps_table(result.steps, None))
+    out.print(steps_table(result.steps, None))
     tail = f", {result.unsigned_tail} more not yet signed" if result.unsigned_tail else ""
     out.print(
         f"[bold green]verified[/]: {result.entries} entries{tail}; signed size {result.size}, "
@@ -273,7 +162,7 @@ def log_checkpoint(db: LogArg, as_json: JsonOption = False) -> None:
         raise ConfigurationError(f"{db} has no signed checkpoint")
     if as_json:
         body = _signing.parse_checkpoint_body(latest.note[: latest.note.rfind("\n\n") + 1])
-        _print_json(
+        print_json(
             {"origin": body.origin, "size": body.size, "root": body.root.hex(), "note": latest.note}
         )
         return
@@ -299,7 +188,7 @@ def log_copy(
         raise ConfigurationError(f"{location.display} exists; copy into a new file")
     copied = copy_log(db, location)
     if as_json:
-        _print_json({"copied": copied, "to": location.display})
+        print_json({"copied": copied, "to": location.display})
         return
     out.print(f"copied {copied} entries to {location.display}", markup=False)
 
@@ -326,7 +215,7 @@ def log_prove(
         out_file.write_text(receipt.to_json(), encoding="utf-8")
         message = {"seq": seq, "tree_size": receipt.tree_size, "out": str(out_file)}
         if as_json:
-            _print_json(message)
+            print_json(message)
         else:
             err.print(
                 f"wrote the receipt for entry {seq} (tree size {receipt.tree_size}) to {out_file}"
@@ -342,12 +231,12 @@ def log_verify_receipt(
     as_json: JsonOption = False,
 ) -> None:
     """Verify an inclusion receipt with only the receipt and a key; exit 1 if it fails."""
-    keys = _keys(key)
+    keys = verifier_keys(key)
     receipt = InclusionReceipt.from_json(_read_text(receipt_file, "receipt"))
     try:
         verified = verify_receipt(receipt, keys)
     except LogVerificationError as exc:
-        _failed(
+        failed(
             exc,
             f"receipt does not verify[/] (step {exc.step}): {exc}",
             as_json=as_json,
@@ -355,7 +244,7 @@ def log_verify_receipt(
         )
         return
     if as_json:
-        _print_json(
+        print_json(
             {
                 "verified": True,
                 "origin": verified.origin,
@@ -371,9 +260,9 @@ def log_verify_receipt(
     out.print(
         f"[bold green]verified[/]: entry {verified.seq} ({verified.record.format}) is in "
         f"{verified.origin} at tree size {verified.tree_size}, signed by "
-        f"{', '.join(_short(k) for k in verified.signed_by)}"
+        f"{', '.join(short_key(k) for k in verified.signed_by)}"
     )
-    out.print(_describe(verified.record), markup=False)
+    out.print(describe_record(verified.record), markup=False)
 
 
 # --- log show / tail / export ---------------------------------------------------------------
@@ -454,33 +343,6 @@ def _when(time_us: int) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _short(vkey: str) -> str:
-    return "+".join(vkey.split("+", 2)[:2])
-
-
-def _describe(record: LogRecord | None) -> str:
-    """One line about a record for the table's detail column."""
-    if record is None:
-        return "(malformed entry: run `agentfence log verify`)"
-    if isinstance(record, DecisionRecord):
-        policies = ", ".join(record.policy_ids) or "no policy"
-        reason = record.reasons[0] if record.reasons else ""
-        return f"{policies}: {reason}"
-    if isinstance(record, OutcomeRecord):
-        return f"{record.status} (decision {record.decision_id[:12]}…)"
-    if isinstance(record, ActivationRecord):
-        return f"policy set {record.policy_hash[:16]}… ({len(record.files)} files, {record.engine})"
-    if isinstance(record, KeyChangeRecord):
-        return f"{_short(record.old_key)} -> {_short(record.new_key)}"
-    if isinstance(record, ErasureRecord):
-        return f"erased {record.blob[:23]}…: {record.reason}"
-    fields = record.model_dump(mode="json")
-    shown = [
-        f"{k}={fields[k]}" for k in ("verdict", "approver", "approvers", "risk") if k in fields
-    ]
-    return ", ".join(shown) or record.format
-
-
 def _entries_table(rows: Sequence[EntryRow], title: str) -> Table:
     records = [_record(row) for row in rows]
     traces = any(getattr(r, "trace_id", None) for r in records)
@@ -500,16 +362,12 @@ def _entries_table(rows: Sequence[EntryRow], title: str) -> Table:
             row.thread or "",
             row.tool or "",
             effect,
-            _escape(_describe(record)),
+            escape(describe_record(record)),
         ]
         if traces:
             cells.append(getattr(record, "trace_id", None) or "")
         table.add_row(*cells)
     return table
-
-
-def _escape(text: str) -> str:
-    return text.replace("[", "\\[")
 
 
 def _rows_json(rows: Sequence[EntryRow]) -> list[dict[str, Any]]:
@@ -560,7 +418,7 @@ def log_show(
     if shadow_denied:
         rows = [row for row in rows if _shadow_denied(_record(row))][:limit]
     if as_json:
-        _print_json(_rows_json(rows))
+        print_json(_rows_json(rows))
         return
     out.print(_entries_table(rows, f"{db}: {len(rows)} entries"))
 
@@ -588,7 +446,7 @@ def log_tail(
         newest_first=True,
     )
     if as_json:
-        _print_json(_rows_json(rows))
+        print_json(_rows_json(rows))
         return
     out.print(_entries_table(rows, f"{db}: last {len(rows)} entries"))
 
@@ -636,7 +494,7 @@ def log_export(
             target.close()
     if out_file is not None:
         if as_json:
-            _print_json({"exported": count, "out": str(out_file)})
+            print_json({"exported": count, "out": str(out_file)})
         else:
             err.print(f"exported {count} entries to {out_file}")
 
@@ -675,7 +533,7 @@ def log_erase(
     with SignedLog.open(db, signer=_signer(key_file)) as log:
         receipt = log.erase_blob(blob, reason=reason)
     if as_json:
-        _print_json({"erased": blob, "seq": receipt.seq, "leaf_hash": receipt.leaf_hash})
+        print_json({"erased": blob, "seq": receipt.seq, "leaf_hash": receipt.leaf_hash})
         return
     out.print(f"erased {blob}; the erasure is entry {receipt.seq}", markup=False)
 
@@ -699,45 +557,12 @@ def log_rotate_key(
     with SignedLog.open(db, signer=_signer(old_key), checkpoint_interval=math.inf) as log:
         receipt = log.rotate_key(new_signer)
     if as_json:
-        _print_json({"seq": receipt.seq, "new_key": new_signer.verifier_key})
+        print_json({"seq": receipt.seq, "new_key": new_signer.verifier_key})
         return
     out.print(
         f"key change recorded as entry {receipt.seq}; checkpoints are now signed by "
-        f"{_short(new_signer.verifier_key)}. Give auditors the new public key:\n"
+        f"{short_key(new_signer.verifier_key)}. Give auditors the new public key:\n"
         f"  {new_signer.verifier_key}",
-        markup=False,
-    )
-
-
-@keys_app.command("generate")
-def keys_generate(
-    name: Annotated[str, typer.Option(help="The key name (for example the log's origin).")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Write NAME.key and NAME.pub here.")],
-    as_json: JsonOption = False,
-) -> None:
-    """Write a new signing key NAME.key (mode 0600) and its public key NAME.pub.
-
-    Ed25519 keys in the C2SP signed-note format. Existing files are never overwritten.
-    """
-    private, public = out_dir / f"{name}.key", out_dir / f"{name}.pub"
-    for path in (private, public):
-        if path.exists():
-            raise ConfigurationError(
-                f"{path} already exists; keys are never overwritten: choose another --name or "
-                "move the old files away first"
-            )
-    if not out_dir.is_dir():
-        raise ConfigurationError(f"--out {str(out_dir)!r} is not a directory; create it first")
-    signer = _signing.Signer.generate(name)
-    _signing.write_private_key(private, signer)
-    _signing.write_verifier_key(public, signer.verifier)
-    if as_json:
-        _print_json(
-            {"private_key": str(private), "public_key": str(public), "vkey": signer.verifier_key}
-        )
-        return
-    out.print(
-        f"wrote {private} (secret, mode 0600) and {public}:\n  {signer.verifier_key}",
         markup=False,
     )
 
@@ -745,137 +570,4 @@ def keys_generate(
 # --- evidence -------------------------------------------------------------------------------
 
 
-@evidence_app.command("export")
-def evidence_export(
-    db: LogArg,
-    out_file: Annotated[Path, typer.Option("--out", help="Write the evidence pack here.")],
-    key: KeysOption = [],  # noqa: B006  # typer reads the default; it is never mutated
-    thread: Annotated[
-        str | None, typer.Option(help="The thread to export (default: every entry).")
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Verify the log, then write a self-contained evidence pack and verify it.
-
-    The pack holds the entries with inclusion proofs, the signed checkpoint, the keys,
-    the blobs with their salts, and the policy texts.
-    """
-    keys = _keys(key)
-    with _progress(not as_json) as progress:
-        verified = export_evidence(db, out_file, keys=keys, thread=thread, progress=progress)
-    if as_json:
-        _print_json({**verified.to_json(), "out": str(out_file)})
-        return
-    out.print(
-        f"wrote {out_file}: {len(verified.records)} entries of "
-        f"{'thread ' + repr(thread) if thread else 'the log'}, proven at tree size "
-        f"{verified.size}; it verifies with `agentfence evidence verify {out_file} --key …`",
-        markup=False,
-    )
-
-
-@evidence_app.command("verify")
-def evidence_verify(
-    pack: Annotated[Path, typer.Argument(help="An evidence pack from `evidence export`.")],
-    key: KeysOption = [],  # noqa: B006  # typer reads the default; it is never mutated
-    as_json: JsonOption = False,
-) -> None:
-    """Verify an evidence pack offline with only the pack and a key; exit 1 if it fails."""
-    keys = _keys(key)
-    try:
-        verified = verify_evidence(pack, keys)
-    except LogVerificationError as exc:
-        _failed(
-            exc, f"the evidence pack does not verify[/] ({exc.attack})", as_json=as_json, steps=True
-        )
-        return
-    if as_json:
-        _print_json(verified.to_json())
-        return
-    out.print(_steps_table(verified.steps, None))
-    table = Table(title=f"{pack}: {len(verified.records)} entries", show_lines=False)
-    for column in ("seq", "kind", "detail"):
-        table.add_column(column, overflow="fold")
-    for seq, record in verified.records:
-        kind = record.format.removeprefix("agentfence.").removesuffix("/v1")
-        table.add_row(str(seq), kind, _escape(_describe(record)))
-    out.print(table)
-    out.print(
-        f"[bold green]verified[/]: {verified.origin} at tree size {verified.size}, signed by "
-        f"{', '.join(_short(k) for k in verified.signed_by)}"
-    )
-
-
 # --- replay ---------------------------------------------------------------------------------
-
-
-def replay_command(
-    db: LogArg,
-    policies: Annotated[
-        Path | None,
-        typer.Option(
-            help="What if: re-decide with this policy directory instead of the recorded "
-            "policies, and show what would change."
-        ),
-    ] = None,
-    fail_on_change: Annotated[
-        bool, typer.Option(help="With --policies: exit 1 if any decision would change.")
-    ] = False,
-    limit: Annotated[int, typer.Option(help="Show at most this many changes.")] = 50,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            help="Worker processes (default: one per CPU for logs of 50,000 decisions or more)."
-        ),
-    ] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Re-decide every recorded decision through Cedar and show what differs.
-
-    With the recorded policies, every decision must come out the same (exit 1 if not).
-    With --policies DIR, show what would change (exit 1 only with --fail-on-change).
-    """
-    with _progress(not as_json) as progress:
-        report = replay(db, policies=policies, progress=progress, workers=workers)
-    failed = bool(report.changes) and (report.mode == "recorded" or fail_on_change)
-    if as_json:
-        _print_json(report.to_json())
-        if failed:
-            _exit(1)
-        return
-    style = {"ALLOW": "green", "DENY": "red", "REQUIRE_APPROVAL": "yellow"}
-    if report.changes:
-        verb = "would change" if report.mode == "what-if" else "replay differently"
-        table = Table(title=f"{len(report.changes)} decisions {verb}", show_lines=True)
-        for column in ("seq", "thread", "tool", "recorded", "replayed", "policies"):
-            table.add_column(column, overflow="fold")
-        for change in report.changes[:limit]:
-            table.add_row(
-                str(change.seq),
-                change.thread,
-                change.tool,
-                f"[{style[change.recorded_effect]}]{change.recorded_effect}[/]",
-                f"[{style[change.replayed_effect]}]{change.replayed_effect}[/]",
-                _escape(
-                    f"{', '.join(change.recorded_policies) or '-'} -> "
-                    f"{', '.join(change.replayed_policies) or '-'}"
-                ),
-            )
-        out.print(table)
-        if len(report.changes) > limit:
-            out.print(f"… and {len(report.changes) - limit} more (--limit, or --json for all)")
-    skipped: dict[str, int] = {}
-    for item in report.not_replayable:
-        skipped[item.reason] = skipped.get(item.reason, 0) + 1
-    source = f"policies in {report.policies}" if report.policies else "the recorded policies"
-    out.print(
-        f"replayed {report.replayed} of {report.decisions} decisions with {source} "
-        f"({report.engine}, {report.seconds:.2f} s): {report.unchanged} unchanged, "
-        f"{len(report.changes)} changed",
-        markup=False,
-    )
-    if skipped:
-        listing = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items())
-        out.print(f"not replayable: {listing}", markup=False)
-    if failed:
-        _exit(1)
