@@ -33,11 +33,12 @@ from typing import Any
 import cedarpy
 
 from agentfence import Fence
+from agentfence._log_api import Pending
+from agentfence._recording import request_bytes
 from agentfence._signing import Signer
 from agentfence.demo import policy_dir
 from agentfence.demo.tools import TOOLS
-from agentfence.fence import request_bytes
-from agentfence.log import SignedLog, _Pending
+from agentfence.log import SignedLog
 from agentfence.records import Blob, DecisionRecord, canonical_bytes
 from agentfence.verify import replay, verify_log
 
@@ -154,7 +155,7 @@ def build_large(path: Path, n: int, signer: Signer) -> None:
         batch = []
         for i in range(start, min(n, start + batch_size)):
             record = decision(i).model_copy(update={"policy_hash": policy_hash})
-            batch.append(_Pending(record, (), canonical_bytes(record)))
+            batch.append(Pending(record, (), canonical_bytes(record)))
         log._commit(batch)  # bulk load for the benchmark only
     log.close()
 
@@ -209,7 +210,7 @@ def replay_bench(tmp: Path, n: int) -> dict[str, float]:
         requests.append(d.request)
         record, _ = fence._decision_record(d)  # the fence's own record
         record = record.model_copy(update={"request_blob": blob.ref})
-        batch.append(_Pending(record, [blob], canonical_bytes(record)))
+        batch.append(Pending(record, [blob], canonical_bytes(record)))
         if len(batch) == 5000:
             log._commit(batch)  # type: ignore[attr-defined]
             batch = []

@@ -45,10 +45,10 @@ from bench_log import (  # the same record, percentiles, machine line and sectio
 )
 
 from agentfence import Fence
+from agentfence._recording import request_bytes
 from agentfence._signing import Signer, read_private_key, write_private_key
 from agentfence.demo import policy_dir
 from agentfence.demo.tools import TOOLS
-from agentfence.fence import request_bytes
 from agentfence.log import SignedLog
 from agentfence.records import Blob, DecisionRecord, canonical_bytes, entry_bytes_from
 from agentfence.verify import verify_log

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentfence.errors import ConfigurationError
+from agentfence.errors import ConfigurationError, PolicyLoadError
 from agentfence.labels import BUILTIN_REDACTIONS, Finding, Redactor
+from agentfence.tools import ToolEntry, ToolSpec
 
 FIELD = "field"
 """The kind recorded for values dropped by ``redact_fields``."""
@@ -362,3 +363,62 @@ class PresidioRedactor:
             for r in results
             if r.entity_type in wanted and float(r.score) >= self._threshold
         ]
+
+
+def known_kinds(redactors: Sequence[Redactor]) -> frozenset[str]:
+    """Every redaction kind a detector knows: the built-in ones and the redactors' own."""
+    kinds = set(BUILTIN_REDACTIONS)
+    for redactor in redactors:
+        if not isinstance(redactor, Redactor):
+            raise ConfigurationError(
+                f"{redactor!r} is not a Redactor: it needs a 'kinds' property and a "
+                "find(text, kinds) method (see agentfence.labels.Redactor)"
+            )
+        kinds |= set(redactor.kinds)
+    return frozenset(kinds)
+
+
+def check_redactions(catalog: Iterable[ToolEntry], known: frozenset[str]) -> None:
+    """Every redaction kind the tools declare is one some detector knows."""
+    problems = []
+    for entry in catalog:
+        for kind in entry.spec.redact:
+            if kind not in known:
+                problems.append(
+                    f"tool {entry.name!r}: redaction kind {kind!r} is unknown; known kinds are "
+                    f"{', '.join(sorted(known))} (pass a Redactor for others)"
+                )
+    if problems:
+        raise PolicyLoadError(
+            "the tools declare redactions no detector knows:\n"
+            + "\n".join(f"  {p}" for p in problems),
+            tuple(problems),
+        )
+
+
+def result_plan(
+    spec: ToolSpec | None, marks: Iterable[Iterable[str]], redactors: Sequence[Redactor]
+) -> RedactionPlan:
+    """What to redact in a call's result: what its tool declares and what the determining
+    policies' ``@redact`` annotations name (``marks``)."""
+    kinds = set(spec.redact) if spec is not None else set()
+    fields = set(spec.redact_fields) if spec is not None else set()
+    for named in marks:
+        kinds.update(named)
+    return RedactionPlan(frozenset(kinds), frozenset(fields), tuple(redactors))
+
+
+def span_values(
+    plan: RedactionPlan, known: frozenset[str], args: Any, texts: Sequence[Any]
+) -> tuple[dict[str, Any], str]:
+    """A call's argument and result values as a span may show them.
+
+    Spans are redacted more than results: every kind a detector knows, at any depth (a card
+    number inside a list, a token inside headers), and the values of fields named like
+    secrets, whatever the tool declared.
+    """
+    counts: Counter[str] = Counter()
+    shown = RedactionPlan(plan.kinds | known, plan.fields | SPAN_FIELDS, plan.redactors)
+    shown_args = redact_value(dict(args) if isinstance(args, Mapping) else {}, shown, counts)
+    text = "\n".join(t if isinstance(t, str) else json.dumps(t, default=str) for t in texts)
+    return shown_args, redact_string(text, shown, counts)

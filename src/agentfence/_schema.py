@@ -13,8 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from agentfence import _cedar, _values
+from agentfence._cedar_types import render_type
 from agentfence.errors import PolicyLoadError
-from agentfence.tools import ToolCatalog, ToolEntry, render_type
+from agentfence.tools import ToolCatalog, ToolEntry
 
 __all__ = ["ALL_FLOW", "FLOW_ROOTS", "USAGE_WINDOWS", "FlowParts", "generate_schema"]
 

@@ -13,8 +13,6 @@ import asyncio
 import collections
 import dataclasses
 import decimal
-import hashlib
-import json
 import logging
 import os
 import threading
@@ -23,23 +21,29 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-import rfc8785
-
-from agentfence import _cedar
 from agentfence._holds import Holds, Run
 from agentfence._ids import call_digest, check_seed, derive_seed
+from agentfence._policy_files import redaction_kinds_of
 from agentfence._provenance import HistoryCache, messages_of
+from agentfence._recording import (
+    activation_record,
+    as_recorded,
+    decision_record,
+    digest_of,
+    metered_call,
+)
 from agentfence._redaction import (
-    SPAN_FIELDS,
     RedactionPlan,
+    check_redactions,
+    known_kinds,
     new_salt,
     redact_content,
-    redact_string,
-    redact_value,
+    result_plan,
     salted_digest,
+    span_values,
 )
 from agentfence._semconv import ERROR_FAIL_CLOSED
-from agentfence._signing import Signer, read_private_key
+from agentfence._signing import Signer
 from agentfence._usage import UsageLedger
 from agentfence.approvals import (
     DEFAULT_EXPIRY_SECONDS,
@@ -48,8 +52,8 @@ from agentfence.approvals import (
     StoredApproval,
 )
 from agentfence.config import Settings, check_on_hold
-from agentfence.errors import ConfigurationError, PolicyLoadError
-from agentfence.labels import BUILTIN_REDACTIONS, Directory, Redactor
+from agentfence.errors import ConfigurationError
+from agentfence.labels import Directory, Redactor
 from agentfence.langgraph import (
     AsyncExecute,
     Execute,
@@ -68,10 +72,8 @@ from agentfence.langgraph import (
 from agentfence.log import (
     DecisionLog,
     DeferringLog,
-    LogReader,
-    MemoryLog,
     Receipt,
-    SignedLog,
+    open_log,
 )
 from agentfence.policy import (
     CallFacts,
@@ -79,17 +81,13 @@ from agentfence.policy import (
     Effect,
     EntityRef,
     PolicyEngine,
-    redaction_kinds_of,
 )
 from agentfence.records import (
-    ActivationRecord,
     Blob,
     DecisionRecord,
     LogRecord,
-    Metered,
     OutcomeRecord,
     RedactionNote,
-    ShadowVerdict,
 )
 from agentfence.tools import ToolCatalog
 from agentfence.tracing import (
@@ -153,12 +151,12 @@ class Fence:
             check_on_hold(on_hold, "on_hold") if on_hold is not None else settings.on_hold
         )
         self._redactors = tuple(redactors)
-        self._redaction_kinds = _known_kinds(self._redactors)
-        _check_redactions(engine, self._redaction_kinds)
+        self._redaction_kinds = known_kinds(self._redactors)
+        check_redactions(engine.catalog, self._redaction_kinds)
         self._engine = engine
         self._registry = ApproverRegistry.from_engine(engine)
         self._lock = threading.Lock()
-        self._log = _open_log(
+        self._log = open_log(
             log if log is not None else settings.log,
             signing_key if signing_key is not None else settings.signing_key,
         )
@@ -249,7 +247,7 @@ class Fence:
             catalog,
             principal_types=principal_types,
             trusted=trusted,
-            redaction_kinds=_known_kinds(redactors),
+            redaction_kinds=known_kinds(redactors),
         )
         return cls(
             engine,
@@ -488,7 +486,7 @@ class Fence:
             if receipt.duplicate:
                 # The node runs again (a resume): act on the request recorded the first time,
                 # since usage windows and the log have moved on since.
-                decision = self._as_recorded(engine, receipt.seq, decision)
+                decision = as_recorded(self._log, engine, receipt.seq, decision)
             if receipt.duplicate and facts.thread:
                 # LangGraph re-executes a node when a thread resumes: a call that already
                 # ran returns its recorded result instead of running twice.
@@ -543,7 +541,7 @@ class Fence:
         blob = Blob.of(content)
         blobs.insert(0, blob)
         span.digested(result=digest)
-        metered = self._metered(decision.facts.tool, args)
+        metered = metered_call(self._engine, decision.facts.tool, args)
         redactions = [RedactionNote(kind=k, count=n) for k, n in sorted(counts.items())]
         try:
             self._append_outcome(
@@ -602,38 +600,17 @@ class Fence:
         result: ToolResult,
         call_id: str | None,
     ) -> None:
-        """Put the redacted argument and result values on the span, if capture is on.
-
-        Spans are redacted more than results: every kind a detector knows, at any depth
-        (a card number inside a list, a token inside headers), and the values of fields
-        named like secrets, whatever the tool declared.
-        """
+        """Put the redacted argument and result values on the span, if capture is on."""
         if not self._telemetry.capture_content:
             return
-        counts: collections.Counter[str] = collections.Counter()
-        shown = RedactionPlan(
-            plan.kinds | self._redaction_kinds, plan.fields | SPAN_FIELDS, plan.redactors
-        )
-        shown_args = redact_value(dict(args) if isinstance(args, Mapping) else {}, shown, counts)
         texts = [m.content for m in result_messages(result, call_id)]
-        text = "\n".join(t if isinstance(t, str) else json.dumps(t, default=str) for t in texts)
-        span.content(shown_args, redact_string(text, shown, counts))
+        span.content(*span_values(plan, self._redaction_kinds, args, texts))
 
     def _redaction_plan(self, decision: Decision) -> RedactionPlan:
         """What to redact in this call's result: the tool's declaration and ``@redact``."""
         entry = self._engine.catalog.get(decision.facts.tool)
-        kinds = set(entry.spec.redact) if entry is not None else set()
-        fields = set(entry.spec.redact_fields) if entry is not None else set()
-        for marks in decision.annotations.values():
-            kinds.update(redaction_kinds_of(marks))
-        return RedactionPlan(frozenset(kinds), frozenset(fields), self._redactors)
-
-    def _metered(self, tool: str, args: Any) -> Metered | None:
-        entry = self._engine.catalog.get(tool)
-        meter = entry.spec.meter if entry is not None else None
-        if meter is None or not isinstance(args, Mapping):
-            return None
-        return Metered(meter=meter.name, amount=_amount_text(meter.amount(args)))
+        marks = [redaction_kinds_of(m) for m in decision.annotations.values()]
+        return result_plan(entry.spec if entry is not None else None, marks, self._redactors)
 
     # --- describing and recording --------------------------------------------------------
 
@@ -701,7 +678,7 @@ class Fence:
         facts = decision.facts
         if decision.effect is Effect.DENY or facts.principal is None:
             return
-        metered = self._metered(facts.tool, facts.args)
+        metered = metered_call(self._engine, facts.tool, facts.args)
         self._usage.reserve(
             decision_id=decision.decision_id,
             principal=str(facts.principal),
@@ -712,26 +689,6 @@ class Fence:
             amount=decimal.Decimal(metered.amount) if metered else decimal.Decimal(0),
             allowed=decision.effect is Effect.ALLOW,
         )
-
-    def _as_recorded(self, engine: PolicyEngine, seq: int, decision: Decision) -> Decision:
-        """The decision as first recorded at ``seq``, re-decided from its recorded request.
-
-        Falls back to ``decision`` when the log cannot give the record back.
-        """
-        log = self._log
-        if not isinstance(log, LogReader):  # a log that cannot be read back
-            return decision
-        try:
-            record = next((r for _, r in log.read(seq, seq + 1)), None)
-            if not isinstance(record, DecisionRecord) or record.request_blob is None:
-                return decision
-            content = log.blob(record.request_blob)
-        except Exception:  # an unreadable log: keep the decision just made
-            _logger.warning("could not read decision %s back from the log", seq, exc_info=True)
-            return decision
-        if record.decision_id != decision.decision_id or content is None:
-            return decision
-        return engine.decide_recorded(decision.facts, json.loads(content), decision.decision_id)
 
     def _facts(
         self,
@@ -768,48 +725,13 @@ class Fence:
     def _decision_record(
         self, decision: Decision, span: ToolCallSpan | None = None
     ) -> tuple[DecisionRecord, list[Blob]]:
-        facts = decision.facts
-        request = decision.request or {}
-        resource = request.get("resource")
-        # A call of several resources stores all its requests (a JSON list), so that replay
-        # decides each again; the record's resource is the one that determined the effect.
-        stored: Any = list(decision.requests) if decision.requests else request
-        blobs = [Blob.of(request_bytes(stored))] if request else []
-        ids = span.ids() if span is not None else None
-        record = DecisionRecord(
-            decision_id=decision.decision_id,
-            seed=facts.seed,
-            thread=facts.thread,
-            step=facts.step,
-            tool_call_id=facts.tool_call_id,
-            tool=facts.tool,
-            principal=str(facts.principal) if facts.principal else None,
-            agent=facts.agent,
-            action=str(EntityRef("Action", facts.tool)),
-            resource=str(EntityRef(resource["type"], resource["id"])) if resource else None,
-            request_blob=blobs[0].ref if blobs else None,
-            effect=decision.effect.value,
-            policy_ids=list(decision.policy_ids),
-            reasons=list(decision.reasons),
-            errors=list(decision.errors),
-            approvers=list(decision.approvers),
-            policy_hash=decision.policy_hash,
-            engine=_cedar.ENGINE_VERSION,
-            time_us=self._clock(),
-            trace_id=ids[0] if ids else None,
-            span_id=ids[1] if ids else None,
-            metered=self._metered(facts.tool, facts.args)
+        metered = (
+            metered_call(self._engine, decision.facts.tool, decision.facts.args)
             if decision.effect is not Effect.DENY
-            else None,
-            shadow=ShadowVerdict(
-                effect=decision.shadow.effect.value,
-                policy_ids=list(decision.shadow.policy_ids),
-                reasons=list(decision.shadow.reasons),
-            )
-            if decision.shadow is not None
-            else None,
+            else None
         )
-        return record, blobs
+        ids = span.ids() if span is not None else None
+        return decision_record(decision, time_us=self._clock(), ids=ids, metered=metered)
 
     def _record_failure(self, facts: CallFacts | None, call: ToolCall, exc: Exception) -> str:
         """Best effort: put a call that could not be decided on record as a DENY; return the
@@ -855,7 +777,7 @@ class Fence:
                 OutcomeRecord(
                     decision_id=decision.decision_id,
                     status="error",
-                    result_digest=_digest(repr(exc)),
+                    result_digest=digest_of(repr(exc)),
                     time_us=self._clock(),
                 )
             )
@@ -863,21 +785,7 @@ class Fence:
             return
 
     def _record_activation(self, engine: PolicyEngine) -> None:
-        file_blobs = {name: Blob.of(text.encode()) for name, text in engine.texts.items()}
-        schema = Blob.of(engine.schema_text.encode())
-        generated = Blob.of(engine.generated_schema.encode())
-        self._append(
-            ActivationRecord(
-                policy_hash=engine.policy_hash,
-                files=engine.files,
-                file_blobs={name: blob.ref for name, blob in file_blobs.items()},
-                schema_blob=schema.ref,
-                generated_schema_blob=generated.ref,
-                engine=_cedar.ENGINE_VERSION,
-                time_us=self._clock(),
-            ),
-            [*file_blobs.values(), schema, generated],
-        )
+        self._append(*activation_record(engine, time_us=self._clock()))
 
 
 def fail_closed_text(decision_id: str) -> str:
@@ -888,75 +796,3 @@ def fail_closed_text(decision_id: str) -> str:
         "closed). The cause is in the decision log and the trace; do not retry it unchanged "
         f"[decision {decision_id}]"
     )
-
-
-def _known_kinds(redactors: Sequence[Redactor]) -> frozenset[str]:
-    kinds = set(BUILTIN_REDACTIONS)
-    for redactor in redactors:
-        if not isinstance(redactor, Redactor):
-            raise ConfigurationError(
-                f"{redactor!r} is not a Redactor: it needs a 'kinds' property and a "
-                "find(text, kinds) method (see agentfence.labels.Redactor)"
-            )
-        kinds |= set(redactor.kinds)
-    return frozenset(kinds)
-
-
-def _check_redactions(engine: PolicyEngine, known: frozenset[str]) -> None:
-    """Every redaction kind the tools declare is one some detector knows."""
-    problems = []
-    for entry in engine.catalog:
-        for kind in entry.spec.redact:
-            if kind not in known:
-                problems.append(
-                    f"tool {entry.name!r}: redaction kind {kind!r} is unknown; known kinds are "
-                    f"{', '.join(sorted(known))} (pass a Redactor for others)"
-                )
-    if problems:
-        raise PolicyLoadError(
-            "the tools declare redactions no detector knows:\n"
-            + "\n".join(f"  {p}" for p in problems),
-            tuple(problems),
-        )
-
-
-def _amount_text(value: decimal.Decimal) -> str:
-    return f"{value.quantize(decimal.Decimal('0.0001'), rounding=decimal.ROUND_HALF_EVEN):f}"
-
-
-def request_bytes(request: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> bytes:
-    """The stored form of a Cedar request: compact JSON, sorted keys, UTF-8.
-
-    Not RFC 8785: Cedar longs may exceed the integer range RFC 8785 allows.
-    """
-    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _open_log(log: DecisionLog | str | Path | None, key: str | Path | Signer | None) -> DecisionLog:
-    if log is None:
-        return MemoryLog()
-    if not isinstance(log, str | Path):
-        return log
-    if key is None:
-        raise ConfigurationError(
-            f"the signed log {str(log)!r} needs a signing key: run `agentfence keys generate "
-            "--name NAME --out DIR` and pass signing_key='DIR/NAME.key' (or set "
-            "AGENTFENCE_SIGNING_KEY)"
-        )
-    signer = key if isinstance(key, Signer) else read_private_key(key)
-    return SignedLog.open(log, signer=signer)
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        rfc8785.dumps(value)
-    except Exception:
-        try:
-            return repr(value)
-        except RecursionError:
-            return "<too deeply nested>"
-    return value
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(rfc8785.dumps(_jsonable(value))).hexdigest()

@@ -17,31 +17,34 @@ implementations of both:
 
 from __future__ import annotations
 
-import collections
-import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 from agentfence import _merkle, _signing
+from agentfence._log_api import (
+    DecisionLog,
+    DeferringLog,
+    LogStats,
+    MemoryLog,
+    Pending,
+    Receipt,
+    dedupe_key,
+    record_columns,
+)
 from agentfence._log_reader import LogReader, LogView, ThreadDecision, parse_entry
 from agentfence._storage.database import SQLITE, Location, parse_url
 from agentfence._storage.tables import CheckpointRow, EntryRow, LogBackend, ServerEntry
 from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
-    ApprovalRequestRecord,
     Blob,
-    DecisionRecord,
     ErasureRecord,
     KeyChangeRecord,
     LogRecord,
     OutcomeRecord,
     canonical_bytes,
-    entry_bytes,
     entry_bytes_from,
 )
 
@@ -65,211 +68,6 @@ _DRAIN_ROUNDS = 5
 DEFAULT_FLUSH_WINDOW = 0.05
 """Seconds an outcome appended with ``append_later`` may wait for the next commit."""
 _logger = logging.getLogger("agentfence.log")
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """Where a record landed: its sequence number and RFC 6962 leaf hash (hex).
-
-    ``duplicate`` is true when the record was already on the log (the call was seen
-    before, as when LangGraph re-executes a node on resume) and nothing new was written.
-    """
-
-    seq: int
-    leaf_hash: str
-    duplicate: bool = False
-
-
-@runtime_checkable
-class DecisionLog(Protocol):
-    """Anything that durably appends records, with their blobs, in order.
-
-    ``append`` returns only once the record is durable. Appending a decision or outcome
-    whose ``decision_id`` was already recorded returns the first receipt and writes
-    nothing: LangGraph re-executes a node when a thread resumes, and the fence must not
-    record the same call twice.
-    """
-
-    def append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
-        """Append one record (and the blobs it references) and return its receipt."""
-        ...
-
-    def close(self) -> None:
-        """Flush and release the log (a signed log signs a final checkpoint)."""
-        ...
-
-    def find_outcome(self, decision_id: str) -> tuple[OutcomeRecord, bytes | None] | None:
-        """The recorded outcome of a decision and its result content, if the tool ran."""
-        ...
-
-
-@runtime_checkable
-class DeferringLog(Protocol):
-    """A log that can take a record without holding the caller until it is durable.
-
-    The fence records outcomes this way (a decision is always appended durably first).
-    """
-
-    def append_later(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> None:
-        """Queue a record for the next commit, bounded by the log's flush window."""
-        ...
-
-
-def dedupe_key(record: LogRecord) -> str | None:
-    """The key under which a record may be appended only once (``None``: no such key)."""
-    if isinstance(record, DecisionRecord | OutcomeRecord):
-        return f"{record.format}:{record.decision_id}"
-    if isinstance(record, ApprovalRequestRecord):
-        return f"{record.format}:{record.request_id}"
-    return None
-
-
-class MemoryLog:
-    """An in-memory :class:`DecisionLog`: ordered, idempotent, nothing persisted or signed."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._records: list[LogRecord] = []
-        self._receipts: dict[str, Receipt] = {}
-        self._blobs: dict[str, bytes] = {}
-        self._thread_seqs: dict[str, list[int]] = {}  # decisions by thread, for readers
-
-    def append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
-        """Append one record (see :class:`DecisionLog`)."""
-        key = dedupe_key(record)
-        with self._lock:
-            if key is not None and key in self._receipts:
-                return dataclasses.replace(self._receipts[key], duplicate=True)
-            seq = len(self._records)
-            receipt = Receipt(seq=seq, leaf_hash=_merkle.leaf_hash(entry_bytes(seq, record)).hex())
-            self._records.append(record)
-            if isinstance(record, DecisionRecord):
-                self._thread_seqs.setdefault(record.thread, []).append(seq)
-            self._blobs.update((b.ref, b.content) for b in blobs)
-            if key is not None:
-                self._receipts[key] = receipt
-            return receipt
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    @property
-    def records(self) -> Sequence[LogRecord]:
-        """A snapshot of the records appended so far, in order."""
-        with self._lock:
-            return tuple(self._records)
-
-    def read(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, LogRecord]]:
-        """``(seq, record)`` pairs in order (see :class:`LogReader`)."""
-        with self._lock:
-            part = self._records[start:end]
-        for offset, record in enumerate(part):
-            yield start + offset, record
-
-    def size(self) -> int:
-        """The number of records appended so far."""
-        with self._lock:
-            return len(self._records)
-
-    def thread_decisions(
-        self, thread: str, *, exclude: str | None = None, before: int | None = None
-    ) -> list[ThreadDecision]:
-        """A thread's decisions with their outcome status (see :class:`LogReader`)."""
-        with self._lock:
-            seqs = list(self._thread_seqs.get(thread, ()))
-            records = [(seq, self._records[seq]) for seq in seqs]
-        found = []
-        for seq, record in records:
-            if before is not None and seq >= before:
-                break
-            if not isinstance(record, DecisionRecord) or record.decision_id == exclude:
-                continue
-            done = self.find_outcome(record.decision_id)
-            found.append(ThreadDecision(seq, record, done[0].status if done else None))
-        return found
-
-    def first_seq_since(self, time_us: int) -> int:
-        """0: a memory log keeps no time index (see :class:`LogReader`)."""
-        return 0
-
-    def decisions(self) -> list[DecisionRecord]:
-        """The decision records appended so far, in order."""
-        return [r for r in self.records if isinstance(r, DecisionRecord)]
-
-    def outcomes(self) -> list[OutcomeRecord]:
-        """The outcome records appended so far, in order."""
-        return [r for r in self.records if isinstance(r, OutcomeRecord)]
-
-    def blob(self, ref: str) -> bytes | None:
-        """The content of a blob, or ``None`` if it is unknown."""
-        with self._lock:
-            return self._blobs.get(ref)
-
-    def find_outcome(self, decision_id: str) -> tuple[OutcomeRecord, bytes | None] | None:
-        """The recorded outcome of a decision and its result content, if the tool ran."""
-        with self._lock:
-            receipt = self._receipts.get(f"agentfence.outcome/v1:{decision_id}")
-            if receipt is None:
-                return None
-            record = self._records[receipt.seq]
-        if not isinstance(record, OutcomeRecord):  # pragma: no cover - keyed by format
-            return None
-        return record, self.blob(record.result_blob) if record.result_blob else None
-
-
-@dataclass
-class _Pending:
-    record: LogRecord
-    blobs: Sequence[Blob]
-    record_bytes: bytes
-    deferred: bool = False  # nobody waits for it: it rides the next commit
-    attempts: int = 0  # commits of it that failed (a deferred record is tried again)
-    receipt: Receipt | None = None
-    error: BaseException | None = None
-    done: bool = False
-    wake: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass(frozen=True)
-class _IndexColumns:
-    thread: str | None = None
-    tool: str | None = None
-    effect: str | None = None
-
-
-def _index_columns(record: LogRecord) -> _IndexColumns:
-    if isinstance(record, DecisionRecord):
-        return _IndexColumns(thread=record.thread, tool=record.tool, effect=record.effect)
-    if isinstance(record, ApprovalRequestRecord):
-        return _IndexColumns(thread=record.thread, tool=record.tool)
-    return _IndexColumns()
-
-
-def index_columns(record: LogRecord) -> tuple[str | None, str | None, str | None]:
-    """The ``thread``, ``tool`` and ``effect`` index columns stored beside an entry.
-
-    They are derived from the entry (for ``log show`` filters) and the verifier checks them
-    against it (docs/log-format.md, "Index columns").
-    """
-    columns = _index_columns(record)
-    return columns.thread, columns.tool, columns.effect
-
-
-_COMMIT_TIMES = 65_536
-
-
-@dataclass
-class _Stats:
-    """Counters of the group commit; the durations of only the latest commits are kept, so a
-    long-running writer's memory does not grow with its commits."""
-
-    batches: int = 0
-    entries: int = 0
-    checkpoints: int = 0
-    largest_batch: int = 0
-    commit_seconds: collections.deque[float] = field(
-        default_factory=lambda: collections.deque(maxlen=_COMMIT_TIMES)
-    )
 
 
 class SignedLog:
@@ -305,7 +103,7 @@ class SignedLog:
         self._clock = clock or (lambda: time.time_ns() // 1000)
         self._lock = threading.Lock()  # guards the queue and the leader flag
         self._commit_lock = threading.Lock()  # one writer of the backend at a time
-        self._queue: list[_Pending] = []
+        self._queue: list[Pending] = []
         self._leader = False
         self._closed = False
         self._last_checkpoint_size = -1
@@ -315,7 +113,7 @@ class SignedLog:
         self._retired = False  # another process rotated the key away from ours
         self._failed: str | None = None  # the database returned entries that do not check
         self._key_lock = threading.Lock()
-        self.stats = _Stats()
+        self.stats = LogStats()
         self._start()
 
     # --- opening -------------------------------------------------------------------------
@@ -467,7 +265,7 @@ class SignedLog:
         Raises :class:`~agentfence.errors.LogError` if the record could not be committed.
         """
         # Serialise before queueing: the commit leader only assembles and hashes.
-        item = _Pending(record, blobs, canonical_bytes(record))
+        item = Pending(record, blobs, canonical_bytes(record))
         with self._lock:
             self._enqueue(item)
             lead = not self._leader
@@ -510,7 +308,7 @@ class SignedLog:
         if not self.defers:
             self.append(record, blobs)
             return
-        item = _Pending(record, blobs, canonical_bytes(record), deferred=True)
+        item = Pending(record, blobs, canonical_bytes(record), deferred=True)
         with self._lock:
             self._enqueue(item)
             if self._flush_timer is None and not self._leader:
@@ -525,7 +323,7 @@ class SignedLog:
         """
         return self._flush_window > 0 and self._backend.location.engine == SQLITE
 
-    def _enqueue(self, item: _Pending) -> None:
+    def _enqueue(self, item: Pending) -> None:
         """Queue a record for the next commit (hold ``self._lock``); refuse on a closed or
         failed log."""
         if self._closed:
@@ -566,12 +364,12 @@ class SignedLog:
             if self._queue and not self._closed:
                 self._schedule_flush()
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _commit(self, batch: list[Pending]) -> None:
         started = time.perf_counter()
         try:
             frontier = self._write(batch)
         except BaseException as exc:
-            retry: list[_Pending] = []
+            retry: list[Pending] = []
             for item in batch:
                 if item.deferred and not self._closed:
                     # Nobody waits for it: it goes back in the queue, to ride the next commit
@@ -650,7 +448,7 @@ class SignedLog:
             return False
         return True
 
-    def _write(self, batch: list[_Pending]) -> _merkle.MerkleFrontier:
+    def _write(self, batch: list[Pending]) -> _merkle.MerkleFrontier:
         if self._backend.db.dialect.sequences_on_server:
             return self._write_on_server(batch)
         with self._backend.transaction() as tx:
@@ -674,7 +472,7 @@ class SignedLog:
                 body = entry_bytes_from(seq, item.record_bytes)
                 leaf = _merkle.leaf_hash(body)
                 frontier.append(leaf)
-                columns = _index_columns(item.record)
+                columns = record_columns(item.record)
                 rows.append(
                     EntryRow(
                         seq,
@@ -696,7 +494,7 @@ class SignedLog:
                 tx.finish_batch(blobs, rows, frontier.size, frontier.state().to_bytes())
         return frontier
 
-    def _write_on_server(self, batch: list[_Pending]) -> _merkle.MerkleFrontier:
+    def _write_on_server(self, batch: list[Pending]) -> _merkle.MerkleFrontier:
         """Let the database number and hash the batch (PostgreSQL), then check its work.
 
         Every writer process queues on the log's lock; doing the sequencing inside the
@@ -708,7 +506,7 @@ class SignedLog:
         entries: list[ServerEntry] = []
         blobs: list[tuple[int, str, bytes, bytes]] = []
         for index, item in enumerate(batch):
-            columns = _index_columns(item.record)
+            columns = record_columns(item.record)
             entries.append(
                 ServerEntry(
                     item.record_bytes,
@@ -754,7 +552,7 @@ class SignedLog:
             raise LogError(self._failed)
         return frontier
 
-    def _handover(self, batch: list[_Pending], frontier: _merkle.MerkleFrontier) -> bool:
+    def _handover(self, batch: list[Pending], frontier: _merkle.MerkleFrontier) -> bool:
         """After a commit that wrote a key change: switch keys and sign the handover."""
         with self._key_lock:
             incoming = self._incoming
@@ -975,3 +773,22 @@ class SignedLog:
     def first_seq_since(self, time_us: int) -> int:
         """The first seq at or after ``time_us``, by the stored time index."""
         return self._view.first_seq_since(time_us)
+
+
+def open_log(
+    log: DecisionLog | str | Path | None, key: str | Path | _signing.Signer | None
+) -> DecisionLog:
+    """The log a fence writes to: a given log, a signed log at a URL (needs ``key``), or a
+    :class:`MemoryLog` when neither is given."""
+    if log is None:
+        return MemoryLog()
+    if not isinstance(log, str | Path):
+        return log
+    if key is None:
+        raise ConfigurationError(
+            f"the signed log {str(log)!r} needs a signing key: run `agentfence keys generate "
+            "--name NAME --out DIR` and pass signing_key='DIR/NAME.key' (or set "
+            "AGENTFENCE_SIGNING_KEY)"
+        )
+    signer = key if isinstance(key, _signing.Signer) else _signing.read_private_key(key)
+    return SignedLog.open(log, signer=signer)

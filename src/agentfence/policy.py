@@ -29,18 +29,31 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rfc8785
-
 from agentfence import _cedar, _values
 from agentfence._approvers import APPROVERS_FILE, ApproverRegistry
+from agentfence._policy_files import (
+    DIRECTORY_FILE,
+    ENTITIES_FILE,
+    OVERRIDABLE,
+    REQUIRE_APPROVAL,
+    SHADOW,
+    Compiled,
+    annotation_problems,
+    compile,
+    duplicate_ids,
+    entity_labels,
+    load_error,
+    policy_hash,
+    read_directory,
+    reason_of,
+    strings_in,
+)
 from agentfence._provenance import History, carried, links_carried, provenance, role_words
 from agentfence._schema import (
     ALL_FLOW,
@@ -62,24 +75,6 @@ __all__ = [
     "PolicyEngine",
 ]
 
-ENTITIES_FILE = "entities.json"
-DIRECTORY_FILE = "directory.json"
-REQUIRE_APPROVAL = "require_approval"
-OVERRIDABLE = "overridable"
-REASON = "reason"
-SHADOW = "shadow"
-REDACT = "redact"
-_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-@dataclass(frozen=True)
-class _Compiled:
-    policy_set: Any
-    without_overridable: Any
-    schema: Any
-    entities: Any
-
-
 _VOUCHING = frozenset({"user", "system", "directory"})
 _ERRORED_POLICY = re.compile(r"policy `([^`]+)`")
 
@@ -93,12 +88,12 @@ class PolicyEngine:
         policies: Sequence[_cedar.ParsedPolicy],
         schema_text: str,
         generated_schema: str,
-        compiled: _Compiled,
+        compiled: Compiled,
         catalog: ToolCatalog,
         texts: Mapping[str, str],
         files: Mapping[str, str],
         principal_types: tuple[str, ...],
-        shadow: _Compiled | None = None,
+        shadow: Compiled | None = None,
         directory: Directory | None = None,
         entity_labels: Mapping[tuple[str, str], frozenset[str]] | None = None,
         extra_directory: Directory | None = None,
@@ -116,7 +111,7 @@ class PolicyEngine:
         self._compiled = compiled
         self._shadow = shadow
         self._by_id = {p.policy_id: p for p in policies}
-        self.policy_hash = _policy_hash(files, schema_text)
+        self.policy_hash = policy_hash(files, schema_text)
         self.directory = directory if directory is not None else Directory()
         """The trusted directory: ``directory.json`` plus the one given in code."""
         self.extra_directory = extra_directory
@@ -182,8 +177,8 @@ class PolicyEngine:
                 problems.extend(bad)
             elif name.endswith(".cedarschema"):
                 schema_sources.extend(_cedar.split_statements(texts[name], shown(name)))
-        problems.extend(_duplicate_ids(policies))
-        problems.extend(_annotation_problems(policies, redaction_kinds))
+        problems.extend(duplicate_ids(policies))
+        problems.extend(annotation_problems(policies, redaction_kinds))
         directory = Directory()
         if DIRECTORY_FILE in texts:
             try:
@@ -191,7 +186,7 @@ class PolicyEngine:
             except PolicyLoadError as exc:
                 problems.extend(exc.problems or (str(exc),))
         if problems:
-            raise _load_error(problems)
+            raise load_error(problems)
 
         flow = FlowParts.of(text for name, text in texts.items() if name.endswith(".cedar"))
         if generated_schema is None:
@@ -201,7 +196,7 @@ class PolicyEngine:
         try:
             schema = _cedar.parse_schema(schema_text, [*schema_sources, generated_source])
         except ValueError as exc:
-            raise _load_error([str(exc)]) from exc
+            raise load_error([str(exc)]) from exc
         problems.extend(_cedar.validate_policies(policies, schema))
         try:
             entities = _cedar.parse_entities(
@@ -221,7 +216,7 @@ class PolicyEngine:
             except PolicyLoadError as exc:
                 problems.append(str(exc))
         if problems:
-            raise _load_error(problems)
+            raise load_error(problems)
         if not policies:
             warnings.warn(
                 f"policy directory {shown('') or '.'!r} has no *.cedar policies: every tool "
@@ -230,8 +225,8 @@ class PolicyEngine:
                 stacklevel=3,
             )
         enforced = [p for p in policies if SHADOW not in p.annotations]
-        compiled = _compile(enforced, schema, entities)
-        shadow = _compile(policies, schema, entities) if len(enforced) != len(policies) else None
+        compiled = compile(enforced, schema, entities)
+        shadow = compile(policies, schema, entities) if len(enforced) != len(policies) else None
         return cls(
             policies=policies,
             schema_text=schema_text,
@@ -243,7 +238,7 @@ class PolicyEngine:
             principal_types=tuple(principal_types),
             shadow=shadow,
             directory=directory.merged(trusted),
-            entity_labels=_entity_labels(texts.get(ENTITIES_FILE, "[]")),
+            entity_labels=entity_labels(texts.get(ENTITIES_FILE, "[]")),
             extra_directory=trusted,
             flow=flow,
         )
@@ -467,7 +462,7 @@ class PolicyEngine:
         if "data" in flow:
             carried_labels: set[str] = set()
             link_labels: set[str] = set()
-            for text in _strings_in(raw):
+            for text in strings_in(raw):
                 carried_labels |= carried(text, history, directory)
                 if "/" in text:
                     link_labels |= links_carried(text, history, directory)
@@ -550,7 +545,7 @@ class PolicyEngine:
 
     def _evaluate(
         self,
-        compiled: _Compiled,
+        compiled: Compiled,
         facts: CallFacts,
         request: Mapping[str, Any],
         decision_id: str,
@@ -649,7 +644,7 @@ class PolicyEngine:
         request: Mapping[str, Any],
     ) -> Decision:
         shown = [p for p in holds if p in determining] or determining
-        reasons = tuple(_reason_of(p) for p in shown)
+        reasons = tuple(reason_of(p) for p in shown)
         approvers = sorted(
             {
                 p.annotations[key]
@@ -674,197 +669,3 @@ class PolicyEngine:
         """``file:line`` where a policy is written, or ``None`` for an unknown id."""
         policy = self._by_id.get(policy_id)
         return f"{policy.path}:{policy.line}" if policy else None
-
-
-def check_syntax(directory: str | Path) -> int:
-    """Parse every policy in a directory without tools; return the number of policies.
-
-    This is ``agentfence policy validate`` without ``--tools``: it finds syntax errors and
-    duplicate ids, but cannot check attributes against the schema the tools generate.
-    """
-    root = Path(directory)
-    texts = read_directory(root)
-    problems: list[str] = []
-    policies: list[_cedar.ParsedPolicy] = []
-    for name in sorted(texts):
-        if name.endswith(".cedar"):
-            parsed, bad = _cedar.parse_policy_file(texts[name], str(root / name), name=name)
-            policies.extend(parsed)
-            problems.extend(bad)
-    problems.extend(_duplicate_ids(policies))
-    if problems:
-        raise _load_error(problems)
-    return len(policies)
-
-
-def read_directory(root: Path) -> dict[str, str]:
-    """The texts of a policy directory: ``*.cedar``, ``*.cedarschema``, ``entities.json``,
-    ``approvers.toml`` and ``directory.json``."""
-    if not root.is_dir():
-        raise PolicyLoadError(
-            f"policy directory {str(root)!r} does not exist or is not a directory; "
-            "create it with your *.cedar files or pass the right path"
-        )
-    paths = [*_cedar.iter_files(root, ".cedar"), *_cedar.iter_files(root, ".cedarschema")]
-    paths += [
-        root / name
-        for name in (ENTITIES_FILE, APPROVERS_FILE, DIRECTORY_FILE)
-        if (root / name).is_file()
-    ]
-    texts: dict[str, str] = {}
-    for path in paths:
-        try:
-            texts[path.name] = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PolicyLoadError(
-                f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
-            ) from exc
-    return texts
-
-
-def _compile(policies: Sequence[_cedar.ParsedPolicy], schema: Any, entities: Any) -> _Compiled:
-    overridable = [p for p in policies if p.effect == "forbid" and OVERRIDABLE in p.annotations]
-    return _Compiled(
-        policy_set=_cedar.build_policy_set(policies),
-        without_overridable=_cedar.build_policy_set([p for p in policies if p not in overridable]),
-        schema=schema,
-        entities=entities,
-    )
-
-
-def redaction_kinds_of(annotations: Mapping[str, str]) -> tuple[str, ...]:
-    """The kinds a policy's ``@redact("iban, card")`` names (none without the annotation)."""
-    raw = annotations.get(REDACT)
-    if raw is None:
-        return ()
-    return tuple(k.strip() for k in raw.split(",") if k.strip())
-
-
-def _annotation_problems(
-    policies: Sequence[_cedar.ParsedPolicy], known: frozenset[str] | None
-) -> list[str]:
-    problems: list[str] = []
-    for policy in policies:
-        where = f"{policy.path}:{policy.line}"
-        if REDACT not in policy.annotations:
-            continue
-        kinds = redaction_kinds_of(policy.annotations)
-        if policy.effect != "permit":
-            problems.append(
-                f"{where}: @redact on a forbid has no effect (a forbid never allows a call "
-                "whose result could be redacted); put it on the permit that allows the call"
-            )
-        if not kinds:
-            problems.append(
-                f'{where}: @redact needs the kinds to redact, e.g. @redact("iban, card")'
-            )
-        for kind in kinds:
-            if not _KIND.match(kind):
-                problems.append(
-                    f"{where}: @redact kind {kind!r} is not a valid kind name (lower-case "
-                    "letters, digits and '_')"
-                )
-            elif known is not None and kind not in known:
-                problems.append(
-                    f"{where}: @redact kind {kind!r} is unknown; known kinds are "
-                    f"{', '.join(sorted(known))} (add a Redactor for others)"
-                )
-    return problems
-
-
-def _entity_labels(text: str) -> dict[tuple[str, str], frozenset[str]]:
-    """Each entity's ``labels`` attribute joined with its ancestors' (parents, transitively).
-
-    ``entities.json`` has already been validated against the schema when this runs.
-    """
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    own: dict[tuple[str, str], frozenset[str]] = {}
-    parents: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for item in data if isinstance(data, list) else ():
-        if not isinstance(item, Mapping) or not isinstance(item.get("uid"), Mapping):
-            continue
-        uid = (str(item["uid"].get("type")), str(item["uid"].get("id")))
-        declared = (item.get("attrs") or {}).get("labels")
-        if isinstance(declared, list):
-            own[uid] = frozenset(x for x in declared if isinstance(x, str))
-        parents[uid] = [
-            (str(p.get("type")), str(p.get("id")))
-            for p in item.get("parents") or ()
-            if isinstance(p, Mapping)
-        ]
-    result: dict[tuple[str, str], frozenset[str]] = {}
-    for uid in parents:
-        seen: set[tuple[str, str]] = set()
-        stack = [uid]
-        labels: set[str] = set()
-        while stack:
-            current = stack.pop()
-            if current in seen:
-                continue
-            seen.add(current)
-            labels |= own.get(current, frozenset())
-            stack.extend(parents.get(current, ()))
-        if labels:
-            result[uid] = frozenset(labels)
-    return result
-
-
-def _strings_in(value: Any, budget: int = 10_000) -> list[str]:
-    """The string leaves of an argument value (at most ``budget`` of them, depth first)."""
-    out: list[str] = []
-    stack = [value]
-    while stack and len(out) < budget:
-        item = stack.pop()
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, Mapping):
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple | set | frozenset):
-            stack.extend(item)
-    return out
-
-
-def _duplicate_ids(policies: Sequence[_cedar.ParsedPolicy]) -> list[str]:
-    problems: list[str] = []
-    seen: dict[str, _cedar.ParsedPolicy] = {}
-    for policy in policies:
-        if policy.policy_id in seen:
-            first = seen[policy.policy_id]
-            problems.append(
-                f"{policy.path}:{policy.line}: policy id {policy.policy_id!r} is already "
-                f"used at {first.path}:{first.line}; give each @id a unique value"
-            )
-        seen[policy.policy_id] = policy
-    return problems
-
-
-def _reason_of(policy: _cedar.ParsedPolicy) -> str:
-    reason = policy.annotations.get(REASON)
-    if reason:
-        return reason
-    verb = "forbids" if policy.effect == "forbid" else "permits"
-    if policy.policy_id.endswith(f":{policy.line}"):
-        return f"policy {policy.policy_id} {verb} this call"
-    return f"policy {policy.policy_id} ({policy.path}:{policy.line}) {verb} this call"
-
-
-def _load_error(problems: Sequence[str]) -> PolicyLoadError:
-    listing = "\n".join(f"  {p}" for p in problems)
-    return PolicyLoadError(
-        f"the policies could not be loaded ({len(problems)} problem"
-        f"{'s' if len(problems) != 1 else ''}):\n{listing}\n"
-        "Fix them and run `agentfence policy validate` again; the active policies are unchanged.",
-        tuple(problems),
-    )
-
-
-def _policy_hash(files: Mapping[str, str], schema_text: str) -> str:
-    material: dict[str, Any] = {
-        "format": "agentfence.policyset/v1",
-        "files": dict(sorted(files.items())),
-        "schema": hashlib.sha256(schema_text.encode()).hexdigest(),
-    }
-    return hashlib.sha256(rfc8785.dumps(material)).hexdigest()

@@ -8,19 +8,21 @@ call's arguments to Cedar values, refusing values that do not fit.
 
 from __future__ import annotations
 
-import datetime
-import decimal
-import enum
 import json
-import math
 import re
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError, create_model
 
+from agentfence._cedar_types import (
+    Prim,
+    Record,
+    SetOf,
+    record_of,
+    record_to_cedar,
+)
 from agentfence.errors import ArgumentError, ToolSpecError
 from agentfence.labels import Meter, check_label
 
@@ -29,12 +31,6 @@ __all__ = ["ArgumentError", "BoundArgs", "Resource", "ToolCatalog", "ToolSpec", 
 METADATA_KEY = "agentfence"
 """The key under ``BaseTool.metadata`` where :func:`govern` stores a tool's spec."""
 
-_LONG_MIN = -(2**63)
-_LONG_MAX = 2**63 - 1
-# Cedar's decimal extension type is a 64-bit integer scaled by 10^4.
-_DECIMAL_PLACES = decimal.Decimal("0.0001")
-_DECIMAL_MAX = decimal.Decimal(_LONG_MAX) / 10000
-_DECIMAL_MIN = decimal.Decimal(_LONG_MIN) / 10000
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_RESOURCES = 100
 """The most resources one call may name (a list-valued resource argument is decided per item)."""
@@ -244,212 +240,6 @@ def _as_metadata(spec: ToolSpec) -> dict[str, Any]:
     return data
 
 
-# --- Cedar types derived from JSON Schema -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Prim:
-    name: str  # "String", "Long", "Bool" or "decimal"
-
-
-@dataclass(frozen=True)
-class _SetOf:
-    item: CedarType
-
-
-@dataclass(frozen=True)
-class _Field:
-    name: str
-    type: CedarType
-    required: bool
-
-
-@dataclass(frozen=True)
-class _Record:
-    fields: tuple[_Field, ...]
-
-
-CedarType = _Prim | _SetOf | _Record
-_STRING = _Prim("String")
-_LONG = _Prim("Long")
-_BOOL = _Prim("Bool")
-_DECIMAL = _Prim("decimal")
-
-
-def _type_of(
-    schema: Mapping[str, Any], defs: Mapping[str, Any], seen: frozenset[str]
-) -> tuple[CedarType | None, bool]:
-    """The Cedar type of a JSON Schema node and whether it admits null.
-
-    ``None`` means the value has no Cedar type (free-form objects, unions of different
-    types, tuples, recursion): such arguments are not visible to policies.
-    """
-    if "$ref" in schema:
-        ref = str(schema["$ref"]).rsplit("/", 1)[-1]
-        if ref in seen or ref not in defs:
-            return None, False
-        return _type_of(defs[ref], defs, seen | {ref})
-    for key in ("anyOf", "oneOf"):
-        if key in schema:
-            options = [o for o in schema[key] if o.get("type") != "null"]
-            nullable = len(options) != len(schema[key])
-            # pydantic describes Decimal as a number or a numeric string.
-            if sorted(str(o.get("type")) for o in options) == ["number", "string"]:
-                return _DECIMAL, nullable
-            if len(options) == 1:
-                inner, inner_null = _type_of(options[0], defs, seen)
-                return inner, nullable or inner_null
-            return None, nullable
-    if "allOf" in schema and len(schema["allOf"]) == 1:
-        return _type_of(schema["allOf"][0], defs, seen)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        options = [k for k in kind if k != "null"]
-        if len(options) != 1:
-            return None, "null" in kind
-        inner, _ = _type_of({**schema, "type": options[0]}, defs, seen)
-        return inner, "null" in kind
-    if kind is None and ("enum" in schema or "const" in schema):
-        values = schema.get("enum", [schema.get("const")])
-        if all(isinstance(v, str) for v in values):
-            return _STRING, False
-        return None, False
-    if kind == "string":
-        # Binary values have no faithful Cedar string form: not visible to policies.
-        if schema.get("format") == "binary":
-            return None, False
-        return _STRING, False
-    if kind == "integer":
-        return _LONG, False
-    if kind == "boolean":
-        return _BOOL, False
-    if kind == "number":
-        return _DECIMAL, False
-    if kind == "array":
-        items = schema.get("items")
-        if not isinstance(items, Mapping) or "prefixItems" in schema:
-            return None, False
-        item, _ = _type_of(items, defs, seen)
-        return (_SetOf(item) if item is not None else None), False
-    if kind == "object" or "properties" in schema:
-        return _record_of(schema, defs, seen), False
-    return None, False
-
-
-def _record_of(
-    schema: Mapping[str, Any], defs: Mapping[str, Any], seen: frozenset[str]
-) -> _Record | None:
-    properties = schema.get("properties")
-    if not isinstance(properties, Mapping) or not properties:
-        return None
-    required = set(schema.get("required", ()))
-    fields: list[_Field] = []
-    for name, sub in properties.items():
-        ctype, nullable = _type_of(sub, defs, seen)
-        if ctype is None:
-            continue
-        has_default = sub.get("default") is not None
-        fields.append(_Field(name, ctype, (name in required or has_default) and not nullable))
-    return _Record(tuple(fields))
-
-
-def render_type(ctype: CedarType, indent: str = "") -> str:
-    """Cedar schema syntax for a type (record attribute names are always quoted)."""
-    if isinstance(ctype, _Prim):
-        return ctype.name
-    if isinstance(ctype, _SetOf):
-        return f"Set<{render_type(ctype.item, indent)}>"
-    if not ctype.fields:
-        return "{}"
-    inner = indent + "  "
-    lines = [
-        f'{inner}"{f.name}"{"" if f.required else "?"}: {render_type(f.type, inner)}'
-        for f in ctype.fields
-    ]
-    return "{\n" + ",\n".join(lines) + f"\n{indent}}}"
-
-
-def to_cedar(value: Any, ctype: CedarType, path: str) -> Any:
-    """Convert a Python value to the Cedar JSON value of ``ctype`` or raise ArgumentError."""
-    if isinstance(ctype, _Prim):
-        return _prim_to_cedar(value, ctype, path)
-    if isinstance(ctype, _SetOf):
-        if isinstance(value, str | bytes) or not isinstance(value, list | tuple | set | frozenset):
-            raise ArgumentError(path, f"expected a list, got {type(value).__name__}")
-        items = [to_cedar(item, ctype.item, f"{path}[{i}]") for i, item in enumerate(value)]
-        # A Cedar set has no order; sort so the stored request is the same in every process.
-        return sorted(items, key=lambda v: json.dumps(v, sort_keys=True))
-    if isinstance(value, BaseModel):
-        value = value.model_dump()
-    if not isinstance(value, Mapping):
-        raise ArgumentError(path, f"expected an object, got {type(value).__name__}")
-    return _record_to_cedar(value, ctype, path)
-
-
-def _record_to_cedar(value: Mapping[str, Any], record: _Record, path: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in record.fields:
-        sub = f"{path}.{f.name}" if path else f.name
-        item = value.get(f.name)
-        if item is None:
-            if f.required:
-                raise ArgumentError(sub, "is required but missing")
-            continue
-        out[f.name] = to_cedar(item, f.type, sub)
-    return out
-
-
-def _prim_to_cedar(value: Any, ctype: _Prim, path: str) -> Any:
-    if ctype is _STRING or ctype.name == "String":
-        if isinstance(value, enum.Enum):
-            value = value.value
-        if isinstance(value, datetime.date | datetime.time):
-            return value.isoformat()
-        if isinstance(value, uuid.UUID):
-            return str(value)
-        if not isinstance(value, str):
-            raise ArgumentError(path, f"expected a string, got {type(value).__name__}")
-        return value
-    if ctype.name == "Bool":
-        if not isinstance(value, bool):
-            raise ArgumentError(path, f"expected true or false, got {type(value).__name__}")
-        return value
-    if ctype.name == "Long":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ArgumentError(path, f"expected an integer, got {type(value).__name__}")
-        if not _LONG_MIN <= value <= _LONG_MAX:
-            raise ArgumentError(
-                path, f"integer {value} is outside the 64-bit range policies can compare"
-            )
-        return value
-    return _decimal_to_cedar(value, path)
-
-
-def _decimal_to_cedar(value: Any, path: str) -> dict[str, Any]:
-    if isinstance(value, bool) or not isinstance(value, int | float | decimal.Decimal):
-        raise ArgumentError(path, f"expected a number, got {type(value).__name__}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ArgumentError(path, f"{value!r} is not a finite number")
-    try:
-        exact = decimal.Decimal(repr(value) if isinstance(value, float) else value)
-        if not exact.is_finite():
-            raise ArgumentError(path, f"{value!r} is not a finite number")
-        rounded = exact.quantize(_DECIMAL_PLACES, rounding=decimal.ROUND_HALF_EVEN)
-    except decimal.InvalidOperation as exc:
-        raise ArgumentError(path, f"{value!r} is too large for a Cedar decimal") from exc
-    if not _DECIMAL_MIN <= rounded <= _DECIMAL_MAX:
-        raise ArgumentError(path, f"{value!r} is outside the range of a Cedar decimal")
-    if rounded != exact:
-        # Rounding would decide on another number than the tool receives: 100.00004 would
-        # pass a `<= 100` rule and the tool would be paid 100.00004. Refuse instead.
-        raise ArgumentError(
-            path,
-            f"{value!r} has more than 4 decimal places, which policies cannot compare exactly "
-            "(Cedar decimals hold 4); send the amount with at most 4 decimal places",
-        )
-    return {"__extn": {"fn": "decimal", "arg": f"{rounded:f}"}}
-
-
 # --- The catalog of governed tools ------------------------------------------------------------
 
 
@@ -483,7 +273,7 @@ class ToolEntry:
 
     name: str
     spec: ToolSpec
-    args_type: _Record
+    args_type: Record
     model: type[BaseModel] | None
     defaults: Mapping[str, Any] = field(default_factory=dict)
     input_keys: _InputKeys | None = None
@@ -520,7 +310,7 @@ class ToolEntry:
             if keys is not None
             else frozenset(args)
         )
-        return BoundArgs(values, given, _record_to_cedar(native, self.args_type, ""))
+        return BoundArgs(values, given, record_to_cedar(native, self.args_type, ""))
 
     def _bind_schema(self, args: Mapping[str, Any]) -> BoundArgs:
         """Arguments of a tool described by a JSON schema only (no model validates them)."""
@@ -528,7 +318,7 @@ class ToolEntry:
             values = json.loads(json.dumps({**self.defaults, **args}, allow_nan=False))
         except (TypeError, ValueError, RecursionError) as exc:
             raise ArgumentError("", f"arguments are not JSON values: {exc}") from None
-        cedar = _record_to_cedar(values, self.args_type, "")
+        cedar = record_to_cedar(values, self.args_type, "")
         return BoundArgs(values, frozenset(args), cedar)
 
     def _renamed(self, dumped: dict[str, Any]) -> dict[str, Any]:
@@ -610,8 +400,8 @@ class ToolEntry:
         """
         fields: list[ProvenanceField] = []
         for f in self.args_type.fields:
-            ctype = f.type.item if isinstance(f.type, _SetOf) else f.type
-            if isinstance(ctype, _Prim) and ctype.name in ("String", "Long", "decimal"):
+            ctype = f.type.item if isinstance(f.type, SetOf) else f.type
+            if isinstance(ctype, Prim) and ctype.name in ("String", "Long", "decimal"):
                 fields.append(ProvenanceField(f.name, f.required, ctype.name != "String"))
         return tuple(fields)
 
@@ -795,7 +585,7 @@ def _entry_for(tool: Any) -> ToolEntry:
     else:
         json_schema = {"type": "object", "properties": getattr(tool, "args", {}) or {}}
     defs = {**json_schema.get("$defs", {}), **json_schema.get("definitions", {})}
-    record = _record_of(json_schema, defs, frozenset()) or _Record(())
+    record = record_of(json_schema, defs, frozenset()) or Record(())
     properties = json_schema.get("properties") or {}
     defaults = {
         k: v["default"] for k, v in properties.items() if isinstance(v, Mapping) and "default" in v

@@ -40,10 +40,10 @@ from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool, tool
 
 from agentfence import Fence
+from agentfence._policy_files import policy_hash as _policy_hash
 from agentfence._signing import Signer, write_private_key
 from agentfence._storage.tables import LogBackend
 from agentfence.log import SignedLog, parse_entry
-from agentfence.policy import _policy_hash
 from agentfence.records import DecisionRecord, LogRecord, OutcomeRecord
 from agentfence.testing import tool_call
 from agentfence.verify import VerifiedLog, verify_log
@@ -223,7 +223,7 @@ WRITER = textwrap.dedent(
     import hashlib, sys, threading
     from agentfence._signing import read_private_key
     from agentfence.log import SignedLog
-    from agentfence.policy import _policy_hash
+    from agentfence._policy_files import policy_hash as _policy_hash
     from agentfence.records import ActivationRecord, Blob
     from tests.conformance.test_backends import decision, done
 

@@ -22,13 +22,14 @@ from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agentfence import _merkle
+from agentfence._log_api import dedupe_key
 from agentfence._signing import Checkpoint, Signer, write_private_key, write_verifier_key
 from agentfence._storage.tables import CheckpointRow, EntryRow, LogBackend
 from agentfence.demo import policy_dir
 from agentfence.demo.tools import TOOLS
 from agentfence.errors import ConfigurationError, LogError
 from agentfence.fence import Fence
-from agentfence.log import SignedLog, dedupe_key, parse_entry
+from agentfence.log import SignedLog, parse_entry
 from agentfence.records import (
     DecisionRecord,
     KeyChangeRecord,

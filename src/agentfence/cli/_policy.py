@@ -12,11 +12,12 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from agentfence._policy_files import check_syntax
 from agentfence._schema import generate_schema
 from agentfence.cli._common import Exit, JsonOption, ToolsOption, err, load_tools, out
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceWarning, ConfigurationError
-from agentfence.policy import Effect, PolicyEngine, check_syntax
+from agentfence.policy import Effect, PolicyEngine
 from agentfence.tools import ToolCatalog
 
 __all__ = ["register"]

@@ -19,6 +19,7 @@ import rfc8785
 from pydantic import ValidationError
 
 from agentfence import _merkle, _signing
+from agentfence._log_api import dedupe_key, index_columns
 from agentfence._signing import Checkpoint, Verifier
 from agentfence._storage.database import Cursor
 from agentfence.errors import (
@@ -31,7 +32,7 @@ from agentfence.errors import (
     RollbackError,
     VerificationError,
 )
-from agentfence.log import LOG_FORMAT, dedupe_key, index_columns
+from agentfence.log import LOG_FORMAT
 from agentfence.records import (
     BLOB_SALT_BYTES,
     ENTRY_FORMAT,

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agentfence import _cedar
+from agentfence._policy_files import read_directory
 from agentfence.errors import PolicyLoadError, VerificationError
-from agentfence.policy import CallFacts, EntityRef, PolicyEngine, read_directory
+from agentfence.policy import CallFacts, EntityRef, PolicyEngine
 from agentfence.records import ActivationRecord, DecisionRecord
 from agentfence.tools import ToolCatalog
 from agentfence.verify._common import Progress

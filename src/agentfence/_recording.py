@@ -1,0 +1,164 @@
+"""Record: the log records a call puts down, built from its decision.
+
+The fence appends them; this module only says what they hold (``docs/log-format.md``): a
+decision and its Cedar request(s), a policy set's activation, what a metered call spends.
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import rfc8785
+
+from agentfence import _cedar
+from agentfence.decision import Decision, EntityRef
+from agentfence.log import LogReader
+from agentfence.policy import PolicyEngine
+from agentfence.records import ActivationRecord, Blob, DecisionRecord, Metered, ShadowVerdict
+
+_logger = logging.getLogger("agentfence.fence")
+
+__all__ = [
+    "activation_record",
+    "amount_text",
+    "as_recorded",
+    "decision_record",
+    "digest_of",
+    "metered_call",
+    "request_bytes",
+]
+
+
+def decision_record(
+    decision: Decision,
+    *,
+    time_us: int,
+    ids: tuple[str, str] | None = None,
+    metered: Metered | None = None,
+) -> tuple[DecisionRecord, list[Blob]]:
+    """The record of a decision and the blob of its Cedar request(s), as the log stores them.
+
+    ``ids`` are the trace and span ids of the call's span; ``metered`` what a metered call
+    spends (none for a denied one).
+    """
+    facts = decision.facts
+    request = decision.request or {}
+    resource = request.get("resource")
+    # A call of several resources stores all its requests (a JSON list), so that replay
+    # decides each again; the record's resource is the one that determined the effect.
+    stored: Any = list(decision.requests) if decision.requests else request
+    blobs = [Blob.of(request_bytes(stored))] if request else []
+    record = DecisionRecord(
+        decision_id=decision.decision_id,
+        seed=facts.seed,
+        thread=facts.thread,
+        step=facts.step,
+        tool_call_id=facts.tool_call_id,
+        tool=facts.tool,
+        principal=str(facts.principal) if facts.principal else None,
+        agent=facts.agent,
+        action=str(EntityRef("Action", facts.tool)),
+        resource=str(EntityRef(resource["type"], resource["id"])) if resource else None,
+        request_blob=blobs[0].ref if blobs else None,
+        effect=decision.effect.value,
+        policy_ids=list(decision.policy_ids),
+        reasons=list(decision.reasons),
+        errors=list(decision.errors),
+        approvers=list(decision.approvers),
+        policy_hash=decision.policy_hash,
+        engine=_cedar.ENGINE_VERSION,
+        time_us=time_us,
+        trace_id=ids[0] if ids else None,
+        span_id=ids[1] if ids else None,
+        metered=metered,
+        shadow=ShadowVerdict(
+            effect=decision.shadow.effect.value,
+            policy_ids=list(decision.shadow.policy_ids),
+            reasons=list(decision.shadow.reasons),
+        )
+        if decision.shadow is not None
+        else None,
+    )
+    return record, blobs
+
+
+def activation_record(engine: PolicyEngine, *, time_us: int) -> tuple[ActivationRecord, list[Blob]]:
+    """The record of a policy set's activation, with its files and schemas as blobs."""
+    file_blobs = {name: Blob.of(text.encode()) for name, text in engine.texts.items()}
+    schema = Blob.of(engine.schema_text.encode())
+    generated = Blob.of(engine.generated_schema.encode())
+    return (
+        ActivationRecord(
+            policy_hash=engine.policy_hash,
+            files=engine.files,
+            file_blobs={name: blob.ref for name, blob in file_blobs.items()},
+            schema_blob=schema.ref,
+            generated_schema_blob=generated.ref,
+            engine=_cedar.ENGINE_VERSION,
+            time_us=time_us,
+        ),
+        [*file_blobs.values(), schema, generated],
+    )
+
+
+def metered_call(engine: PolicyEngine, tool: str, args: Any) -> Metered | None:
+    """What a call of a metered tool spends, as recorded (``None`` for unmetered tools)."""
+    entry = engine.catalog.get(tool)
+    meter = entry.spec.meter if entry is not None else None
+    if meter is None or not isinstance(args, Mapping):
+        return None
+    return Metered(meter=meter.name, amount=amount_text(meter.amount(args)))
+
+
+def amount_text(value: decimal.Decimal) -> str:
+    """An amount as recorded: four decimal places, rounded half to even."""
+    return f"{value.quantize(decimal.Decimal('0.0001'), rounding=decimal.ROUND_HALF_EVEN):f}"
+
+
+def request_bytes(request: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> bytes:
+    """The stored form of a Cedar request: compact JSON, sorted keys, UTF-8.
+
+    Not RFC 8785: Cedar longs may exceed the integer range RFC 8785 allows.
+    """
+    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        rfc8785.dumps(value)
+    except Exception:
+        try:
+            return repr(value)
+        except RecursionError:
+            return "<too deeply nested>"
+    return value
+
+
+def digest_of(value: Any) -> str:
+    """SHA-256 hex of a value's canonical JSON (its repr when it is not JSON)."""
+    return hashlib.sha256(rfc8785.dumps(_jsonable(value))).hexdigest()
+
+
+def as_recorded(log: object, engine: PolicyEngine, seq: int, decision: Decision) -> Decision:
+    """The decision as first recorded at ``seq``, re-decided from its recorded request.
+
+    Falls back to ``decision`` when the log cannot give the record back.
+    """
+    if not isinstance(log, LogReader):  # a log that cannot be read back
+        return decision
+    try:
+        record = next((r for _, r in log.read(seq, seq + 1)), None)
+        if not isinstance(record, DecisionRecord) or record.request_blob is None:
+            return decision
+        content = log.blob(record.request_blob)
+    except Exception:  # an unreadable log: keep the decision just made
+        _logger.warning("could not read decision %s back from the log", seq, exc_info=True)
+        return decision
+    if record.decision_id != decision.decision_id or content is None:
+        return decision
+    return engine.decide_recorded(decision.facts, json.loads(content), decision.decision_id)
