@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import rfc8785
 from pydantic import ValidationError
 
 from agentfence import _merkle, _signing
@@ -43,7 +42,7 @@ from agentfence.records import (
     LogRecord,
     OutcomeRecord,
 )
-from agentfence.verify._common import _KEEP, Progress, VerifiedStep, _count, _first_error, _Run
+from agentfence.verify._common import _KEEP, Progress, _count, _first_error, _Run
 from agentfence.verify._key_schedule import (
     KeyChange,
     _KeySchedule,
@@ -55,6 +54,7 @@ from agentfence.verify._key_schedule import (
     _verifiers,
 )
 from agentfence.verify._order import _Order
+from agentfence.verify._results import ErasedBlob, VerifiedLog, check_activation
 from agentfence.verify._snapshot import (
     _DECISION,
     _DECISION_KEY,
@@ -68,79 +68,7 @@ from agentfence.verify._snapshot import (
 
 __all__ = ["LOG_STEPS", "ErasedBlob", "VerifiedLog", "verify_log"]
 
-_POLICYSET = "agentfence.policyset/v1"  # the format marker inside a policy set hash
 _PROGRESS_EVERY = 20_000
-
-
-# --- results -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ErasedBlob:
-    """A blob whose content was erased, and the entry that recorded the erasure."""
-
-    ref: str
-    seq: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class VerifiedLog:
-    """What :func:`verify_log` established about a log that passed every step.
-
-    ``size`` and ``root`` are those of the latest signed checkpoint (``checkpoint``, the
-    note to keep elsewhere and pass back as ``saved_checkpoint`` next time). Entries after
-    it are stored but not yet signed: ``unsigned_tail`` counts them.
-    """
-
-    origin: str
-    size: int
-    root: bytes
-    checkpoint: str
-    signed_by: tuple[str, ...]
-    entries: int
-    unsigned_tail: int
-    checkpoints: int
-    key_changes: tuple[KeyChange, ...]
-    decisions: int
-    outcomes: int
-    activations: int
-    blobs: int
-    erased_blobs: tuple[ErasedBlob, ...]
-    unreferenced_blobs: tuple[str, ...]
-    pending_erasures: tuple[str, ...]
-    saved_checkpoint_size: int | None
-    steps: tuple[VerifiedStep, ...]
-    seconds: float
-    without_outcome: int = 0
-    """Decisions that let a tool run with no outcome on record ("ran, outcome not
-    recorded": the tool may have run; see docs/log-format.md, "What a crash can lose")."""
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-able summary (what ``agentfence log verify --json`` prints)."""
-        return {
-            "verified": True,
-            "origin": self.origin,
-            "size": self.size,
-            "root": self.root.hex(),
-            "checkpoint": self.checkpoint,
-            "signed_by": list(self.signed_by),
-            "entries": self.entries,
-            "unsigned_tail": self.unsigned_tail,
-            "checkpoints": self.checkpoints,
-            "key_changes": [vars(k) for k in self.key_changes],
-            "decisions": self.decisions,
-            "outcomes": self.outcomes,
-            "without_outcome": self.without_outcome,
-            "activations": self.activations,
-            "blobs": self.blobs,
-            "erased_blobs": [vars(b) for b in self.erased_blobs],
-            "unreferenced_blobs": list(self.unreferenced_blobs),
-            "pending_erasures": list(self.pending_erasures),
-            "saved_checkpoint_size": self.saved_checkpoint_size,
-            "steps": [vars(s) for s in self.steps],
-            "seconds": round(self.seconds, 3),
-        }
 
 
 # --- verify_log ----------------------------------------------------------------------------
@@ -686,7 +614,7 @@ class _LogCheck:
         # 6c. Each activation's policy texts hash to its recorded file hashes, and those and
         #     the schema to its policy set hash (docs/log-format.md, "Policy set hash").
         for seq, activation in self.activations:
-            self.check_activation(seq, activation)
+            check_activation(self.snap, seq, activation)
         notes = [f"{len(refs)} referenced blobs present; {seen - len(self.erased)} rehashed"]
         if self.activations:
             notes.append(f"policy texts match {_count(len(self.activations), 'activation')}")
@@ -699,39 +627,6 @@ class _LogCheck:
                 f"{_count(len(self.pending), 'erasure')} recorded but content still present"
             )
         self.run.passed(6, "; ".join(notes))
-
-    def check_activation(self, seq: int, record: ActivationRecord) -> None:
-        refs = [*record.file_blobs.values(), record.schema_blob]
-        stored = self.snap.blobs_by_ref(refs)
-        if any(stored.get(ref) is None for ref in refs):
-            return  # an erased policy text: nothing to rehash (step 6a reported it)
-        problem = None
-        if set(record.file_blobs) != set(record.files):
-            problem = "its file names and file blobs differ"
-        else:
-            for name, ref in sorted(record.file_blobs.items()):
-                digest = hashlib.sha256(stored[ref] or b"").hexdigest()
-                if not hmac.compare_digest(digest, record.files[name]):
-                    problem = f"the text of {name} does not hash to its recorded SHA-256"
-                    break
-        if problem is None:
-            schema = hashlib.sha256(stored[record.schema_blob] or b"").hexdigest()
-            material: dict[str, Any] = {
-                "format": _POLICYSET,
-                "files": record.files,
-                "schema": schema,
-            }
-            expected = hashlib.sha256(rfc8785.dumps(material)).hexdigest()
-            if not hmac.compare_digest(expected, record.policy_hash):
-                problem = f"its files and schema hash to policy set {expected[:16]}…"
-        if problem is not None:
-            raise BlobError(
-                f"the activation at entry {seq} does not match the policy set it names "
-                f"({record.policy_hash[:16]}…): {problem}; its texts are not the ones that "
-                f"decided. {_KEEP}",
-                step=6,
-                attack="activation_mismatch",
-            )
 
     def check_order(self) -> None:
         order = self.order
