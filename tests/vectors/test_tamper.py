@@ -37,6 +37,7 @@ REQUIRED = {
     "blob_altered",
     "checkpoint_altered",
     "checkpoint_unknown_key",
+    "checkpoint_missing",
     "truncated_tail",
     "rolled_back",
     "fork_same_size",

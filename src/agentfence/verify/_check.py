@@ -42,7 +42,7 @@ from agentfence.records import (
     LogRecord,
     OutcomeRecord,
 )
-from agentfence.verify._common import _KEEP, Progress, _count, _first_error, _Run
+from agentfence.verify._common import _KEEP, NO_CHECKPOINT, Progress, _count, _first_error, _Run
 from agentfence.verify._key_schedule import (
     KeyChange,
     _KeySchedule,
@@ -183,8 +183,7 @@ class _LogCheck:
         self.stored = self.snap.checkpoints()
         if not self.stored:
             raise CheckpointError(
-                "the log has no signed checkpoint; a fence signs one when it creates the log, "
-                "so this file was not written by agentfence or its checkpoints were deleted",
+                NO_CHECKPOINT,
                 step=2,
                 attack="checkpoint_missing",
             )

@@ -25,6 +25,11 @@ Progress = Callable[[str, int, int], None]
 """``progress(step, done, total)``, called now and then during long steps."""
 
 _KEEP = "keep this copy as evidence and compare it with a backup or an evidence pack"
+NO_CHECKPOINT = (
+    "the log has no signed checkpoint; a fence signs one when it creates the log, so this "
+    "file was not written by agentfence or its checkpoints were deleted"
+)
+"""Step 2's finding for a log with no checkpoint (attack ``checkpoint_missing``)."""
 
 
 # --- errors --------------------------------------------------------------------------------

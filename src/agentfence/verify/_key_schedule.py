@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from agentfence import _signing
 from agentfence._signing import Checkpoint, Verifier
 from agentfence.errors import CheckpointError, ConfigurationError, VerificationError
-from agentfence.verify._common import _KEEP
+from agentfence.verify._common import _KEEP, NO_CHECKPOINT
 
 __all__ = ["KeyChange"]
 
@@ -161,8 +161,7 @@ class _KeySchedule:
         # No key change: the log's only key is the trusted key that signed its first checkpoint.
         if first_note is None:
             raise CheckpointError(
-                "the log has no signed checkpoint; a fence signs one when it creates the log, "
-                "so this file was not written by agentfence or its checkpoints were deleted",
+                NO_CHECKPOINT,
                 step=step,
                 attack="checkpoint_missing",
             )
