@@ -230,4 +230,15 @@ def _decimal_to_cedar(value: Any, path: str) -> dict[str, Any]:
             f"{value!r} has more than 4 decimal places, which policies cannot compare exactly "
             "(Cedar decimals hold 4); send the amount with at most 4 decimal places",
         )
-    return {"__extn": {"fn": "decimal", "arg": f"{rounded:f}"}}
+    return decimal_json(rounded)
+
+
+def decimal_json(value: decimal.Decimal) -> dict[str, Any]:
+    """The Cedar JSON of a decimal (in range, with at most four places)."""
+    return {"__extn": {"fn": "decimal", "arg": f"{value:f}"}}
+
+
+def clamped_decimal(value: decimal.Decimal) -> dict[str, Any]:
+    """The Cedar JSON of a computed total: rounded to four places, clamped to the range."""
+    clamped = max(_DECIMAL_MIN, min(_DECIMAL_MAX, value))
+    return decimal_json(clamped.quantize(_DECIMAL_PLACES, rounding=decimal.ROUND_HALF_EVEN))

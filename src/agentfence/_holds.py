@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import rfc8785
-
 from agentfence._semconv import ERROR_APPROVAL_REQUIRED
 from agentfence.approvals import (
     EXPIRED_FORMAT,
@@ -57,6 +55,7 @@ from agentfence.records import (
     Blob,
     LogRecord,
     OutcomeRecord,
+    canonical_or_repr,
 )
 from agentfence.tracing import Telemetry, ToolCallSpan
 
@@ -373,7 +372,7 @@ class Holds:
 
     def _record_request(self, held: ApprovalRequest, *, expires_us: int) -> None:
         """Put an approval request on the log, with its arguments as a blob."""
-        args_blob = Blob.of(_canonical(held.args))
+        args_blob = Blob.of(canonical_or_repr(held.args))
         self._append(
             ApprovalRequestRecord(
                 request_id=held.request_id,
@@ -460,11 +459,11 @@ class Holds:
         answer = payload.get("answer") if isinstance(payload, Mapping) else None
         kind = answer.get("decision") if isinstance(answer, Mapping) else None
         approver = answer.get("approver") if isinstance(answer, Mapping) else None
-        delivered = Blob.of(_canonical(payload))
+        delivered = Blob.of(canonical_or_repr(payload))
         blobs = [delivered]
         diff_blob = None
         if diff is not None:
-            diff_blob = Blob.of(_canonical(diff))
+            diff_blob = Blob.of(canonical_or_repr(diff))
             blobs.append(diff_blob)
         self._append(
             ApprovalAnswerRecord(
@@ -482,13 +481,6 @@ class Holds:
             ),
             blobs,
         )
-
-
-def _canonical(value: Any) -> bytes:
-    try:
-        return rfc8785.dumps(value)
-    except Exception:
-        return repr(value).encode()
 
 
 def _datetime(us: int) -> Any:

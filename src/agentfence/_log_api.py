@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 from agentfence import _merkle
 from agentfence._log_reader import ThreadDecision
 from agentfence.records import (
+    OUTCOME_KIND,
     ApprovalRequestRecord,
     Blob,
     DecisionRecord,
@@ -177,7 +178,7 @@ class MemoryLog:
     def find_outcome(self, decision_id: str) -> tuple[OutcomeRecord, bytes | None] | None:
         """The recorded outcome of a decision and its result content, if the tool ran."""
         with self._lock:
-            receipt = self._receipts.get(f"agentfence.outcome/v1:{decision_id}")
+            receipt = self._receipts.get(f"{OUTCOME_KIND}:{decision_id}")
             if receipt is None:
                 return None
             record = self._records[receipt.seq]

@@ -13,7 +13,9 @@ from pydantic import TypeAdapter, ValidationError
 from agentfence._storage.tables import LogBackend
 from agentfence.errors import VerificationError
 from agentfence.records import (
+    DECISION_KIND,
     ENTRY_FORMAT,
+    OUTCOME_KIND,
     DecisionRecord,
     LogRecord,
     OutcomeRecord,
@@ -95,7 +97,7 @@ class LogView:
 
     def find_outcome(self, decision_id: str) -> tuple[OutcomeRecord, bytes | None] | None:
         """The recorded outcome of a decision and its result content, if the tool ran."""
-        row = self._backend.find_entry(f"agentfence.outcome/v1:{decision_id}")
+        row = self._backend.find_entry(f"{OUTCOME_KIND}:{decision_id}")
         if row is None:
             return None
         record = parse_entry(row.body)[1]
@@ -108,13 +110,13 @@ class LogView:
     ) -> list[ThreadDecision]:
         """A thread's decisions with their outcome status, by the stored thread index."""
         found: list[ThreadDecision] = []
-        for row in self._backend.select(thread=thread, kind="agentfence.decision/v1"):
+        for row in self._backend.select(thread=thread, kind=DECISION_KIND):
             if before is not None and row.seq >= before:
                 break
             record = parse_entry(row.body)[1]
             if not isinstance(record, DecisionRecord) or record.decision_id == exclude:
                 continue
-            done = self._backend.find_entry(f"agentfence.outcome/v1:{record.decision_id}")
+            done = self._backend.find_entry(f"{OUTCOME_KIND}:{record.decision_id}")
             ran = parse_entry(done.body)[1] if done is not None else None
             status = ran.status if isinstance(ran, OutcomeRecord) else None
             found.append(ThreadDecision(row.seq, record, status))

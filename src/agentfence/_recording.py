@@ -13,13 +13,18 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import rfc8785
-
 from agentfence import _cedar
 from agentfence.decision import Decision, EntityRef
 from agentfence.log import LogReader
 from agentfence.policy import PolicyEngine
-from agentfence.records import ActivationRecord, Blob, DecisionRecord, Metered, ShadowVerdict
+from agentfence.records import (
+    ActivationRecord,
+    Blob,
+    DecisionRecord,
+    Metered,
+    ShadowVerdict,
+    canonical_or_repr,
+)
 
 _logger = logging.getLogger("agentfence.fence")
 
@@ -128,20 +133,9 @@ def request_bytes(request: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> b
     return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _jsonable(value: Any) -> Any:
-    try:
-        rfc8785.dumps(value)
-    except Exception:
-        try:
-            return repr(value)
-        except RecursionError:
-            return "<too deeply nested>"
-    return value
-
-
 def digest_of(value: Any) -> str:
     """SHA-256 hex of a value's canonical JSON (its repr when it is not JSON)."""
-    return hashlib.sha256(rfc8785.dumps(_jsonable(value))).hexdigest()
+    return hashlib.sha256(canonical_or_repr(value)).hexdigest()
 
 
 def as_recorded(log: object, engine: PolicyEngine, seq: int, decision: Decision) -> Decision:

@@ -32,6 +32,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from agentfence._cedar_types import clamped_decimal
 from agentfence.records import DecisionRecord, LogRecord, OutcomeRecord
 
 WINDOWS: Final = (("minute", 60), ("hour", 3_600), ("day", 86_400))
@@ -56,8 +57,8 @@ class Window:
         return {
             "calls": self.calls,
             "tool_calls": self.tool_calls,
-            "total": _cedar_decimal(self.total),
-            "total_after": _cedar_decimal(self.total_after),
+            "total": clamped_decimal(self.total),
+            "total_after": clamped_decimal(self.total_after),
         }
 
 
@@ -85,15 +86,6 @@ class Usage:
                 for w in (getattr(self, name),)
             }
         )
-
-
-def _cedar_decimal(value: decimal.Decimal) -> dict[str, Any]:
-    # Cedar decimals have four places and a 64-bit range (tools.py, _decimal_to_cedar);
-    # totals beyond it are clamped, which only makes a limit policy stricter.
-    limit = decimal.Decimal("922337203685477.5807")
-    clamped = max(-limit, min(limit, value))
-    rounded = clamped.quantize(decimal.Decimal("0.0001"), rounding=decimal.ROUND_HALF_EVEN)
-    return {"__extn": {"fn": "decimal", "arg": f"{rounded:f}"}}
 
 
 _BUCKETS = 120

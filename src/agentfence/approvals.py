@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import rfc8785
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from agentfence._approvers import APPROVERS_FILE, ApproverRegistry
 from agentfence._ids import derive_id
 from agentfence._signing import Signer
 from agentfence._storage.database import Database, Location, MemoryDatabase, parse_url
-from agentfence.errors import AgentfenceError
+from agentfence.errors import AgentfenceError, VerificationError
 from agentfence.policy import (
     CallFacts,
     Decision,
@@ -43,6 +43,7 @@ from agentfence.policy import (
     EntityRef,
     PolicyEngine,
 )
+from agentfence.records import FrozenModel, canonical_or_repr
 
 __all__ = [
     "ApprovalAnswer",
@@ -73,11 +74,7 @@ class ApprovalRefused(AgentfenceError):  # an outcome the caller handles, not a 
         self.code = code
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ApprovalRequest(_Frozen):
+class ApprovalRequest(FrozenModel):
     """A held call, as approvers see it and as the store keeps it."""
 
     format: Literal["agentfence.approval_request/v1"] = "agentfence.approval_request/v1"
@@ -103,7 +100,7 @@ class ApprovalRequest(_Frozen):
         return now_us > self.expires_us
 
 
-class ApprovalAnswer(_Frozen):
+class ApprovalAnswer(FrozenModel):
     """An approver's answer to one request; what the approver's key signs."""
 
     format: Literal["agentfence.approval_answer/v1"] = "agentfence.approval_answer/v1"
@@ -252,10 +249,7 @@ def submit_answer(
 
 def answer_digest(envelope: Mapping[str, Any]) -> str:
     """SHA-256 hex of a delivered answer, to tell one use of it from another."""
-    try:
-        return hashlib.sha256(rfc8785.dumps(dict(envelope))).hexdigest()
-    except Exception:
-        return hashlib.sha256(repr(envelope).encode()).hexdigest()
+    return hashlib.sha256(canonical_or_repr(dict(envelope))).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -337,7 +331,7 @@ def check_answer(
         )
     try:
         approver.verifier.verify(signature, rfc8785.dumps(answer.model_dump(mode="json")))
-    except Exception:
+    except VerificationError:  # only a bad signature is a forgery; any other error is a bug
         raise ApprovalRefused(
             "forged", f"forged answer: the signature does not verify with {key!r}"
         ) from None

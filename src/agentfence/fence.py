@@ -782,7 +782,11 @@ class Fence:
                 )
             )
         except Exception:  # the tool's own exception is what the caller must see
-            return
+            _logger.warning(
+                "could not record the error outcome of decision %s",
+                decision.decision_id,
+                exc_info=True,
+            )
 
     def _record_activation(self, engine: PolicyEngine) -> None:
         self._append(*activation_record(engine, time_us=self._clock()))

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import rfc8785
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import ToolMessage
 from langgraph.errors import GraphBubbleUp
@@ -30,6 +29,7 @@ from agentfence.config import (
     CONFIG_THREAD,
 )
 from agentfence.labels import METADATA_KEY
+from agentfence.records import canonical_or_repr
 
 if TYPE_CHECKING:
     from agentfence.decision import Decision
@@ -178,10 +178,7 @@ def result_digest(result: ToolResult) -> tuple[str, str, bytes]:
         content: Any = result.content
     else:
         status, content = "success", repr(result)
-    try:
-        data = rfc8785.dumps(content)
-    except Exception:  # content that is not JSON: digest its text form
-        data = repr(content).encode()
+    data = canonical_or_repr(content)  # content that is not JSON: its text form
     return status, hashlib.sha256(data).hexdigest(), data
 
 

@@ -39,6 +39,7 @@ from agentfence._storage.database import SQLITE, Location, parse_url
 from agentfence._storage.tables import CheckpointRow, EntryRow, LogBackend, ServerEntry
 from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
+    KEYCHANGE_KIND,
     Blob,
     ErasureRecord,
     KeyChangeRecord,
@@ -428,7 +429,7 @@ class SignedLog:
         them), but a checkpoint they signed after the change would be signed by a retired
         key: they sign none, until they are restarted with the new key.
         """
-        row = self._backend.latest_of_kind("agentfence.keychange/v1", size)
+        row = self._backend.latest_of_kind(KEYCHANGE_KIND, size)
         if row is None:
             return True
         change = parse_entry(row.body)[1]

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +35,23 @@ __all__ = [
 
 ENTRY_FORMAT = "agentfence.entry/v1"
 BLOB_SALT_BYTES = 16
+ACTIVATION_KIND: Final = "agentfence.activation/v1"
+DECISION_KIND: Final = "agentfence.decision/v1"
+OUTCOME_KIND: Final = "agentfence.outcome/v1"
+KEYCHANGE_KIND: Final = "agentfence.keychange/v1"
+ERASURE_KIND: Final = "agentfence.erasure/v1"
+APPROVAL_REQUEST_KIND: Final = "agentfence.approval_request/v1"
+APPROVAL_ANSWER_KIND: Final = "agentfence.approval_answer/v1"
+RECORD_KINDS: Final = {
+    "activation": ACTIVATION_KIND,
+    "decision": DECISION_KIND,
+    "outcome": OUTCOME_KIND,
+    "keychange": KEYCHANGE_KIND,
+    "erasure": ERASURE_KIND,
+    "approval_request": APPROVAL_REQUEST_KIND,
+    "approval_answer": APPROVAL_ANSWER_KIND,
+}
+"""Each record kind by its short name (as ``log show --kind`` takes it)."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +79,13 @@ def blob_ref(salt: bytes, content: bytes) -> str:
     return "sha256:" + hashlib.sha256(salt + content).hexdigest()
 
 
-class _Frozen(BaseModel):
+class FrozenModel(BaseModel):
+    """The base of agentfence's value models: immutable, and unknown fields are refused."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ActivationRecord(_Frozen):
+class ActivationRecord(FrozenModel):
     """A policy set became active (at start-up or on ``Fence.reload()``).
 
     The policy texts, the full schema and the schema generated from the tools are stored as
@@ -83,14 +102,14 @@ class ActivationRecord(_Frozen):
     time_us: int
 
 
-class Metered(_Frozen):
+class Metered(FrozenModel):
     """A call's amount on a meter (``govern(..., meter=Meter(name, arg=...))``)."""
 
     meter: str
     amount: str = Field(description="the amount as a decimal string, e.g. '2500.0000'")
 
 
-class ShadowVerdict(_Frozen):
+class ShadowVerdict(FrozenModel):
     """What the policies would have decided with the ``@shadow`` policies enforced."""
 
     effect: Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"]
@@ -98,14 +117,14 @@ class ShadowVerdict(_Frozen):
     reasons: list[str]
 
 
-class RedactionNote(_Frozen):
+class RedactionNote(FrozenModel):
     """How many spans of one kind were redacted from a result before the model saw it."""
 
     kind: str
     count: int
 
 
-class DecisionRecord(_Frozen):
+class DecisionRecord(FrozenModel):
     """One policy decision about one tool call, recorded before the tool may run.
 
     It carries what replay needs: the Cedar request (principal, action, resource, context),
@@ -147,7 +166,7 @@ class DecisionRecord(_Frozen):
     )
 
 
-class OutcomeRecord(_Frozen):
+class OutcomeRecord(FrozenModel):
     """What happened when an allowed tool ran.
 
     ``result_digest`` and ``result_blob`` are of the result as the model saw it, after
@@ -177,7 +196,7 @@ class OutcomeRecord(_Frozen):
     )
 
 
-class KeyChangeRecord(_Frozen):
+class KeyChangeRecord(FrozenModel):
     """The log's checkpoint signing key changes from ``old_key`` to ``new_key``.
 
     Checkpoints up to the size that ends just before this entry are signed by the old key;
@@ -191,7 +210,7 @@ class KeyChangeRecord(_Frozen):
     time_us: int
 
 
-class ErasureRecord(_Frozen):
+class ErasureRecord(FrozenModel):
     """A blob's content was erased (for example on a data-subject request)."""
 
     format: Literal["agentfence.erasure/v1"] = "agentfence.erasure/v1"
@@ -200,7 +219,7 @@ class ErasureRecord(_Frozen):
     time_us: int
 
 
-class ApprovalRequestRecord(_Frozen):
+class ApprovalRequestRecord(FrozenModel):
     """A call was held for a human approver (the request as the approvers see it)."""
 
     format: Literal["agentfence.approval_request/v1"] = "agentfence.approval_request/v1"
@@ -223,7 +242,7 @@ class ApprovalRequestRecord(_Frozen):
     time_us: int
 
 
-class ApprovalAnswerRecord(_Frozen):
+class ApprovalAnswerRecord(FrozenModel):
     """An answer reached the fence, and what the fence made of it.
 
     Every attempt is recorded: accepted answers, refused ones (forged, unbound, reused,
@@ -268,6 +287,21 @@ _PLAIN_RECORDS = (
 
 Record = Annotated[LogRecord, Field(discriminator="format")]
 """A record, as a pydantic discriminated union (for parsing stored entries)."""
+
+
+def canonical_or_repr(value: Any) -> bytes:
+    """RFC 8785 canonical JSON of a value, or its ``repr`` (UTF-8) when it is not JSON.
+
+    For what the log stores or digests about values it does not control (delivered answers,
+    tool results, argument diffs): whatever they hold, they get bytes, never an exception.
+    """
+    try:
+        return rfc8785.dumps(value)
+    except Exception:  # not JSON (a set, a model, NaN, a lone surrogate): its text form
+        try:
+            return repr(value).encode("utf-8", "backslashreplace")
+        except RecursionError:
+            return b"<too deeply nested>"
 
 
 def canonical_bytes(record: BaseModel) -> bytes:

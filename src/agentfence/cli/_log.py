@@ -40,6 +40,7 @@ from agentfence.config import Settings
 from agentfence.errors import ConfigurationError, VerificationError
 from agentfence.log import SignedLog, parse_entry
 from agentfence.records import (
+    RECORD_KINDS,
     DecisionRecord,
     LogRecord,
 )
@@ -267,16 +268,6 @@ def log_verify_receipt(
 
 # --- log show / tail / export ---------------------------------------------------------------
 
-_KINDS = {
-    "decision": "agentfence.decision/v1",
-    "outcome": "agentfence.outcome/v1",
-    "activation": "agentfence.activation/v1",
-    "keychange": "agentfence.keychange/v1",
-    "erasure": "agentfence.erasure/v1",
-    "approval_request": "agentfence.approval_request/v1",
-    "approval_answer": "agentfence.approval_answer/v1",
-}
-
 
 def _time_us(text: str | None, option: str) -> int | None:
     if text is None:
@@ -307,15 +298,15 @@ def _select(
     limit: int | None,
     newest_first: bool = False,
 ) -> list[EntryRow]:
-    if kind is not None and kind not in _KINDS and kind not in _KINDS.values():
-        raise ConfigurationError(f"--kind {kind!r}: use one of {', '.join(_KINDS)}")
+    if kind is not None and kind not in RECORD_KINDS and kind not in RECORD_KINDS.values():
+        raise ConfigurationError(f"--kind {kind!r}: use one of {', '.join(RECORD_KINDS)}")
     if effect is not None and effect.upper() not in ("ALLOW", "DENY", "REQUIRE_APPROVAL"):
         raise ConfigurationError(f"--effect {effect!r}: use allow, deny or require_approval")
     rows = _backend(db).select(
         thread=thread,
         tool=tool,
         effect=effect.upper() if effect else None,
-        kind=_KINDS.get(kind, kind) if kind else None,
+        kind=RECORD_KINDS.get(kind, kind) if kind else None,
         since_us=_time_us(since, "--since"),
         until_us=_time_us(until, "--until"),
         limit=limit,

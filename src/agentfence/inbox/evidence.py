@@ -17,6 +17,9 @@ from agentfence.approvals import ApprovalRequest
 from agentfence.errors import AgentfenceError
 from agentfence.log import LogView, ThreadDecision, parse_entry
 from agentfence.records import (
+    APPROVAL_ANSWER_KIND,
+    APPROVAL_REQUEST_KIND,
+    DECISION_KIND,
     ApprovalAnswerRecord,
     ApprovalRequestRecord,
     DecisionRecord,
@@ -26,10 +29,6 @@ from agentfence.records import (
 
 __all__ = ["Evidence"]
 
-DECISION_KIND = "agentfence.decision/v1"
-OUTCOME_KIND = "agentfence.outcome/v1"
-REQUEST_KIND = "agentfence.approval_request/v1"
-ANSWER_KIND = "agentfence.approval_answer/v1"
 _UNREADABLE: tuple[type[BaseException], ...] = (
     AgentfenceError,
     OSError,
@@ -73,7 +72,7 @@ class Evidence:
 
     def request_entry(self, request_id: str) -> int | None:
         """The seq of an approval request's log entry."""
-        found = self.find(f"{REQUEST_KIND}:{request_id}")
+        found = self.find(f"{APPROVAL_REQUEST_KIND}:{request_id}")
         return found[0] if found is not None else None
 
     def thread_decisions(self, request: ApprovalRequest) -> tuple[list[ThreadDecision], list[str]]:
@@ -98,7 +97,7 @@ class Evidence:
         since = min(r.created_us for r in requests)
         found: dict[str, tuple[int, ApprovalAnswerRecord]] = {}
         try:
-            for row in backend.select(kind=ANSWER_KIND, since_us=since):
+            for row in backend.select(kind=APPROVAL_ANSWER_KIND, since_us=since):
                 record = parse_entry(row.body)[1]
                 if isinstance(record, ApprovalAnswerRecord) and record.request_id in wanted:
                     found[record.request_id] = (row.seq, record)

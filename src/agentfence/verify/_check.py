@@ -34,7 +34,9 @@ from agentfence.errors import (
 from agentfence.log import LOG_FORMAT
 from agentfence.records import (
     BLOB_SALT_BYTES,
+    DECISION_KIND,
     ENTRY_FORMAT,
+    OUTCOME_KIND,
     ActivationRecord,
     DecisionRecord,
     ErasureRecord,
@@ -56,10 +58,8 @@ from agentfence.verify._key_schedule import (
 from agentfence.verify._order import _Order
 from agentfence.verify._results import ErasedBlob, VerifiedLog, check_activation
 from agentfence.verify._snapshot import (
-    _DECISION,
     _DECISION_KEY,
     _ENTRY,
-    _OUTCOME,
     _OUTCOME_KEY,
     _body_seq,
     _parse_body,
@@ -349,7 +349,7 @@ class _LogCheck:
             cls = type(record)
             if cls is DecisionRecord:
                 if (
-                    kind != _DECISION
+                    kind != DECISION_KIND
                     or thread != record.thread
                     or tool != record.tool
                     or effect != record.effect
@@ -360,7 +360,7 @@ class _LogCheck:
                 see_decision(seq, record)
             elif cls is OutcomeRecord:
                 if (
-                    kind != _OUTCOME
+                    kind != OUTCOME_KIND
                     or thread is not None
                     or tool is not None
                     or effect is not None

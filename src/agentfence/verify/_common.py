@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from agentfence.errors import LogVerificationError
 
@@ -67,10 +67,6 @@ class _Run:
 
 
 # --- shared helpers ------------------------------------------------------------------------
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def _first_error(exc: ValidationError) -> str:

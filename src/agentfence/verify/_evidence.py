@@ -33,13 +33,14 @@ from agentfence.records import (
     ApprovalRequestRecord,
     DecisionRecord,
     ErasureRecord,
+    FrozenModel,
     KeyChangeRecord,
     LogRecord,
     OutcomeRecord,
     blob_ref,
 )
 from agentfence.verify._check import verify_log
-from agentfence.verify._common import Progress, VerifiedStep, _count, _first_error, _Frozen, _Run
+from agentfence.verify._common import Progress, VerifiedStep, _count, _first_error, _Run
 from agentfence.verify._key_schedule import (
     KeyChange,
     _KeySchedule,
@@ -68,7 +69,7 @@ EVIDENCE_STEPS = ("read", "entries", "checkpoint signature", "blobs", "order")
 """The titles of :func:`verify_evidence`'s steps; step ``n`` is ``EVIDENCE_STEPS[n - 1]``."""
 
 
-class _PackEntry(_Frozen):
+class _PackEntry(FrozenModel):
     seq: int
     leaf_hash: str
     entry: str
@@ -76,20 +77,20 @@ class _PackEntry(_Frozen):
     inclusion: list[str]
 
 
-class _PackBlob(_Frozen):
+class _PackBlob(FrozenModel):
     ref: str
     salt: str | None = None
     content: str | None = None
     erased: bool = False
 
 
-class _Handover(_Frozen):
+class _Handover(FrozenModel):
     key_change: int
     checkpoint: str
     consistency: list[str]
 
 
-class EvidencePack(_Frozen):
+class EvidencePack(FrozenModel):
     """A self-contained bundle of entries with proofs, verifiable offline.
 
     The entries of one thread (its decisions, their outcomes, the activations of the policy

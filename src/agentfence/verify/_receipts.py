@@ -26,8 +26,8 @@ from agentfence.errors import (
     LogError,
     VerificationError,
 )
-from agentfence.records import LogRecord
-from agentfence.verify._common import _first_error, _Frozen
+from agentfence.records import FrozenModel, LogRecord
+from agentfence.verify._common import _first_error
 from agentfence.verify._key_schedule import _note_text, _open_checkpoint, _saved_note, _verifiers
 from agentfence.verify._snapshot import _body_seq, _parse_body, _Snapshot
 
@@ -36,7 +36,7 @@ __all__ = ["RECEIPT_FORMAT", "InclusionReceipt", "VerifiedReceipt", "prove", "ve
 RECEIPT_FORMAT = "agentfence.receipt/v1"
 
 
-class InclusionReceipt(_Frozen):
+class InclusionReceipt(FrozenModel):
     """Proof that one entry is in the log, verifiable on its own with a verifier key.
 
     ``entry`` is the entry's exact bytes (base64), ``inclusion`` the RFC 6962 audit path

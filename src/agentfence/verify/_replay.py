@@ -21,10 +21,10 @@ from agentfence import _cedar
 from agentfence._policy_files import read_directory
 from agentfence.errors import PolicyLoadError, VerificationError
 from agentfence.policy import CallFacts, EntityRef, PolicyEngine
-from agentfence.records import ActivationRecord, DecisionRecord
+from agentfence.records import ACTIVATION_KIND, DECISION_KIND, ActivationRecord, DecisionRecord
 from agentfence.tools import ToolCatalog
 from agentfence.verify._common import Progress
-from agentfence.verify._snapshot import _ACTIVATION, _DECISION, _parse_body, _Snapshot
+from agentfence.verify._snapshot import _parse_body, _Snapshot
 
 __all__ = [
     "PARALLEL_REPLAY_FROM",
@@ -133,7 +133,7 @@ def replay(
     candidate = read_directory(policies) if policies is not None else None
     with _Snapshot(source) as snap:
         end = snap.count()
-        decisions = snap.count_kind(_DECISION)
+        decisions = snap.count_kind(DECISION_KIND)
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if decisions >= PARALLEL_REPLAY_FROM else 1
     workers = max(1, workers)
@@ -195,12 +195,12 @@ def _replay_range(
     """Replay the decisions with ``start <= seq < end`` (run in a worker process, or here)."""
     with _Snapshot(source) as snap:
         state = _Replay(snap, candidate, directory)
-        for seq, body in snap.kind_rows(_ACTIVATION, 0, end):
+        for seq, body in snap.kind_rows(ACTIVATION_KIND, 0, end):
             record = _parse_body(body, seq, step=3)
             if isinstance(record, ActivationRecord):
                 state.activations.setdefault(record.policy_hash, (seq, record))
         pending: list[tuple[int, DecisionRecord]] = []
-        for seq, body in snap.kind_rows(_DECISION, start, end):
+        for seq, body in snap.kind_rows(DECISION_KIND, start, end):
             record = _parse_body(body, seq, step=3)
             if isinstance(record, DecisionRecord):
                 pending.append((seq, record))

@@ -16,18 +16,22 @@ from pydantic import TypeAdapter, ValidationError
 
 from agentfence._storage.database import SQLITE, Cursor, Database, parse_url
 from agentfence.errors import EntryError, LogError
-from agentfence.records import ENTRY_FORMAT, LogRecord, Record
-from agentfence.verify._common import _KEEP, _first_error, _Frozen
+from agentfence.records import (
+    DECISION_KIND,
+    ENTRY_FORMAT,
+    KEYCHANGE_KIND,
+    OUTCOME_KIND,
+    FrozenModel,
+    LogRecord,
+    Record,
+)
+from agentfence.verify._common import _KEEP, _first_error
 
-_DECISION = "agentfence.decision/v1"
-_OUTCOME = "agentfence.outcome/v1"
-_DECISION_KEY = _DECISION + ":"  # log.dedupe_key of a decision is this and its decision id
-_OUTCOME_KEY = _OUTCOME + ":"
-_KEYCHANGE = "agentfence.keychange/v1"
-_ACTIVATION = "agentfence.activation/v1"
+_DECISION_KEY = DECISION_KIND + ":"  # log.dedupe_key of a decision is this and its decision id
+_OUTCOME_KEY = OUTCOME_KIND + ":"
 
 
-class _Entry(_Frozen):
+class _Entry(FrozenModel):
     format: Literal["agentfence.entry/v1"]
     record: Record
     seq: int
@@ -106,7 +110,7 @@ class _Snapshot:
         return self._stream(sql + " ORDER BY seq", params)
 
     def keychange_rows(self) -> list[tuple[int, bytes]]:
-        return list(self.kind_rows(_KEYCHANGE, 0, None))
+        return list(self.kind_rows(KEYCHANGE_KIND, 0, None))
 
     def kind_rows(self, kind: str, start: int, end: int | None) -> Iterator[tuple[int, bytes]]:
         """``(seq, body)`` of the entries whose kind column is ``kind``, in order."""
