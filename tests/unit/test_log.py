@@ -477,3 +477,33 @@ def test_a_deferred_record_whose_commit_fails_rides_the_next_one(
     log.append(outcome(2))
     assert [r.decision_id for _, r in log.read()] == ["d1", "d2"]  # type: ignore[union-attr]
     log.close()
+
+
+def test_a_threads_decisions_are_read_back_without_walking_every_other_thread(
+    db: Path, signer: Signer
+) -> None:
+    """Usage limits read a thread's decisions back the first time they see the thread. The
+    query must use the (thread, kind, seq) index: with the kind index alone it walks every
+    decision in the log, so each new thread costs more as the log grows."""
+    from agentfence._storage.tables import select_sql
+
+    open_log(db, signer).close()
+    sql, params = select_sql(thread="t-1", kind="agentfence.decision/v1")
+    with raw(db) as conn:
+        plan = " ".join(str(row[-1]) for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    assert "entries_thread_kind" in plan, plan
+
+
+def test_a_log_made_before_the_thread_kind_index_gains_it_when_opened(
+    db: Path, signer: Signer
+) -> None:
+    open_log(db, signer).close()
+    with raw(db) as conn:
+        conn.execute("DROP INDEX entries_thread_kind")
+        conn.commit()
+    open_log(db, signer).close()
+    with raw(db) as conn:
+        names = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+    assert "entries_thread_kind" in names

@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS entries (
     time_us INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_thread ON entries (thread, seq);
+CREATE INDEX IF NOT EXISTS entries_thread_kind ON entries (thread, kind, seq);
 CREATE INDEX IF NOT EXISTS entries_tool ON entries (tool, seq);
 CREATE INDEX IF NOT EXISTS entries_kind ON entries (kind, seq);
 CREATE TABLE IF NOT EXISTS blobs (

@@ -357,30 +357,16 @@ class LogBackend:
         newest_first: bool = False,
     ) -> list[EntryRow]:
         """Entries matching every filter given, oldest first (or newest first, for a tail)."""
-        conditions: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("thread", thread),
-            ("tool", tool),
-            ("effect", effect),
-            ("kind", kind),
-        ):
-            if value is not None:
-                conditions.append(f"{column} = ?")
-                params.append(value)
-        if since_us is not None:
-            conditions.append("time_us >= ?")
-            params.append(since_us)
-        if until_us is not None:
-            conditions.append("time_us < ?")
-            params.append(until_us)
-        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        order = "DESC" if newest_first else "ASC"
-        sql = f"SELECT {_ENTRY_COLUMNS} FROM entries {where} ORDER BY seq {order}"  # noqa: S608  # see below
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        # Only fixed column names and placeholders are interpolated; values are bound.
+        sql, params = select_sql(
+            thread=thread,
+            tool=tool,
+            effect=effect,
+            kind=kind,
+            since_us=since_us,
+            until_us=until_us,
+            limit=limit,
+            newest_first=newest_first,
+        )
         return [_entry(r) for r in self.db.execute(sql, params).fetchall()]
 
     def leaf_hashes(self, end: int | None = None) -> list[bytes]:
@@ -411,6 +397,48 @@ class LogBackend:
 
 
 _ENTRY_COLUMNS = "seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect, time_us"
+
+
+def select_sql(
+    *,
+    thread: str | None = None,
+    tool: str | None = None,
+    effect: str | None = None,
+    kind: str | None = None,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    limit: int | None = None,
+    newest_first: bool = False,
+) -> tuple[str, list[Any]]:
+    """The query :meth:`LogBackend.select` runs, and its parameters.
+
+    Only fixed column names and placeholders are interpolated; values are bound.
+    """
+
+    conditions: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("thread", thread),
+        ("tool", tool),
+        ("effect", effect),
+        ("kind", kind),
+    ):
+        if value is not None:
+            conditions.append(f"{column} = ?")
+            params.append(value)
+    if since_us is not None:
+        conditions.append("time_us >= ?")
+        params.append(since_us)
+    if until_us is not None:
+        conditions.append("time_us < ?")
+        params.append(until_us)
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    order = "DESC" if newest_first else "ASC"
+    sql = f"SELECT {_ENTRY_COLUMNS} FROM entries {where} ORDER BY seq {order}"  # noqa: S608  # see above
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return sql, params
 
 
 def _find_sql(count: int) -> str:
