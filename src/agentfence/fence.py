@@ -23,6 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from agentfence._holds import Holds, Run
 from agentfence._ids import call_digest, check_seed, derive_seed
+from agentfence._metering import reserve, usage_for
 from agentfence._policy_files import redaction_kinds_of
 from agentfence._provenance import HistoryCache, messages_of
 from agentfence._recording import (
@@ -366,7 +367,7 @@ class Fence:
         if messages is not None and self._engine.flow.roots - {"usage"}:
             facts = dataclasses.replace(facts, history=self._history.history("", list(messages)))
         with self._usage.lock:
-            return self._engine.decide(self._with_usage(facts))
+            return self._engine.decide(usage_for(self._usage, self._engine, facts))
 
     def middleware(self) -> FenceMiddleware:
         """``create_agent`` middleware running this fence on every tool call."""
@@ -473,9 +474,9 @@ class Fence:
             # Usage is read, the call decided and (if allowed) counted under one lock, so that
             # parallel calls cannot each slip under a limit that together they cross.
             with self._usage.lock:
-                facts = self._with_usage(facts)
+                facts = usage_for(self._usage, self._engine, facts)
                 decision = engine.decide(facts)
-                self._reserve(decision)
+                reserve(self._usage, self._engine, decision)
             span.decided(decision, time.perf_counter() - started)
             try:
                 receipt = self._append(*self._decision_record(decision, span))
@@ -655,40 +656,6 @@ class Fence:
             return facts
         history = self._history.history(call.thread, list(messages_of(call.state)))
         return dataclasses.replace(facts, history=history)
-
-    def _with_usage(self, facts: CallFacts) -> CallFacts:
-        """The facts with the session usage the call sees (hold ``self._usage.lock``)."""
-        if facts.principal is None or "usage" not in self._engine.flow:
-            return facts
-        entry = self._engine.catalog.get(facts.tool)
-        meter = entry.spec.meter if entry is not None else None
-        args = facts.args if isinstance(facts.args, Mapping) else {}
-        usage = self._usage.usage(
-            principal=str(facts.principal),
-            thread=facts.thread,
-            tool=facts.tool,
-            meter=meter.name if meter is not None else None,
-            amount=meter.amount(args) if meter is not None else decimal.Decimal(0),
-            exclude=facts.decision_id,
-        )
-        return dataclasses.replace(facts, usage=usage)
-
-    def _reserve(self, decision: Decision) -> None:
-        """Count an allowed call before it is recorded; note a held one (it counts once run)."""
-        facts = decision.facts
-        if decision.effect is Effect.DENY or facts.principal is None:
-            return
-        metered = metered_call(self._engine, facts.tool, facts.args)
-        self._usage.reserve(
-            decision_id=decision.decision_id,
-            principal=str(facts.principal),
-            thread=facts.thread,
-            tool_call_id=facts.tool_call_id,
-            tool=facts.tool,
-            meter=metered.meter if metered else None,
-            amount=decimal.Decimal(metered.amount) if metered else decimal.Decimal(0),
-            allowed=decision.effect is Effect.ALLOW,
-        )
 
     def _facts(
         self,
