@@ -44,7 +44,7 @@ _reported: set[str] = set()
 _reported_lock = threading.Lock()
 
 
-def _report(where: str) -> None:
+def report_failure(where: str) -> None:
     """Log a telemetry failure: a warning the first time per place, then at debug level."""
     with _reported_lock:
         first = where not in _reported
@@ -53,12 +53,12 @@ def _report(where: str) -> None:
     _logger.log(level, "agentfence telemetry failed in %s (ignored)", where, exc_info=True)
 
 
-def _fail_open(method: Callable[_P, _R]) -> Callable[_P, _R | None]:
+def fail_open(method: Callable[_P, _R]) -> Callable[_P, _R | None]:
     """Make a telemetry method return ``None`` instead of raising.
 
     Fail open: this is the one place where telemetry errors are swallowed. Observing a call
     must never change what the call does, so an exporter, processor or provider that raises
-    is logged (see :func:`_report`) and the caller carries on.
+    is logged (see :func:`report_failure`) and the caller carries on.
     """
 
     @functools.wraps(method)
@@ -66,7 +66,7 @@ def _fail_open(method: Callable[_P, _R]) -> Callable[_P, _R | None]:
         try:
             return method(*args, **kwargs)
         except Exception:
-            _report(method.__qualname__)
+            report_failure(method.__qualname__)
             return None
 
     return wrapper
@@ -84,13 +84,13 @@ def error_type_of(exc: BaseException) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _is_bubble_up(exc: BaseException | None) -> bool:
+def is_bubble_up(exc: BaseException | None) -> bool:
     """True for LangGraph's GraphBubbleUp (an interrupt, not a failure), found by class name
     so that this module does not import LangGraph."""
     return exc is not None and any(k.__name__ == "GraphBubbleUp" for k in type(exc).__mro__)
 
 
-def _hex_ids(span: Span) -> tuple[str, str] | None:
+def hex_ids(span: Span) -> tuple[str, str] | None:
     if not span.is_recording():
         return None
     ctx = span.get_span_context()
@@ -100,7 +100,7 @@ def _hex_ids(span: Span) -> tuple[str, str] | None:
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
-def _detach_and_end(token: Token[otel_context.Context] | None, span: Span) -> None:
+def detach_and_end(token: Token[otel_context.Context] | None, span: Span) -> None:
     """Restore the context that was current before the span, then end the span."""
     try:
         if token is not None:
@@ -118,7 +118,7 @@ class _Run:
     span: Span | None
 
 
-class _StepSpans:
+class StepSpans:
     """Step spans keyed by LangChain run id, shared by a Telemetry and its callback handlers.
 
     It never attaches an OpenTelemetry context: LangChain calls handlers for async runs in a
@@ -175,7 +175,7 @@ class _StepSpans:
             return
         span = run.span
         if error is not None and span.is_recording():
-            if _is_bubble_up(error):
+            if is_bubble_up(error):
                 span.set_attribute(ATTR_INTERRUPTED, True)
             else:
                 kind = error_type_of(error)
@@ -217,11 +217,11 @@ class TracingCallbackHandler(BaseCallbackHandler):
     run_inline = True
     raise_error = False
 
-    def __init__(self, steps: _StepSpans) -> None:
+    def __init__(self, steps: StepSpans) -> None:
         super().__init__()
         self._steps = steps
 
-    @_fail_open
+    @fail_open
     def on_chain_start(
         self,
         serialized: dict[str, Any] | None,
@@ -236,7 +236,7 @@ class TracingCallbackHandler(BaseCallbackHandler):
         """Open a step span if this chain is a graph node's run."""
         self._steps.started(run_id, parent_run_id, metadata)
 
-    @_fail_open
+    @fail_open
     def on_chain_end(
         self,
         outputs: Any,
@@ -248,7 +248,7 @@ class TracingCallbackHandler(BaseCallbackHandler):
         """End the chain's step span, if it has one."""
         self._steps.ended(run_id, None)
 
-    @_fail_open
+    @fail_open
     def on_chain_error(
         self,
         error: BaseException,

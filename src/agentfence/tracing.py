@@ -35,14 +35,14 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from agentfence import _semconv as sc
 from agentfence._step_spans import (
+    StepSpans,
     TracingCallbackHandler,
-    _detach_and_end,
-    _fail_open,
-    _hex_ids,
-    _is_bubble_up,
-    _report,
-    _StepSpans,
+    detach_and_end,
     error_type_of,
+    fail_open,
+    hex_ids,
+    is_bubble_up,
+    report_failure,
 )
 from agentfence.config import Settings
 from agentfence.errors import ConfigurationError
@@ -227,13 +227,13 @@ class Telemetry:
         try:
             self._tracer = trace.get_tracer(sc.INSTRUMENTATION_NAME, version, tracer_provider)
         except Exception:
-            _report("Telemetry.__init__ (tracer)")
+            report_failure("Telemetry.__init__ (tracer)")
         try:
             meter = metrics.get_meter(sc.INSTRUMENTATION_NAME, version or "", meter_provider)
             self._instruments = _Instruments(meter)
         except Exception:
-            _report("Telemetry.__init__ (meter)")
-        self._steps = _StepSpans(self._tracer)
+            report_failure("Telemetry.__init__ (meter)")
+        self._steps = StepSpans(self._tracer)
 
     @classmethod
     def from_settings(
@@ -279,7 +279,7 @@ class Telemetry:
                 tool_type=tool_type,
             )
         except Exception:
-            _report("Telemetry.tool_call")
+            report_failure("Telemetry.tool_call")
             return ToolCallSpan._disabled(self)
 
     def run(
@@ -294,7 +294,7 @@ class Telemetry:
         try:
             return RunSpan(self, agent_name, thread, provider=provider)
         except Exception:
-            _report("Telemetry.run")
+            report_failure("Telemetry.run")
             return RunSpan._disabled(self)
 
     def callback_handler(self) -> TracingCallbackHandler:
@@ -306,7 +306,7 @@ class Telemetry:
         """
         return TracingCallbackHandler(self._steps)
 
-    @_fail_open
+    @fail_open
     def log_append(self, seconds: float, *, error_type: str | None = None) -> None:
         """Record how long one decision-log append took (``error_type`` if it failed)."""
         attributes = {sc.ATTR_ERROR_TYPE: error_type} if error_type else None
@@ -349,7 +349,7 @@ class ToolCallSpan:
         span._enabled = False
         return span
 
-    @_fail_open
+    @fail_open
     def _start(self) -> None:
         if not self._enabled:
             return
@@ -384,24 +384,24 @@ class ToolCallSpan:
         # Returns None: an exception from the with block always propagates unchanged.
         self._close(exc)
 
-    @_fail_open
+    @fail_open
     def _close(self, exc: BaseException | None) -> None:
         token, self._token = self._token, None
         try:
             if exc is not None and not self._finished and self._span.is_recording():
-                if _is_bubble_up(exc):
+                if is_bubble_up(exc):
                     self._span.set_attribute(sc.ATTR_INTERRUPTED, True)
                 else:
                     self._fail(error_type_of(exc), "error")
         finally:
-            _detach_and_end(token, self._span)
+            detach_and_end(token, self._span)
 
     def _fail(self, error_type: str, outcome: Outcome) -> None:
         self._span.set_attribute(sc.ATTR_ERROR_TYPE, error_type)
         self._span.set_attribute(sc.ATTR_OUTCOME, outcome)
         self._span.set_status(Status(StatusCode.ERROR, error_type))
 
-    @_fail_open
+    @fail_open
     def decided(self, decision: Decision, seconds: float) -> None:
         """Record the policy decision: a child span ``agentfence.decide`` and the metrics.
 
@@ -447,19 +447,19 @@ class ToolCallSpan:
             child.set_attribute(sc.ATTR_RESOURCE, resource)
         child.end(end_time=end)
 
-    @_fail_open
+    @fail_open
     def recorded(self, receipt_seq: int, leaf_hash_hex: str) -> None:
         """Link the span to its decision-log entry: sequence number and RFC 6962 leaf hash."""
         if self._span.is_recording():
             self._span.set_attribute(sc.ATTR_LOG_SEQ, receipt_seq)
             self._span.set_attribute(sc.ATTR_LOG_LEAF_HASH, leaf_hash_hex)
 
-    @_fail_open
+    @fail_open
     def ids(self) -> tuple[str, str] | None:
         """The span's W3C trace id (32 hex) and span id (16 hex); None when not recorded."""
-        return _hex_ids(self._span)
+        return hex_ids(self._span)
 
-    @_fail_open
+    @fail_open
     def digested(self, *, args: str | None = None, result: str | None = None) -> None:
         """Put the SHA-256 digests (hex) of the arguments and the result on the span."""
         if self._span.is_recording():
@@ -468,7 +468,7 @@ class ToolCallSpan:
             if result is not None:
                 self._span.set_attribute(sc.ATTR_RESULT_DIGEST, result)
 
-    @_fail_open
+    @fail_open
     def finished(
         self,
         status: Outcome,
@@ -500,14 +500,14 @@ class ToolCallSpan:
         else:
             self._fail(error_type or sc.ERROR_TYPE_OTHER, "error")
 
-    @_fail_open
+    @fail_open
     def failure(self, exc: BaseException) -> None:
         """Record why the fence failed closed (the exception, as a span event): its text goes
         to the trace and the log only, never to the model."""
         if self._span.is_recording():
             self._span.record_exception(exc)
 
-    @_fail_open
+    @fail_open
     def content(self, args: Mapping[str, Any], result: str | None = None) -> None:
         """Put argument and result values on the span, only if ``capture_content`` is on.
 
@@ -523,7 +523,7 @@ class ToolCallSpan:
         if result is not None:
             self._span.set_attribute(sc.ATTR_GEN_AI_TOOL_CALL_RESULT, result)
 
-    @_fail_open
+    @fail_open
     def approval_requested(
         self, request_id: str, approvers: Sequence[str], expires_at: datetime
     ) -> None:
@@ -541,7 +541,7 @@ class ToolCallSpan:
                 },
             )
 
-    @_fail_open
+    @fail_open
     def approval_answered(
         self, request_id: str, approver: str, outcome: str, waited_seconds: float
     ) -> None:
@@ -561,7 +561,7 @@ class ToolCallSpan:
                 },
             )
 
-    @_fail_open
+    @fail_open
     def approval_expired(self, request_id: str) -> None:
         """An approval request expired unanswered (which denies the call)."""
         self._telemetry._instruments.approvals_expired.add(
@@ -598,7 +598,7 @@ class RunSpan:
         span._enabled = False
         return span
 
-    @_fail_open
+    @fail_open
     def _start(self) -> None:
         if not self._enabled:
             return
@@ -629,21 +629,21 @@ class RunSpan:
         # Returns None: an exception from the with block always propagates unchanged.
         self._close(exc)
 
-    @_fail_open
+    @fail_open
     def _close(self, exc: BaseException | None) -> None:
         token, self._token = self._token, None
         try:
             if exc is not None and self._span.is_recording():
-                if _is_bubble_up(exc):
+                if is_bubble_up(exc):
                     self._span.set_attribute(sc.ATTR_INTERRUPTED, True)
                 else:
                     kind = error_type_of(exc)
                     self._span.set_attribute(sc.ATTR_ERROR_TYPE, kind)
                     self._span.set_status(Status(StatusCode.ERROR, kind))
         finally:
-            _detach_and_end(token, self._span)
+            detach_and_end(token, self._span)
 
-    @_fail_open
+    @fail_open
     def ids(self) -> tuple[str, str] | None:
         """The run span's W3C trace id and span id (hex); None when not recorded."""
-        return _hex_ids(self._span)
+        return hex_ids(self._span)

@@ -17,11 +17,11 @@ Every check raises a :class:`LogVerificationError` subclass naming the step and 
 the evidence shows (``attack`` is one of the names used by ``tests/vectors/tamper``); none
 returns a bool. The byte format is in ``docs/log-format.md``.
 
-This module is the public face of those checks; they live in internal modules, imported
-from here: ``_log_check`` (:func:`verify_log`), ``_receipts``, ``_evidence`` and ``_replay``,
-on top of ``_verify_common`` (the error tree and the numbered steps), ``_log_snapshot``
-(reading a log), ``_key_schedule`` (which key may sign which checkpoint) and
-``_entry_order`` (the order rules).
+This package's ``__init__`` is its public face; the checks live in its private modules:
+``_check`` (:func:`verify_log`), ``_results``, ``_receipts``, ``_evidence`` and ``_replay``, on
+top of ``_common`` (the numbered steps, progress, shared messages), ``_snapshot`` (reading a
+log), ``_key_schedule`` (which key may sign which checkpoint) and ``_order`` (the order
+rules).
 """
 
 from __future__ import annotations

@@ -44,26 +44,33 @@ from agentfence.records import (
     LogRecord,
     OutcomeRecord,
 )
-from agentfence.verify._common import _KEEP, NO_CHECKPOINT, Progress, _count, _first_error, _Run
+from agentfence.verify._common import (
+    KEEP_EVIDENCE,
+    NO_CHECKPOINT,
+    Progress,
+    StepRun,
+    first_error,
+    plural,
+)
 from agentfence.verify._key_schedule import (
     KeyChange,
-    _KeySchedule,
-    _note_text,
-    _open_checkpoint,
-    _saved_note,
-    _short,
-    _unique,
-    _verifiers,
+    KeySchedule,
+    note_text,
+    open_trusted_checkpoint,
+    saved_note,
+    short_key,
+    trusted_verifiers,
+    unique_keys,
 )
-from agentfence.verify._order import _Order
+from agentfence.verify._order import OrderCheck
 from agentfence.verify._results import ErasedBlob, VerifiedLog, check_activation
 from agentfence.verify._snapshot import (
-    _DECISION_KEY,
-    _ENTRY,
-    _OUTCOME_KEY,
-    _body_seq,
-    _parse_body,
-    _Snapshot,
+    DECISION_KEY,
+    ENTRY_ADAPTER,
+    OUTCOME_KEY,
+    Snapshot,
+    body_seq,
+    parse_body,
 )
 
 __all__ = ["LOG_STEPS", "ErasedBlob", "VerifiedLog", "verify_log"]
@@ -102,10 +109,10 @@ def verify_log(
     naming the failed step and the attack; returns only if every step passes.
     """
     started = time.perf_counter()
-    trusted = _verifiers(keys)
-    run = _Run(LOG_STEPS, progress)
+    trusted = trusted_verifiers(keys)
+    run = StepRun(LOG_STEPS, progress)
     try:
-        with _Snapshot(source) as snap:
+        with Snapshot(source) as snap:
             check = _LogCheck(snap, trusted, run)
             # 1. Open the log read-only and check its format marker and origin.
             check.open()
@@ -138,19 +145,19 @@ class _Saved:
 class _LogCheck:
     """The state :func:`verify_log` builds up step by step."""
 
-    def __init__(self, snap: _Snapshot, trusted: Sequence[Verifier], run: _Run) -> None:
+    def __init__(self, snap: Snapshot, trusted: Sequence[Verifier], run: StepRun) -> None:
         self.snap = snap
         self.trusted = list(trusted)
         self.run = run
         self.origin = ""
         self.stored: list[tuple[int, bytes, str, bytes]] = []
-        self.keys: _KeySchedule
+        self.keys: KeySchedule
         self.signed_by: tuple[str, ...] = ()
         self.latest: Checkpoint
         self.count = 0
         self.key_changes: list[KeyChange] = []
         self.erasures: dict[str, tuple[int, str]] = {}
-        self.order = _Order()
+        self.order = OrderCheck()
         self.activations: list[tuple[int, ActivationRecord]] = []
         self.saved_root: bytes | None = None
         self.blob_count = 0
@@ -199,25 +206,25 @@ class _LogCheck:
         # size; step 3 checks that column against every entry's bytes, and step 4 that
         # those bytes are the ones the checkpoints sign.
         for seq, body in self.snap.keychange_rows():
-            record = _parse_body(body, seq, step=2)
+            record = parse_body(body, seq, step=2)
             if isinstance(record, KeyChangeRecord):
                 self.key_changes.append(KeyChange(seq, record.old_key, record.new_key))
         first = self.stored[0][2] if self.stored else None
-        self.keys = _KeySchedule.build(
+        self.keys = KeySchedule.build(
             self.key_changes, self.trusted, first, step=2, origin=self.origin
         )
         self.keys.set_handovers([size for size, *_ in self.stored])
-        known = _unique([*self.trusted, *self.keys.epochs])
+        known = unique_keys([*self.trusted, *self.keys.epochs])
         chain = {k.vkey for k in self.keys.epochs}
         signed: dict[int, frozenset[str]] = {}
         for size, root, note, _ in self.stored:
             what = f"the checkpoint of size {size}"
-            checkpoint, by = _open_checkpoint(note, known, what, step=2, origin=self.origin)
+            checkpoint, by = open_trusted_checkpoint(note, known, what, step=2, origin=self.origin)
             if checkpoint.size != size or not hmac.compare_digest(checkpoint.root, root):
                 raise CheckpointError(
                     f"{what} was altered: its stored size and root columns say size {size}, "
                     f"root {root.hex()}, but its signed note says size {checkpoint.size}, root "
-                    f"{checkpoint.root.hex()}; {_KEEP}",
+                    f"{checkpoint.root.hex()}; {KEEP_EVIDENCE}",
                     step=2,
                     attack="checkpoint_altered",
                 )
@@ -227,7 +234,7 @@ class _LogCheck:
                 raise CheckpointError(
                     f"{what} is signed by {key}, which may sign only {self.keys.range_of(key)}: "
                     "a retired key kept signing, or a new key signed history from before its "
-                    f"key change; {_KEEP}",
+                    f"key change; {KEEP_EVIDENCE}",
                     step=2,
                     attack="checkpoint_wrong_key",
                 )
@@ -241,26 +248,26 @@ class _LogCheck:
                 raise CheckpointError(
                     f"the checkpoint of size {size} is not signed by the key valid at that size "
                     f"({', '.join(sorted(self.keys.allowed(size)))}); it is signed by "
-                    f"{', '.join(sorted(signed[size])) or 'no key of this log'}; {_KEEP}",
+                    f"{', '.join(sorted(signed[size])) or 'no key of this log'}; {KEEP_EVIDENCE}",
                     step=2,
                     attack="checkpoint_unknown_key",
                 )
         self.latest = Checkpoint(self.origin, latest_size, self.stored[-1][1])
-        rotated = f"; {_count(len(self.key_changes), 'key change')}" if self.key_changes else ""
+        rotated = f"; {plural(len(self.key_changes), 'key change')}" if self.key_changes else ""
         self.run.passed(
             2,
             f"{len(self.stored)} checkpoints; latest size {latest_size} signed by "
-            f"{' and '.join(_short(k) for k in self.signed_by)}{rotated}",
+            f"{' and '.join(short_key(k) for k in self.signed_by)}{rotated}",
         )
 
     def read_saved(self, note: str | None) -> _Saved | None:
         if note is None:
             return None
-        note = _saved_note(note)
+        note = saved_note(note)
         # The size and root are read now so step 4 can note the root at that size; the
         # signature is checked in step 5, before anything is concluded from them.
         try:
-            body = _signing.parse_checkpoint_body(_note_text(note))
+            body = _signing.parse_checkpoint_body(note_text(note))
         except VerificationError as exc:
             raise CheckpointError(
                 f"the saved checkpoint is malformed: {exc}", step=5, attack="checkpoint_altered"
@@ -290,7 +297,7 @@ class _LogCheck:
         # Merkle frontier as a plain list: the perfect-subtree roots of MerkleFrontier.
         sha256 = hashlib.sha256
         compare = hmac.compare_digest
-        validate = _ENTRY.validator.validate_json
+        validate = ENTRY_ADAPTER.validator.validate_json
         order = self.order
         see_decision, see_outcome = order.decision, order.outcome
         stack: list[bytes] = []
@@ -306,7 +313,7 @@ class _LogCheck:
                 raise EntryError(
                     f"entry {position} was deleted: the stored entries jump from "
                     f"{position - 1} to {seq}, so entries {position} to {seq - 1} are "
-                    f"missing; {_KEEP}",
+                    f"missing; {KEEP_EVIDENCE}",
                     step=3,
                     attack="entry_deleted",
                 )
@@ -318,7 +325,7 @@ class _LogCheck:
                 # SQLite is dynamically typed: a body or hash rewritten as TEXT is no BLOB.
                 raise EntryError(
                     f"entry {seq} was modified: its body or leaf hash is not stored as a "
-                    f"BLOB ({exc}); {_KEEP}",
+                    f"BLOB ({exc}); {KEEP_EVIDENCE}",
                     step=3,
                     attack="entry_modified",
                 ) from exc
@@ -326,7 +333,7 @@ class _LogCheck:
                 raise EntryError(
                     f"entry {seq} was modified: its bytes no longer hash to the leaf hash "
                     f"stored beside it (SHA-256(0x00 || entry) is {leaf.hex()}, stored "
-                    f"{stored_leaf.hex()}); {_KEEP}",
+                    f"{stored_leaf.hex()}); {KEEP_EVIDENCE}",
                     step=3,
                     attack="entry_modified",
                 )
@@ -336,7 +343,7 @@ class _LogCheck:
             except ValidationError as exc:
                 raise EntryError(
                     f"entry {seq} was modified: its bytes are not a well-formed "
-                    f"{ENTRY_FORMAT} entry ({_first_error(exc)}); {_KEEP}",
+                    f"{ENTRY_FORMAT} entry ({first_error(exc)}); {KEEP_EVIDENCE}",
                     step=3,
                     attack="entry_modified",
                 ) from exc
@@ -353,7 +360,7 @@ class _LogCheck:
                     or thread != record.thread
                     or tool != record.tool
                     or effect != record.effect
-                    or dkey != _DECISION_KEY + record.decision_id
+                    or dkey != DECISION_KEY + record.decision_id
                     or time_us != record.time_us
                 ):
                     raise _index_error(row, record)
@@ -364,7 +371,7 @@ class _LogCheck:
                     or thread is not None
                     or tool is not None
                     or effect is not None
-                    or dkey != _OUTCOME_KEY + record.decision_id
+                    or dkey != OUTCOME_KEY + record.decision_id
                     or time_us != record.time_us
                 ):
                     raise _index_error(row, record)
@@ -399,7 +406,7 @@ class _LogCheck:
                         f"of size {size}: an entry from {last_good} to {size - 1} was "
                         "modified, deleted, inserted or reordered and its leaf hash "
                         f"rewritten to match (the checkpoint of size {last_good} still "
-                        f"holds); {_KEEP}",
+                        f"holds); {KEEP_EVIDENCE}",
                         step=4,
                         attack="history_rewritten",
                     )
@@ -420,7 +427,7 @@ class _LogCheck:
         if position < self.latest.size:
             raise RollbackError(
                 f"the log was truncated: the latest signed checkpoint commits to "
-                f"{self.latest.size} entries, but only {position} are stored; {_KEEP}",
+                f"{self.latest.size} entries, but only {position} are stored; {KEEP_EVIDENCE}",
                 step=4,
                 attack="truncated_tail",
             )
@@ -431,7 +438,7 @@ class _LogCheck:
         ):
             raise EntryError(
                 f"the stored tree state (size {tree_state[0]}) does not match the {position} "
-                f"stored entries: the log's bookkeeping was edited; {_KEEP}",
+                f"stored entries: the log's bookkeeping was edited; {KEEP_EVIDENCE}",
                 step=4,
                 attack="history_rewritten",
             )
@@ -472,13 +479,13 @@ class _LogCheck:
                 skipped=True,
             )
             return
-        known = _unique([*self.trusted, *self.keys.epochs])
-        checkpoint, by = _open_checkpoint(
+        known = unique_keys([*self.trusted, *self.keys.epochs])
+        checkpoint, by = open_trusted_checkpoint(
             saved.note, known, "the saved checkpoint", step=5, origin=self.origin
         )
         self.saved_size = checkpoint.size
         latest = self.latest
-        signed_by = ", ".join(_short(k) for k in sorted(by))
+        signed_by = ", ".join(short_key(k) for k in sorted(by))
         stored_roots = {size: root for size, root, *_ in self.stored}
         if checkpoint.size > latest.size:
             if checkpoint.size > self.count:
@@ -497,14 +504,14 @@ class _LogCheck:
                 raise CheckpointError(
                     f"checkpoints were deleted: the checkpoint of size {checkpoint.size} you "
                     f"saved is no longer in the log, whose latest is size {latest.size} "
-                    "(the entries still match your checkpoint); " + _KEEP,
+                    "(the entries still match your checkpoint); " + KEEP_EVIDENCE,
                     step=5,
                     attack="checkpoint_deleted",
                 )
             raise ForkError(
                 f"fork: the log's entries up to size {checkpoint.size} no longer hash to the "
                 "root of the checkpoint you saved; the history was rewritten after you saved "
-                f"it; {_KEEP}",
+                f"it; {KEEP_EVIDENCE}",
                 step=5,
                 attack="fork",
             )
@@ -524,7 +531,7 @@ class _LogCheck:
             raise ForkError(
                 f"fork: the log's entries up to size {checkpoint.size} no longer hash to the "
                 "root of the checkpoint you saved (which is validly signed): the history was "
-                f"rewritten after you saved it; {_KEEP}",
+                f"rewritten after you saved it; {KEEP_EVIDENCE}",
                 step=5,
                 attack="fork",
             )
@@ -565,7 +572,7 @@ class _LogCheck:
                         raise BlobError(
                             f"blob {ref} was erased without an erasure entry: its content is "
                             "gone but no entry records why. Erase blobs only with `agentfence "
-                            f"log erase`; {_KEEP}",
+                            f"log erase`; {KEEP_EVIDENCE}",
                             step=6,
                             attack="erased_without_record",
                         )
@@ -581,7 +588,7 @@ class _LogCheck:
                     used = f" (referenced by entry {first})" if first is not None else ""
                     raise BlobError(
                         f"blob {ref}{used} was altered: its salt and content no longer hash "
-                        f"to its reference; {_KEEP}",
+                        f"to its reference; {KEEP_EVIDENCE}",
                         step=6,
                         attack="blob_altered",
                     )
@@ -594,7 +601,7 @@ class _LogCheck:
         except TypeError as exc:
             raise BlobError(
                 f"blob {seen} (in table order) was altered: a column holds the wrong type "
-                f"({exc}); {_KEEP}",
+                f"({exc}); {KEEP_EVIDENCE}",
                 step=6,
                 attack="blob_altered",
             ) from exc
@@ -606,7 +613,7 @@ class _LogCheck:
             seq, ref = missing[0]
             raise BlobError(
                 f"blob {ref} referenced by entry {seq} is missing ({len(missing)} referenced "
-                f"blob(s) missing in all): blobs are erased, never deleted; {_KEEP}",
+                f"blob(s) missing in all): blobs are erased, never deleted; {KEEP_EVIDENCE}",
                 step=6,
                 attack="blob_deleted",
             )
@@ -616,14 +623,14 @@ class _LogCheck:
             check_activation(self.snap, seq, activation)
         notes = [f"{len(refs)} referenced blobs present; {seen - len(self.erased)} rehashed"]
         if self.activations:
-            notes.append(f"policy texts match {_count(len(self.activations), 'activation')}")
+            notes.append(f"policy texts match {plural(len(self.activations), 'activation')}")
         if self.erased:
             notes.append(f"{len(self.erased)} erased, each with an erasure entry")
         if self.unreferenced:
             notes.append(f"{len(self.unreferenced)} unreferenced")
         if self.pending:
             notes.append(
-                f"{_count(len(self.pending), 'erasure')} recorded but content still present"
+                f"{plural(len(self.pending), 'erasure')} recorded but content still present"
             )
         self.run.passed(6, "; ".join(notes))
 
@@ -631,7 +638,7 @@ class _LogCheck:
         order = self.order
         if order.problem is not None:
             raise OrderError(
-                f"the log's entries are out of order: {order.problem}; {_KEEP}",
+                f"the log's entries are out of order: {order.problem}; {KEEP_EVIDENCE}",
                 step=7,
                 attack="out_of_order",
             )
@@ -640,7 +647,7 @@ class _LogCheck:
             7,
             f"{order.outcomes} outcomes follow their allowed or approved decisions; "
             f"{order.decisions} decisions use "
-            f"{_count(len(order.activated), 'activated policy set')}"
+            f"{plural(len(order.activated), 'activated policy set')}"
             + (
                 f"; {unrecorded} let a tool run with no outcome recorded (ran, outcome not "
                 "recorded)"
@@ -687,7 +694,7 @@ def _index_error(row: Sequence[Any], record: LogRecord) -> EntryError:
         f"entry {seq}'s index columns were altered: kind, dedupe_key, thread, tool, effect and "
         f"time_us are {(kind, dkey, thread, tool, effect, time_us)}, but the entry says "
         f"{(record.format, dedupe_key(record), *columns, record.time_us)}. Filters such as "
-        f"`log show --effect` read those columns; {_KEEP}",
+        f"`log show --effect` read those columns; {KEEP_EVIDENCE}",
         step=3,
         attack="index_altered",
     )
@@ -698,21 +705,21 @@ def _misplaced(position: int, claimed: int, cursor: Cursor) -> EntryError:
     if claimed < position:
         return EntryError(
             f"an entry was inserted before position {position}: the entry stored there says it "
-            f"is entry {claimed}, so the entries after it were pushed along; {_KEEP}",
+            f"is entry {claimed}, so the entries after it were pushed along; {KEEP_EVIDENCE}",
             step=3,
             attack="entry_inserted",
         )
     after = cursor.fetchone()
-    if after is not None and _body_seq(after[3]) == claimed + 1:
+    if after is not None and body_seq(after[3]) == claimed + 1:
         return EntryError(
             f"entry {position} was deleted and the later entries renumbered: the entry stored "
-            f"at position {position} says it is entry {claimed}; {_KEEP}",
+            f"at position {position} says it is entry {claimed}; {KEEP_EVIDENCE}",
             step=3,
             attack="entry_deleted",
         )
     return EntryError(
         f"entries were reordered: the entry stored at position {position} says it is entry "
-        f"{claimed}; {_KEEP}",
+        f"{claimed}; {KEEP_EVIDENCE}",
         step=3,
         attack="entries_reordered",
     )

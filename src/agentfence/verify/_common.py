@@ -3,7 +3,7 @@
 Each check runs numbered steps and raises a :class:`LogVerificationError` subclass (the
 public error tree in :mod:`agentfence.errors`) naming the step that failed and the attack the
 evidence shows. The modules that hold the checks
-(``_log_check``, ``_receipts``, ``_evidence``, ``_replay``) import from here; nothing here
+(``_check``, ``_receipts``, ``_evidence``, ``_replay``) import from here; nothing here
 imports them, so there is no import cycle.
 """
 
@@ -24,7 +24,7 @@ __all__ = [
 Progress = Callable[[str, int, int], None]
 """``progress(step, done, total)``, called now and then during long steps."""
 
-_KEEP = "keep this copy as evidence and compare it with a backup or an evidence pack"
+KEEP_EVIDENCE = "keep this copy as evidence and compare it with a backup or an evidence pack"
 NO_CHECKPOINT = (
     "the log has no signed checkpoint; a fence signs one when it creates the log, so this "
     "file was not written by agentfence or its checkpoints were deleted"
@@ -49,7 +49,7 @@ class VerifiedStep:
 
 
 @dataclass
-class _Run:
+class StepRun:
     titles: tuple[str, ...]
     progress: Progress | None
     steps: list[VerifiedStep] = field(default_factory=list)
@@ -69,11 +69,11 @@ class _Run:
 # --- shared helpers ------------------------------------------------------------------------
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     first = exc.errors(include_url=False)[0]
     where = ".".join(str(p) for p in first["loc"]) or "entry"
     return f"{where}: {first['msg']}"
 
 
-def _count(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")

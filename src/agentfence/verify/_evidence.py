@@ -40,19 +40,19 @@ from agentfence.records import (
     blob_ref,
 )
 from agentfence.verify._check import verify_log
-from agentfence.verify._common import Progress, VerifiedStep, _count, _first_error, _Run
+from agentfence.verify._common import Progress, StepRun, VerifiedStep, first_error, plural
 from agentfence.verify._key_schedule import (
     KeyChange,
-    _KeySchedule,
-    _note_text,
-    _open_checkpoint,
-    _short,
-    _unique,
-    _verifiers,
+    KeySchedule,
+    note_text,
+    open_trusted_checkpoint,
+    short_key,
+    trusted_verifiers,
+    unique_keys,
 )
-from agentfence.verify._order import _Order, _refs_of
-from agentfence.verify._receipts import _decode_entry, _hashes, _prove_included
-from agentfence.verify._snapshot import _parse_body, _Snapshot
+from agentfence.verify._order import OrderCheck, refs_of
+from agentfence.verify._receipts import decode_entry, decode_hashes, prove_included
+from agentfence.verify._snapshot import Snapshot, parse_body
 
 __all__ = [
     "EVIDENCE_FORMAT",
@@ -166,14 +166,14 @@ def export_evidence(
     """
     verified = verify_log(source, keys, progress=progress)
     size = verified.size
-    with _Snapshot(source) as snap:
+    with Snapshot(source) as snap:
         chosen: list[tuple[int, bytes, LogRecord]] = []
         activations: dict[str, tuple[int, bytes, LogRecord]] = {}
         erasures: list[tuple[int, bytes, ErasureRecord]] = []
         decision_ids: set[str] = set()
         for row in snap.rows(0, size):
             seq, body = int(row[0]), bytes(row[3])
-            record = _parse_body(body, seq, step=3)
+            record = parse_body(body, seq, step=3)
             if isinstance(record, DecisionRecord):
                 if thread is None or record.thread == thread:
                     decision_ids.add(record.decision_id)
@@ -194,7 +194,7 @@ def export_evidence(
             )
         hashes = {r.policy_hash for _, _, r in chosen if isinstance(r, DecisionRecord)}
         chosen += [activations[h] for h in sorted(hashes) if h in activations]
-        refs = {ref for _, _, r in chosen for ref in _refs_of(r)}
+        refs = {ref for _, _, r in chosen for ref in refs_of(r)}
         chosen += [e for e in erasures if e[2].blob in refs]
         chosen.sort(key=lambda item: item[0])
         tree = _merkle.MerkleTree(snap.leaf_hashes(size))
@@ -258,8 +258,8 @@ def verify_evidence(path: str | Path, keys: Sequence[Verifier | str]) -> Verifie
     Raises a :class:`LogVerificationError` subclass naming the failed step and what the
     evidence shows; returns only if every step passes.
     """
-    trusted = _verifiers(keys)
-    run = _Run(EVIDENCE_STEPS, None)
+    trusted = trusted_verifiers(keys)
+    run = StepRun(EVIDENCE_STEPS, None)
     try:
         return _verify_pack(Path(path), trusted, run)
     except LogVerificationError as exc:
@@ -267,7 +267,7 @@ def verify_evidence(path: str | Path, keys: Sequence[Verifier | str]) -> Verifie
         raise
 
 
-def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> VerifiedEvidence:
+def _verify_pack(path: Path, trusted: Sequence[Verifier], run: StepRun) -> VerifiedEvidence:
     # 1. Read the pack: one JSON document of format agentfence.evidence/v1.
     try:
         pack = EvidencePack.model_validate_json(path.read_bytes())
@@ -275,13 +275,13 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
         raise ConfigurationError(f"no evidence pack at {str(path)!r}; check the path") from None
     except ValidationError as exc:
         raise EvidenceError(
-            f"{path} is not an {EVIDENCE_FORMAT} pack: {_first_error(exc)}; export it again "
+            f"{path} is not an {EVIDENCE_FORMAT} pack: {first_error(exc)}; export it again "
             "with `agentfence evidence export`",
             step=1,
             attack="malformed",
         ) from exc
     try:
-        head = _signing.parse_checkpoint_body(_note_text(pack.checkpoint))
+        head = _signing.parse_checkpoint_body(note_text(pack.checkpoint))
     except VerificationError as exc:
         raise CheckpointError(
             f"the pack's checkpoint was altered: {exc}", step=1, attack="checkpoint_altered"
@@ -298,10 +298,10 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
                 f"entry {item.seq} appears twice in the pack", step=2, attack="malformed"
             )
         seqs.add(item.seq)
-        entry = _decode_entry(item.entry, item.seq, item.record, step=2)
+        entry = decode_entry(item.entry, item.seq, item.record, step=2)
         leaf = _merkle.leaf_hash(entry)
-        _prove_included(leaf, item.seq, head, item.inclusion, step=2)
-        records.append((item.seq, _parse_body(entry, item.seq, step=2)))
+        prove_included(leaf, item.seq, head, item.inclusion, step=2)
+        records.append((item.seq, parse_body(entry, item.seq, step=2)))
     records.sort(key=lambda r: r[0])
     run.passed(2, f"{len(records)} entries proven in the tree of size {head.size}")
 
@@ -311,8 +311,8 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
     changes = [
         KeyChange(seq, r.old_key, r.new_key) for seq, r in records if isinstance(r, KeyChangeRecord)
     ]
-    schedule = _KeySchedule.build(changes, trusted, pack.checkpoint, step=3, origin=pack.origin)
-    known = _unique([*trusted, *schedule.epochs])
+    schedule = KeySchedule.build(changes, trusted, pack.checkpoint, step=3, origin=pack.origin)
+    known = unique_keys([*trusted, *schedule.epochs])
     signed: dict[int, frozenset[str]] = {}
     by_change = {h.key_change: h for h in pack.handovers}
     for index, change in enumerate(changes):
@@ -320,7 +320,9 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
         if handover is None:
             continue
         what = f"the handover checkpoint of the key change at entry {change.seq}"
-        opened, by = _open_checkpoint(handover.checkpoint, known, what, step=3, origin=pack.origin)
+        opened, by = open_trusted_checkpoint(
+            handover.checkpoint, known, what, step=3, origin=pack.origin
+        )
         if opened.size <= change.seq or opened.size > head.size:
             raise EvidenceError(
                 f"{what} has size {opened.size}, which does not include the key change or is "
@@ -328,21 +330,21 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
                 step=3,
                 attack="malformed",
             )
-        proof = _hashes(handover.consistency, f"the consistency proof of {what}", step=3)
+        proof = decode_hashes(handover.consistency, f"the consistency proof of {what}", step=3)
         try:
             _merkle.verify_consistency(opened.size, head.size, opened.root, head.root, proof)
         except VerificationError as exc:
             raise ForkError(f"fork: {what}: {exc}", step=3, attack="fork") from exc
         schedule.handovers[index] = opened.size
         signed[opened.size] = by
-    checkpoint, by = _open_checkpoint(
+    checkpoint, by = open_trusted_checkpoint(
         pack.checkpoint, known, "the pack's checkpoint", step=3, origin=pack.origin
     )
     signed[checkpoint.size] = signed.get(checkpoint.size, frozenset()) | by
     _, signed_by = schedule.trust(signed, checkpoint.size, {v.vkey for v in trusted}, step=3)
     run.passed(
         3,
-        f"size {checkpoint.size} signed by {', '.join(_short(k) for k in signed_by)}",
+        f"size {checkpoint.size} signed by {', '.join(short_key(k) for k in signed_by)}",
     )
 
     # 4. Every blob rehashes to its reference; an erased one has an erasure entry.
@@ -378,10 +380,10 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
 
     # 5. Order and completeness: outcomes follow their decisions, each decision's policy set
     #    was activated earlier, and every referenced blob is in the pack.
-    order = _Order()
+    order = OrderCheck()
     policies: dict[str, dict[str, str]] = {}
     for seq, record in records:
-        for ref in _refs_of(record):
+        for ref in refs_of(record):
             if ref not in contents and ref not in erased:
                 raise EvidenceError(
                     f"blob {ref} referenced by entry {seq} is not in the pack",
@@ -404,7 +406,7 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: _Run) -> Verified
     run.passed(
         5,
         f"{order.decisions} decisions, {order.outcomes} outcomes, "
-        f"texts of {_count(len(policies), 'policy set')}",
+        f"texts of {plural(len(policies), 'policy set')}",
     )
     return VerifiedEvidence(
         origin=checkpoint.origin,

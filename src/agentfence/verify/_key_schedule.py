@@ -1,7 +1,7 @@
 """Which key may sign which checkpoint: trusted keys, signed checkpoint notes, key changes.
 
 Checkpoints are C2SP signed notes (:mod:`agentfence._signing`). A key-change entry rotates
-the log's signing key; :class:`_KeySchedule` works out which key may sign each checkpoint
+the log's signing key; :class:`KeySchedule` works out which key may sign each checkpoint
 size, and which of the log's keys the auditor's trusted keys vouch for.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from agentfence import _signing
 from agentfence._signing import Checkpoint, Verifier
 from agentfence.errors import CheckpointError, ConfigurationError, VerificationError
-from agentfence.verify._common import _KEEP, NO_CHECKPOINT
+from agentfence.verify._common import KEEP_EVIDENCE, NO_CHECKPOINT
 
 __all__ = ["KeyChange"]
 
@@ -29,7 +29,7 @@ class KeyChange:
     new_key: str
 
 
-def _verifiers(keys: Sequence[Verifier | str]) -> list[Verifier]:
+def trusted_verifiers(keys: Sequence[Verifier | str]) -> list[Verifier]:
     if isinstance(keys, str | Verifier):
         keys = [keys]
     found = [k if isinstance(k, Verifier) else Verifier.from_vkey(k.strip()) for k in keys]
@@ -41,7 +41,7 @@ def _verifiers(keys: Sequence[Verifier | str]) -> list[Verifier]:
     return found
 
 
-def _note_text(note: str) -> str:
+def note_text(note: str) -> str:
     split = note.rfind("\n\n")
     if split < 0:
         raise VerificationError(
@@ -51,7 +51,7 @@ def _note_text(note: str) -> str:
     return note[: split + 1]
 
 
-def _saved_note(note: str) -> str:
+def saved_note(note: str) -> str:
     """A note as kept in a file: Windows line ends and extra final newlines undone.
 
     Neither is in the signed text (a note has no control character but newline, and the
@@ -75,7 +75,7 @@ def _claimed_signers(note: str) -> set[tuple[str, int]]:
     return claimed
 
 
-def _open_checkpoint(
+def open_trusted_checkpoint(
     note: str, known: Sequence[Verifier], what: str, *, step: int, origin: str | None
 ) -> tuple[Checkpoint, frozenset[str]]:
     """Open a checkpoint note; return it and the vkeys of the known keys that signed it."""
@@ -87,7 +87,7 @@ def _open_checkpoint(
         if _claimed_signers(note) & slots:
             raise CheckpointError(
                 f"{what} was altered: {exc}. Its text or signature changed after it was "
-                f"signed; {_KEEP}",
+                f"signed; {KEEP_EVIDENCE}",
                 step=step,
                 attack="checkpoint_altered",
             ) from exc
@@ -108,12 +108,12 @@ def _open_checkpoint(
     return checkpoint, signed
 
 
-def _short(vkey: str) -> str:
+def short_key(vkey: str) -> str:
     """``<name>+<key id>``, how signed notes name a key."""
     return "+".join(vkey.split("+", 2)[:2])
 
 
-def _unique(verifiers: Sequence[Verifier]) -> list[Verifier]:
+def unique_keys(verifiers: Sequence[Verifier]) -> list[Verifier]:
     seen: dict[str, Verifier] = {}
     for verifier in verifiers:
         seen.setdefault(verifier.vkey, verifier)
@@ -121,7 +121,7 @@ def _unique(verifiers: Sequence[Verifier]) -> list[Verifier]:
 
 
 @dataclass
-class _KeySchedule:
+class KeySchedule:
     """The log's signing keys in order, and the checkpoint sizes each may sign.
 
     Following :class:`~agentfence.records.KeyChangeRecord`: the key before a key change at
@@ -143,7 +143,7 @@ class _KeySchedule:
         *,
         step: int,
         origin: str | None,
-    ) -> _KeySchedule:
+    ) -> KeySchedule:
         if changes:
             epochs = [Verifier.from_vkey(changes[0].old_key)]
             for index, change in enumerate(changes):
@@ -152,7 +152,7 @@ class _KeySchedule:
                         f"the key change at entry {change.seq} hands over from "
                         f"{change.old_key}, but the key in force was "
                         f"{changes[index - 1].new_key} (key change at entry "
-                        f"{changes[index - 1].seq}): the chain of keys is broken; {_KEEP}",
+                        f"{changes[index - 1].seq}): the chain of keys is broken; {KEEP_EVIDENCE}",
                         step=step,
                         attack="key_chain_broken",
                     )
@@ -165,7 +165,7 @@ class _KeySchedule:
                 step=step,
                 attack="checkpoint_missing",
             )
-        _, signed = _open_checkpoint(
+        _, signed = open_trusted_checkpoint(
             first_note, trusted, "the log's first checkpoint", step=step, origin=origin
         )
         first = next(v for v in trusted if v.vkey in signed)
@@ -222,13 +222,13 @@ class _KeySchedule:
         vouching = {self.epochs[i].vkey for i in forward} & self.allowed(latest)
         by = tuple(sorted(vouching & signed[latest]))
         if not by:
-            signers = sorted(_short(k) for k in signed[latest]) or ["no key of this log"]
+            signers = sorted(short_key(k) for k in signed[latest]) or ["no key of this log"]
             allowed = sorted(self.allowed(latest))
             raise CheckpointError(
                 f"the latest checkpoint (size {latest}) is not signed by a trusted key valid "
                 f"at that size: it is signed by {', '.join(signers)}; the log's key for that "
                 f"size is {', '.join(allowed)}, and your trusted keys are "
-                f"{', '.join(sorted(_short(k) for k in trusted))}. Pass the verifier key of the "
+                f"{', '.join(sorted(short_key(k) for k in trusted))}. Pass the verifier key of the "
                 "log's current signer, or find out why the log is signed by another key",
                 step=step,
                 attack="checkpoint_unknown_key",

@@ -1,7 +1,7 @@
 """The order rules between entries, and the blob refs each record holds.
 
 Step 7 of :func:`~agentfence.verify.verify_log` and step 5 of
-:func:`~agentfence.verify.verify_evidence` feed :class:`_Order` the entries one at a time.
+:func:`~agentfence.verify.verify_evidence` feed :class:`OrderCheck` the entries one at a time.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ _RAN = "RAN"  # the state of a decision once its outcome is on record
 _APPROVED = "APPROVED"  # the state of a held decision once an approver's answer is accepted
 
 
-class _Order:
+class OrderCheck:
     """The order rules of step 7, fed the entries one at a time; keeps the first problem.
 
     A decision's policy set was activated by an earlier entry; a decision is recorded
@@ -83,7 +83,7 @@ class _Order:
         if isinstance(record, OutcomeRecord):
             self.outcome(seq, record)
             return
-        for ref in _refs_of(record):
+        for ref in refs_of(record):
             self.refs.setdefault(ref, seq)
         problem: str | None = None
         if isinstance(record, ApprovalRequestRecord):
@@ -128,7 +128,7 @@ def _outcome_problem(seq: int, decision_id: str, state: str | None) -> str:
 _REF_FIELDS: dict[type[BaseModel], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
-def _refs_of(record: LogRecord) -> list[str]:
+def refs_of(record: LogRecord) -> list[str]:
     """The blob refs a record holds: fields named ``*_blob`` (a ref or null) and ``*_blobs``
     (a map of name to ref), the naming rule ``docs/log-format.md`` states for records."""
     fields = _REF_FIELDS.get(type(record))

@@ -27,9 +27,14 @@ from agentfence.errors import (
     VerificationError,
 )
 from agentfence.records import FrozenModel, LogRecord
-from agentfence.verify._common import _first_error
-from agentfence.verify._key_schedule import _note_text, _open_checkpoint, _saved_note, _verifiers
-from agentfence.verify._snapshot import _body_seq, _parse_body, _Snapshot
+from agentfence.verify._common import first_error
+from agentfence.verify._key_schedule import (
+    note_text,
+    open_trusted_checkpoint,
+    saved_note,
+    trusted_verifiers,
+)
+from agentfence.verify._snapshot import Snapshot, body_seq, parse_body
 
 __all__ = ["RECEIPT_FORMAT", "InclusionReceipt", "VerifiedReceipt", "prove", "verify_receipt"]
 
@@ -66,7 +71,7 @@ class InclusionReceipt(FrozenModel):
             return cls.model_validate_json(text)
         except ValidationError as exc:
             raise EvidenceError(
-                f"not an {RECEIPT_FORMAT} receipt: {_first_error(exc)}; make it again with "
+                f"not an {RECEIPT_FORMAT} receipt: {first_error(exc)}; make it again with "
                 "`agentfence log prove`",
                 step=1,
                 attack="malformed",
@@ -94,15 +99,15 @@ def prove(source: str | Path, seq: int, *, checkpoint: str | None = None) -> Inc
     checkpoint's root before it is returned. Signatures are not checked here: that is what
     :func:`verify_receipt` does, with the keys the reader trusts.
     """
-    with _Snapshot(source) as snap:
+    with Snapshot(source) as snap:
         origin = snap.meta().get("origin", "")
         if checkpoint is None:
             stored = snap.checkpoints()
             if not stored:
                 raise LogError(f"{snap.path} has no signed checkpoint to prove against")
             checkpoint = stored[-1][2]
-        checkpoint = _saved_note(checkpoint)
-        body = _signing.parse_checkpoint_body(_note_text(checkpoint))
+        checkpoint = saved_note(checkpoint)
+        body = _signing.parse_checkpoint_body(note_text(checkpoint))
         if body.origin != origin:
             raise ConfigurationError(
                 f"the checkpoint is for log {body.origin!r}, but {snap.path} is {origin!r}"
@@ -138,9 +143,9 @@ def verify_receipt(receipt: InclusionReceipt, keys: Sequence[Verifier | str]) ->
     A receipt carries no key-change history, so pass the key that signs checkpoints of the
     receipt's size. Raises a :class:`LogVerificationError` subclass naming the failed step.
     """
-    trusted = _verifiers(keys)
+    trusted = trusted_verifiers(keys)
     # 1. The checkpoint is signed by a trusted key and is for the receipt's log and size.
-    checkpoint, by = _open_checkpoint(
+    checkpoint, by = open_trusted_checkpoint(
         receipt.checkpoint, trusted, "the receipt's checkpoint", step=1, origin=receipt.origin
     )
     if checkpoint.size != receipt.tree_size:
@@ -151,7 +156,7 @@ def verify_receipt(receipt: InclusionReceipt, keys: Sequence[Verifier | str]) ->
             attack="malformed",
         )
     # 2. The entry's bytes are entry ``seq`` and the readable record is the one they hold.
-    entry = _decode_entry(receipt.entry, receipt.seq, receipt.record, step=2)
+    entry = decode_entry(receipt.entry, receipt.seq, receipt.record, step=2)
     # 3. The leaf hash and the audit path lead to the checkpoint's root (RFC 9162 2.1.3.2).
     leaf = _merkle.leaf_hash(entry)
     if not hmac.compare_digest(leaf.hex(), receipt.leaf_hash):
@@ -161,19 +166,19 @@ def verify_receipt(receipt: InclusionReceipt, keys: Sequence[Verifier | str]) ->
             step=3,
             attack="entry_modified",
         )
-    _prove_included(leaf, receipt.seq, checkpoint, receipt.inclusion, step=3)
+    prove_included(leaf, receipt.seq, checkpoint, receipt.inclusion, step=3)
     return VerifiedReceipt(
         origin=checkpoint.origin,
         seq=receipt.seq,
         tree_size=checkpoint.size,
         root=checkpoint.root,
         leaf_hash=leaf,
-        record=_parse_body(entry, receipt.seq, step=2),
+        record=parse_body(entry, receipt.seq, step=2),
         signed_by=tuple(sorted(by)),
     )
 
 
-def _hashes(values: Sequence[str], what: str, *, step: int) -> list[bytes]:
+def decode_hashes(values: Sequence[str], what: str, *, step: int) -> list[bytes]:
     try:
         return [bytes.fromhex(v) for v in values]
     except ValueError as exc:
@@ -182,15 +187,15 @@ def _hashes(values: Sequence[str], what: str, *, step: int) -> list[bytes]:
         ) from exc
 
 
-def _decode_entry(encoded: str, seq: int, record: Mapping[str, Any], *, step: int) -> bytes:
+def decode_entry(encoded: str, seq: int, record: Mapping[str, Any], *, step: int) -> bytes:
     try:
         entry = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise EvidenceError(
             f"entry {seq} is not valid base64", step=step, attack="malformed"
         ) from exc
-    parsed = _parse_body(entry, seq, step=step)
-    claimed = _body_seq(entry)
+    parsed = parse_body(entry, seq, step=step)
+    claimed = body_seq(entry)
     if claimed != seq:
         raise EntryError(
             f"the bytes given for entry {seq} say they are entry {claimed}",
@@ -207,10 +212,10 @@ def _decode_entry(encoded: str, seq: int, record: Mapping[str, Any], *, step: in
     return entry
 
 
-def _prove_included(
+def prove_included(
     leaf: bytes, seq: int, checkpoint: Checkpoint, inclusion: Sequence[str], *, step: int
 ) -> None:
-    path = _hashes(inclusion, f"the inclusion proof of entry {seq}", step=step)
+    path = decode_hashes(inclusion, f"the inclusion proof of entry {seq}", step=step)
     try:
         _merkle.verify_inclusion(leaf, seq, checkpoint.size, path, checkpoint.root)
     except VerificationError as exc:

@@ -24,7 +24,7 @@ from agentfence.policy import CallFacts, EntityRef, PolicyEngine
 from agentfence.records import ACTIVATION_KIND, DECISION_KIND, ActivationRecord, DecisionRecord
 from agentfence.tools import ToolCatalog
 from agentfence.verify._common import Progress
-from agentfence.verify._snapshot import _parse_body, _Snapshot
+from agentfence.verify._snapshot import Snapshot, parse_body
 
 __all__ = [
     "PARALLEL_REPLAY_FROM",
@@ -131,7 +131,7 @@ def replay(
     """
     started = time.perf_counter()
     candidate = read_directory(policies) if policies is not None else None
-    with _Snapshot(source) as snap:
+    with Snapshot(source) as snap:
         end = snap.count()
         decisions = snap.count_kind(DECISION_KIND)
     if workers is None:
@@ -193,15 +193,15 @@ def _replay_range(
     progress: Progress | None,
 ) -> _ReplayPart:
     """Replay the decisions with ``start <= seq < end`` (run in a worker process, or here)."""
-    with _Snapshot(source) as snap:
+    with Snapshot(source) as snap:
         state = _Replay(snap, candidate, directory)
         for seq, body in snap.kind_rows(ACTIVATION_KIND, 0, end):
-            record = _parse_body(body, seq, step=3)
+            record = parse_body(body, seq, step=3)
             if isinstance(record, ActivationRecord):
                 state.activations.setdefault(record.policy_hash, (seq, record))
         pending: list[tuple[int, DecisionRecord]] = []
         for seq, body in snap.kind_rows(DECISION_KIND, start, end):
-            record = _parse_body(body, seq, step=3)
+            record = parse_body(body, seq, step=3)
             if isinstance(record, DecisionRecord):
                 pending.append((seq, record))
             if len(pending) >= _REPLAY_BATCH:
@@ -223,7 +223,7 @@ def _replay_range(
 
 class _Replay:
     def __init__(
-        self, snap: _Snapshot, candidate: Mapping[str, str] | None, directory: Path | None
+        self, snap: Snapshot, candidate: Mapping[str, str] | None, directory: Path | None
     ) -> None:
         self.snap = snap
         self.candidate = candidate

@@ -18,12 +18,12 @@ from agentfence.errors import (
 from agentfence.records import (
     ActivationRecord,
 )
-from agentfence.verify._common import _KEEP, VerifiedStep
+from agentfence.verify._common import KEEP_EVIDENCE, VerifiedStep
 from agentfence.verify._key_schedule import (
     KeyChange,
 )
 from agentfence.verify._snapshot import (
-    _Snapshot,
+    Snapshot,
 )
 
 _POLICYSET = "agentfence.policyset/v1"  # the format marker inside a policy set hash
@@ -100,7 +100,7 @@ class VerifiedLog:
         }
 
 
-def check_activation(snap: _Snapshot, seq: int, record: ActivationRecord) -> None:
+def check_activation(snap: Snapshot, seq: int, record: ActivationRecord) -> None:
     """Step 6c: an activation's policy texts hash to its recorded file hashes, and those and
     the schema to its policy set hash (docs/log-format.md, "Policy set hash")."""
     refs = [*record.file_blobs.values(), record.schema_blob]
@@ -130,7 +130,7 @@ def check_activation(snap: _Snapshot, seq: int, record: ActivationRecord) -> Non
         raise BlobError(
             f"the activation at entry {seq} does not match the policy set it names "
             f"({record.policy_hash[:16]}…): {problem}; its texts are not the ones that "
-            f"decided. {_KEEP}",
+            f"decided. {KEEP_EVIDENCE}",
             step=6,
             attack="activation_mismatch",
         )

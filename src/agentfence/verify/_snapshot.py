@@ -25,10 +25,10 @@ from agentfence.records import (
     LogRecord,
     Record,
 )
-from agentfence.verify._common import _KEEP, _first_error
+from agentfence.verify._common import KEEP_EVIDENCE, first_error
 
-_DECISION_KEY = DECISION_KIND + ":"  # log.dedupe_key of a decision is this and its decision id
-_OUTCOME_KEY = OUTCOME_KIND + ":"
+DECISION_KEY = DECISION_KIND + ":"  # log.dedupe_key of a decision is this and its decision id
+OUTCOME_KEY = OUTCOME_KIND + ":"
 
 
 class _Entry(FrozenModel):
@@ -39,11 +39,11 @@ class _Entry(FrozenModel):
 
 # One pass of pydantic-core over the entry bytes parses the JSON and validates the record,
 # strictly, as log.parse_entry does in two passes.
-_ENTRY: TypeAdapter[_Entry] = TypeAdapter(_Entry)
+ENTRY_ADAPTER: TypeAdapter[_Entry] = TypeAdapter(_Entry)
 _RECORD: TypeAdapter[LogRecord] = TypeAdapter(Record)
 
 
-class _Snapshot:
+class Snapshot:
     """A read-only, consistent view of one decision log, in SQLite or PostgreSQL.
 
     The verifier reads the documented tables itself rather than through the writer's code,
@@ -73,7 +73,7 @@ class _Snapshot:
                 f"{'file' if self.location.engine == SQLITE else 'database'}"
             )
 
-    def __enter__(self) -> _Snapshot:
+    def __enter__(self) -> Snapshot:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -170,19 +170,19 @@ class _Snapshot:
         return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
 
 
-def _parse_body(body: bytes, seq: int, *, step: int) -> LogRecord:
+def parse_body(body: bytes, seq: int, *, step: int) -> LogRecord:
     try:
-        return _ENTRY.validate_json(body, strict=True).record
+        return ENTRY_ADAPTER.validate_json(body, strict=True).record
     except ValidationError as exc:
         raise EntryError(
             f"entry {seq} was modified: its bytes are not a well-formed {ENTRY_FORMAT} entry "
-            f"({_first_error(exc)}); {_KEEP}",
+            f"({first_error(exc)}); {KEEP_EVIDENCE}",
             step=step,
             attack="entry_modified",
         ) from exc
 
 
-def _body_seq(body: Any) -> int | None:
+def body_seq(body: Any) -> int | None:
     try:
         value = json.loads(bytes(body)).get("seq")
     except (ValueError, TypeError, AttributeError):
