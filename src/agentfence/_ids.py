@@ -7,6 +7,7 @@ must find the first pass's decision instead of minting a new one.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any
@@ -66,3 +67,19 @@ def check_seed(seed: int) -> int:
             "AGENTFENCE_SEED, or none to derive seeds from thread ids"
         )
     return seed
+
+
+_IMMUTABLE = (str, int, float, bool, type(None))
+
+
+def private_copy(value: Any) -> Any:
+    """A deep copy of call arguments, quick for what models send (JSON: dicts, lists and
+    scalars); anything else goes through :func:`copy.deepcopy`."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is dict:
+        return {key: private_copy(item) for key, item in value.items()}
+    if kind is list:
+        return [private_copy(item) for item in value]
+    return copy.deepcopy(value)

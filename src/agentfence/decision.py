@@ -37,6 +37,9 @@ class Effect(enum.Enum):
     REQUIRE_APPROVAL = "REQUIRE_APPROVAL"
 
 
+_QUOTABLE = re.compile(r'[^"\\\x00-\x1f]*')
+
+
 @dataclass(frozen=True)
 class EntityRef:
     """A Cedar entity uid such as ``User::"alice"``."""
@@ -64,6 +67,8 @@ class EntityRef:
         return cls(default_type, value)
 
     def __str__(self) -> str:
+        if _QUOTABLE.fullmatch(self.id):  # nothing JSON would escape: quote it as it is
+            return f'{self.type}::"{self.id}"'
         return f"{self.type}::{json.dumps(self.id, ensure_ascii=False)}"
 
     def as_json(self) -> dict[str, str]:

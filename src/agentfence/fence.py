@@ -161,6 +161,8 @@ class Fence:
             log if log is not None else settings.log,
             signing_key if signing_key is not None else settings.signing_key,
         )
+        # Checked once: a runtime protocol check costs microseconds on every call.
+        self._append_later = self._log.append_later if isinstance(self._log, DeferringLog) else None
         self._owns_approvals = approvals is None
         if approvals is None:
             # Beside a signed log (its SQLite file or PostgreSQL database), else in memory.
@@ -621,9 +623,9 @@ class Fence:
     def _append_outcome(self, record: OutcomeRecord, blobs: Sequence[Blob] = ()) -> None:
         """Record an outcome. It need not hold the call: a log that can defer it lets it ride
         the next commit (a decision's), within a bounded window (docs/log-format.md)."""
-        log = self._log
-        if isinstance(log, DeferringLog):
-            self._timed(lambda: log.append_later(record, blobs))
+        later = self._append_later
+        if later is not None:
+            self._timed(lambda: later(record, blobs))
         else:
             self._append(record, blobs)
 

@@ -7,7 +7,6 @@ package speaks of calls, decisions and records. A request is read once, here, by
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -21,6 +20,7 @@ from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest
 from langgraph.types import Command, interrupt
 
+from agentfence._ids import private_copy
 from agentfence.config import (
     CONFIG_AGENT,
     CONFIG_ON_HOLD,
@@ -147,7 +147,7 @@ def bound_request(request: ToolCallRequest, sent: Mapping[str, Any] | None) -> T
     """
     if sent is None:
         return request
-    return request.override(tool_call={**request.tool_call, "args": copy.deepcopy(dict(sent))})
+    return request.override(tool_call={**request.tool_call, "args": private_copy(dict(sent))})
 
 
 def refusal(call: ToolCall, text: str, decision: Decision | None) -> ToolMessage:

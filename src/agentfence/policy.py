@@ -26,7 +26,6 @@ The values it takes and returns (:class:`CallFacts`, :class:`Decision`) are in
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import re
@@ -37,6 +36,7 @@ from typing import Any
 
 from agentfence import _cedar, _values
 from agentfence._approvers import APPROVERS_FILE, ApproverRegistry
+from agentfence._ids import private_copy
 from agentfence._policy_files import (
     DIRECTORY_FILE,
     ENTITIES_FILE,
@@ -401,7 +401,7 @@ class PolicyEngine:
         try:
             # Copied first: the copy is validated and run, so no one holding the original
             # (a callback, a parallel branch) can change it between the check and the run.
-            sent = copy.deepcopy(facts.args)
+            sent = private_copy(facts.args)
         except Exception as exc:  # arguments that cannot be copied are refused
             try:
                 entry.bind(facts.args)  # names the argument when the schema can (nesting)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
@@ -307,11 +308,17 @@ def canonical_or_repr(value: Any) -> bytes:
 def canonical_bytes(record: BaseModel) -> bytes:
     """The RFC 8785 canonical JSON bytes of a record."""
     data: Any = record.model_dump(mode="json")
-    if isinstance(record, _PLAIN_RECORDS) and _plain(data):
-        try:
-            return _plain_dumps(data)
-        except UnicodeEncodeError:  # a lone surrogate: let the reference say what to do
-            pass
+    if isinstance(record, _PLAIN_RECORDS):
+        text = json.dumps(
+            data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+        if _WIDE.search(text) is None and all(
+            len(run) == 16 and int(run) <= _SAFE_INT for run in _LONG_DIGITS.findall(text)
+        ):
+            try:
+                return text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate: let the reference say what to do
+                pass
     return rfc8785.dumps(data)
 
 
@@ -321,30 +328,12 @@ def canonical_bytes(record: BaseModel) -> bytes:
 # record). Two conditions keep the bytes identical, and a property test holds them equal:
 # integers within +-(2**53 - 1) (RFC 8785 section 3.2.2.3: I-JSON numbers) and object keys
 # below U+E000, where Python's code-point order equals RFC 8785's UTF-16 order (section
-# 3.2.3). Anything else takes the reference implementation.
+# 3.2.3). The encoder's output is searched for what could break either (a run of digits
+# above 2**53 - 1, a character at or above U+E000) instead of walking the record; anything
+# found, even inside a string, takes the reference implementation.
 _SAFE_INT = 2**53 - 1
-
-
-def _plain(value: Any) -> bool:
-    kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return True
-    if kind is int:
-        return bool(-_SAFE_INT <= value <= _SAFE_INT)
-    if kind is list:
-        return all(_plain(item) for item in value)
-    if kind is dict:
-        return all(
-            type(key) is str and (not key or max(key) < "\ue000") and _plain(item)
-            for key, item in value.items()
-        )
-    return False
-
-
-def _plain_dumps(value: Any) -> bytes:
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+_LONG_DIGITS = re.compile("[0-9]{16,}")
+_WIDE = re.compile("[\ue000-\U0010ffff]")
 
 
 def entry_bytes(seq: int, record: BaseModel) -> bytes:
