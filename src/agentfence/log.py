@@ -96,13 +96,19 @@ class SignedLog:
     ) -> None:
         self._backend = backend
         self._flush_window = flush_window
-        self._flush_timer: threading.Timer | None = None
+        # One flusher thread, started with the first deferred record: it commits what no
+        # decision's commit carried within the flush window (a thread per flush would cost a
+        # thread's creation on every call).
+        self._flusher: threading.Thread | None = None
+        self._flush_wanted = False
+        self._flusher_idle = False
         self._view = LogView(backend)
         self._signer = signer
         self._origin = origin
         self._interval = checkpoint_interval
         self._clock = clock or (lambda: time.time_ns() // 1000)
         self._lock = threading.Lock()  # guards the queue and the leader flag
+        self._flush_due = threading.Condition(self._lock)  # wakes an idle flusher
         self._commit_lock = threading.Lock()  # one writer of the backend at a time
         self._queue: list[Pending] = []
         self._leader = False
@@ -312,7 +318,7 @@ class SignedLog:
         item = Pending(record, blobs, canonical_bytes(record), deferred=True)
         with self._lock:
             self._enqueue(item)
-            if self._flush_timer is None and not self._leader:
+            if not self._leader:
                 self._schedule_flush()
 
     @property
@@ -334,19 +340,40 @@ class SignedLog:
         self._queue.append(item)
 
     def _schedule_flush(self) -> None:
-        """Commit queued records within the flush window (hold ``self._lock``)."""
-        if self._flush_timer is not None:
-            return
-        timer = threading.Timer(self._flush_window, self._flush)
-        timer.daemon = True
-        self._flush_timer = timer
-        timer.start()
+        """Have queued records committed within the flush window (hold ``self._lock``)."""
+        self._flush_wanted = True
+        if self._flusher is None:
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"agentfence-flush-{self.name}", daemon=True
+            )
+            self._flusher.start()
+        elif self._flusher_idle:
+            self._flush_due.notify()
+
+    def _flush_loop(self) -> None:
+        """The flusher: while records are being deferred, every flush window commit what no
+        other commit carried; idle (waiting, no polling) otherwise."""
+        while True:
+            with self._lock:
+                while not self._flush_wanted and not self._closed:
+                    self._flusher_idle = True
+                    self._flush_due.wait()
+                self._flusher_idle = False
+                if self._closed:
+                    return
+                self._flush_wanted = False
+                self._flush_due.wait(self._flush_window)  # close() wakes it early
+                if self._closed:
+                    return
+            try:
+                self._flush()
+            except Exception:  # _commit keeps failed records queued; keep the thread alive
+                _logger.exception("the decision log %s could not flush queued entries", self.name)
 
     def _flush(self) -> None:
         """Commit what is queued, if no commit is under way (which would carry it)."""
         with self._lock:
-            self._flush_timer = None
-            if self._leader or not self._queue:
+            if self._leader or not self._queue or self._closed:
                 return
             self._leader = True
             batch, self._queue = self._queue, []
@@ -668,9 +695,6 @@ class SignedLog:
         with self._lock:
             if self._closed:
                 return
-            timer, self._flush_timer = self._flush_timer, None
-        if timer is not None:
-            timer.cancel()
         self._drain()
         try:
             self.checkpoint()
@@ -683,6 +707,10 @@ class SignedLog:
         finally:
             with self._lock:
                 self._closed = True
+                self._flush_due.notify_all()  # the flusher ends
+            flusher = self._flusher
+            if flusher is not None and flusher is not threading.current_thread():
+                flusher.join(timeout=self._flush_window + 1)
             self._backend.close()
 
     def flush(self) -> None:

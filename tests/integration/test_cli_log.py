@@ -394,3 +394,34 @@ def test_the_auditor_guide_quotes_every_commands_help() -> None:
         if f"agentfence {name}" not in guide or summary not in guide
     ]
     assert missing == []
+
+
+def test_log_show_names_an_allowed_call_whose_outcome_was_not_recorded(tmp_path: Path) -> None:
+    """A decision that let a tool run with no outcome on the log (a crash within the flush
+    window) is its own state in `log show`, not a silent row: the auditor sees it ran."""
+    from typer.testing import CliRunner
+
+    from agentfence._signing import Signer
+    from agentfence.log import SignedLog
+    from agentfence.records import Blob
+    from tests.conformance.test_backends import decision, done
+
+    db = tmp_path / "gap.db"
+    log = SignedLog.open(db, signer=Signer.generate("gap"))
+    finished, unfinished = decision("gap", 1), decision("gap", 2)
+    blob = Blob.of(b"result")
+    log.append(finished)
+    log.append(done(finished, blob), [blob])
+    log.append(unfinished)
+    log.close()
+
+    shown = CliRunner().invoke(app, ["log", "show", str(db), "--kind", "decision", "--json"])
+    assert shown.exit_code == 0, shown.output
+    states = {row["record"]["decision_id"]: row.get("state") for row in json.loads(shown.output)}
+    assert states == {
+        finished.decision_id: None,
+        unfinished.decision_id: "ran, outcome not recorded",
+    }
+    table = CliRunner().invoke(app, ["log", "show", str(db)], env={"COLUMNS": "200"})
+    assert table.exit_code == 0, table.output
+    assert table.output.count("ran, outcome not recorded") == 1

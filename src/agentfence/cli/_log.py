@@ -40,6 +40,8 @@ from agentfence.config import Settings
 from agentfence.errors import ConfigurationError, VerificationError
 from agentfence.log import SignedLog, parse_entry
 from agentfence.records import (
+    DECISION_KIND,
+    OUTCOME_KIND,
     RECORD_KINDS,
     DecisionRecord,
     LogRecord,
@@ -334,7 +336,26 @@ def _when(time_us: int) -> str:
     return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _entries_table(rows: Sequence[EntryRow], title: str) -> Table:
+NOT_RECORDED = "ran, outcome not recorded"
+"""The state of an allowed decision with no outcome entry (docs/log-format.md, "Crashes")."""
+
+
+def _unrecorded(db: str, rows: Sequence[EntryRow]) -> set[int]:
+    """The seqs of allowed decisions among ``rows`` that have no outcome on the log: the
+    tool was let run, and its outcome was not recorded (a crash within the flush window, or a
+    call still running)."""
+    backend = _backend(db)
+    found: set[int] = set()
+    for row in rows:
+        if row.kind == DECISION_KIND and row.effect == "ALLOW":
+            record = _record(row)
+            decision_id = getattr(record, "decision_id", None)
+            if decision_id and backend.find_entry(f"{OUTCOME_KIND}:{decision_id}") is None:
+                found.add(row.seq)
+    return found
+
+
+def _entries_table(rows: Sequence[EntryRow], title: str, unrecorded: set[int]) -> Table:
     records = [_record(row) for row in rows]
     traces = any(getattr(r, "trace_id", None) for r in records)
     table = Table(title=title, caption="not verified here: run `agentfence log verify`")
@@ -353,7 +374,9 @@ def _entries_table(rows: Sequence[EntryRow], title: str) -> Table:
             row.thread or "",
             row.tool or "",
             effect,
-            escape(describe_record(record)),
+            escape(
+                (f"{NOT_RECORDED}; " if row.seq in unrecorded else "") + describe_record(record)
+            ),
         ]
         if traces:
             cells.append(getattr(record, "trace_id", None) or "")
@@ -361,8 +384,12 @@ def _entries_table(rows: Sequence[EntryRow], title: str) -> Table:
     return table
 
 
-def _rows_json(rows: Sequence[EntryRow]) -> list[dict[str, Any]]:
-    return [_row_json(row) for row in rows]
+def _rows_json(rows: Sequence[EntryRow], unrecorded: set[int]) -> list[dict[str, Any]]:
+    shown = [_row_json(row) for row in rows]
+    for item in shown:
+        if item["seq"] in unrecorded:
+            item["state"] = NOT_RECORDED
+    return shown
 
 
 def _row_json(row: EntryRow) -> dict[str, Any]:
@@ -409,9 +436,9 @@ def log_show(
     if shadow_denied:
         rows = [row for row in rows if _shadow_denied(_record(row))][:limit]
     if as_json:
-        print_json(_rows_json(rows))
+        print_json(_rows_json(rows, _unrecorded(db, rows)))
         return
-    out.print(_entries_table(rows, f"{db}: {len(rows)} entries"))
+    out.print(_entries_table(rows, f"{db}: {len(rows)} entries", _unrecorded(db, rows)))
 
 
 @log_app.command("tail")
@@ -437,9 +464,9 @@ def log_tail(
         newest_first=True,
     )
     if as_json:
-        print_json(_rows_json(rows))
+        print_json(_rows_json(rows, _unrecorded(db, rows)))
         return
-    out.print(_entries_table(rows, f"{db}: last {len(rows)} entries"))
+    out.print(_entries_table(rows, f"{db}: last {len(rows)} entries", _unrecorded(db, rows)))
 
 
 @log_app.command("export")
