@@ -65,13 +65,20 @@ postgres-stop:
 
 test: lint unit
 
+# Every benchmark, each rewriting its own section of docs/performance.md; the PostgreSQL one
+# runs against the throwaway cluster, which is stopped afterwards as `make test` does.
 bench: install
 	$(BIN)/python benchmarks/bench_decide.py --write docs/performance.md
+	$(BIN)/python benchmarks/bench_agent.py --write docs/performance.md
 	$(BIN)/python benchmarks/bench_log.py --write docs/performance.md
+	$(BIN)/python benchmarks/bench_memory.py --write docs/performance.md
 	$(BIN)/python benchmarks/bench_provenance.py --write docs/performance.md
 	$(BIN)/python benchmarks/bench_injection.py --write docs/performance.md
-	scripts/postgres.sh start >/dev/null
-	$(BIN)/python benchmarks/bench_postgres.py --write docs/performance.md
+	@url="$$(scripts/postgres.sh start)" || exit 1; \
+	  status=0; \
+	  $(BIN)/python benchmarks/bench_postgres.py --write docs/performance.md || status=$$?; \
+	  scripts/postgres.sh stop; \
+	  exit $$status
 
 clean:
 	scripts/postgres.sh stop
