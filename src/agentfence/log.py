@@ -35,7 +35,7 @@ from agentfence._log_api import (
     record_columns,
 )
 from agentfence._log_reader import LogReader, LogView, ThreadDecision, parse_entry
-from agentfence._storage.database import SQLITE, Location, parse_url
+from agentfence._storage.database import Location, parse_url
 from agentfence._storage.tables import CheckpointRow, EntryRow, LogBackend, ServerEntry
 from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
@@ -323,12 +323,9 @@ class SignedLog:
 
     @property
     def defers(self) -> bool:
-        """Whether :meth:`append_later` defers records to the next commit.
-
-        On a SQLite log (and with a flush window above zero). On PostgreSQL it appends at
-        once for now: deferred records and server restarts are not yet proven together.
-        """
-        return self._flush_window > 0 and self._backend.location.engine == SQLITE
+        """Whether :meth:`append_later` defers records to the next commit (with a flush
+        window above zero, on SQLite and PostgreSQL alike)."""
+        return self._flush_window > 0
 
     def _enqueue(self, item: Pending) -> None:
         """Queue a record for the next commit (hold ``self._lock``); refuse on a closed or
