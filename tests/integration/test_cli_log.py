@@ -377,12 +377,14 @@ def test_replay_of_a_log_that_does_not_reproduce_exits_1(log: BuiltLog) -> None:
 def _commands() -> dict[str, str]:
     """Each auditor command and the first line of its --help."""
     group = typer.main.get_group(app)
+    context = type(group).context_class(group)
     found: dict[str, str] = {}
     for name in ("log", "keys", "evidence"):
-        sub = group.commands[name]
-        for command_name, command in sub.commands.items():  # type: ignore[attr-defined]
+        sub = group.get_command(context, name)
+        for command_name, command in sub.commands.items():  # type: ignore[union-attr]
             found[f"{name} {command_name}"] = (command.help or "").splitlines()[0]
-    found["replay"] = (group.commands["replay"].help or "").splitlines()[0]
+    replay = group.get_command(context, "replay")
+    found["replay"] = (replay.help or "").splitlines()[0]  # type: ignore[union-attr]
     return found
 
 

@@ -66,6 +66,40 @@ def test_documented_help_matches_the_live_help() -> None:
     assert stale == [], f"docs/cli.md quotes old --help for {stale}; run {__file__} --write"
 
 
+def test_the_listed_help_of_each_command_is_its_own() -> None:
+    """``agentfence --help`` lists commands from a table without loading them; each line
+    must be the command's own first line of help."""
+    from agentfence.cli import COMMANDS, load
+
+    for name, (_, listed) in COMMANDS.items():
+        own = (load(name).help or "").strip().split("\n\n")[0].replace("\n", " ")
+        assert listed == own, name
+
+
+def test_help_loads_no_command_group_cedar_or_a_database_driver() -> None:
+    """The root help is for a person at a terminal: it must not import the command groups,
+    cedarpy, psycopg or the web stack (this is what keeps `agentfence --help` quick)."""
+    import subprocess
+
+    probe = (
+        "import sys\n"
+        "from agentfence.cli import main\n"
+        "sys.argv = ['agentfence', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('cedarpy', 'psycopg', 'starlette', 'agentfence.cli._', 'agentfence.policy')\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(heavy))\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "Commands" in result.stdout
+    assert "LOADED ['agentfence.cli._common']" in result.stderr, result.stderr
+
+
 def write() -> None:
     """Rewrite every quoted block from the live help, appending blocks for new commands."""
     text = DOC.read_text()
