@@ -328,11 +328,11 @@ def canonical_bytes(record: BaseModel) -> bytes:
 # record). Two conditions keep the bytes identical, and a property test holds them equal:
 # integers within +-(2**53 - 1) (RFC 8785 section 3.2.2.3: I-JSON numbers) and object keys
 # below U+E000, where Python's code-point order equals RFC 8785's UTF-16 order (section
-# 3.2.3). The encoder's output is searched for what could break either (a run of digits
-# above 2**53 - 1, a character at or above U+E000) instead of walking the record; anything
-# found, even inside a string, takes the reference implementation.
+# 3.2.3). The encoder's output is searched for what could break either (a number token above
+# 2**53 - 1, a character at or above U+E000) instead of walking the record; anything that
+# looks so, even inside a string, takes the reference implementation.
 _SAFE_INT = 2**53 - 1
-_LONG_DIGITS = re.compile("[0-9]{16,}")
+_LONG_DIGITS = re.compile("[:,\\[]-?([0-9]{16,})")  # a number token: after ":", "," or "["
 _WIDE = re.compile("[\ue000-\U0010ffff]")
 
 

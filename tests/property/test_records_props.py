@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -118,3 +119,42 @@ def test_keys_ordered_by_utf16_units_not_code_points() -> None:
             time_us=1,
         )
     )
+
+
+def test_numbers_at_the_edge_of_i_json_and_digit_runs_in_text_encode_as_rfc8785_does() -> None:
+    """The fast encoder is taken only when its output cannot differ: a number token above
+    2**53 - 1 (RFC 8785 then writes it otherwise) or digit runs that merely look like one
+    inside a string (a hex hash, ``code:1234…``) must still give RFC 8785's bytes."""
+    edges = [2**53 - 1, 2**53, 2**53 + 1, -(2**53 - 1), -(2**53), 10**15, 10**16 - 1, 10**16]
+    texts = ["0" * 64, "code:12345678901234567", "[9007199254740993]", "\ue000key"]
+    for number in edges:
+        for words in texts:
+            record = DecisionRecord(
+                decision_id=words,
+                seed=number,
+                thread=words,
+                step=number,
+                tool_call_id="c",
+                tool="t",
+                principal=None,
+                agent="a",
+                action="a",
+                resource=None,
+                request_blob=None,
+                effect="DENY",
+                policy_ids=[words],
+                reasons=[words],
+                errors=[],
+                approvers=[],
+                policy_hash=words,
+                engine="e",
+                time_us=number,
+            )
+            data = record.model_dump(mode="json")
+            try:
+                expected = rfc8785.dumps(data)
+            except rfc8785.IntegerDomainError:  # beyond I-JSON: refused, by both
+                with pytest.raises(rfc8785.IntegerDomainError):
+                    canonical_bytes(record)
+                continue
+            assert canonical_bytes(record) == expected, (number, words)
