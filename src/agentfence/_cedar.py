@@ -43,6 +43,8 @@ class ParsedPolicy:
     effect: str
     annotations: Mapping[str, str]
     node: pst.Template
+    name: str = ""
+    """The file's name within the policy directory (``path`` is how messages show it)."""
 
 
 def split_statements(text: str, path: str) -> list[Statement]:
@@ -147,6 +149,7 @@ def parse_policy_file(
                     effect=node.effect,
                     annotations=MappingProxyType(annotations),
                     node=dataclasses.replace(node, id=policy_id),
+                    name=name or path,
                 )
             )
     return policies, problems

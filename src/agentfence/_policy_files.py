@@ -207,13 +207,16 @@ def duplicate_ids(policies: Sequence[_cedar.ParsedPolicy]) -> list[str]:
 
 
 def reason_of(policy: _cedar.ParsedPolicy) -> str:
+    """A policy's ``@reason``, else a sentence naming it and where it is written (by its file's
+    name within the directory, so a decision reads the same wherever the policies were
+    loaded from: replay compares reasons too)."""
     reason = policy.annotations.get(REASON)
     if reason:
         return reason
     verb = "forbids" if policy.effect == "forbid" else "permits"
     if policy.policy_id.endswith(f":{policy.line}"):
         return f"policy {policy.policy_id} {verb} this call"
-    return f"policy {policy.policy_id} ({policy.path}:{policy.line}) {verb} this call"
+    return f"policy {policy.policy_id} ({policy.name}:{policy.line}) {verb} this call"
 
 
 def load_error(problems: Sequence[str]) -> PolicyLoadError:

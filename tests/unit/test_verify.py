@@ -803,3 +803,40 @@ def test_an_allowed_decision_without_an_outcome_is_reported_as_its_own_state(
         result.steps[6].detail
     )
     assert result.to_json()["without_outcome"] == 1
+
+
+def test_replay_finds_no_change_in_a_decision_by_a_policy_without_a_reason(
+    tmp_path: Path,
+) -> None:
+    """A policy with @id but no @reason gets a default reason naming where it is written.
+    That must not depend on the path the policies were loaded from, or replay (which
+    rebuilds them from the log's recorded texts) reports every such decision as changed and
+    `replay --fail-on-change` fails every build."""
+    policies = tmp_path / "deploy" / "policies"
+    shutil.copytree(policy_dir(), policies)
+    (policies / "ops.cedar").write_text(
+        '@id("ops-lookups")\npermit (principal, action == Action::"lookup_customer", resource);\n'
+    )
+    signer = Signer.generate("reasons")
+    path = tmp_path / "reasons.db"
+    fence = Fence.from_directory(policies, tools=TOOLS, log=f"sqlite:///{path}", signing_key=signer)
+    call = tool_call("lookup_customer", {"customer_id": "c-102"}, "call-1")
+    node_input = AIMessage(content="", tool_calls=[call])
+    decision = fence.decide(
+        "lookup_customer", call["args"], principal='User::"alice"', tool_call_id="call-1"
+    )
+    assert "ops-lookups" in decision.policy_ids
+    assert "policy ops-lookups (ops.cedar:1) permits this call" in decision.reasons
+    agent = create_agent(
+        ScriptedChatModel(responses=[node_input, AIMessage(content="done")]),
+        TOOLS,
+        middleware=[fence.middleware()],
+        checkpointer=InMemorySaver(),
+    )
+    agent.invoke(
+        {"messages": [("user", "look c-102 up")]},
+        {"configurable": {"thread_id": "t-1", "agentfence_principal": 'User::"alice"'}},
+    )
+    fence.close()
+    report = replay(path)
+    assert report.replayed >= 1 and report.changes == ()
