@@ -122,14 +122,7 @@ class Holds:
         poll_interval: float = 0.5,
         on_pending: Callable[[list[StoredApproval]], None] | None = None,
     ) -> Any:
-        """Run a graph to its end, waiting at each approval pause and resuming as answers come.
-
-        Answers arrive in the approvals store (from ``agentfence approvals``, the inbox, or
-        ``on_pending``, which is called once with each newly waiting request and may submit
-        answers itself). An expired request is resumed as expired, which the
-        fence refuses. Returns the graph's final output, or its paused output when
-        ``timeout`` seconds pass first, or when the graph pauses for something else.
-        """
+        """:meth:`Fence.run <agentfence.fence.Fence.run>`: run a graph through its pauses."""
         deadline = None if timeout is None else time.monotonic() + timeout
         announced: set[str] = set()
         configurable = config.get("configurable") or {}
@@ -164,11 +157,7 @@ class Holds:
                 time.sleep(poll_interval)
 
     def resume(self, graph: Any, config: Mapping[str, Any]) -> Any | None:
-        """Resume a paused thread once if any of its approvals was answered or expired.
-
-        Returns the graph's output, or ``None`` when there is nothing to resume with yet.
-        This is the piece to call from a worker that picks threads up after a restart.
-        """
+        """:meth:`Fence.resume <agentfence.fence.Fence.resume>`: resume a paused thread once."""
         waiting = self._waiting(graph, config)
         if not waiting:
             return None
@@ -178,10 +167,7 @@ class Holds:
         return graph.invoke(resume_command(graph, config, resume), config)
 
     def resume_value(self, waiting: Sequence[StoredApproval]) -> dict[str, Any] | None:
-        """The bundle to resume with: every answered or expired request of those waiting.
-
-        ``None`` while every one of them is still pending.
-        """
+        """:meth:`Fence.resume_value <agentfence.fence.Fence.resume_value>`."""
         now = self._clock()
         ready = [w for w in waiting if w.status(now) in ("answered", "expired")]
         if not ready:
