@@ -44,7 +44,7 @@ from agentfence._redaction import (
     span_values,
 )
 from agentfence._semconv import ERROR_FAIL_CLOSED
-from agentfence._signing import Signer
+from agentfence._signing import Signer, read_private_key
 from agentfence._usage import UsageLedger
 from agentfence.approvals import (
     DEFAULT_EXPIRY_SECONDS,
@@ -73,8 +73,9 @@ from agentfence.langgraph import (
 from agentfence.log import (
     DecisionLog,
     DeferringLog,
+    MemoryLog,
     Receipt,
-    open_log,
+    SignedLog,
 )
 from agentfence.policy import (
     CallFacts,
@@ -157,7 +158,7 @@ class Fence:
         self._engine = engine
         self._registry = ApproverRegistry.from_engine(engine)
         self._lock = threading.Lock()
-        self._log = open_log(
+        self._log = _open_log(
             log if log is not None else settings.log,
             signing_key if signing_key is not None else settings.signing_key,
         )
@@ -769,3 +770,20 @@ def fail_closed_text(decision_id: str) -> str:
         "closed). The cause is in the decision log and the trace; do not retry it unchanged "
         f"[decision {decision_id}]"
     )
+
+
+def _open_log(log: DecisionLog | str | Path | None, key: str | Path | Signer | None) -> DecisionLog:
+    """The log a fence writes to: a given log, a signed log at a URL (needs ``key``), or a
+    :class:`MemoryLog` when neither is given."""
+    if log is None:
+        return MemoryLog()
+    if not isinstance(log, str | Path):
+        return log
+    if key is None:
+        raise ConfigurationError(
+            f"the signed log {str(log)!r} needs a signing key: run `agentfence keys generate "
+            "--name NAME --out DIR` and pass signing_key='DIR/NAME.key' (or set "
+            "AGENTFENCE_SIGNING_KEY)"
+        )
+    signer = key if isinstance(key, Signer) else read_private_key(key)
+    return SignedLog.open(log, signer=signer)

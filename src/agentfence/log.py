@@ -40,6 +40,7 @@ from agentfence._storage.tables import CheckpointRow, EntryRow, LogBackend, Serv
 from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
     KEYCHANGE_KIND,
+    OUTCOME_KIND,
     Blob,
     ErasureRecord,
     KeyChangeRecord,
@@ -776,18 +777,13 @@ class SignedLog:
         An outcome still queued (``append_later``) counts: the call ran.
         """
         with self._lock:
-            queued = next(
-                (
-                    q
-                    for q in self._queue
-                    if isinstance(q.record, OutcomeRecord) and q.record.decision_id == decision_id
-                ),
-                None,
-            )
-        if queued is not None and isinstance(queued.record, OutcomeRecord):
-            blobs = {b.ref: b.content for b in queued.blobs}
-            ref = queued.record.result_blob
-            return queued.record, blobs.get(ref) if ref else None
+            queued = [
+                q for q in self._queue if dedupe_key(q.record) == f"{OUTCOME_KIND}:{decision_id}"
+            ]
+        for item in queued:
+            record, blobs = item.record, {b.ref: b.content for b in item.blobs}
+            if isinstance(record, OutcomeRecord):
+                return record, blobs.get(record.result_blob) if record.result_blob else None
         return self._view.find_outcome(decision_id)
 
     def thread_decisions(
@@ -799,22 +795,3 @@ class SignedLog:
     def first_seq_since(self, time_us: int) -> int:
         """The first seq at or after ``time_us``, by the stored time index."""
         return self._view.first_seq_since(time_us)
-
-
-def open_log(
-    log: DecisionLog | str | Path | None, key: str | Path | _signing.Signer | None
-) -> DecisionLog:
-    """The log a fence writes to: a given log, a signed log at a URL (needs ``key``), or a
-    :class:`MemoryLog` when neither is given."""
-    if log is None:
-        return MemoryLog()
-    if not isinstance(log, str | Path):
-        return log
-    if key is None:
-        raise ConfigurationError(
-            f"the signed log {str(log)!r} needs a signing key: run `agentfence keys generate "
-            "--name NAME --out DIR` and pass signing_key='DIR/NAME.key' (or set "
-            "AGENTFENCE_SIGNING_KEY)"
-        )
-    signer = key if isinstance(key, _signing.Signer) else _signing.read_private_key(key)
-    return SignedLog.open(log, signer=signer)
