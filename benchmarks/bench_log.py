@@ -258,6 +258,7 @@ def write_section(path: Path, start: str, end: str, section: str, heading: str) 
 
 def render(results: dict[str, Any], command: str) -> str:
     a, b, c, d = results["single"], results["group"], results["verify"], results["replay"]
+    cores = os.cpu_count() or 1
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = [
         (
@@ -287,18 +288,18 @@ def render(results: dict[str, Any], command: str) -> str:
             f"{c['seconds']:.1f} s",
             f"SHA-256 of entries {c['floor_rate']:,.0f}/s",
             f"{c['rate'] / c['floor_rate']:.2f}",
-            "≥ 100,000/s",
-            "met" if c["rate"] >= 100000 else "missed",
+            "≥ 250,000/s",
+            "met" if c["rate"] >= 250000 else "missed",
         ),
         (
             "d",
-            f"replay, {d['decisions']:,} decisions, {os.cpu_count()} worker processes",
-            f"{d['rate']:,.0f} decisions/s",
-            f"{d['changed']} changed",
-            f"cedarpy pre-parsed (one process) {d['floor_rate']:,.0f}/s",
-            f"{d['rate'] / d['floor_rate']:.2f}",
-            "≥ 10,000/s",
-            "met" if d["rate"] >= 10000 else "missed",
+            f"replay, {d['decisions']:,} decisions, {cores} worker processes",
+            f"{d['rate'] / cores:,.0f} decisions/s per core",
+            f"{d['rate']:,.0f}/s in all; {d['changed']} changed",
+            f"cedarpy pre-parsed, one core {d['floor_rate']:,.0f}/s",
+            f"{d['rate'] / cores / d['floor_rate']:.2f}",
+            "≥ 10,000/s per core",
+            "met" if d["rate"] / cores >= 10000 else "missed",
         ),
     ]
     lines = [
