@@ -213,10 +213,13 @@ def reason_of(policy: _cedar.ParsedPolicy) -> str:
     reason = policy.annotations.get(REASON)
     if reason:
         return reason
+    where = (
+        "" if policy.policy_id.endswith(f":{policy.line}") else f" ({policy.name}:{policy.line})"
+    )
+    if REQUIRE_APPROVAL in policy.annotations:  # its permit holds the call: it does not allow it
+        return f"held for approval by policy {policy.policy_id}{where}"
     verb = "forbids" if policy.effect == "forbid" else "permits"
-    if policy.policy_id.endswith(f":{policy.line}"):
-        return f"policy {policy.policy_id} {verb} this call"
-    return f"policy {policy.policy_id} ({policy.name}:{policy.line}) {verb} this call"
+    return f"policy {policy.policy_id}{where} {verb} this call"
 
 
 def load_error(problems: Sequence[str]) -> PolicyLoadError:

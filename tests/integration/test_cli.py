@@ -111,6 +111,15 @@ def test_policy_test_mismatch_exits_1_with_a_readable_diff(tmp_path: Path) -> No
         ("[[case]]\nname = 'x'\n", "lacks tool, principal, expect"),
         ("not toml = = =", "not valid TOML"),
         ("[[case]]\ntool='refund'\nprincipal='alice'\nexpect='maybe'\n", "use allow, deny"),
+        (
+            "[[case]]\ntool='refund'\nprincipal='alice'\nexpect='allow'\n"
+            "expected_policies=['refund-small']\n",
+            "unknown key(s) 'expected_policies'",
+        ),
+        (
+            "polices = 'p'\n[[case]]\ntool='refund'\nprincipal='alice'\nexpect='allow'\n",
+            "'polices'",
+        ),
     ],
 )
 def test_policy_test_bad_cases_file(tmp_path: Path, content: str, message: str) -> None:
@@ -121,6 +130,24 @@ def test_policy_test_bad_cases_file(tmp_path: Path, content: str, message: str) 
     )
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_policy_test_reports_every_problem_in_a_cases_file_at_once(tmp_path: Path) -> None:
+    """A cases file with several mistakes names all of them, so a fix takes one round."""
+    cases = tmp_path / "cases.toml"
+    cases.write_text(
+        "[[case]]\nname = 'one'\ntool = 'refund'\n"
+        "[[case]]\nname = 'two'\ntool = 'refund'\nprincipal = 'alice'\nexpect = 'perhaps'\n"
+        "[[case]]\nname = 'three'\ntool = 'refund'\nprincipal = 'alice'\nexpect = 'deny'\n"
+        "expect_policy = []\n"
+    )
+    result = cli(
+        "policy", "test", str(cases), "--policies", str(DEMO_POLICIES), "--tools", DEMO_TOOLS
+    )
+    assert result.returncode == 2
+    assert "3 problem(s)" in result.stderr
+    for name in ("'one'", "'two'", "'three'"):
+        assert name in result.stderr
 
 
 def test_demo_shows_all_three_outcomes_an_approval_and_a_verified_log(tmp_path: Path) -> None:

@@ -73,6 +73,23 @@ def test_keys_generate_writes_a_private_key_0600_and_refuses_to_overwrite(tmp_pa
     assert private.read_text().startswith("PRIVATE+KEY+auditlog+")
 
 
+def test_keys_generate_takes_a_url_form_name_and_makes_the_folder(tmp_path: Path) -> None:
+    """C2SP says a log's key name should match its origin, which is URL-like
+    (example.com/log): the name is kept in the key, and only the file name is made safe."""
+    out = tmp_path / "keys" / "new"
+    result = cli("keys", "generate", "--name", "example.com/log", "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    data = as_json(result)
+    assert data["private_key"] == str(out / "example.com_log.key")
+    assert data["vkey"].startswith("example.com/log+")
+    key = out / "example.com_log.key"
+    assert key.read_text().startswith("PRIVATE+KEY+example.com/log+")
+    as_file = tmp_path / "a-file"
+    as_file.write_text("")
+    refused = cli("keys", "generate", "--name", "x", "--out", as_file)
+    assert refused.returncode == 2 and "is a file, not a directory" in refused.stderr
+
+
 # --- log verify ----------------------------------------------------------------------------
 
 

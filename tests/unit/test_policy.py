@@ -53,6 +53,27 @@ def test_reason_defaults_to_policy_location(make_fence: Callable[..., Fence]) ->
     assert "base.cedar:" in d.reasons[0]
 
 
+def test_a_hold_without_a_reason_says_it_is_held_not_permitted(
+    policy_dir: Path, tools: list[BaseTool], tmp_path: Path
+) -> None:
+    """The approver reads the reason as why the call waits for them: a holding permit
+    without @reason must not tell them "policy X permits this call"."""
+    import shutil
+
+    copied = tmp_path / "without-reason"
+    shutil.copytree(policy_dir, copied)
+    for cedar in copied.glob("*.cedar"):
+        cedar.write_text(
+            cedar.read_text().replace('@reason("payments over 100 need finance")\n', "")
+        )
+    d = decide(
+        Fence.from_directory(copied, tools=tools), "pay", {"account": "acc-1", "amount": 500}
+    )
+    assert d.effect is Effect.REQUIRE_APPROVAL
+    [reason] = d.reasons
+    assert reason.startswith("held for approval by policy ") and "permits" not in reason
+
+
 def test_principal_in_blocked_group_is_denied(make_fence: Callable[..., Fence]) -> None:
     d = decide(make_fence(), "read_record", {"record_id": "r1"}, principal='User::"mallory"')
     assert d.effect is Effect.DENY

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -163,7 +164,7 @@ def demo(
     out.print(
         f"\nThe signed log {run.log_path} verifies: {verified.size} entries, root "
         f"{verified.root.hex()[:16]}…, checkpoint signed by {run.verifier_key.split('+')[0]}. "
-        f"Check it yourself:\n  agentfence log verify {run.log_path} --key "
+        f"Check it yourself:\n  {_command()} log verify {run.log_path} --key "
         f"{run.verifier_key}",
         markup=False,
     )
@@ -217,3 +218,15 @@ def _short(value: Any) -> str:
         return number.rstrip("0").rstrip(".") if "." in number else number
     text = str(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _command() -> str:
+    """How to run agentfence again from here: ``agentfence`` when that is on PATH and is this
+    one, else the path this one was started by (``.venv/bin/agentfence`` after ``make demo``)."""
+    started = Path(sys.argv[0])
+    found = shutil.which("agentfence")
+    if started.name != "agentfence":  # python -m agentfence.cli, or a test runner
+        return "agentfence"
+    if found is not None and Path(found).resolve() == started.resolve():
+        return "agentfence"
+    return str(started)

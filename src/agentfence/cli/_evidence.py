@@ -3,6 +3,7 @@ self-contained evidence packs, and re-deciding recorded calls."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -53,23 +54,29 @@ keys_app = typer.Typer(help="Create checkpoint signing keys.", no_args_is_help=T
 @keys_app.command("generate")
 def keys_generate(
     name: Annotated[str, typer.Option(help="The key name (for example the log's origin).")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Write NAME.key and NAME.pub here.")],
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Write NAME.key and NAME.pub here (made if missing).")
+    ],
     as_json: JsonOption = False,
 ) -> None:
     """Write a new signing key NAME.key (mode 0600) and its public key NAME.pub.
 
-    Ed25519 keys in the C2SP signed-note format. Existing files are never overwritten.
+    Ed25519 keys in the C2SP signed-note format. A name may be a URL-like log origin
+    (example.com/log); in the file names, characters other than letters, digits and . _ + -
+    become _. Existing files are never overwritten.
     """
-    private, public = out_dir / f"{name}.key", out_dir / f"{name}.pub"
+    stem = re.sub(r"[^A-Za-z0-9._+-]", "_", name)
+    private, public = out_dir / f"{stem}.key", out_dir / f"{stem}.pub"
     for path in (private, public):
         if path.exists():
             raise ConfigurationError(
                 f"{path} already exists; keys are never overwritten: choose another --name or "
                 "move the old files away first"
             )
-    if not out_dir.is_dir():
-        raise ConfigurationError(f"--out {str(out_dir)!r} is not a directory; create it first")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigurationError(f"--out {str(out_dir)!r} is a file, not a directory")
     signer = _signing.Signer.generate(name)
+    out_dir.mkdir(parents=True, exist_ok=True)
     _signing.write_private_key(private, signer)
     _signing.write_verifier_key(public, signer.verifier)
     if as_json:

@@ -152,6 +152,12 @@ def _case_messages(raw: Any, where: str) -> tuple[Any, ...]:
     return tuple(messages)
 
 
+_FILE_KEYS = frozenset({"case", "policies", "tools"})
+_CASE_KEYS = frozenset(
+    {"name", "tool", "args", "principal", "expect", "policies", "agent", "messages"}
+)
+
+
 def _read_cases(path: Path) -> tuple[dict[str, Any], list[_Case]]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -159,18 +165,41 @@ def _read_cases(path: Path) -> tuple[dict[str, Any], list[_Case]]:
         raise ConfigurationError(f"cases file {str(path)!r} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{path}: not valid TOML: {exc}") from exc
+    problems = [
+        f"{path}: unknown key {key!r} at the top; use {', '.join(sorted(_FILE_KEYS))}"
+        for key in data
+        if key not in _FILE_KEYS
+    ]
     cases: list[_Case] = []
-    for index, raw in enumerate(data.get("case", []), start=1):
+    raw_cases = data.get("case", [])
+    if not isinstance(raw_cases, list):
+        raw_cases = []
+        problems.append(f"{path}: 'case' must be [[case]] tables")
+    for index, raw in enumerate(raw_cases, start=1):
         where = f"{path}: case {index} ({raw.get('name', 'unnamed')!r})"
+        unknown = sorted(set(raw) - _CASE_KEYS)
+        if unknown:
+            # A misspelt key (expected_policies for policies) would silently check nothing.
+            problems.append(
+                f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; a case takes "
+                f"{', '.join(sorted(_CASE_KEYS))}"
+            )
         missing = [k for k in ("tool", "principal", "expect") if k not in raw]
         if missing:
-            raise ConfigurationError(f"{where} lacks {', '.join(missing)}")
+            problems.append(f"{where} lacks {', '.join(missing)}")
+            continue
         expect = str(raw["expect"]).upper()
         if expect not in Effect.__members__:
-            raise ConfigurationError(
+            problems.append(
                 f"{where}: expect = {raw['expect']!r}; use allow, deny or require_approval"
             )
+            continue
         expected_policies = raw.get("policies")
+        try:
+            messages = _case_messages(raw.get("messages"), where)
+        except ConfigurationError as exc:
+            problems.append(str(exc))
+            continue
         cases.append(
             _Case(
                 name=str(raw.get("name", f"case {index}")),
@@ -180,8 +209,12 @@ def _read_cases(path: Path) -> tuple[dict[str, Any], list[_Case]]:
                 expect=Effect[expect],
                 expect_policies=tuple(expected_policies) if expected_policies is not None else None,
                 agent=raw.get("agent"),
-                messages=_case_messages(raw.get("messages"), where),
+                messages=messages,
             )
+        )
+    if problems:
+        raise ConfigurationError(
+            f"{path} has {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems)
         )
     if not cases:
         raise ConfigurationError(f"{path} has no [[case]] tables; see docs/policy-guide.md")
