@@ -444,3 +444,24 @@ def test_log_show_names_an_allowed_call_whose_outcome_was_not_recorded(tmp_path:
     table = CliRunner().invoke(app, ["log", "show", str(db)], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
     assert table.output.count("ran, outcome not recorded") == 1
+
+
+def test_log_show_gives_the_approvers_answer_and_the_fences_verdict_and_outcomes_their_tool(
+    tmp_path: Path,
+) -> None:
+    """ "accepted" is the fence's verdict on an answer, not the approver's decision: the two
+    are separate columns, and an outcome row names the tool its decision was about."""
+    from typer.testing import CliRunner
+
+    ran = cli("demo", "--scripted", "--dir", tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    db = str(tmp_path / "demo-log.db")
+    env = {"COLUMNS": "250"}
+    answers = CliRunner().invoke(app, ["log", "show", db, "--kind", "approval_answer"], env=env)
+    assert answers.exit_code == 0, answers.output
+    assert "approver's answer" in answers.output and "fence's verdict" in answers.output
+    [row] = [line for line in answers.output.splitlines() if "approval_answer" in line]
+    assert "approved" in row and "accepted" in row and "verdict=" not in row
+    outcomes = CliRunner().invoke(app, ["log", "show", db, "--kind", "outcome"], env=env)
+    rows = [line for line in outcomes.output.splitlines() if "│ outcome" in line]
+    assert rows and all("refund" in r or "lookup_customer" in r or "send_email" in r for r in rows)

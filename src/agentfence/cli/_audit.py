@@ -19,6 +19,7 @@ from agentfence.cli._common import err, out
 from agentfence.errors import ConfigurationError
 from agentfence.records import (
     ActivationRecord,
+    ApprovalAnswerRecord,
     DecisionRecord,
     ErasureRecord,
     KeyChangeRecord,
@@ -156,11 +157,33 @@ def describe_record(record: LogRecord | None) -> str:
         return f"{short_key(record.old_key)} -> {short_key(record.new_key)}"
     if isinstance(record, ErasureRecord):
         return f"erased {record.blob[:23]}…: {record.reason}"
+    if isinstance(record, ApprovalAnswerRecord):
+        return record.reason
     fields = record.model_dump(mode="json")
-    shown = [
-        f"{k}={fields[k]}" for k in ("verdict", "approver", "approvers", "risk") if k in fields
-    ]
+    shown = [f"{k}={fields[k]}" for k in ("approvers", "risk") if k in fields]
     return ", ".join(shown) or record.format
+
+
+ANSWERS = {
+    "approve": "approved",
+    "edit": "edited",
+    "reject": "rejected",
+    "respond": "responded",
+    "expired": "none (expired)",
+    "none": "none (not asked)",
+    "unknown": "unreadable",
+}
+"""The approver's decision in an answer entry, as ``log show`` words it."""
+
+VERDICTS = {
+    "accepted": "accepted",
+    "refused": "refused",
+    "expired": "expired",
+    "replayed": "re-delivered: the call had already run, not run again",
+    "unattended": "refused: the run takes no approvals",
+}
+"""The fence's verdict on an answer, as ``log show`` words it (``accepted`` means the fence
+took the answer, whatever the approver decided)."""
 
 
 def escape(text: str) -> str:

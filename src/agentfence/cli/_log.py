@@ -24,6 +24,8 @@ from agentfence import _signing
 from agentfence._storage.database import SQLITE, parse_url
 from agentfence._storage.tables import EntryRow, LogBackend, copy_log
 from agentfence.cli._audit import (
+    ANSWERS,
+    VERDICTS,
     KeysOption,
     LogArg,
     describe_record,
@@ -43,8 +45,10 @@ from agentfence.records import (
     DECISION_KIND,
     OUTCOME_KIND,
     RECORD_KINDS,
+    ApprovalAnswerRecord,
     DecisionRecord,
     LogRecord,
+    OutcomeRecord,
 )
 from agentfence.verify import (
     InclusionReceipt,
@@ -355,11 +359,30 @@ def _unrecorded(db: str, rows: Sequence[EntryRow]) -> set[int]:
     return found
 
 
-def _entries_table(rows: Sequence[EntryRow], title: str, unrecorded: set[int]) -> Table:
+def _tools(db: str, rows: Sequence[EntryRow]) -> dict[str, str]:
+    """The tool of each outcome among ``rows``, read from its decision (an outcome entry has
+    no tool column of its own)."""
+    backend = _backend(db)
+    found: dict[str, str] = {}
+    for row in rows:
+        if row.kind == OUTCOME_KIND:
+            decision_id = getattr(_record(row), "decision_id", None)
+            entry = backend.find_entry(f"{DECISION_KIND}:{decision_id}") if decision_id else None
+            if entry is not None and entry.tool:
+                found[str(decision_id)] = entry.tool
+    return found
+
+
+def _entries_table(
+    rows: Sequence[EntryRow], title: str, unrecorded: set[int], tools: dict[str, str]
+) -> Table:
     records = [_record(row) for row in rows]
     traces = any(getattr(r, "trace_id", None) for r in records)
+    answers = any(isinstance(r, ApprovalAnswerRecord) for r in records)
     table = Table(title=title, caption="not verified here: run `agentfence log verify`")
-    for column in ("seq", "time (UTC)", "kind", "thread", "tool", "effect", "detail"):
+    columns = ["seq", "time (UTC)", "kind", "thread", "tool", "effect"]
+    columns += ["approver's answer", "fence's verdict"] if answers else []
+    for column in [*columns, "detail"]:
         table.add_column(column, overflow="fold", no_wrap=column in ("seq", "time (UTC)"))
     if traces:
         table.add_column("trace id", overflow="fold")
@@ -367,17 +390,18 @@ def _entries_table(rows: Sequence[EntryRow], title: str, unrecorded: set[int]) -
     for row, record in zip(rows, records, strict=True):
         kind = row.kind.removeprefix("agentfence.").removesuffix("/v1")
         effect = f"[{style.get(row.effect, '')}]{row.effect}[/]" if row.effect else ""
-        cells = [
-            str(row.seq),
-            _when(row.time_us),
-            kind,
-            row.thread or "",
-            row.tool or "",
-            effect,
-            escape(
-                (f"{NOT_RECORDED}; " if row.seq in unrecorded else "") + describe_record(record)
-            ),
-        ]
+        cells = [str(row.seq), _when(row.time_us), kind, row.thread or "", row.tool or "", effect]
+        if isinstance(record, OutcomeRecord):  # an outcome names its tool through its decision
+            cells[4] = tools.get(record.decision_id, "")
+        if answers:
+            answered = isinstance(record, ApprovalAnswerRecord)
+            cells += [
+                ANSWERS.get(record.answer, record.answer) if answered else "",  # type: ignore[union-attr]
+                VERDICTS.get(record.verdict, record.verdict) if answered else "",  # type: ignore[union-attr]
+            ]
+        cells.append(
+            escape((f"{NOT_RECORDED}; " if row.seq in unrecorded else "") + describe_record(record))
+        )
         if traces:
             cells.append(getattr(record, "trace_id", None) or "")
         table.add_row(*cells)
@@ -438,7 +462,9 @@ def log_show(
     if as_json:
         print_json(_rows_json(rows, _unrecorded(db, rows)))
         return
-    out.print(_entries_table(rows, f"{db}: {len(rows)} entries", _unrecorded(db, rows)))
+    out.print(
+        _entries_table(rows, f"{db}: {len(rows)} entries", _unrecorded(db, rows), _tools(db, rows))
+    )
 
 
 @log_app.command("tail")
@@ -466,7 +492,11 @@ def log_tail(
     if as_json:
         print_json(_rows_json(rows, _unrecorded(db, rows)))
         return
-    out.print(_entries_table(rows, f"{db}: last {len(rows)} entries", _unrecorded(db, rows)))
+    out.print(
+        _entries_table(
+            rows, f"{db}: last {len(rows)} entries", _unrecorded(db, rows), _tools(db, rows)
+        )
+    )
 
 
 @log_app.command("export")
