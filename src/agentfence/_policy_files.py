@@ -239,3 +239,46 @@ def policy_hash(files: Mapping[str, str], schema_text: str) -> str:
         "schema": hashlib.sha256(schema_text.encode()).hexdigest(),
     }
     return hashlib.sha256(rfc8785.dumps(material)).hexdigest()
+
+
+def approver_group_notes(
+    policies: Sequence[_cedar.ParsedPolicy], entities_text: str | None
+) -> list[str]:
+    """Groups that ``@require_approval`` or ``@overridable`` name but no entity is in.
+
+    Approver groups are ``Group`` entities; a name no ``Group`` entity or parent carries
+    (a typo, or a team declared under another type) means nobody is ever in it, so, under
+    the usual approve policy (``principal in context.approver_groups``), nobody could approve.
+    """
+    try:
+        entities = json.loads(entities_text or "[]")
+    except ValueError:  # reported by the entities check
+        return []
+    groups: set[str] = set()
+    other: dict[str, str] = {}
+    for entity in entities if isinstance(entities, list) else []:
+        if not isinstance(entity, dict):
+            continue
+        for ref in [entity.get("uid"), *(entity.get("parents") or [])]:
+            if isinstance(ref, dict) and isinstance(ref.get("id"), str):
+                if ref.get("type") == "Group":
+                    groups.add(ref["id"])
+                else:
+                    other.setdefault(ref["id"], str(ref.get("type")))
+    notes = []
+    for policy in policies:
+        for key in (REQUIRE_APPROVAL, OVERRIDABLE):
+            name = policy.annotations.get(key)
+            if not name or name in groups:
+                continue
+            hint = (
+                f' ({other[name]}::"{name}" exists, but approver groups are Group entities)'
+                if name in other
+                else ""
+            )
+            notes.append(
+                f'{policy.path}:{policy.line}: @{key}("{name}") names a group no entity is in: '
+                f'entities.json has no Group::"{name}", as an entity or a parent{hint}, so '
+                "nobody could approve these calls; fix the name or add the group"
+            )
+    return notes

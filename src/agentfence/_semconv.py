@@ -25,6 +25,7 @@ ATTR_GEN_AI_CONVERSATION_ID: Final = "gen_ai.conversation.id"
 ATTR_GEN_AI_TOOL_NAME: Final = "gen_ai.tool.name"
 ATTR_GEN_AI_TOOL_CALL_ID: Final = "gen_ai.tool.call.id"
 ATTR_GEN_AI_TOOL_TYPE: Final = "gen_ai.tool.type"
+ATTR_GEN_AI_TOOL_DESCRIPTION: Final = "gen_ai.tool.description"
 # Opt-in content attributes (the conventions say: not captured by default).
 ATTR_GEN_AI_TOOL_CALL_ARGUMENTS: Final = "gen_ai.tool.call.arguments"
 ATTR_GEN_AI_TOOL_CALL_RESULT: Final = "gen_ai.tool.call.result"

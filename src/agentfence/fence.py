@@ -463,6 +463,7 @@ class Fence:
             agent=call.agent or self._agent,
             thread=call.thread or None,
             config=call.config,
+            description=call.description,
         )
 
     def _before(self, call: ToolCall, span: ToolCallSpan) -> Run | ToolResult:

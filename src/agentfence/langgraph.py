@@ -107,6 +107,8 @@ class ToolCall:
     agent: str | None
     seed: Any
     on_hold: Any
+    description: str | None = None
+    """The tool's own description (for the span), when the request carries the tool."""
 
     @property
     def state(self) -> Any:
@@ -124,6 +126,7 @@ def describe(request: ToolCallRequest) -> ToolCall:
     thread = configurable.get(CONFIG_THREAD) or metadata.get("thread_id") or ""
     step = metadata.get("langgraph_step", 0)
     agent = configurable.get(CONFIG_AGENT)
+    description = getattr(getattr(request, "tool", None), "description", None)
     return ToolCall(
         request=request,
         tool=str(call.get("name", "")),
@@ -136,6 +139,7 @@ def describe(request: ToolCallRequest) -> ToolCall:
         agent=str(agent) if agent else None,
         seed=configurable.get(CONFIG_SEED),
         on_hold=configurable.get(CONFIG_ON_HOLD),
+        description=description if isinstance(description, str) and description else None,
     )
 
 

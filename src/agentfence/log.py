@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
 from pathlib import Path
 
 from agentfence import _merkle, _signing
@@ -97,9 +98,8 @@ class SignedLog:
     ) -> None:
         self._backend = backend
         self._flush_window = flush_window
-        # One flusher thread, started with the first deferred record: it commits what no
-        # decision's commit carried within the flush window (a thread per flush would cost a
-        # thread's creation on every call).
+        # One flusher thread (started with the first deferred record) commits what no decision's
+        # commit carried within the flush window; a thread per flush cost one on every call.
         self._flusher: threading.Thread | None = None
         self._flush_wanted = False
         self._flusher_idle = False
@@ -351,6 +351,7 @@ class SignedLog:
     def _flush_loop(self) -> None:
         """The flusher: while records are being deferred, every flush window commit what no
         other commit carried; idle (waiting, no polling) otherwise."""
+        failures = 0  # flushes in a row that could not commit: wait longer, up to 2 s
         while True:
             with self._lock:
                 while not self._flush_wanted and not self._closed:
@@ -360,24 +361,27 @@ class SignedLog:
                 if self._closed:
                     return
                 self._flush_wanted = False
-                self._flush_due.wait(self._flush_window)  # close() wakes it early
+                delay = min(self._flush_window * 2**failures, max(self._flush_window, 2.0))
+                self._flush_due.wait(delay)  # close() wakes it early
                 if self._closed:
                     return
             try:
-                self._flush()
+                failures = 0 if self._flush() else min(failures + 1, 16)
             except Exception:  # _commit keeps failed records queued; keep the thread alive
                 _logger.exception("the decision log %s could not flush queued entries", self.name)
 
-    def _flush(self) -> None:
-        """Commit what is queued, if no commit is under way (which would carry it)."""
+    def _flush(self) -> bool:
+        """Commit what is queued, if no commit is under way (which would carry it); False
+        when the commit failed (the records stay queued)."""
         with self._lock:
             if self._leader or not self._queue or self._closed:
-                return
+                return True
             self._leader = True
             batch, self._queue = self._queue, []
         with self._commit_lock:
-            self._commit(batch)
+            committed = self._commit(batch)
         self._hand_over()
+        return committed
 
     def _hand_over(self) -> None:
         """After a commit: wake a waiting writer to lead the next, or schedule a flush."""
@@ -390,7 +394,7 @@ class SignedLog:
             if self._queue and not self._closed:
                 self._schedule_flush()
 
-    def _commit(self, batch: list[Pending]) -> None:
+    def _commit(self, batch: list[Pending]) -> bool:
         started = time.perf_counter()
         try:
             frontier = self._write(batch)
@@ -423,7 +427,7 @@ class SignedLog:
             if retry:
                 with self._lock:
                     self._queue[:0] = retry
-            return
+            return False
         try:
             handover = self._handover(batch, frontier)
         except Exception:  # the entries are durable; rotate_key reports the failed handover
@@ -440,11 +444,10 @@ class SignedLog:
             and frontier.size != self._last_checkpoint_size
             and time.monotonic() - self._last_checkpoint_at >= self._interval
         ):
-            try:
+            with suppress(Exception):  # the entries are durable; the next commit or close() signs
                 if self._key_is_current(frontier.size):
                     self._sign_checkpoint(frontier)
-            except Exception:  # the entries are durable; the next commit or close() signs
-                return
+        return True
 
     def _key_is_current(self, size: int) -> bool:
         """Whether this process's key signs checkpoints of a tree of ``size`` entries.

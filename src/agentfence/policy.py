@@ -45,6 +45,7 @@ from agentfence._policy_files import (
     SHADOW,
     Compiled,
     annotation_problems,
+    approver_group_notes,
     compile,
     duplicate_ids,
     entity_labels,
@@ -224,6 +225,8 @@ class PolicyEngine:
                 AgentfenceWarning,
                 stacklevel=3,
             )
+        for note in approver_group_notes(policies, texts.get(ENTITIES_FILE)):
+            warnings.warn(note, AgentfenceWarning, stacklevel=3)
         enforced = [p for p in policies if SHADOW not in p.annotations]
         compiled = compile(enforced, schema, entities)
         shadow = compile(policies, schema, entities) if len(enforced) != len(policies) else None

@@ -260,6 +260,7 @@ class Telemetry:
         thread: str | None,
         config: Mapping[str, Any] | None = None,
         tool_type: str = sc.TOOL_TYPE_FUNCTION,
+        description: str | None = None,
     ) -> ToolCallSpan:
         """A context manager for the ``execute_tool {tool_name}`` span of one call.
 
@@ -277,6 +278,7 @@ class Telemetry:
                 thread=thread,
                 parent=self._steps.context_for(config),
                 tool_type=tool_type,
+                description=description,
             )
         except Exception:
             report_failure("Telemetry.tool_call")
@@ -330,8 +332,10 @@ class ToolCallSpan:
         thread: str | None,
         parent: otel_context.Context | None,
         tool_type: str,
+        description: str | None = None,
     ) -> None:
         self._telemetry = telemetry
+        self._description = description
         self._tool = tool_name
         self._call_id = call_id
         self._agent = agent
@@ -361,6 +365,8 @@ class ToolCallSpan:
         }
         if self._call_id:
             attributes[sc.ATTR_GEN_AI_TOOL_CALL_ID] = self._call_id
+        if self._description:
+            attributes[sc.ATTR_GEN_AI_TOOL_DESCRIPTION] = self._description
         if self._agent:
             attributes[sc.ATTR_GEN_AI_AGENT_NAME] = self._agent
         if self._thread:

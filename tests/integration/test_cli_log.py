@@ -6,6 +6,7 @@ codes (0 verified, 1 a check failed, 2 could not run) and their ``--json`` outpu
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -226,8 +227,13 @@ def test_log_export_writes_one_json_line_per_entry(base: BuiltLog, tmp_path: Pat
     assert as_json(result) == {"exported": 22, "out": str(out)}
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [line["seq"] for line in lines] == list(range(22))
-    assert set(lines[1]) == {"seq", "leaf_hash", "kind", "time_us", "record"}
+    assert set(lines[1]) == {"@timestamp", "seq", "leaf_hash", "kind", "time_us", "record"}
     assert lines[0]["record"]["format"] == "agentfence.activation/v1"
+    for line in lines:  # @timestamp is time_us in ISO 8601, UTC, to the microsecond
+        stamp = datetime.datetime.fromisoformat(line["@timestamp"].replace("Z", "+00:00"))
+        assert stamp.tzinfo == datetime.UTC and line["@timestamp"].endswith("Z")
+        delta = stamp - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+        assert delta // datetime.timedelta(microseconds=1) == line["time_us"]
     streamed = cli("log", "export", base.path, "--thread", "anonymous")
     assert len(streamed.stdout.splitlines()) == 5
 

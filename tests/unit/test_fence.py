@@ -75,6 +75,9 @@ def ran(req: ToolCallRequest) -> ToolMessage:
 @pytest.fixture
 def engine(tmp_path: Any) -> PolicyEngine:
     (tmp_path / "p.cedar").write_text(POLICIES)
+    (tmp_path / "entities.json").write_text(
+        '[{"uid": {"type": "Group", "id": "support-leads"}, "attrs": {}, "parents": []}]'
+    )
     return PolicyEngine.load(tmp_path, ToolCatalog.from_tools(TOOLS))
 
 
@@ -137,6 +140,8 @@ def test_a_thread_named_only_in_metadata_is_one_thread_for_the_facts_the_span_an
         "t-meta",
         "t-meta",
     ]
+    # The tool's own description rides on the span (gen_ai.tool.description).
+    assert {s.attributes.get("gen_ai.tool.description") for s in tool_spans} == {"Look a key up."}  # type: ignore[union-attr]
 
 
 # --- holds, through their collaborators ---------------------------------------------------

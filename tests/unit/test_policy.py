@@ -297,3 +297,48 @@ def test_bad_approvers_file_fails_loading_naming_it(
         make_fence()
     assert f"{policy_dir / 'approvers.toml'}" in str(info.value)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("group", "entities", "hint"),
+    [
+        ("finnace", None, 'no Group::"finnace"'),
+        (
+            "oncall-lead",
+            '{"uid": {"type": "User", "id": "oncall-lead"}, "attrs": {}, "parents": []}',
+            'User::"oncall-lead" exists, but approver groups are Group entities',
+        ),
+    ],
+)
+def test_an_approver_group_nobody_is_in_is_named_when_the_policies_load(
+    policy_dir: Path, tools: list[BaseTool], tmp_path: Path, group: str, entities: str, hint: str
+) -> None:
+    """A typo in @require_approval, or a team declared under another entity type, leaves a
+    held call that nobody can ever approve: loading says so, naming the policy and the fix."""
+    import shutil
+
+    copied = tmp_path / "groups"
+    shutil.copytree(policy_dir, copied)
+    base = copied / "base.cedar"
+    base.write_text(
+        base.read_text().replace('@require_approval("finance")', f'@require_approval("{group}")')
+    )
+    if entities is not None:  # one more entity, of another type than Group
+        listed = copied / "entities.json"
+        listed.write_text(listed.read_text().rstrip().removesuffix("]") + "," + entities + "]")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AgentfenceWarning)
+        Fence.from_directory(copied, tools=tools)
+    notes = [str(w.message) for w in caught if issubclass(w.category, AgentfenceWarning)]
+    assert any(
+        f'@require_approval("{group}")' in n and hint in n and "base.cedar:" in n for n in notes
+    ), notes
+
+
+def test_declared_approver_groups_load_without_a_note(
+    make_fence: Callable[..., Fence],
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AgentfenceWarning)
+        make_fence()
+    assert not [w for w in caught if "names a group no entity is in" in str(w.message)]

@@ -419,12 +419,21 @@ def _rows_json(rows: Sequence[EntryRow], unrecorded: set[int]) -> list[dict[str,
 def _row_json(row: EntryRow) -> dict[str, Any]:
     record = json.loads(row.body).get("record")
     return {
+        "@timestamp": _iso(row.time_us),
         "seq": row.seq,
         "leaf_hash": row.leaf_hash.hex(),
         "kind": row.kind,
         "time_us": row.time_us,
         "record": record,
     }
+
+
+def _iso(time_us: int) -> str:
+    """An entry's time as ISO 8601 in UTC, to the microsecond (``@timestamp``, the event
+    time field of the Elastic Common Schema that SIEMs index by)."""
+    moment = datetime.datetime.fromtimestamp(time_us // 1_000_000, tz=datetime.UTC)
+    moment = moment.replace(microsecond=time_us % 1_000_000)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @log_app.command("show")
@@ -513,7 +522,8 @@ def log_export(
 ) -> None:
     """Export entries as JSON Lines for a SIEM.
 
-    One object per line: seq, leaf_hash, kind, time_us and record.
+    One object per line: @timestamp (ISO 8601, UTC), seq, leaf_hash, kind, time_us and
+    record.
     With --out FILE and --json, print a summary instead of nothing.
     """
     filtered = any(v is not None for v in (thread, kind, since, until))
