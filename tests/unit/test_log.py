@@ -507,3 +507,38 @@ def test_a_log_made_before_the_thread_kind_index_gains_it_when_opened(
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }
     assert "entries_thread_kind" in names
+
+
+def test_the_flusher_backs_off_while_commits_fail(
+    db: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through an outage a deferred record stays queued and is tried again, but not every
+    flush window: the waits double (up to 2 s), so a down database is not hammered and its
+    driver's warnings do not flood the logs. (A slow machine only makes fewer tries.)"""
+    import time
+
+    from tests.conformance.test_backends import decision, done
+
+    log = open_log(db, signer, flush_window=0.02)
+    first = decision("flush", 1)
+    log.append(first)
+    tries: list[float] = []
+
+    def down(batch: Any) -> Any:
+        tries.append(time.monotonic())
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(log, "_write", down)
+    from agentfence.records import Blob
+
+    blob = Blob.of(b"r")
+    log.append_later(done(first, blob), [blob])
+    time.sleep(0.8)  # 40 windows of 20 ms: without backing off, about 40 tries
+    assert 1 <= len(tries) <= 7, len(tries)
+    monkeypatch.undo()
+    log.close()  # the queued outcome is written now that the disk is back
+    assert any(
+        getattr(r, "decision_id", None) == first.decision_id
+        for _, r in log.read()
+        if r.format.endswith("outcome/v1")
+    )
