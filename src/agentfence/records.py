@@ -355,3 +355,23 @@ def entry_bytes_from(seq: int, record_bytes: bytes) -> bytes:
     be assembled around bytes serialised earlier, outside the log's commit path.
     """
     return _ENTRY_HEAD + record_bytes + b',"seq":' + str(seq).encode() + b"}"
+
+
+_REF_FIELDS: dict[type[BaseModel], tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def blob_refs(record: LogRecord) -> list[str]:
+    """The blob refs a record holds: fields named ``*_blob`` (a ref or null) and ``*_blobs``
+    (a map of name to ref), the naming rule ``docs/log-format.md`` states for records."""
+    fields = _REF_FIELDS.get(type(record))
+    if fields is None:
+        names = type(record).model_fields
+        fields = (
+            tuple(n for n in names if n.endswith("_blob")),
+            tuple(n for n in names if n.endswith("_blobs")),
+        )
+        _REF_FIELDS[type(record)] = fields
+    refs = [value for name in fields[0] if (value := getattr(record, name)) is not None]
+    for name in fields[1]:
+        refs.extend(getattr(record, name).values())
+    return refs

@@ -292,6 +292,36 @@ def test_log_erase_reads_the_key_from_the_environment(log: BuiltLog) -> None:
     assert cli("log", "erase", log.path, ref, "--reason", "DSR-2", env=env).returncode == 0
 
 
+def test_log_retain_erases_old_entries_blobs_records_why_and_the_log_still_verifies(
+    log: BuiltLog,
+) -> None:
+    """Retention: the arguments, results and answers of entries past the period are erased,
+    each erasure on the log with its reason; policy texts stay (replay needs them), and
+    verification passes, naming every erased blob."""
+    from agentfence.records import ActivationRecord, blob_refs
+
+    key = ("--key-file", log.key_file)
+    kept = cli("log", "retain", log.path, "--older-than", "1d", *key, "--json")
+    assert kept.returncode == 0, kept.stderr
+    assert as_json(kept)["erased"] == []  # nothing is a day old
+    shown = as_json(
+        cli("log", "retain", log.path, "--older-than", "0s", *key, "--dry-run", "--json")
+    )
+    assert shown["due"] and shown["erased"] == []
+    done = as_json(cli("log", "retain", log.path, "--older-than", "0s", *key, "--json"))
+    assert sorted(e["blob"] for e in done["erased"]) == sorted(shown["due"])
+    policy_texts = {
+        ref for _, r in records(log.path) if isinstance(r, ActivationRecord) for ref in blob_refs(r)
+    }
+    assert policy_texts and not policy_texts & set(shown["due"])
+    data = as_json(cli("log", "verify", log.path, "--key", log.pub_file, "--json"))
+    assert data["verified"] is True
+    erased = {b["ref"]: b["reason"] for b in data["erased_blobs"]}
+    assert erased == {ref: "retention: older than 0s" for ref in shown["due"]}
+    bad = cli("log", "retain", log.path, "--older-than", "ninety days", *key)
+    assert bad.returncode == 2 and "--older-than" in bad.stderr
+
+
 def test_log_rotate_key_then_verify_with_either_key(log: BuiltLog, tmp_path: Path) -> None:
     assert cli("keys", "generate", "--name", "next", "--out", tmp_path).returncode == 0
     result = cli(

@@ -13,6 +13,7 @@ import datetime
 import json
 import math
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,10 +46,12 @@ from agentfence.records import (
     DECISION_KIND,
     OUTCOME_KIND,
     RECORD_KINDS,
+    ActivationRecord,
     ApprovalAnswerRecord,
     DecisionRecord,
     LogRecord,
     OutcomeRecord,
+    blob_refs,
 )
 from agentfence.verify import (
     InclusionReceipt,
@@ -594,6 +597,61 @@ def log_erase(
         print_json({"erased": blob, "seq": receipt.seq, "leaf_hash": receipt.leaf_hash})
         return
     out.print(f"erased {blob}; the erasure is entry {receipt.seq}", markup=False)
+
+
+@log_app.command("retain")
+def log_retain(
+    db: LogArg,
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than",
+            help="The retention period: erase what entries older than this hold (90d).",
+        ),
+    ],
+    key_file: Annotated[
+        Path | None,
+        typer.Option(help="The log's signing key (default: $AGENTFENCE_SIGNING_KEY)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be erased; erase nothing.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Erase the blobs (arguments, results, answers) of entries older than a retention period.
+
+    Each erasure is recorded first, as `log erase` does, with the reason "retention: older
+    than PERIOD"; entries, policy texts and proofs stay, and the log still verifies.
+    """
+    from agentfence.approvals import parse_duration
+
+    try:
+        seconds = parse_duration(older_than)
+    except ValueError as exc:
+        raise ConfigurationError(f"--older-than: {exc}") from exc
+    reason = f"retention: older than {older_than}"
+    with SignedLog.open(db, signer=_signer(key_file)) as log:
+        cutoff = time.time_ns() // 1000 - seconds * 1_000_000
+        old: dict[str, int] = {}
+        kept: set[str] = set()
+        for seq, record in log.read():
+            if isinstance(record, ActivationRecord):  # policy texts stay: replay needs them
+                kept.update(blob_refs(record))
+                continue
+            for ref in blob_refs(record):
+                if record.time_us < cutoff:
+                    old.setdefault(ref, seq)
+                else:
+                    kept.add(ref)  # also held by a newer entry: kept
+        due = [ref for ref in old if ref not in kept and log.blob(ref) is not None]
+        erased = [] if dry_run else [(ref, log.erase_blob(ref, reason=reason).seq) for ref in due]
+    if as_json:
+        print_json(
+            {"cutoff_us": cutoff, "due": due, "erased": [{"blob": r, "seq": s} for r, s in erased]}
+        )
+        return
+    verb = "would erase" if dry_run else "erased"
+    out.print(f"{verb} {len(due)} blobs of entries older than {older_than}", markup=False)
 
 
 @log_app.command("rotate-key")

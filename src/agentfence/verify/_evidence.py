@@ -38,6 +38,7 @@ from agentfence.records import (
     LogRecord,
     OutcomeRecord,
     blob_ref,
+    blob_refs,
 )
 from agentfence.verify._check import verify_log
 from agentfence.verify._common import Progress, StepRun, VerifiedStep, first_error, plural
@@ -50,7 +51,7 @@ from agentfence.verify._key_schedule import (
     trusted_verifiers,
     unique_keys,
 )
-from agentfence.verify._order import OrderCheck, refs_of
+from agentfence.verify._order import OrderCheck
 from agentfence.verify._receipts import decode_entry, decode_hashes, prove_included
 from agentfence.verify._snapshot import Snapshot, parse_body
 
@@ -194,7 +195,7 @@ def export_evidence(
             )
         hashes = {r.policy_hash for _, _, r in chosen if isinstance(r, DecisionRecord)}
         chosen += [activations[h] for h in sorted(hashes) if h in activations]
-        refs = {ref for _, _, r in chosen for ref in refs_of(r)}
+        refs = {ref for _, _, r in chosen for ref in blob_refs(r)}
         chosen += [e for e in erasures if e[2].blob in refs]
         chosen.sort(key=lambda item: item[0])
         tree = _merkle.MerkleTree(snap.leaf_hashes(size))
@@ -383,7 +384,7 @@ def _verify_pack(path: Path, trusted: Sequence[Verifier], run: StepRun) -> Verif
     order = OrderCheck()
     policies: dict[str, dict[str, str]] = {}
     for seq, record in records:
-        for ref in refs_of(record):
+        for ref in blob_refs(record):
             if ref not in contents and ref not in erased:
                 raise EvidenceError(
                     f"blob {ref} referenced by entry {seq} is not in the pack",

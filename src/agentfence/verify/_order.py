@@ -6,8 +6,6 @@ Step 7 of :func:`~agentfence.verify.verify_log` and step 5 of
 
 from __future__ import annotations
 
-from pydantic import BaseModel
-
 from agentfence.records import (
     ActivationRecord,
     ApprovalAnswerRecord,
@@ -15,6 +13,7 @@ from agentfence.records import (
     DecisionRecord,
     LogRecord,
     OutcomeRecord,
+    blob_refs,
 )
 
 _RAN = "RAN"  # the state of a decision once its outcome is on record
@@ -83,7 +82,7 @@ class OrderCheck:
         if isinstance(record, OutcomeRecord):
             self.outcome(seq, record)
             return
-        for ref in refs_of(record):
+        for ref in blob_refs(record):
             self.refs.setdefault(ref, seq)
         problem: str | None = None
         if isinstance(record, ApprovalRequestRecord):
@@ -123,23 +122,3 @@ def _outcome_problem(seq: int, decision_id: str, state: str | None) -> str:
         f"the outcome at entry {seq} belongs to decision {decision_id}, which was {state} and "
         "not approved by an accepted answer: a tool ran although it was not allowed"
     )
-
-
-_REF_FIELDS: dict[type[BaseModel], tuple[tuple[str, ...], tuple[str, ...]]] = {}
-
-
-def refs_of(record: LogRecord) -> list[str]:
-    """The blob refs a record holds: fields named ``*_blob`` (a ref or null) and ``*_blobs``
-    (a map of name to ref), the naming rule ``docs/log-format.md`` states for records."""
-    fields = _REF_FIELDS.get(type(record))
-    if fields is None:
-        names = type(record).model_fields
-        fields = (
-            tuple(n for n in names if n.endswith("_blob")),
-            tuple(n for n in names if n.endswith("_blobs")),
-        )
-        _REF_FIELDS[type(record)] = fields
-    refs = [value for name in fields[0] if (value := getattr(record, name)) is not None]
-    for name in fields[1]:
-        refs.extend(getattr(record, name).values())
-    return refs
