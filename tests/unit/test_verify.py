@@ -749,6 +749,30 @@ def test_replay_what_if_lists_what_would_change(base: BuiltLog, tmp_path: Path) 
     assert {c.thread for c in report.changes} == {"ticket-1", "ticket-2"}
 
 
+def test_replay_lists_a_reworded_reason_apart_and_never_as_a_change(
+    base: BuiltLog, tmp_path: Path
+) -> None:
+    """What decides is the effect and the determining policies; a policy set whose only
+    difference is a @reason's wording changes no decision (replay --fail-on-change must
+    not fail a build for it), and the reworded decisions are listed apart."""
+    candidate = tmp_path / "reworded"
+    shutil.copytree(policy_dir(), candidate)
+    payments = candidate / "payments.cedar"
+    old = '@reason("refunds up to EUR 100 are routine for support staff")'
+    assert old in payments.read_text()
+    payments.write_text(payments.read_text().replace(old, '@reason("small refunds are routine")'))
+    report = replay(base.path, policies=candidate)
+    assert report.changes == ()
+    assert report.reworded and {c.tool for c in report.reworded} == {"refund"}
+    for change in report.reworded:
+        assert change.recorded_effect == change.replayed_effect == "ALLOW"
+        assert change.replayed_reasons == ("small refunds are routine",)
+    assert report.unchanged + len(report.reworded) == report.replayed
+    assert report.to_json()["changed"] == 0 and len(report.to_json()["reworded"]) == len(
+        report.reworded
+    )
+
+
 def test_replay_of_an_erased_request_is_not_replayable(log: BuiltLog) -> None:
     decision = next(r for _, r in records(log.path) if isinstance(r, DecisionRecord))
     assert decision.request_blob is not None

@@ -216,6 +216,12 @@ def replay_command(
         f"{len(report.changes)} changed",
         markup=False,
     )
+    if report.reworded:
+        out.print(
+            f"{len(report.reworded)} decided alike with other reasons (a reworded @reason; "
+            "not a change; --json lists them)",
+            markup=False,
+        )
     if skipped:
         listing = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items())
         out.print(f"not replayable: {listing}", markup=False)

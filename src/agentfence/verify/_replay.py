@@ -80,6 +80,9 @@ class ReplayReport:
     recorded_engines: tuple[str, ...]
     engine: str
     seconds: float
+    reworded: tuple[ReplayChange, ...] = ()
+    """Decisions whose effect and determining policies replay the same and only the reasons
+    differ (a reworded @reason): listed apart, never counted as changes."""
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able report (what ``agentfence replay --json`` prints)."""
@@ -96,6 +99,10 @@ class ReplayReport:
             "changes": [
                 {k: list(v) if isinstance(v, tuple) else v for k, v in vars(change).items()}
                 for change in self.changes
+            ],
+            "reworded": [
+                {k: list(v) if isinstance(v, tuple) else v for k, v in vars(change).items()}
+                for change in self.reworded
             ],
             "not_replayable": reasons,
             "recorded_engines": list(self.recorded_engines),
@@ -156,14 +163,16 @@ def replay(
                 if progress is not None:
                     progress("replay", b, end)
     changes = tuple(c for part in parts for c in part.changes)
+    reworded = tuple(c for part in parts for c in part.reworded)
     replayed = sum(part.replayed for part in parts)
     return ReplayReport(
         mode="what-if" if policies is not None else "recorded",
         policies=str(policies) if policies is not None else None,
         decisions=sum(part.decisions for part in parts),
         replayed=replayed,
-        unchanged=replayed - len(changes),
+        unchanged=replayed - len(changes) - len(reworded),
         changes=changes,
+        reworded=reworded,
         not_replayable=tuple(n for part in parts for n in part.skipped),
         recorded_engines=tuple(sorted({e for part in parts for e in part.engines})),
         engine=_cedar.ENGINE_VERSION,
@@ -180,6 +189,7 @@ class _ReplayPart:
     decisions: int
     replayed: int
     changes: tuple[ReplayChange, ...]
+    reworded: tuple[ReplayChange, ...]
     skipped: tuple[NotReplayable, ...]
     engines: frozenset[str]
 
@@ -216,6 +226,7 @@ def _replay_range(
         decisions=state.decisions,
         replayed=state.replayed,
         changes=tuple(state.changes),
+        reworded=tuple(state.reworded),
         skipped=tuple(state.skipped),
         engines=frozenset(state.engines),
     )
@@ -231,6 +242,7 @@ class _Replay:
         self.activations: dict[str, tuple[int, ActivationRecord]] = {}
         self.cache: dict[str, PolicyEngine | str] = {}
         self.changes: list[ReplayChange] = []
+        self.reworded: list[ReplayChange] = []
         self.skipped: list[NotReplayable] = []
         self.engines: set[str] = set()
         self.decisions = 0
@@ -323,14 +335,14 @@ class _Replay:
             )
             decision = engine.decide_recorded(facts, json.loads(content), record.decision_id)
             self.replayed += 1
-            # Cedar reports determining policies as a set, so compare them (and the reasons
-            # that follow them) without regard to order.
-            if (
-                decision.effect.value != record.effect
-                or sorted(decision.policy_ids) != sorted(record.policy_ids)
-                or sorted(decision.reasons) != sorted(record.reasons)
-            ):
-                self.changes.append(
+            # What decides is compared: the effect and the determining policies (a set, as
+            # Cedar reports them). Reasons are words about it: a difference in them alone is
+            # listed apart (a reworded @reason), never as a change.
+            decides_alike = decision.effect.value == record.effect and sorted(
+                decision.policy_ids
+            ) == sorted(record.policy_ids)
+            if not decides_alike or sorted(decision.reasons) != sorted(record.reasons):
+                (self.changes if not decides_alike else self.reworded).append(
                     ReplayChange(
                         seq=seq,
                         decision_id=record.decision_id,
