@@ -13,7 +13,9 @@ hold may touch is visible in its constructor.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,10 +45,10 @@ from agentfence.langgraph import (
     ToolResult,
     bound_request,
     interrupt,
-    pending_interrupts,
     recorded_result,
     refusal,
-    resume_command,
+    resume_for,
+    waiting_ids,
 )
 from agentfence.policy import PolicyEngine
 from agentfence.records import (
@@ -120,51 +122,78 @@ class Holds:
         *,
         timeout: float | None = None,
         poll_interval: float = 0.5,
-        on_pending: Callable[[list[StoredApproval]], None] | None = None,
+        on_pending: Callable[[list[StoredApproval]], Any] | None = None,
     ) -> Any:
         """:meth:`Fence.run <agentfence.fence.Fence.run>`: run a graph through its pauses."""
         deadline = None if timeout is None else time.monotonic() + timeout
         announced: set[str] = set()
-        configurable = config.get("configurable") or {}
-        traced = {
-            **config,
-            "callbacks": _with(config.get("callbacks"), self._telemetry.callback_handler()),
-        }
-        # One invoke_agent span covers the whole run, approval waits included.
-        with self._telemetry.run(
-            configurable.get(CONFIG_AGENT) or self._agent, configurable.get(CONFIG_THREAD)
-        ):
+        traced = self._traced(config)
+        with self._run_span(config):  # one invoke_agent span, approval waits included
             result = graph.invoke(input, traced)
             while True:
-                waiting = self._waiting(graph, config)
+                snapshot = graph.get_state(config)
+                waiting = self._waiting(waiting_ids(snapshot))
                 if waiting is None:
                     return result
-                fresh = [
-                    w
-                    for w in waiting
-                    if w.status(self._clock()) == "pending"
-                    and w.request.request_id not in announced
-                ]
+                fresh = self._fresh(waiting, announced)
                 if on_pending is not None and fresh:
                     on_pending(fresh)
-                announced.update(w.request.request_id for w in fresh)
                 resume = self.resume_value(waiting)
                 if resume is not None:
-                    result = graph.invoke(resume_command(graph, config, resume), traced)
+                    result = graph.invoke(resume_for(snapshot, resume), traced)
                     continue
                 if deadline is not None and time.monotonic() >= deadline:
                     return result
                 time.sleep(poll_interval)
 
+    async def arun(
+        self,
+        graph: Any,
+        input: Any,
+        config: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 0.5,
+        on_pending: Callable[[list[StoredApproval]], Any] | None = None,
+    ) -> Any:
+        """:meth:`Fence.arun <agentfence.fence.Fence.arun>`: :meth:`run` with ``ainvoke``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        announced: set[str] = set()
+        traced = self._traced(config)
+        with self._run_span(config):
+            result = await graph.ainvoke(input, traced)
+            while True:
+                snapshot = await graph.aget_state(config)
+                waiting = await asyncio.to_thread(self._waiting, waiting_ids(snapshot))
+                if waiting is None:
+                    return result
+                fresh = self._fresh(waiting, announced)
+                if on_pending is not None and fresh:
+                    answered = on_pending(fresh)
+                    if inspect.isawaitable(answered):
+                        await answered
+                resume = self.resume_value(waiting)
+                if resume is not None:
+                    result = await graph.ainvoke(resume_for(snapshot, resume), traced)
+                    continue
+                if deadline is not None and time.monotonic() >= deadline:
+                    return result
+                await asyncio.sleep(poll_interval)
+
     def resume(self, graph: Any, config: Mapping[str, Any]) -> Any | None:
         """:meth:`Fence.resume <agentfence.fence.Fence.resume>`: resume a paused thread once."""
-        waiting = self._waiting(graph, config)
-        if not waiting:
-            return None
-        resume = self.resume_value(waiting)
+        snapshot = graph.get_state(config)
+        resume = self.resume_value(self._waiting(waiting_ids(snapshot)) or [])
+        return None if resume is None else graph.invoke(resume_for(snapshot, resume), config)
+
+    async def aresume(self, graph: Any, config: Mapping[str, Any]) -> Any | None:
+        """:meth:`Fence.aresume <agentfence.fence.Fence.aresume>`: :meth:`resume`, async."""
+        snapshot = await graph.aget_state(config)
+        waiting = await asyncio.to_thread(self._waiting, waiting_ids(snapshot))
+        resume = self.resume_value(waiting or [])
         if resume is None:
             return None
-        return graph.invoke(resume_command(graph, config, resume), config)
+        return await graph.ainvoke(resume_for(snapshot, resume), config)
 
     def resume_value(self, waiting: Sequence[StoredApproval]) -> dict[str, Any] | None:
         """:meth:`Fence.resume_value <agentfence.fence.Fence.resume_value>`."""
@@ -174,8 +203,30 @@ class Holds:
             return None
         return answers_bundle(ready, now_us=now)
 
-    def _waiting(self, graph: Any, config: Mapping[str, Any]) -> list[StoredApproval] | None:
-        ids = pending_interrupts(graph, config)
+    def _traced(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The run's config with the step-span callback handler added."""
+        handler = self._telemetry.callback_handler()
+        return {**config, "callbacks": _with(config.get("callbacks"), handler)}
+
+    def _run_span(self, config: Mapping[str, Any]) -> Any:
+        configurable = config.get("configurable") or {}
+        return self._telemetry.run(
+            configurable.get(CONFIG_AGENT) or self._agent, configurable.get(CONFIG_THREAD)
+        )
+
+    def _fresh(self, waiting: list[StoredApproval], announced: set[str]) -> list[StoredApproval]:
+        """The pending requests not announced to ``on_pending`` yet (now marked announced)."""
+        now = self._clock()
+        fresh = [
+            w
+            for w in waiting
+            if w.status(now) == "pending" and w.request.request_id not in announced
+        ]
+        announced.update(w.request.request_id for w in fresh)
+        return fresh
+
+    def _waiting(self, ids: list[str] | None) -> list[StoredApproval] | None:
+        """The stored requests a paused thread waits on (``None``: not paused by the fence)."""
         if ids is None:
             return None
         waiting: list[StoredApproval] = []
@@ -272,6 +323,15 @@ class Holds:
                 decision,
             )
         if not self._approvals.consume(stored.request_id, verified.digest, now_us=now):
+            # Used by an earlier pass of this very call (an async ToolNode re-executes a call
+            # whose sibling interrupted, while the first pass may still be recording): that
+            # pass ran it, so its recorded result is returned; the tool never runs twice.
+            done = self._outcome_of_earlier_pass(stored.decision_id)
+            if done is not None:
+                self._answer_record(
+                    stored, payload, "replayed", "the call ran on an earlier pass with this answer"
+                )
+                return recorded_result(call, *done)
             self._answer_record(stored, payload, "refused", "this approval was already used")
             return refusal(
                 call,
@@ -355,6 +415,16 @@ class Holds:
             stored, payload, "accepted", f"{_PAST[answer.decision]} by {verified.approver}", diff
         )
         return Run.of(decision, call, facts)
+
+    def _outcome_of_earlier_pass(
+        self, decision_id: str, wait: float = 2.0
+    ) -> tuple[OutcomeRecord, bytes | None] | None:
+        """The outcome an earlier pass of this call recorded, waiting a moment for one that is
+        still being recorded (``None`` if none comes)."""
+        deadline = time.monotonic() + wait
+        while (done := self._find_outcome(decision_id)) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return done
 
     def _record_request(self, held: ApprovalRequest, *, expires_us: int) -> None:
         """Put an approval request on the log, with its arguments as a blob."""

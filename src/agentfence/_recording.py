@@ -11,11 +11,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from agentfence import _cedar
+from agentfence._signing import Signer, read_private_key
 from agentfence.decision import Decision, EntityRef
-from agentfence.log import LogReader
+from agentfence.errors import ConfigurationError
+from agentfence.log import DecisionLog, LogReader, MemoryLog, SignedLog
 from agentfence.policy import PolicyEngine
 from agentfence.records import (
     ActivationRecord,
@@ -35,6 +38,7 @@ __all__ = [
     "decision_record",
     "digest_of",
     "metered_call",
+    "open_log",
     "request_bytes",
 ]
 
@@ -156,3 +160,20 @@ def as_recorded(log: object, engine: PolicyEngine, seq: int, decision: Decision)
     if record.decision_id != decision.decision_id or content is None:
         return decision
     return engine.decide_recorded(decision.facts, json.loads(content), decision.decision_id)
+
+
+def open_log(log: DecisionLog | str | Path | None, key: str | Path | Signer | None) -> DecisionLog:
+    """The log a fence writes to: a given log, a signed log at a URL (needs ``key``), or a
+    :class:`MemoryLog` when neither is given."""
+    if log is None:
+        return MemoryLog()
+    if not isinstance(log, str | Path):
+        return log
+    if key is None:
+        raise ConfigurationError(
+            f"the signed log {str(log)!r} needs a signing key: run `agentfence keys generate "
+            "--name NAME --out DIR` and pass signing_key='DIR/NAME.key' (or set "
+            "AGENTFENCE_SIGNING_KEY)"
+        )
+    signer = key if isinstance(key, Signer) else read_private_key(key)
+    return SignedLog.open(log, signer=signer)

@@ -32,6 +32,7 @@ from agentfence._recording import (
     decision_record,
     digest_of,
     metered_call,
+    open_log,
 )
 from agentfence._redaction import (
     RedactionPlan,
@@ -44,7 +45,7 @@ from agentfence._redaction import (
     span_values,
 )
 from agentfence._semconv import ERROR_FAIL_CLOSED
-from agentfence._signing import Signer, read_private_key
+from agentfence._signing import Signer
 from agentfence._usage import UsageLedger
 from agentfence.approvals import (
     DEFAULT_EXPIRY_SECONDS,
@@ -73,9 +74,7 @@ from agentfence.langgraph import (
 from agentfence.log import (
     DecisionLog,
     DeferringLog,
-    MemoryLog,
     Receipt,
-    SignedLog,
 )
 from agentfence.policy import (
     CallFacts,
@@ -158,7 +157,7 @@ class Fence:
         self._engine = engine
         self._registry = ApproverRegistry.from_engine(engine)
         self._lock = threading.Lock()
-        self._log = _open_log(
+        self._log = open_log(
             log if log is not None else settings.log,
             signing_key if signing_key is not None else settings.signing_key,
         )
@@ -439,6 +438,27 @@ class Fence:
             on_pending=on_pending,
         )
 
+    async def arun(
+        self,
+        graph: Any,
+        input: Any,
+        config: Mapping[str, Any],
+        *,
+        timeout: float | None = None,
+        poll_interval: float = 0.5,
+        on_pending: Callable[[list[StoredApproval]], Any] | None = None,
+    ) -> Any:
+        """The async form of :meth:`run` (``ainvoke``, ``aget_state``); ``on_pending`` may be
+        a coroutine function."""
+        return await self._holds.arun(
+            graph,
+            input,
+            config,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            on_pending=on_pending,
+        )
+
     def resume(self, graph: Any, config: Mapping[str, Any]) -> Any | None:
         """Resume a paused thread once if any of its approvals was answered or expired.
 
@@ -446,6 +466,10 @@ class Fence:
         This is the piece to call from a worker that picks threads up after a restart.
         """
         return self._holds.resume(graph, config)
+
+    async def aresume(self, graph: Any, config: Mapping[str, Any]) -> Any | None:
+        """The async form of :meth:`resume` (``aget_state``, ``ainvoke``)."""
+        return await self._holds.aresume(graph, config)
 
     def resume_value(self, waiting: Sequence[StoredApproval]) -> dict[str, Any] | None:
         """The bundle to resume with: every answered or expired request of those waiting.
@@ -771,20 +795,3 @@ def fail_closed_text(decision_id: str) -> str:
         "closed). The cause is in the decision log and the trace; do not retry it unchanged "
         f"[decision {decision_id}]"
     )
-
-
-def _open_log(log: DecisionLog | str | Path | None, key: str | Path | Signer | None) -> DecisionLog:
-    """The log a fence writes to: a given log, a signed log at a URL (needs ``key``), or a
-    :class:`MemoryLog` when neither is given."""
-    if log is None:
-        return MemoryLog()
-    if not isinstance(log, str | Path):
-        return log
-    if key is None:
-        raise ConfigurationError(
-            f"the signed log {str(log)!r} needs a signing key: run `agentfence keys generate "
-            "--name NAME --out DIR` and pass signing_key='DIR/NAME.key' (or set "
-            "AGENTFENCE_SIGNING_KEY)"
-        )
-    signer = key if isinstance(key, Signer) else read_private_key(key)
-    return SignedLog.open(log, signer=signer)

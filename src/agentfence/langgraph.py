@@ -267,12 +267,11 @@ def recorded_result(call: ToolCall, outcome: OutcomeRecord, content: bytes | Non
     )
 
 
-def pending_interrupts(graph: Any, config: Mapping[str, Any]) -> list[str] | None:
-    """The approval request ids a paused thread waits on.
+def waiting_ids(snapshot: Any) -> list[str] | None:
+    """The approval request ids a paused thread's state snapshot waits on.
 
     ``None`` when the thread is not paused, or is paused by something other than the fence.
     """
-    snapshot = graph.get_state(config)
     interrupts = list(getattr(snapshot, "interrupts", ()) or ())
     if not interrupts:
         return None
@@ -286,8 +285,7 @@ def pending_interrupts(graph: Any, config: Mapping[str, Any]) -> list[str] | Non
     return ids
 
 
-def resume_command(graph: Any, config: Mapping[str, Any], value: Any) -> Command[Any]:
-    """``Command(resume=...)`` giving ``value`` to every interrupt the thread waits on."""
-    snapshot = graph.get_state(config)
+def resume_for(snapshot: Any, value: Any) -> Command[Any]:
+    """``Command(resume=...)`` giving ``value`` to every interrupt the snapshot waits on."""
     interrupts = list(getattr(snapshot, "interrupts", ()) or ())
     return Command(resume={item.id: value for item in interrupts})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -432,6 +433,77 @@ def test_parallel_approvals_each_get_their_own_request_and_answer(
     assert len(requests) == 4  # two per graph, none twice
     assert len({r.request_id for r in requests}) == 4
     assert [a.verdict for a in answers(log)].count("accepted") == 4
+
+
+def test_an_async_run_waits_for_an_async_approver_and_resumes_every_held_call(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], ran: Ran, clock: Clock
+) -> None:
+    """Fence.arun drives a create_agent agent's ainvoke through its pauses; on_pending may be
+    a coroutine function."""
+    log = MemoryLog()
+    fence = make_fence(log=log, clock=clock)
+    calls = [
+        tool_call("pay", {"account": "acc-1", "amount": 500.0}, "p1"),
+        tool_call("pay", {"account": "acc-2", "amount": 700.0}, "p2"),
+    ]
+    for graph in [agent_for(fence, tools, batch(*calls))]:
+        ran.calls.clear()
+        thread = f"async-{id(graph)}"
+        announced: list[str] = []
+
+        async def approve_all(waiting: list[Any], announced: list[str] = announced) -> None:
+            await asyncio.sleep(0)
+            for item in waiting:
+                announced.append(item.request.request_id)
+                fence.approvals.submit(
+                    item.request.request_id, signed(item.request), now_us=clock.now
+                )
+
+        out = asyncio.run(
+            fence.arun(
+                graph,
+                {"messages": [("user", "go")]},
+                config(thread),
+                on_pending=approve_all,
+                poll_interval=0,
+            )
+        )
+        assert sorted(ran.names()) == ["pay", "pay"] and len(announced) == 2
+        messages = tool_messages(out)
+        assert messages["p1"].status == messages["p2"].status == "success"
+
+
+def test_aresume_resumes_a_paused_thread_once_answers_are_in(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], ran: Ran, clock: Clock
+) -> None:
+    """A worker that picks threads up (async, a create_agent agent): nothing to do while
+    answers are pending; once they are in, aresume resumes the thread (until it is done)."""
+    fence = make_fence(log=MemoryLog(), clock=clock)
+    calls = [
+        tool_call("pay", {"account": "acc-1", "amount": 500.0}, "p1"),
+        tool_call("pay", {"account": "acc-2", "amount": 700.0}, "p2"),
+    ]
+    graph = agent_for(fence, tools, batch(*calls))
+
+    async def scenario() -> Any:
+        out = await graph.ainvoke({"messages": [("user", "go")]}, config("aresume"))
+        assert "__interrupt__" in out
+        assert await fence.aresume(graph, config("aresume")) is None  # nobody answered yet
+        for stored in fence.approvals.list(thread="aresume"):
+            fence.approvals.submit(
+                stored.request.request_id, signed(stored.request), now_us=clock.now
+            )
+        for _ in range(3):
+            resumed = await fence.aresume(graph, config("aresume"))
+            if resumed is None:
+                break
+            out = resumed
+        return out
+
+    out = asyncio.run(scenario())
+    assert sorted(ran.names()) == ["pay", "pay"]
+    assert "__interrupt__" not in out
+    assert tool_messages(out)["p1"].status == tool_messages(out)["p2"].status == "success"
 
 
 # --- unattended runs: on_hold="deny" -------------------------------------------------------
