@@ -112,6 +112,41 @@ def test_approved_call_runs_once_and_everything_is_logged(
     assert fence.approvals.get(request.request_id).status(clock.now) == "used"  # type: ignore[union-attr]
 
 
+def test_a_call_whose_approval_an_earlier_pass_used_returns_that_pass_result(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], ran: Ran, clock: Clock
+) -> None:
+    """Attack or race: the answer reaches a call whose approval was already used by an
+    earlier pass of the same call (an async re-execution while that pass was still recording
+    its outcome). The tool must not run again, and the model must not be told it did not
+    run: it gets the earlier pass's recorded result."""
+    import threading
+
+    from agentfence.records import OutcomeRecord
+
+    fence, graph, log, _ = paused(make_fence, tools, clock)
+    request = pending(fence)
+    assert fence.approvals.consume(request.request_id, "an earlier pass", now_us=clock.now)
+    earlier = OutcomeRecord(
+        decision_id=request.decision_id,
+        status="success",
+        result_digest="0" * 64,
+        time_us=clock.now,
+    )
+    # The earlier pass records its outcome while this one is resolving the answer.
+    later = threading.Timer(0.5, lambda: log.append(earlier))
+    later.start()
+    out = resume(graph, signed(request))
+    later.join()
+    assert ran.calls == []  # not run a second time
+    message = tool_messages(out)["pay-1"]
+    assert message.status == "success" and message.artifact["agentfence"]["replayed"] is True
+    [answer] = answers(log)
+    assert (answer.verdict, answer.reason) == (
+        "replayed",
+        "the call ran on an earlier pass with this answer",
+    )
+
+
 def test_reject_tells_the_model_the_approvers_message(
     make_fence: Callable[..., Fence], tools: list[BaseTool], ran: Ran, clock: Clock
 ) -> None:
