@@ -347,39 +347,51 @@ NOT_RECORDED = "ran, outcome not recorded"
 """The state of an allowed decision with no outcome entry (docs/log-format.md, "Crashes")."""
 
 
-def _unrecorded(db: str, rows: Sequence[EntryRow]) -> set[int]:
-    """The seqs of allowed decisions among ``rows`` that have no outcome on the log: the
-    tool was let run, and its outcome was not recorded (a crash within the flush window, or a
-    call still running)."""
-    backend = _backend(db)
-    found: set[int] = set()
-    for row in rows:
-        if row.kind == DECISION_KIND and row.effect == "ALLOW":
-            record = _record(row)
-            decision_id = getattr(record, "decision_id", None)
-            if decision_id and backend.find_entry(f"{OUTCOME_KIND}:{decision_id}") is None:
-                found.add(row.seq)
-    return found
+def _print_entries(db: str, rows: Sequence[EntryRow], title: str, *, as_json: bool) -> None:
+    """Print entries as ``log show`` and ``log tail`` do: a table, or JSON."""
+    records = [_record(row) for row in rows]
+    unrecorded, tools = _looked_up(db, rows, records)
+    if as_json:
+        print_json(_rows_json(rows, unrecorded))
+        return
+    out.print(_entries_table(rows, records, title, unrecorded, tools))
 
 
-def _tools(db: str, rows: Sequence[EntryRow]) -> dict[str, str]:
-    """The tool of each outcome among ``rows``, read from its decision (an outcome entry has
-    no tool column of its own)."""
+def _looked_up(
+    db: str, rows: Sequence[EntryRow], records: Sequence[LogRecord | None]
+) -> tuple[set[int], dict[str, str]]:
+    """What the shown entries do not say themselves, read from the log in one pass: the seqs
+    of allowed decisions with no outcome on the log (the tool was let run and its outcome was
+    not recorded: a crash within the flush window, or a call still running), and the tool of
+    each outcome (an outcome entry has no tool column of its own)."""
     backend = _backend(db)
-    found: dict[str, str] = {}
-    for row in rows:
-        if row.kind == OUTCOME_KIND:
-            decision_id = getattr(_record(row), "decision_id", None)
-            entry = backend.find_entry(f"{DECISION_KIND}:{decision_id}") if decision_id else None
-            if entry is not None and entry.tool:
-                found[str(decision_id)] = entry.tool
-    return found
+    unrecorded: set[int] = set()
+    tools: dict[str, str] = {}
+    for row, record in zip(rows, records, strict=True):
+        if isinstance(record, DecisionRecord) and record.effect == "ALLOW":
+            if backend.find_entry(f"{OUTCOME_KIND}:{record.decision_id}") is None:
+                unrecorded.add(row.seq)
+        elif isinstance(record, OutcomeRecord):
+            decision = backend.find_entry(f"{DECISION_KIND}:{record.decision_id}")
+            if decision is not None and decision.tool:
+                tools[record.decision_id] = decision.tool
+    return unrecorded, tools
+
+
+def _answer_cells(record: LogRecord | None) -> list[str]:
+    """The approver's answer and the fence's verdict, for an answer entry (else blanks)."""
+    if not isinstance(record, ApprovalAnswerRecord):
+        return ["", ""]
+    return [ANSWERS.get(record.answer, record.answer), VERDICTS.get(record.verdict, record.verdict)]
 
 
 def _entries_table(
-    rows: Sequence[EntryRow], title: str, unrecorded: set[int], tools: dict[str, str]
+    rows: Sequence[EntryRow],
+    records: Sequence[LogRecord | None],
+    title: str,
+    unrecorded: set[int],
+    tools: dict[str, str],
 ) -> Table:
-    records = [_record(row) for row in rows]
     traces = any(getattr(r, "trace_id", None) for r in records)
     answers = any(isinstance(r, ApprovalAnswerRecord) for r in records)
     table = Table(title=title, caption="not verified here: run `agentfence log verify`")
@@ -397,11 +409,7 @@ def _entries_table(
         if isinstance(record, OutcomeRecord):  # an outcome names its tool through its decision
             cells[4] = tools.get(record.decision_id, "")
         if answers:
-            answered = isinstance(record, ApprovalAnswerRecord)
-            cells += [
-                ANSWERS.get(record.answer, record.answer) if answered else "",  # type: ignore[union-attr]
-                VERDICTS.get(record.verdict, record.verdict) if answered else "",  # type: ignore[union-attr]
-            ]
+            cells += _answer_cells(record)
         cells.append(
             escape((f"{NOT_RECORDED}; " if row.seq in unrecorded else "") + describe_record(record))
         )
@@ -471,12 +479,7 @@ def log_show(
     )
     if shadow_denied:
         rows = [row for row in rows if _shadow_denied(_record(row))][:limit]
-    if as_json:
-        print_json(_rows_json(rows, _unrecorded(db, rows)))
-        return
-    out.print(
-        _entries_table(rows, f"{db}: {len(rows)} entries", _unrecorded(db, rows), _tools(db, rows))
-    )
+    _print_entries(db, rows, f"{db}: {len(rows)} entries", as_json=as_json)
 
 
 @log_app.command("tail")
@@ -501,14 +504,7 @@ def log_tail(
         limit=n,
         newest_first=True,
     )
-    if as_json:
-        print_json(_rows_json(rows, _unrecorded(db, rows)))
-        return
-    out.print(
-        _entries_table(
-            rows, f"{db}: last {len(rows)} entries", _unrecorded(db, rows), _tools(db, rows)
-        )
-    )
+    _print_entries(db, rows, f"{db}: last {len(rows)} entries", as_json=as_json)
 
 
 @log_app.command("export")
