@@ -122,7 +122,7 @@ class Holds:
         *,
         timeout: float | None = None,
         poll_interval: float = 0.5,
-        on_pending: Callable[[list[StoredApproval]], Any] | None = None,
+        on_pending: Callable[[list[StoredApproval]], None] | None = None,
     ) -> Any:
         """:meth:`Fence.run <agentfence.fence.Fence.run>`: run a graph through its pauses."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -133,18 +133,17 @@ class Holds:
             while True:
                 snapshot = graph.get_state(config)
                 waiting = self._waiting(waiting_ids(snapshot))
-                if waiting is None:
+                if waiting is None:  # done, or paused by something else than the fence
                     return result
                 fresh = self._fresh(waiting, announced)
                 if on_pending is not None and fresh:
                     on_pending(fresh)
-                resume = self.resume_value(waiting)
-                if resume is not None:
-                    result = graph.invoke(resume_for(snapshot, resume), traced)
-                    continue
-                if deadline is not None and time.monotonic() >= deadline:
+                if (command := self._command(snapshot, waiting)) is not None:
+                    result = graph.invoke(command, traced)
+                elif deadline is not None and time.monotonic() >= deadline:
                     return result
-                time.sleep(poll_interval)
+                else:
+                    time.sleep(poll_interval)
 
     async def arun(
         self,
@@ -156,44 +155,48 @@ class Holds:
         poll_interval: float = 0.5,
         on_pending: Callable[[list[StoredApproval]], Any] | None = None,
     ) -> Any:
-        """:meth:`Fence.arun <agentfence.fence.Fence.arun>`: :meth:`run` with ``ainvoke``."""
+        """:meth:`Fence.arun <agentfence.fence.Fence.arun>`: :meth:`run` over ``ainvoke``
+        (the store is read in a worker thread; ``on_pending`` may be a coroutine function)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         announced: set[str] = set()
         traced = self._traced(config)
         with self._run_span(config):
             result = await graph.ainvoke(input, traced)
-            while True:
-                snapshot = await graph.aget_state(config)
-                waiting = await asyncio.to_thread(self._waiting, waiting_ids(snapshot))
-                if waiting is None:
-                    return result
+            while (snapshot := await graph.aget_state(config)) and (
+                waiting := await asyncio.to_thread(self._waiting, waiting_ids(snapshot))
+            ) is not None:
                 fresh = self._fresh(waiting, announced)
-                if on_pending is not None and fresh:
-                    answered = on_pending(fresh)
-                    if inspect.isawaitable(answered):
-                        await answered
-                resume = self.resume_value(waiting)
-                if resume is not None:
-                    result = await graph.ainvoke(resume_for(snapshot, resume), traced)
-                    continue
-                if deadline is not None and time.monotonic() >= deadline:
-                    return result
-                await asyncio.sleep(poll_interval)
+                if (
+                    on_pending is not None
+                    and fresh
+                    and inspect.isawaitable(answered := on_pending(fresh))
+                ):
+                    await answered
+                if (command := self._command(snapshot, waiting)) is not None:
+                    result = await graph.ainvoke(command, traced)
+                elif deadline is not None and time.monotonic() >= deadline:
+                    break
+                else:
+                    await asyncio.sleep(poll_interval)
+            return result
 
     def resume(self, graph: Any, config: Mapping[str, Any]) -> Any | None:
         """:meth:`Fence.resume <agentfence.fence.Fence.resume>`: resume a paused thread once."""
         snapshot = graph.get_state(config)
-        resume = self.resume_value(self._waiting(waiting_ids(snapshot)) or [])
-        return None if resume is None else graph.invoke(resume_for(snapshot, resume), config)
+        command = self._command(snapshot, self._waiting(waiting_ids(snapshot)))
+        return None if command is None else graph.invoke(command, config)
 
     async def aresume(self, graph: Any, config: Mapping[str, Any]) -> Any | None:
         """:meth:`Fence.aresume <agentfence.fence.Fence.aresume>`: :meth:`resume`, async."""
         snapshot = await graph.aget_state(config)
         waiting = await asyncio.to_thread(self._waiting, waiting_ids(snapshot))
+        command = self._command(snapshot, waiting)
+        return None if command is None else await graph.ainvoke(command, config)
+
+    def _command(self, snapshot: Any, waiting: Sequence[StoredApproval] | None) -> Any | None:
+        """The ``Command`` resuming a paused thread with the answers ready (``None``: none)."""
         resume = self.resume_value(waiting or [])
-        if resume is None:
-            return None
-        return await graph.ainvoke(resume_for(snapshot, resume), config)
+        return None if resume is None else resume_for(snapshot, resume)
 
     def resume_value(self, waiting: Sequence[StoredApproval]) -> dict[str, Any] | None:
         """:meth:`Fence.resume_value <agentfence.fence.Fence.resume_value>`."""
