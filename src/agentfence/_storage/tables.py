@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from agentfence._storage.database import Database, Location, parse_url
 from agentfence.errors import LogError
@@ -344,29 +344,9 @@ class LogBackend:
             yield from (_entry(r) for r in rows)
             position = int(rows[-1][0]) + 1
 
-    def select(
-        self,
-        *,
-        thread: str | None = None,
-        tool: str | None = None,
-        effect: str | None = None,
-        kind: str | None = None,
-        since_us: int | None = None,
-        until_us: int | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> list[EntryRow]:
+    def select(self, **filters: Unpack[EntryFilters]) -> list[EntryRow]:
         """Entries matching every filter given, oldest first (or newest first, for a tail)."""
-        sql, params = select_sql(
-            thread=thread,
-            tool=tool,
-            effect=effect,
-            kind=kind,
-            since_us=since_us,
-            until_us=until_us,
-            limit=limit,
-            newest_first=newest_first,
-        )
+        sql, params = select_sql(**filters)
         return [_entry(r) for r in self.db.execute(sql, params).fetchall()]
 
     def leaf_hashes(self, end: int | None = None) -> list[bytes]:
@@ -399,33 +379,34 @@ class LogBackend:
 _ENTRY_COLUMNS = "seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect, time_us"
 
 
-def select_sql(
-    *,
-    thread: str | None = None,
-    tool: str | None = None,
-    effect: str | None = None,
-    kind: str | None = None,
-    since_us: int | None = None,
-    until_us: int | None = None,
-    limit: int | None = None,
-    newest_first: bool = False,
-) -> tuple[str, list[Any]]:
+class EntryFilters(TypedDict, total=False):
+    """The filters of :meth:`LogBackend.select`: an index column's value, a time range,
+    how many and in which order."""
+
+    thread: str | None
+    tool: str | None
+    effect: str | None
+    kind: str | None
+    since_us: int | None
+    until_us: int | None
+    limit: int | None
+    newest_first: bool
+
+
+def select_sql(**filters: Unpack[EntryFilters]) -> tuple[str, list[Any]]:
     """The query :meth:`LogBackend.select` runs, and its parameters.
 
     Only fixed column names and placeholders are interpolated; values are bound.
     """
-
     conditions: list[str] = []
     params: list[Any] = []
-    for column, value in (
-        ("thread", thread),
-        ("tool", tool),
-        ("effect", effect),
-        ("kind", kind),
-    ):
+    for column in ("thread", "tool", "effect", "kind"):
+        value = filters.get(column)
         if value is not None:
             conditions.append(f"{column} = ?")
             params.append(value)
+    since_us, until_us = filters.get("since_us"), filters.get("until_us")
+    limit = filters.get("limit")
     if since_us is not None:
         conditions.append("time_us >= ?")
         params.append(since_us)
@@ -433,7 +414,7 @@ def select_sql(
         conditions.append("time_us < ?")
         params.append(until_us)
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-    order = "DESC" if newest_first else "ASC"
+    order = "DESC" if filters.get("newest_first") else "ASC"
     sql = f"SELECT {_ENTRY_COLUMNS} FROM entries {where} ORDER BY seq {order}"  # noqa: S608  # see above
     if limit is not None:
         sql += " LIMIT ?"
