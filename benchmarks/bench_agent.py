@@ -50,6 +50,7 @@ from bench_decide import (
     machine,
     summarize,
     tool_input,
+    write_section,
 )
 from langchain_core.messages import ToolMessage
 from langgraph.prebuilt import ToolNode
@@ -82,19 +83,6 @@ EXPECTED_RESULT = "refunded EUR 40.00 to c-102"
 NAIVE_RESOURCES = {"refund": ("Customer", "customer_id")}
 # A decision record of the size the fence writes (about 700 bytes), for the floor's insert.
 FLOOR_BODY = json.dumps({"pad": "x" * 680}).encode()
-
-
-def write_section(path: Path, name: str, section: str) -> None:
-    """Replace what lies between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``."""
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text(encoding="utf-8")
-    i, j = text.find(start), text.find(end)
-    if i < 0 or j < i:
-        raise SystemExit(
-            f"{path} has no {start} ... {end} section; add the two markers where the "
-            "results belong and run again"
-        )
-    path.write_text(f"{text[: i + len(start)]}\n{section}\n{text[j:]}", encoding="utf-8")
 
 
 def _cedar_value(value: Any) -> Any:
@@ -468,7 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=True)
     result = run(args.iterations, lambda text: console.print(text, style="dim", markup=False))
     if args.write is not None:
-        write_section(args.write, NAME, markdown(result))
+        write_section(args.write, markdown(result), NAME)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -53,8 +53,6 @@ from agentfence.policy import Effect
 from agentfence.testing import tool_call
 from agentfence.tracing import Telemetry
 
-START_MARKER = "<!-- bench_decide:start -->"
-END_MARKER = "<!-- bench_decide:end -->"
 DEFAULT_ITERATIONS = 10_000
 # Every case runs its iterations in this many interleaved rounds, so that a slow spell on a
 # shared machine lands on all cases alike instead of on whichever case ran during it.
@@ -106,15 +104,6 @@ when {{ context.run.step > 500 }};
 @reason("finance staff may refund up to EUR 10,000")
 permit (principal in Group::"finance", action == Action::"refund", resource)
 when { context.args.amount.lessThanOrEqual(decimal("10000.0")) };
-""",
-    ),
-    (
-        "bench_payments.cedar",
-        """\
-@id("refund-positive")
-@reason("a refund must be a positive amount")
-forbid (principal, action in Action::"payments", resource)
-when { context.args.amount.lessThanOrEqual(decimal("0.0")) };
 """,
     ),
     (
@@ -539,18 +528,17 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace what lies between the markers in ``path`` with ``section``."""
+def write_section(path: Path, section: str, name: str = "bench_decide") -> None:
+    """Replace what lies between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = path.read_text(encoding="utf-8")
-    start = text.find(START_MARKER)
-    end = text.find(END_MARKER)
-    if start < 0 or end < start:
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < i:
         raise SystemExit(
-            f"{path} has no {START_MARKER} ... {END_MARKER} section; add the two markers "
-            "where the results belong and run again"
+            f"{path} has no {start} ... {end} section; add the two markers where the "
+            "results belong and run again"
         )
-    head = text[: start + len(START_MARKER)]
-    path.write_text(f"{head}\n{section}\n{text[end:]}", encoding="utf-8")
+    path.write_text(f"{text[: i + len(start)]}\n{section}\n{text[j:]}", encoding="utf-8")
 
 
 def table(result: dict[str, Any]) -> Table:

@@ -39,8 +39,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench_agent import write_section
-from bench_decide import command_line, load_average, machine, percentile
+from bench_decide import command_line, load_average, machine, percentile, write_section
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest, ToolRuntime
 
@@ -357,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "usage": usage,
     }
     if args.write is not None:
-        write_section(args.write, NAME, markdown(result))
+        write_section(args.write, markdown(result), NAME)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
