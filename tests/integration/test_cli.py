@@ -120,6 +120,15 @@ def test_policy_test_mismatch_exits_1_with_a_readable_diff(tmp_path: Path) -> No
             "polices = 'p'\n[[case]]\ntool='refund'\nprincipal='alice'\nexpect='allow'\n",
             "'polices'",
         ),
+        ("case = [1]\n", "case 1 is not a table; write each as [[case]]"),
+        (
+            "[[case]]\ntool='refund'\nprincipal='alice'\nexpect='allow'\nargs='x'\n",
+            "args must be a table",
+        ),
+        (
+            "[[case]]\ntool='refund'\nprincipal='alice'\nexpect='allow'\npolicies='p'\n",
+            "policies must be a list of policy ids",
+        ),
     ],
 )
 def test_policy_test_bad_cases_file(tmp_path: Path, content: str, message: str) -> None:

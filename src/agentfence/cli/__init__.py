@@ -19,6 +19,7 @@ from typing import Any
 
 import typer
 import typer.core
+from rich.markup import escape
 from typer import _click
 
 from agentfence.cli._common import Exit, err
@@ -112,7 +113,8 @@ def main() -> None:
     except Exit as exc:
         sys.exit(exc.code)
     except AgentfenceError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True)
+        # The message is text, not markup: "[[case]]" or "Group::[...]" must print as written.
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")

@@ -176,6 +176,9 @@ def _read_cases(path: Path) -> tuple[dict[str, Any], list[_Case]]:
         raw_cases = []
         problems.append(f"{path}: 'case' must be [[case]] tables")
     for index, raw in enumerate(raw_cases, start=1):
+        if not isinstance(raw, dict):
+            problems.append(f"{path}: case {index} is not a table; write each as [[case]]")
+            continue
         where = f"{path}: case {index} ({raw.get('name', 'unnamed')!r})"
         unknown = sorted(set(raw) - _CASE_KEYS)
         if unknown:
@@ -195,6 +198,15 @@ def _read_cases(path: Path) -> tuple[dict[str, Any], list[_Case]]:
             )
             continue
         expected_policies = raw.get("policies")
+        if not isinstance(raw.get("args", {}), dict):
+            problems.append(f"{where}: args must be a table, e.g. args = {{ amount = 40.0 }}")
+            continue
+        if expected_policies is not None and not (
+            isinstance(expected_policies, list)
+            and all(isinstance(p, str) for p in expected_policies)
+        ):
+            problems.append(f"{where}: policies must be a list of policy ids")
+            continue
         try:
             messages = _case_messages(raw.get("messages"), where)
         except ConfigurationError as exc:
