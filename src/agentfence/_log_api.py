@@ -33,7 +33,6 @@ __all__ = [
     "Receipt",
     "dedupe_key",
     "index_columns",
-    "record_columns",
 ]
 
 
@@ -202,32 +201,17 @@ class Pending:
     wake: threading.Event = field(default_factory=threading.Event)
 
 
-@dataclass(frozen=True)
-class IndexColumns:
-    """The index columns stored beside an entry (see :func:`index_columns`)."""
-
-    thread: str | None = None
-    tool: str | None = None
-    effect: str | None = None
-
-
-def record_columns(record: LogRecord) -> IndexColumns:
-    """The index columns (thread, tool, effect) stored beside a record's entry."""
-    if isinstance(record, DecisionRecord):
-        return IndexColumns(thread=record.thread, tool=record.tool, effect=record.effect)
-    if isinstance(record, ApprovalRequestRecord):
-        return IndexColumns(thread=record.thread, tool=record.tool)
-    return IndexColumns()
-
-
 def index_columns(record: LogRecord) -> tuple[str | None, str | None, str | None]:
     """The ``thread``, ``tool`` and ``effect`` index columns stored beside an entry.
 
     They are derived from the entry (for ``log show`` filters) and the verifier checks them
     against it (docs/log-format.md, "Index columns").
     """
-    columns = record_columns(record)
-    return columns.thread, columns.tool, columns.effect
+    if isinstance(record, DecisionRecord):
+        return record.thread, record.tool, record.effect
+    if isinstance(record, ApprovalRequestRecord):
+        return record.thread, record.tool, None
+    return None, None, None
 
 
 _COMMIT_TIMES = 65_536

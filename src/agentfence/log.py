@@ -33,7 +33,7 @@ from agentfence._log_api import (
     Pending,
     Receipt,
     dedupe_key,
-    record_columns,
+    index_columns,
 )
 from agentfence._log_reader import LogReader, LogView, ThreadDecision, parse_entry
 from agentfence._storage.database import Location, parse_url
@@ -501,7 +501,6 @@ class SignedLog:
                 body = entry_bytes_from(seq, item.record_bytes)
                 leaf = _merkle.leaf_hash(body)
                 frontier.append(leaf)
-                columns = record_columns(item.record)
                 rows.append(
                     EntryRow(
                         seq,
@@ -509,9 +508,7 @@ class SignedLog:
                         key,
                         body,
                         leaf,
-                        columns.thread,
-                        columns.tool,
-                        columns.effect,
+                        *index_columns(item.record),
                         item.record.time_us,
                     )
                 )
@@ -535,15 +532,12 @@ class SignedLog:
         entries: list[ServerEntry] = []
         blobs: list[tuple[int, str, bytes, bytes]] = []
         for index, item in enumerate(batch):
-            columns = record_columns(item.record)
             entries.append(
                 ServerEntry(
                     item.record_bytes,
                     item.record.format,
                     dedupe_key(item.record),
-                    columns.thread,
-                    columns.tool,
-                    columns.effect,
+                    *index_columns(item.record),
                     item.record.time_us,
                 )
             )
