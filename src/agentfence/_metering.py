@@ -10,10 +10,10 @@ import dataclasses
 import decimal
 from collections.abc import Mapping
 
-from agentfence._recording import metered_call
 from agentfence._usage import UsageLedger
 from agentfence.decision import CallFacts, Decision, Effect
 from agentfence.policy import PolicyEngine
+from agentfence.records import Metered
 
 __all__ = ["reserve", "usage_for"]
 
@@ -37,12 +37,12 @@ def usage_for(ledger: UsageLedger, engine: PolicyEngine, facts: CallFacts) -> Ca
     return dataclasses.replace(facts, usage=usage)
 
 
-def reserve(ledger: UsageLedger, engine: PolicyEngine, decision: Decision) -> None:
-    """Count an allowed call before it is recorded; note a held one (it counts once run)."""
+def reserve(ledger: UsageLedger, decision: Decision, metered: Metered | None) -> None:
+    """Count an allowed call before it is recorded; note a held one (it counts once run).
+    ``metered`` is what the call spends (:func:`~agentfence._recording.metered_call`)."""
     facts = decision.facts
     if decision.effect is Effect.DENY or facts.principal is None:
         return
-    metered = metered_call(engine, facts.tool, facts.args)
     ledger.reserve(
         decision_id=decision.decision_id,
         principal=str(facts.principal),

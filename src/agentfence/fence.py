@@ -87,6 +87,7 @@ from agentfence.records import (
     Blob,
     DecisionRecord,
     LogRecord,
+    Metered,
     OutcomeRecord,
     RedactionNote,
 )
@@ -187,7 +188,7 @@ class Fence:
             policy=lambda: (self._engine, self._registry),
             append=self._append,
             record_decision=lambda decision, span: self._append(
-                *self._decision_record(decision, span)
+                *self._decision_record(decision, span, self._spent(decision))
             ),
             find_outcome=self._log.find_outcome,
             release=self._usage.release,
@@ -502,12 +503,13 @@ class Fence:
             # Usage is read, the call decided and (if allowed) counted under one lock, so that
             # parallel calls cannot each slip under a limit that together they cross.
             with self._usage.lock:
-                facts = usage_for(self._usage, self._engine, facts)
+                facts = usage_for(self._usage, engine, facts)
                 decision = engine.decide(facts)
-                reserve(self._usage, self._engine, decision)
+                metered = self._spent(decision)
+                reserve(self._usage, decision, metered)
             span.decided(decision, time.perf_counter() - started)
             try:
-                receipt = self._append(*self._decision_record(decision, span))
+                receipt = self._append(*self._decision_record(decision, span, metered))
             except Exception:
                 self._usage.release(decision.decision_id)
                 raise
@@ -717,14 +719,15 @@ class Fence:
         )
         return self._engine.bind(facts)
 
+    def _spent(self, decision: Decision) -> Metered | None:
+        """What a decided call spends, worked out once (a denied one spends nothing)."""
+        if decision.effect is Effect.DENY:
+            return None
+        return metered_call(self._engine, decision.facts.tool, decision.facts.args)
+
     def _decision_record(
-        self, decision: Decision, span: ToolCallSpan | None = None
+        self, decision: Decision, span: ToolCallSpan | None, metered: Metered | None
     ) -> tuple[DecisionRecord, list[Blob]]:
-        metered = (
-            metered_call(self._engine, decision.facts.tool, decision.facts.args)
-            if decision.effect is not Effect.DENY
-            else None
-        )
         ids = span.ids() if span is not None else None
         return decision_record(decision, time_us=self._clock(), ids=ids, metered=metered)
 
@@ -755,7 +758,7 @@ class Fence:
             errors=(f"{type(exc).__name__}: {exc}",),
         )
         try:
-            self._append(*self._decision_record(decision))
+            self._append(*self._decision_record(decision, None, None))
         except Exception:  # the log itself may be what failed; the call is refused either way
             _logger.warning(
                 "could not record the refusal of decision %s (%s: %s)",
