@@ -214,43 +214,39 @@ def test_an_unattended_run_refuses_a_held_call_and_records_why_without_asking(
     assert parts.store.get(request_record.request_id) is None  # no approver is asked
 
 
+def expiry_marker_delivered(engine: PolicyEngine, parts: Parts, *, after_us: int) -> Any:
+    """File a held refund's request, let ``after_us`` pass, and resolve the expiry marker."""
+    call, facts, decision = held(Fence(engine), CONFIG)
+    stored = parts.store.create(request_for(decision, now_us=parts.now, default_expiry=60))
+    parts.now += after_us
+    with Telemetry().tool_call("refund", "c-1", agent="desk", thread="t-h", config={}) as span:
+        result = parts.holds()._resolve(
+            call, facts, decision, stored, {"format": EXPIRED_FORMAT}, span
+        )
+    [answer] = parts.appended
+    assert isinstance(answer, ApprovalAnswerRecord)
+    status = parts.store.get(stored.request_id).status(parts.now)  # type: ignore[union-attr]
+    return result, answer.verdict, status
+
+
 def test_an_expired_marker_delivered_before_the_request_expires_is_refused(
     engine: PolicyEngine, parts: Parts
 ) -> None:
     """Attack: resume a thread with the expiry marker early, to end a request an approver
     is about to reject (or to have the call counted as answered). It is refused as a
     malformed answer; the call does not run."""
-    fence = Fence(engine)
-    call, facts, decision = held(fence, CONFIG)
-    stored = parts.store.create(request_for(decision, now_us=parts.now, default_expiry=60))
-    telemetry = Telemetry()
-    with telemetry.tool_call("refund", "c-1", agent="desk", thread="t-h", config={}) as span:
-        result = parts.holds()._resolve(
-            call, facts, decision, stored, {"format": EXPIRED_FORMAT}, span
-        )
+    result, verdict, status = expiry_marker_delivered(engine, parts, after_us=0)
     assert isinstance(result, ToolMessage) and result.status == "error"
     assert "was refused" in str(result.content)
-    [answer] = parts.appended
-    assert isinstance(answer, ApprovalAnswerRecord) and answer.verdict == "refused"
-    assert parts.store.get(stored.request_id).status(parts.now) == "pending"  # type: ignore[union-attr]
+    assert (verdict, status) == ("refused", "pending")
 
 
 def test_an_expired_request_is_refused_as_expired_and_marked_so(
     engine: PolicyEngine, parts: Parts
 ) -> None:
-    fence = Fence(engine)
-    call, facts, decision = held(fence, CONFIG)
-    stored = parts.store.create(request_for(decision, now_us=parts.now, default_expiry=60))
-    parts.now += 61_000_000
-    telemetry = Telemetry()
-    with telemetry.tool_call("refund", "c-1", agent="desk", thread="t-h", config={}) as span:
-        result = parts.holds()._resolve(
-            call, facts, decision, stored, {"format": EXPIRED_FORMAT}, span
-        )
+    result, verdict, status = expiry_marker_delivered(engine, parts, after_us=61_000_000)
     assert isinstance(result, ToolMessage) and "no approver answered" in str(result.content)
-    [answer] = parts.appended
-    assert isinstance(answer, ApprovalAnswerRecord) and answer.verdict == "expired"
-    assert parts.store.get(stored.request_id).status(parts.now) == "expired"  # type: ignore[union-attr]
+    assert (verdict, status) == ("expired", "expired")
 
 
 def test_resume_value_waits_while_every_request_is_pending(
