@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -79,12 +80,28 @@ def policy_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_fence(policy_dir: Path, tools: list[BaseTool]) -> Callable[..., Fence]:
+def make_fence(
+    request: pytest.FixtureRequest, policy_dir: Path, tools: list[BaseTool]
+) -> Callable[..., Fence]:
+    """Fences over the test's policy directory, each closed when the test ends.
+
+    The close is registered when the fence is made, so it runs before the teardown of any
+    fixture set up earlier (a PostgreSQL schema above all): a log left open would go on
+    retrying its queued entries against a dropped schema while later tests run.
+    """
+
     def make(**kwargs: Any) -> Fence:
         kwargs.setdefault("tools", tools)
-        return Fence.from_directory(policy_dir, **kwargs)
+        fence = Fence.from_directory(policy_dir, **kwargs)
+        request.node.addfinalizer(lambda: _close_quietly(fence))
+        return fence
 
     return make
+
+
+def _close_quietly(fence: Fence) -> None:
+    with contextlib.suppress(Exception):  # a test may have broken its log on purpose
+        fence.close()
 
 
 def approver_key(name: str) -> Signer:
