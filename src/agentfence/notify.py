@@ -439,8 +439,10 @@ class Notifier:
         """Deliver what is queued, waiting at most ``timeout`` seconds; then stop."""
         self._closed = True
         deadline = time.monotonic() + timeout
+        stop_queued = False
         with contextlib.suppress(queue.Full):
             self._queue.put(_STOP, timeout=max(0.0, timeout))
+            stop_queued = True
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             # Fail open: the worker (a daemon thread) gives up on its next wait; what is
@@ -449,7 +451,7 @@ class Notifier:
             _logger.warning(
                 "agentfence notifier for %s stopped with about %d notification(s) undelivered",
                 self.sink.name,
-                self._queue.qsize(),
+                self._queue.qsize() - stop_queued,
             )
 
     def _work(self) -> None:

@@ -311,3 +311,28 @@ group = "oncall-lead"
         got = {d.path: d for d in (receiver.next(), receiver.next())}
     assert body_of(got["/hook"])["event"] == "held"
     assert json.loads(got["/hook/slack"].body)["blocks"][-1]["type"] == "actions"
+
+
+def test_resumed_call_sends_no_second_held(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], receiver: Receiver, ran: Ran
+) -> None:
+    clock = Clock()  # a clock that stands still: the re-executed node files the same request
+    notify = Notifications([webhook(receiver.url)], watch_interval=None)
+    with make_fence(notify=notify, clock=clock) as fence:
+        agent = agent_for(fence, tools, batch(LARGE))
+        [pause] = agent.invoke({"messages": [("user", "pay")]}, config())["__interrupt__"]
+        stored = fence.approvals.get(pause.value["agentfence"]["request_id"])
+        assert stored is not None
+        submit_answer(
+            fence.approvals,
+            stored.request,
+            approver=EntityRef("User", "fran"),
+            decision="approve",
+            signer=approver_key("fran"),
+            now_us=clock.now,
+        )
+        fence.resume(agent, config())
+        notify.check()
+    assert ran.calls == [("pay", {"account": "acc-9", "amount": 5000})]
+    assert [body_of(receiver.next(), clock)["event"] for _ in range(2)] == ["held", "answered"]
+    assert receiver.deliveries.empty()
