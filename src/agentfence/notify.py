@@ -21,6 +21,7 @@ approve. Who may answer is decided by the policies and ``approvers.toml`` alone.
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import hashlib
 import logging
@@ -215,14 +216,12 @@ class WebhookSink:
 
     def render(self, notification: Notification, *, sent_us: int) -> tuple[bytes, dict[str, str]]:
         """The exact body bytes and the headers (signature included) one attempt sends."""
-        body = rfc8785.dumps(
-            notification_body(
-                notification,
-                sent_us=sent_us,
-                inbox_url=self.inbox_url,
-                include_args=self.include_args,
-            )
+        described = notification_body(
+            notification, sent_us=sent_us, inbox_url=self.inbox_url, include_args=self.include_args
         )
+        # The endpoint is signed too: a body captured on its way to one receiver is refused
+        # by another that trusts the same key (verify_notification's ``endpoint``).
+        body = rfc8785.dumps({**described, "endpoint": self.url})
         signature = base64.b64encode(self._signer.sign(body)).decode()
         key = f"{self._signer.name}+{self._signer.key_id:08x}"
         return body, {
@@ -243,12 +242,14 @@ def verify_notification(
     *,
     now_us: int | None = None,
     max_age_seconds: int = DEFAULT_MAX_AGE_SECONDS,
+    endpoint: str | None = None,
 ) -> dict[str, Any]:
     """A receiver's check of a webhook delivery; returns the body as a dict.
 
     Raises :class:`~agentfence.errors.VerificationError` if the header names another key,
     the signature does not cover these exact bytes, the body is not a notification, or it
-    was sent more than ``max_age_seconds`` ago (a replay). Drop a second ``event_id``
+    was sent more than ``max_age_seconds`` ago (a replay), or (with ``endpoint``, the URL
+    the fence posts to) it was signed for another endpoint. Drop a second ``event_id``
     yourself: a retry resends an event with a fresh ``sent_us``.
     """
     import json
@@ -269,6 +270,11 @@ def verify_notification(
     message = json.loads(body)
     if not isinstance(message, dict) or message.get("format") != NOTIFICATION_FORMAT:
         raise VerificationError(f"the body is not an {NOTIFICATION_FORMAT} notification")
+    if endpoint is not None and message.get("endpoint") != endpoint:
+        raise VerificationError(
+            f"the notification was signed for {message.get('endpoint')!r}, not {endpoint!r}; "
+            "a body sent to another receiver is refused"
+        )
     now = time.time_ns() // 1000 if now_us is None else now_us
     sent = message.get("sent_us")
     if not isinstance(sent, int) or abs(now - sent) > max_age_seconds * 1_000_000:
@@ -377,6 +383,7 @@ class SlackSink:
 
 
 _STOP = object()
+_REMEMBERED = 10_000
 
 
 class Notifier:
@@ -540,7 +547,9 @@ class Notifications:
         self._store: ApprovalStore | None = None
         self._lock = threading.Lock()
         self._watched: dict[str, bool] = {}  # request id -> escalated already
-        self._announced: set[str] = set()
+        # Requests already announced, the newest _REMEMBERED (a node re-run on resume files
+        # its request again; the fence also skips held for a request it did not create).
+        self._announced: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.notifiers: list[Notifier] = []
@@ -591,7 +600,9 @@ class Notifications:
             with self._lock:
                 if request.request_id in self._announced:
                     return
-                self._announced.add(request.request_id)
+                self._announced[request.request_id] = None
+                if len(self._announced) > _REMEMBERED:
+                    self._announced.popitem(last=False)
                 self._watched[request.request_id] = False
             self._send(self.notifiers, Notification("held", request, self._clock()))
         except Exception:  # fail open: a notification never fails the call it reports

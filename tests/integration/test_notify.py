@@ -144,6 +144,25 @@ def test_replayed_notification_is_refused(
         )
 
 
+def test_notification_replayed_to_another_endpoint_is_refused(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], receiver: Receiver
+) -> None:
+    # Two receivers trust the same key; a body captured on its way to one is refused by the
+    # other, because the endpoint it was sent to is inside the signed bytes.
+    with make_fence(notify=Notifications([webhook(receiver.url)], watch_interval=None)) as fence:
+        hold_large(fence, tools)
+        delivery = receiver.next()
+    header = delivery.headers[SIGNATURE_HEADER]
+    mine = verify_notification(
+        delivery.body, header, NOTIFY_KEY.verifier_key, endpoint=receiver.url
+    )
+    assert mine["endpoint"] == receiver.url
+    with pytest.raises(VerificationError, match="a body sent to another receiver is refused"):
+        verify_notification(
+            delivery.body, header, NOTIFY_KEY.verifier_key, endpoint="https://other.test/hook"
+        )
+
+
 def test_stored_answer_sends_answered(
     make_fence: Callable[..., Fence], tools: list[BaseTool], receiver: Receiver
 ) -> None:
