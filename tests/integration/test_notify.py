@@ -225,8 +225,10 @@ def test_hanging_endpoint_never_delays_the_call(
     make_fence: Callable[..., Fence], tools: list[BaseTool]
 ) -> None:
     with Receiver(hold=True) as hanging:
-        notify = Notifications([webhook(hanging.url)], watch_interval=None)
-        fence = make_fence(notify=notify)
+        # The sink would wait longer than the endpoint holds a request (60 s, then it sets
+        # timed_out): a delivery made inside the call would keep the call until then.
+        sink = WebhookSink(hanging.url, key=NOTIFY_KEY, timeout=120)
+        fence = make_fence(notify=Notifications([sink], watch_interval=None))
         held = hold_large(fence, tools)  # returns while the endpoint has not answered
         assert held["agentfence"]["approvers"] == ["finance"]
         assert hanging.arrived.wait(30)  # the delivery is under way, in the background
