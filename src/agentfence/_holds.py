@@ -101,6 +101,7 @@ class Holds:
         agent: str,
         expiry_seconds: int,
         on_hold: str,
+        notify_held: Callable[[ApprovalRequest], None] | None = None,
     ) -> None:
         self._approvals = approvals
         self._policy = policy
@@ -113,6 +114,7 @@ class Holds:
         self._agent = agent
         self._expiry = expiry_seconds
         self._on_hold_default = on_hold
+        self._notify_held = notify_held
 
     def run(
         self,
@@ -252,6 +254,8 @@ class Holds:
             return self._refuse_unattended(call, fresh, decision, span)
         stored = self._approvals.create(fresh)  # the first pass's request, on re-execution
         self._record_request(stored, expires_us=stored.expires_us)
+        if self._notify_held is not None and stored.created_us == fresh.created_us:
+            self._notify_held(stored)  # queued only, never raises: notifications fail open
         done = self._find_outcome(decision.decision_id)
         span.approval_requested(stored.request_id, stored.approvers, _datetime(stored.expires_us))
         payload = interrupt_payload(stored)

@@ -177,3 +177,14 @@ def _seconds(variable: str, text: str | None, default: str) -> int:
             f"{variable}={value!r} is not a duration like 90s, 30m, 12h or 1d; fix or unset it"
         )
     return int(number) * _UNIT_SECONDS[unit]
+
+
+def env_secret(variable: str, where: str) -> str:
+    """The value of ``variable``, named by a configuration file for a secret (a webhook URL)."""
+    value = os.environ.get(variable, "").strip()
+    if not value:
+        raise ConfigurationError(
+            f"{where} names the environment variable {variable}, which is not set; "
+            "set it to the secret or change the file"
+        )
+    return value

@@ -71,18 +71,9 @@ from agentfence.langgraph import (
     result_digest,
     result_messages,
 )
-from agentfence.log import (
-    DecisionLog,
-    DeferringLog,
-    Receipt,
-)
-from agentfence.policy import (
-    CallFacts,
-    Decision,
-    Effect,
-    EntityRef,
-    PolicyEngine,
-)
+from agentfence.log import DecisionLog, DeferringLog, Receipt
+from agentfence.notify import Notifications, notifications_of
+from agentfence.policy import CallFacts, Decision, Effect, EntityRef, PolicyEngine
 from agentfence.records import (
     Blob,
     DecisionRecord,
@@ -147,6 +138,7 @@ class Fence:
         policy_dir: str | Path | None = None,
         redactors: Sequence[Redactor] = (),
         on_hold: str | None = None,
+        notify: Notifications | str | Path | None = None,
     ) -> None:
         settings = Settings.from_env()
         self._on_hold = (
@@ -183,6 +175,7 @@ class Fence:
         self._nonce = os.urandom(8).hex()
         self._history = HistoryCache()
         self._usage = UsageLedger(self._log, self._clock)
+        self._notify = notifications_of(notify, self._approvals, self._clock)
         self._holds = Holds(
             approvals=self._approvals,
             policy=lambda: (self._engine, self._registry),
@@ -197,6 +190,7 @@ class Fence:
             agent=self._agent,
             expiry_seconds=self._expiry,
             on_hold=self._on_hold,
+            notify_held=self._notify.held if self._notify is not None else None,
         )
         self._record_activation(engine)
 
@@ -219,6 +213,7 @@ class Fence:
         trusted_directory: Directory | Mapping[str, Iterable[Any]] | None = None,
         redactors: Sequence[Redactor] = (),
         on_hold: str | None = None,
+        notify: Notifications | str | Path | None = None,
     ) -> Fence:
         """Load ``*.cedar`` policies (and ``*.cedarschema``, ``entities.json``,
         ``approvers.toml``, ``directory.json``) for the tools.
@@ -238,6 +233,7 @@ class Fence:
         call policy holds for approval: ``"interrupt"`` (pause, the default) or ``"deny"``
         (refuse it at once, for unattended runs); a run may say so itself with
         ``configurable["agentfence_on_hold"]``, and ``AGENTFENCE_ON_HOLD`` sets the default.
+        ``notify``: :class:`~agentfence.notify.Notifications` or a notify.toml (approver guide).
         """
         directory = directory if directory is not None else Settings.from_env().policy_dir
         catalog = ToolCatalog.from_tools(tools)
@@ -267,6 +263,7 @@ class Fence:
             policy_dir=directory,
             redactors=redactors,
             on_hold=on_hold,
+            notify=notify,
         )
 
     # --- properties and lifecycle --------------------------------------------------------
@@ -299,9 +296,12 @@ class Fence:
     def close(self) -> None:
         """Close the log (a signed log signs its final checkpoint). Call at the end of a run.
 
-        Also closes the approvals store the fence opened itself (not one passed in).
+        Also closes the approvals store the fence opened itself (not one passed in); queued
+        notifications are delivered first (a few seconds at most).
         """
         try:
+            if self._notify is not None:
+                self._notify.close()
             self._log.close()
         finally:
             if self._owns_approvals:
