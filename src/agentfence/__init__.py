@@ -16,6 +16,7 @@ _EXPORTS: dict[str, str] = {
     "ActivationRecord": "agentfence.records",
     "AgentfenceError": "agentfence.errors",
     "AgentfenceWarning": "agentfence.errors",
+    "BearerToken": "agentfence.identity",
     "BearerTokenResolver": "agentfence.identity",
     "ApprovalAnswer": "agentfence.approvals",
     "ApprovalStore": "agentfence.approvals",
@@ -75,6 +76,7 @@ __all__ = [
     "ApprovalAnswer",
     "ApprovalStore",
     "ArgumentError",
+    "BearerToken",
     "BearerTokenResolver",
     "CallFacts",
     "ConfigurationError",
@@ -156,7 +158,7 @@ if TYPE_CHECKING:
         VerificationError,
     )
     from agentfence.fence import Fence, PrincipalResolver
-    from agentfence.identity import BearerTokenResolver, VerifiedToken
+    from agentfence.identity import BearerToken, BearerTokenResolver, VerifiedToken
     from agentfence.labels import Directory, Finding, Meter, Provenance, Redactor, labelled
     from agentfence.log import (
         DecisionLog,

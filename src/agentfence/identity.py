@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from agentfence.config import CONFIG_TOKEN
 from agentfence.decision import EntityRef
-from agentfence.errors import ConfigurationError, PrincipalRejected
+from agentfence.errors import AgentfenceWarning, ConfigurationError, PrincipalRejected
 
 if TYPE_CHECKING:
     import jwt
 
-__all__ = ["ASYMMETRIC_ALGORITHMS", "BearerTokenResolver", "VerifiedToken"]
+__all__ = ["ASYMMETRIC_ALGORITHMS", "BearerToken", "BearerTokenResolver", "VerifiedToken"]
 
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -47,6 +48,21 @@ MAX_TOKEN_BYTES = 16 * 1024
 _TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*$")
 _BEARER = re.compile(r"^bearer\s+", re.IGNORECASE)
 _SHOWN = 80  # characters of an unverified claim value shown in details
+
+
+@dataclass(frozen=True)
+class BearerToken:
+    """A bearer token in a run's config: ``configurable={"agentfence_token": BearerToken(t)}``.
+
+    Wrapped, the token stays out of LangGraph's checkpoints (a checkpointer copies the plain
+    string and number values of ``configurable`` into each checkpoint's metadata, so a bare
+    string token would be stored with every step) and out of reprs and tracebacks.
+    """
+
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "BearerToken(...)"
 
 
 @dataclass(frozen=True)
@@ -90,8 +106,9 @@ class BearerTokenResolver:
     ``iat``. The principal is ``principal_type::"<principal_claim>"``; its groups are the
     strings of the list at ``groups_claim`` (a dotted path such as ``realm_access.roles``;
     ``None`` for no groups), each a ``group_type`` entity. The token comes from
-    ``configurable["agentfence_token"]`` (a ``Bearer`` prefix is dropped) unless ``token``
-    is given: a callable taking the run's config and returning the token or ``None``.
+    ``configurable["agentfence_token"]``, best as a :class:`BearerToken` (a plain string
+    works but warns: checkpointers store it), unless ``token`` is given: a callable taking
+    the run's config and returning the token or ``None``. A ``Bearer`` prefix is dropped.
     """
 
     def __init__(
@@ -181,19 +198,32 @@ class BearerTokenResolver:
         else:
             configurable = config.get("configurable") or {}
             token = configurable.get(CONFIG_TOKEN) if isinstance(configurable, Mapping) else None
+            if isinstance(token, str) and token:
+                # Works, but LangGraph stores plain strings of configurable in checkpoints.
+                warnings.warn(
+                    f"configurable[{CONFIG_TOKEN!r}] is a plain string, which a LangGraph "
+                    "checkpointer copies into every checkpoint's metadata; pass "
+                    "BearerToken(token) instead",
+                    AgentfenceWarning,
+                    stacklevel=2,
+                )
+        if isinstance(token, BearerToken):
+            token = token.value
         if token is None or token == "":
             raise PrincipalRejected(
                 "no bearer token: the run did not carry one; set "
-                f"configurable[{CONFIG_TOKEN!r}] to the caller's access token"
+                f"configurable[{CONFIG_TOKEN!r}] to BearerToken(<the caller's access token>)"
             )
         return self.verify(token).as_principal()
 
-    def verify(self, token: str) -> VerifiedToken:
+    def verify(self, token: str | BearerToken) -> VerifiedToken:
         """Verify one bearer token (with or without its ``Bearer`` prefix) and map its claims.
 
         Returns the :class:`VerifiedToken`, or raises :class:`PrincipalRejected` saying why.
         """
         jwt = self._jwt
+        if isinstance(token, BearerToken):
+            token = token.value
         # 1. A string of bounded size, the compact JWS serialization (RFC 7515 section 7.1).
         if not isinstance(token, str):
             raise PrincipalRejected("the bearer token is not a string")

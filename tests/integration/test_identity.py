@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agentfence import BearerTokenResolver, Fence, replay, verify_log
+from agentfence import BearerToken, BearerTokenResolver, Fence, replay, verify_log
 from agentfence._signing import Signer
 from agentfence.log import SignedLog
 from agentfence.records import DecisionRecord
@@ -64,6 +64,7 @@ class Desk:
         self.db = db
         self.signer = Signer.generate("desk-log")
         self.spans = InMemorySpanExporter()
+        self.checkpoints = ""
         provider = TracerProvider()
         provider.add_span_processor(SimpleSpanProcessor(self.spans))
         self.fence = Fence.from_directory(
@@ -78,8 +79,10 @@ class Desk:
         agent = agent_for(
             self.fence, tools, batch(tool_call("pay", {"account": "acc-1", "amount": 5}, "p"))
         )
-        config = {"configurable": {"thread_id": thread, "agentfence_token": token}}
-        return tool_messages(agent.invoke({"messages": [("user", "pay")]}, config))["p"]
+        config = {"configurable": {"thread_id": thread, "agentfence_token": BearerToken(token)}}
+        result = agent.invoke({"messages": [("user", "pay")]}, config)
+        self.checkpoints += repr(list(agent.checkpointer.list(None)))
+        return tool_messages(result)["p"]
 
     def decisions(self) -> list[DecisionRecord]:
         with SignedLog.open(self.db, signer=self.signer) as log:
@@ -135,7 +138,8 @@ def test_groups_claim_decides_and_a_bad_token_denies(
     report = replay(desk.db)
     assert (report.replayed, report.unchanged, report.changes) == (2, 2, ())
 
-    # Neither the log file nor any span holds a token, or even a token's signature.
+    # Neither the log file nor any span (nor LangGraph's checkpoints, given a BearerToken)
+    # holds a token, or even a token's signature.
     stored = desk.db.read_bytes() + b"".join(
         p.read_bytes() for p in desk.db.parent.glob("fence.db-*")
     )
@@ -144,6 +148,7 @@ def test_groups_claim_decides_and_a_bad_token_denies(
         signature = token.rsplit(".", 1)[1]
         assert signature.encode() not in stored
         assert signature not in span_text
+        assert signature not in desk.checkpoints
         assert token.split(".")[1] not in span_text
 
 

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from agentfence import BearerTokenResolver, ConfigurationError, EntityRef, PrincipalRejected
+from agentfence import (
+    AgentfenceWarning,
+    BearerToken,
+    BearerTokenResolver,
+    ConfigurationError,
+    EntityRef,
+    PrincipalRejected,
+)
 from agentfence.decision import parents_of
 from tests.tokens import AUDIENCE, ISSUER, Provider, b64, hmac_token, serve_jwks, unsigned_token
 
@@ -62,8 +69,17 @@ def test_resolver_reads_the_token_from_the_config_with_or_without_bearer(
 ) -> None:
     token = idp.token()
     for given in (token, f"Bearer {token}"):
-        principal = resolver({"configurable": {"agentfence_token": given}})
+        principal = resolver({"configurable": {"agentfence_token": BearerToken(given)}})
         assert principal["id"] == "alice"
+    assert token not in repr(BearerToken(token)) and token not in str(BearerToken(token))
+
+
+def test_plain_string_token_in_the_config_works_but_warns(
+    idp: Provider, resolver: BearerTokenResolver
+) -> None:
+    with pytest.warns(AgentfenceWarning, match=r"copies into every checkpoint's metadata"):
+        principal = resolver({"configurable": {"agentfence_token": idp.token()}})
+    assert principal["id"] == "alice"
 
 
 def test_claims_mapping_is_configurable(idp: Provider, jwks_file: Path) -> None:
