@@ -7,6 +7,7 @@ verifies and replays the log, and neither the log file nor any span holds the to
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,15 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from agentfence import BearerToken, BearerTokenResolver, Fence, replay, verify_log
+from agentfence import (
+    BearerToken,
+    BearerTokenResolver,
+    Fence,
+    MemoryLog,
+    PrincipalRejected,
+    replay,
+    verify_log,
+)
 from agentfence._signing import Signer
 from agentfence.log import SignedLog
 from agentfence.records import DecisionRecord
@@ -182,3 +191,69 @@ def test_token_principal_also_in_entities_json_fails_closed(
     assert "could not be evaluated for this call (fail closed)" in str(message.content)
     [record] = desk.decisions()
     assert "the request's own entities (the principal's groups)" in record.errors[0]
+
+
+def test_async_agent_run_verifies_the_token_too(
+    idp: Provider, desk: Desk, tools: list[BaseTool], ran: Ran
+) -> None:
+    for sub, groups in (("fran", ["finance"]), ("sam", ["support"])):
+        call = tool_call("pay", {"account": "acc-2", "amount": 7}, "p")
+        agent = agent_for(desk.fence, tools, batch(call))
+        token = BearerToken(idp.token("ed-1", sub=sub, groups=groups))
+        config = {"configurable": {"thread_id": f"a-{sub}", "agentfence_token": token}}
+        asyncio.run(agent.ainvoke({"messages": [("user", "pay")]}, config))
+    assert ran.calls == [("pay", {"account": "acc-2", "amount": 7.0})]
+    assert [(d.principal, d.effect) for d in desk.decisions()] == [
+        ('User::"fran"', "ALLOW"),
+        ('User::"sam"', "DENY"),
+    ]
+
+
+def test_any_resolver_can_refuse_with_a_reason_and_other_errors_stay_hidden(
+    policies: Path, tools: list[BaseTool], ran: Ran
+) -> None:
+    def resolver(config: Any) -> str:
+        if config["configurable"].get("kind") == "rejected":
+            raise PrincipalRejected("the session was revoked", "session='s-9'")
+        raise RuntimeError("directory timeout at 10.0.0.7")
+
+    log = MemoryLog()
+    fence = Fence.from_directory(policies, tools=tools, log=log, principal_resolver=resolver)
+    messages = []
+    for kind in ("rejected", "broken"):
+        call = tool_call("pay", {"account": "a", "amount": 1}, kind)
+        agent = agent_for(fence, tools, batch(call))
+        config = {"configurable": {"thread_id": kind, "kind": kind}}
+        messages.append(tool_messages(agent.invoke({"messages": [("user", "pay")]}, config))[kind])
+    rejected, broken = messages
+    assert ran.calls == []
+    assert str(rejected.content).startswith(
+        "agentfence denied the call to 'pay': the session was revoked [decision "
+    )
+    assert "session='s-9'" not in str(rejected.content)
+    # Any other failure keeps the fixed fail-closed text: its message stays in the log.
+    assert "could not be decided and recorded (fail closed)" in str(broken.content)
+    assert "10.0.0.7" not in str(broken.content)
+    first, second = log.decisions()
+    assert first.reasons == ["the session was revoked"]
+    assert first.errors == ["PrincipalRejected: the session was revoked (session='s-9')"]
+    assert second.reasons == [
+        "the call could not be decided (fail closed): directory timeout at 10.0.0.7"
+    ]
+
+
+def test_groups_given_with_a_configured_principal_decide_and_replay(
+    policies: Path, tools: list[BaseTool], tmp_path: Path, ran: Ran
+) -> None:
+    signer = Signer.generate("desk-log")
+    db = tmp_path / "groups.db"
+    fence = Fence.from_directory(policies, tools=tools, log=SignedLog.open(db, signer=signer))
+    for name, parents in (("zoe", ['Group::"finance"']), ("max", [])):
+        call = tool_call("pay", {"account": "a", "amount": 1}, name)
+        agent = agent_for(fence, tools, batch(call))
+        principal = {"type": "User", "id": name, "parents": parents}
+        config = {"configurable": {"thread_id": name, "agentfence_principal": principal}}
+        agent.invoke({"messages": [("user", "pay")]}, config)
+    assert ran.calls == [("pay", {"account": "a", "amount": 1.0})]
+    report = replay(db)
+    assert (report.replayed, report.unchanged, report.changes) == (2, 2, ())
