@@ -42,7 +42,7 @@ ASYMMETRIC_ALGORITHMS = frozenset(
 public key verifies. ``none`` and the HMAC family (``HS256``, ...) are never allowed: a JWKS
 holds public keys, and an HMAC "verified" with a public key proves nothing."""
 
-MAX_TOKEN_BYTES = 16 * 1024
+MAX_TOKEN_CHARS = 16 * 1024
 """A longer bearer token is refused before it is parsed."""
 
 _TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -228,8 +228,8 @@ class BearerTokenResolver:
         if not isinstance(token, str):
             raise PrincipalRejected("the bearer token is not a string")
         token = _BEARER.sub("", token.strip())
-        if len(token) > MAX_TOKEN_BYTES:
-            raise PrincipalRejected(f"the bearer token is longer than {MAX_TOKEN_BYTES} bytes")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise PrincipalRejected(f"the bearer token is longer than {MAX_TOKEN_CHARS} characters")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
@@ -263,6 +263,9 @@ class BearerTokenResolver:
             )
         except jwt.InvalidTokenError as exc:
             raise PrincipalRejected(_why(jwt, exc), details) from None
+        except Exception as exc:  # fail closed: whatever else a hostile token provokes
+            why = f"{details}, error={type(exc).__name__}" if details else type(exc).__name__
+            raise PrincipalRejected("the bearer token is not valid", why) from None
         # 5. The claims become the principal and its groups.
         subject = _at(claims, (self._principal_claim,))
         if not isinstance(subject, str) or not subject:
@@ -350,7 +353,7 @@ def _details(jwt: Any, token: str, header: Mapping[str, Any]) -> str:
     """The token's identifiers for the log (unverified, quoted, cut short), never the token."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.InvalidTokenError:
+    except Exception:  # best effort: the details only describe a token being refused
         claims = {}
     shown = {
         "alg": header.get("alg"),

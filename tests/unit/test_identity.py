@@ -234,13 +234,24 @@ def test_groups_claim_that_is_not_a_list_of_names_is_denied(
         assert error.reason == "the bearer token's 'groups' claim is not a list of group names"
 
 
+def test_signed_token_with_malformed_claims_is_denied(
+    idp: Provider, resolver: BearerTokenResolver
+) -> None:
+    for claims in ({"exp": "tomorrow"}, {"aud": {"not": "a string"}}, {"nbf": [1]}):
+        error = rejected(resolver, idp.token(**claims))
+        assert error.reason in (
+            "the bearer token is not valid",
+            "the bearer token is for another audience",
+        ), claims
+
+
 @pytest.mark.parametrize("token", ["", "garbage", "a.b.c", "x" * 20_000])
 def test_malformed_token_is_denied(resolver: BearerTokenResolver, token: str) -> None:
     with pytest.raises(PrincipalRejected) as info:
         resolver.verify(token)
     assert info.value.reason in (
         "the bearer token is malformed (not a signed JWT)",
-        "the bearer token is longer than 16384 bytes",
+        "the bearer token is longer than 16384 characters",
     )
 
 
