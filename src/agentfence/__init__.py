@@ -16,6 +16,8 @@ _EXPORTS: dict[str, str] = {
     "ActivationRecord": "agentfence.records",
     "AgentfenceError": "agentfence.errors",
     "AgentfenceWarning": "agentfence.errors",
+    "BearerToken": "agentfence.identity",
+    "BearerTokenResolver": "agentfence.identity",
     "ApprovalAnswer": "agentfence.approvals",
     "ApprovalStore": "agentfence.approvals",
     "ArgumentError": "agentfence.errors",
@@ -40,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "PolicyEngine": "agentfence.policy",
     "PolicyLoadError": "agentfence.errors",
     "PresidioRedactor": "agentfence._redaction",
+    "PrincipalRejected": "agentfence.errors",
     "PrincipalResolver": "agentfence.fence",
     "Provenance": "agentfence.labels",
     "Receipt": "agentfence.log",
@@ -53,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "ToolSpecError": "agentfence.errors",
     "VerificationError": "agentfence.errors",
     "VerifiedLog": "agentfence.verify",
+    "VerifiedToken": "agentfence.identity",
     "canonical_bytes": "agentfence.records",
     "export_evidence": "agentfence.verify",
     "govern": "agentfence.tools",
@@ -72,6 +76,8 @@ __all__ = [
     "ApprovalAnswer",
     "ApprovalStore",
     "ArgumentError",
+    "BearerToken",
+    "BearerTokenResolver",
     "CallFacts",
     "ConfigurationError",
     "Decision",
@@ -93,6 +99,7 @@ __all__ = [
     "PolicyEngine",
     "PolicyLoadError",
     "PresidioRedactor",
+    "PrincipalRejected",
     "PrincipalResolver",
     "Provenance",
     "Receipt",
@@ -106,6 +113,7 @@ __all__ = [
     "ToolSpecError",
     "VerificationError",
     "VerifiedLog",
+    "VerifiedToken",
     "canonical_bytes",
     "export_evidence",
     "govern",
@@ -145,10 +153,12 @@ if TYPE_CHECKING:
         LogError,
         LogVerificationError,
         PolicyLoadError,
+        PrincipalRejected,
         ToolSpecError,
         VerificationError,
     )
     from agentfence.fence import Fence, PrincipalResolver
+    from agentfence.identity import BearerToken, BearerTokenResolver, VerifiedToken
     from agentfence.labels import Directory, Finding, Meter, Provenance, Redactor, labelled
     from agentfence.log import (
         DecisionLog,

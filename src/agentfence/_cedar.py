@@ -233,8 +233,25 @@ def is_authorized(
     entities: cedarpy.Entities,
     schema: cedarpy.Schema,
 ) -> Evaluation:
-    """Evaluate one request with pre-parsed handles."""
-    result = cedarpy.is_authorized(dict(request), policy_set, entities, schema=schema)
+    """Evaluate one request with pre-parsed handles.
+
+    A request may carry ``entities`` of its own (a verified principal and its groups): they
+    are added to the base set for this request only, validated by the schema. Entities that
+    do not fit (a duplicate of a base entity, a type the schema does not allow as a parent)
+    give no decision, which the caller denies.
+    """
+    request = dict(request)
+    scoped = request.pop("entities", None)
+    if scoped:
+        try:
+            entities = entities.with_added_json_str(json.dumps(scoped), schema)
+        except ValueError as exc:
+            return Evaluation(
+                decision="NoDecision",
+                determining=(),
+                errors=(f"the request's own entities (the principal's groups): {exc}",),
+            )
+    result = cedarpy.is_authorized(request, policy_set, entities, schema=schema)
     diagnostics = result.diagnostics
     return Evaluation(
         decision=result.decision.value,

@@ -23,6 +23,7 @@ CONFIG_AGENT = "agentfence_agent"
 CONFIG_SEED = "agentfence_seed"
 CONFIG_THREAD = "thread_id"
 CONFIG_ON_HOLD = "agentfence_on_hold"
+CONFIG_TOKEN = "agentfence_token"  # noqa: S105 - the key's name, not a secret
 ON_HOLD = ("interrupt", "deny")
 """What a run does with a call policy holds: pause for an approver, or refuse it at once."""
 

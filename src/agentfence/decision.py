@@ -22,7 +22,7 @@ from agentfence._usage import Usage
 from agentfence.errors import EntityError
 from agentfence.tools import BoundArgs
 
-__all__ = ["CallFacts", "Decision", "Effect", "EntityRef", "ShadowDecision"]
+__all__ = ["CallFacts", "Decision", "Effect", "EntityRef", "ShadowDecision", "parents_of"]
 
 _ENTITY = re.compile(
     r'^\s*([A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*)::"(.*)"\s*$', re.DOTALL
@@ -76,6 +76,21 @@ class EntityRef:
         return {"type": self.type, "id": self.id}
 
 
+def parents_of(value: object, default_type: str = "Group") -> tuple[EntityRef, ...]:
+    """The groups a principal given as ``{"type", "id", "parents": [...]}`` is in (sorted).
+
+    Each parent is ``Group::"finance"``, ``{"type": ..., "id": ...}`` or a bare id of
+    ``default_type``. Any other principal form has no parents here (``entities.json`` may
+    still give it some). A malformed list raises :class:`EntityError`.
+    """
+    if not isinstance(value, Mapping) or value.get("parents") is None:
+        return ()
+    parents = value["parents"]
+    if isinstance(parents, str | bytes | Mapping) or not isinstance(parents, list | tuple):
+        raise EntityError(f"a principal's 'parents' must be a list of entities, got {parents!r}")
+    return tuple(sorted({EntityRef.parse(p, default_type) for p in parents}, key=str))
+
+
 @dataclass(frozen=True)
 class CallFacts:
     """Everything the fence knows about one tool call before deciding it."""
@@ -90,6 +105,9 @@ class CallFacts:
     seed: int
     nonce: str = ""
     """Distinguishes calls of runs that have no thread id (which cannot resume); else empty."""
+    principal_parents: tuple[EntityRef, ...] = ()
+    """The groups the principal is in for this run (a verified token's, :func:`parents_of`),
+    added to the entities for this call's requests only."""
     history: History | None = None
     """The thread's messages as the call saw them (labels seen, where values appeared)."""
     usage: Usage | None = None
@@ -107,6 +125,8 @@ class CallFacts:
     def decision_id(self) -> str:
         """The deterministic id of this call's decision (computed once per facts value)."""
         principal = str(self.principal) if self.principal else ""
+        if self.principal_parents:  # the groups decided with are part of what is decided
+            principal += " in [" + ", ".join(map(str, self.principal_parents)) + "]"
         digest = call_digest(self.tool, self.args, principal, self.nonce)
         return derive_id("decision", self.seed, self.thread, self.step, self.tool_call_id, digest)
 

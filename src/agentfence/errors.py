@@ -24,6 +24,7 @@ __all__ = [
     "LogVerificationError",
     "OrderError",
     "PolicyLoadError",
+    "PrincipalRejected",
     "RollbackError",
     "ToolSpecError",
     "VerificationError",
@@ -79,6 +80,22 @@ class ArgumentError(AgentfenceError, ValueError):
 
 class EntityError(AgentfenceError, ValueError):
     """A Cedar entity reference is malformed (``User::"alice"``, or ``{"type", "id"}``)."""
+
+
+class PrincipalRejected(AgentfenceError):
+    """Who a run acts for could not be established: a bearer token was missing, malformed,
+    unsigned, expired, for another audience, from another issuer or signed by an unknown key.
+
+    A principal resolver raises it; the fence then denies the call, fail closed, and the tool
+    never runs. ``reason`` is a fixed sentence that says why (the model sees it, so it quotes
+    no token or claim value); the message adds ``details`` (such as the token's ``iss``,
+    ``sub``, ``kid`` and ``jti``, never the token) for the decision log and the trace.
+    """
+
+    def __init__(self, reason: str, details: str = "") -> None:
+        super().__init__(f"{reason} ({details})" if details else reason)
+        self.reason = reason
+        self.details = details
 
 
 class LogVerificationError(VerificationError):

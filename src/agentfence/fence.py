@@ -54,7 +54,8 @@ from agentfence.approvals import (
     StoredApproval,
 )
 from agentfence.config import Settings, check_on_hold
-from agentfence.errors import ConfigurationError
+from agentfence.decision import parents_of
+from agentfence.errors import ConfigurationError, PrincipalRejected
 from agentfence.labels import Directory, Redactor
 from agentfence.langgraph import (
     AsyncExecute,
@@ -65,6 +66,7 @@ from agentfence.langgraph import (
     ToolCallRequest,
     ToolResult,
     describe,
+    fail_closed_text,
     mark_result,
     recorded_result,
     refusal,
@@ -531,12 +533,14 @@ class Fence:
         except GraphBubbleUp:
             raise
         except Exception as exc:
-            decision_id = self._record_failure(facts, call, exc)
+            failed = self._record_failure(facts, call, exc)
             span.failure(exc)
             span.finished("denied", error_type=ERROR_FAIL_CLOSED)
+            if isinstance(exc, PrincipalRejected):  # a refusal that says why, in fixed words
+                return refusal(call, failed.explain(), failed)
             # A fixed text: the exception's (a driver's message, internals, values an attacker
             # may have shaped) goes to the log and the trace only.
-            return refusal(call, fail_closed_text(decision_id), None)
+            return refusal(call, fail_closed_text(failed.decision_id), None)
         span.finished("denied")
         return refusal(call, decision.explain(), decision)
 
@@ -710,6 +714,7 @@ class Fence:
             tool=tool,
             args=args,
             principal=EntityRef.parse(principal, default_type) if principal is not None else None,
+            principal_parents=parents_of(principal),
             agent=agent or self._agent,
             thread=thread,
             step=step,
@@ -731,9 +736,9 @@ class Fence:
         ids = span.ids() if span is not None else None
         return decision_record(decision, time_us=self._clock(), ids=ids, metered=metered)
 
-    def _record_failure(self, facts: CallFacts | None, call: ToolCall, exc: Exception) -> str:
-        """Best effort: put a call that could not be decided on record as a DENY; return the
-        decision id it has (or would have had, when the log itself failed)."""
+    def _record_failure(self, facts: CallFacts | None, call: ToolCall, exc: Exception) -> Decision:
+        """Best effort: put a call that could not be decided on record as a DENY; return that
+        decision (recorded, or not when the log itself failed)."""
         if facts is None:
             # Describing the call failed (a resolver raised, a malformed principal or seed):
             # record what is known of it, with no principal.
@@ -752,7 +757,11 @@ class Fence:
             effect=Effect.DENY,
             decision_id=facts.decision_id,
             policy_ids=(),
-            reasons=(f"the call could not be decided (fail closed): {exc}",),
+            reasons=(
+                (exc.reason,)
+                if isinstance(exc, PrincipalRejected)
+                else (f"the call could not be decided (fail closed): {exc}",)
+            ),
             policy_hash=self._engine.policy_hash,
             facts=facts,
             errors=(f"{type(exc).__name__}: {exc}",),
@@ -766,7 +775,7 @@ class Fence:
                 type(exc).__name__,
                 exc,
             )
-        return decision.decision_id
+        return decision
 
     def _record_outcome_error(self, decision: Decision, exc: Exception) -> None:
         self._usage.settle(decision.decision_id, succeeded=False, amount=None)
@@ -788,13 +797,3 @@ class Fence:
 
     def _record_activation(self, engine: PolicyEngine) -> None:
         self._append(*activation_record(engine, time_us=self._clock()))
-
-
-def fail_closed_text(decision_id: str) -> str:
-    """What the model is told when a call could not be decided and recorded: a fixed text
-    and the decision id, never the error's own text."""
-    return (
-        "agentfence did not run this call: it could not be decided and recorded (fail "
-        "closed). The cause is in the decision log and the trace; do not retry it unchanged "
-        f"[decision {decision_id}]"
-    )

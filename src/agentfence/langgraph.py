@@ -172,6 +172,16 @@ def refusal(call: ToolCall, text: str, decision: Decision | None) -> ToolMessage
     )
 
 
+def fail_closed_text(decision_id: str) -> str:
+    """What the model is told when a call could not be decided and recorded: a fixed text
+    and the decision id, never the error's own text."""
+    return (
+        "agentfence did not run this call: it could not be decided and recorded (fail "
+        "closed). The cause is in the decision log and the trace; do not retry it unchanged "
+        f"[decision {decision_id}]"
+    )
+
+
 def result_digest(result: ToolResult) -> tuple[str, str, bytes]:
     """The status (``success``/``error``), SHA-256 hex digest and bytes of a result's content.
 

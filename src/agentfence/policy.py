@@ -80,6 +80,18 @@ _VOUCHING = frozenset({"user", "system", "directory"})
 _ERRORED_POLICY = re.compile(r"policy `([^`]+)`")
 
 
+def principal_entities(principal: EntityRef, parents: Sequence[EntityRef]) -> dict[str, Any]:
+    """The principal with the groups it came with, as the request's own Cedar entities.
+
+    Recorded with the request, so a replay decides with the same groups. Empty when the
+    principal came with none (its groups, if any, are then in ``entities.json``).
+    """
+    if not parents:
+        return {}
+    uid = principal.as_json()
+    return {"entities": [{"uid": uid, "attrs": {}, "parents": [p.as_json() for p in parents]}]}
+
+
 class PolicyEngine:
     """Pre-parsed policies, schema and entities for one activation; decides calls."""
 
@@ -303,6 +315,7 @@ class PolicyEngine:
                         **flow,
                         **values,
                     },
+                    **principal_entities(principal, facts.principal_parents),
                 }
             )
         return self.decide_requests(facts, requests, decision_id)
