@@ -121,23 +121,26 @@ def collector(**options: Any) -> Iterator[Collector]:
         server.server_close()
 
 
-def new_log(path: Path, count: int, *, name: str = "siem") -> tuple[str, Path]:
-    """A log at ``path`` (a SQLite file or a URL) with ``count`` outcome entries, and its
-    key file."""
-    key_file = path.parent / f"{name}.key" if isinstance(path, Path) else Path(name + ".key")
+def new_log(
+    path: Path, count: int, *, name: str = "siem", status: str = "success"
+) -> tuple[str, Path]:
+    """A SQLite log at ``path`` with ``count`` outcome entries, and its key file."""
+    key_file = path.parent / f"{name}.key"
     write_private_key(key_file, Signer.generate(name))
-    append(str(path), key_file, 0, count)
+    append(str(path), key_file, 0, count, status=status)
     return str(path), key_file
 
 
-def append(url: str, key_file: Path, start: int, count: int, *, pause: float = 0.0) -> None:
+def append(
+    url: str, key_file: Path, start: int, count: int, *, pause: float = 0.0, status: str = "success"
+) -> None:
     """Append ``count`` outcome entries, one commit each, named ``d{start}``…"""
     signer = read_private_key(key_file)
     with SignedLog.open(url, signer=signer, checkpoint_interval=math.inf) as log:
         for number in range(start, start + count):
             record = OutcomeRecord(
                 decision_id=f"d{number}",
-                status="success",
+                status="success" if status == "success" else "error",
                 result_digest="0" * 64,
                 time_us=1_795_000_000_000_000 + number,
             )
