@@ -84,7 +84,7 @@ def collector(**options: Any) -> Iterator[Collector]:
     state = Collector(**options)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802  # the http.server method name
+        def do_POST(self) -> None:  # the http.server method name
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             request = Request(
                 self.headers.get("Idempotency-Key"),
@@ -105,7 +105,7 @@ def collector(**options: Any) -> Iterator[Collector]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -17,7 +17,7 @@ from agentfence import _push
 from agentfence._push import Pusher, PushError, idempotency_key, read_cursor, write_cursor
 from agentfence._storage.tables import LogBackend
 from agentfence.errors import ConfigurationError
-from tests.siem import Collector, append, collector, new_log
+from tests.siem import append, collector, new_log
 
 
 def backend(url: str) -> LogBackend:
@@ -112,9 +112,8 @@ def test_a_refused_batch_is_not_retried_and_stays_pending(
 ) -> None:
     url, _ = log
     cursor = tmp_path / "push.cursor"
-    with collector(statuses=[401]) as server:
-        with pytest.raises(PushError) as caught:
-            pusher(url, server.url, cursor, batch=10).run()
+    with collector(statuses=[401]) as server, pytest.raises(PushError) as caught:
+        pusher(url, server.url, cursor, batch=10).run()
     assert len(server.requests) == 1
     assert "refused entries 0..9 with HTTP 401 Unauthorized" in str(caught.value)
     assert "the batch stays pending" in str(caught.value)
@@ -295,9 +294,8 @@ def test_two_pushes_cannot_share_a_cursor(log: tuple[str, Path], tmp_path: Path)
 
 
 def test_a_failed_cursor_write_leaves_the_old_cursor(
-    log: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, _ = log
     cursor = tmp_path / "push.cursor"
     old = _push.PushCursor("agentfence/fence", "http://h/i", "jsonl", "ndjson", 3, "ab")
     write_cursor(cursor, old)
