@@ -122,13 +122,20 @@ def collector(**options: Any) -> Iterator[Collector]:
 
 
 def new_log(
-    path: Path, count: int, *, name: str = "siem", status: str = "success"
+    url: str | Path,
+    count: int,
+    *,
+    key_dir: Path | None = None,
+    name: str = "siem",
+    status: str = "success",
 ) -> tuple[str, Path]:
-    """A SQLite log at ``path`` with ``count`` outcome entries, and its key file."""
-    key_file = path.parent / f"{name}.key"
+    """A log at ``url`` (a SQLite file, or any log URL with ``key_dir``) with ``count``
+    outcome entries, and its key file."""
+    folder = key_dir if key_dir is not None else Path(url).parent
+    key_file = folder / f"{name}.key"
     write_private_key(key_file, Signer.generate(name))
-    append(str(path), key_file, 0, count, status=status)
-    return str(path), key_file
+    append(str(url), key_file, 0, count, status=status)
+    return str(url), key_file
 
 
 def append(
