@@ -10,7 +10,8 @@ Each batch goes through three steps, each durable before the next:
 3. write the cursor with the batch's last seq as ``acked`` and nothing pending.
 
 A restart sends the pending batch first, exactly as before: the same entries, the same bytes
-and the same ``Idempotency-Key`` (draft-ietf-httpapi-idempotency-key-header). So nothing is
+and the same ``Idempotency-Key`` (draft-ietf-httpapi-idempotency-key-header), which names the
+log's origin, the batch's first and last seq and its last entry's leaf hash. So nothing is
 skipped (the cursor moves only after a 2xx) and the only entries a collector can receive
 twice are those of the one batch that was in flight when the process died after the
 collector's 2xx but before step 3; it comes again identical, under the same key.
@@ -123,10 +124,12 @@ def collector_id(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def idempotency_key(origin: str, first: int, last: int) -> str:
+def idempotency_key(origin: str, first: int, last: int, last_leaf_hash: str) -> str:
     """The ``Idempotency-Key`` of a batch: a structured-field string (RFC 8941) naming the
-    log and the seqs it holds, the same every time that batch is sent."""
-    text = quote(f"{origin}:{first}-{last}", safe="/:.-_~@+")
+    log, the seqs the batch holds and its last entry's leaf hash, the same every time that
+    batch is sent. The leaf hash tells apart two logs that share an origin (every host's
+    ``fence.db`` is ``agentfence/fence`` unless given one): their batches never share a key."""
+    text = quote(f"{origin}:{first}-{last}:{last_leaf_hash}", safe="/:.-_~@+")
     return f'"{text}"'
 
 
@@ -134,7 +137,7 @@ def _corrupt(path: Path, detail: str) -> ConfigurationError:
     return ConfigurationError(
         f"the push cursor {str(path)!r} is corrupt ({detail}). It records what the collector "
         "acknowledged: restore it from a backup, or delete it to push the whole log again "
-        "(the collector can drop entries it has by event id, origin:seq)"
+        "(the collector can drop entries it has by their leaf hash, ECS event.id)"
     )
 
 
@@ -378,7 +381,7 @@ class Pusher:
         import httpx
 
         first, last = rows[0].seq, rows[-1].seq
-        key = idempotency_key(self._cursor.origin, first, last)
+        key = idempotency_key(self._cursor.origin, first, last, rows[-1].leaf_hash.hex())
         headers = [
             *self._headers,
             ("Content-Type", _CONTENT_TYPES[self._cursor.body]),

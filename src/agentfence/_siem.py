@@ -86,7 +86,7 @@ def ecs_event(row: EntryRow, origin: str) -> dict[str, Any]:
         "dataset": f"agentfence.{short}",
         "action": short,
         "provider": origin,
-        "id": f"{origin}:{row.seq}",
+        "id": row.leaf_hash.hex(),
         "sequence": row.seq,
         "hash": row.leaf_hash.hex(),
     }

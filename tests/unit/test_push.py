@@ -48,10 +48,11 @@ def test_every_entry_arrives_once_in_order(log: tuple[str, Path], tmp_path: Path
         list(range(10, 20)),
         [20, 21, 22],
     ]
+    leaves = [row.leaf_hash.hex() for row in backend(url).entries()]
     assert [r.key for r in server.requests] == [
-        '"agentfence/fence:0-9"',
-        '"agentfence/fence:10-19"',
-        '"agentfence/fence:20-22"',
+        f'"agentfence/fence:0-9:{leaves[9]}"',
+        f'"agentfence/fence:10-19:{leaves[19]}"',
+        f'"agentfence/fence:20-22:{leaves[22]}"',
     ]
     first = server.requests[0]
     assert first.content_type == "application/x-ndjson"
@@ -85,10 +86,9 @@ def test_json_array_body_and_ecs_form(log: tuple[str, Path]) -> None:
     (request,) = server.requests
     assert request.content_type == "application/json"
     assert isinstance(json.loads(request.body), list)
-    assert [e["event"]["id"] for e in request.events][:2] == [
-        "agentfence/fence:0",
-        "agentfence/fence:1",
-    ]
+    leaves = [row.leaf_hash.hex() for row in backend(url).entries()]
+    assert [e["event"]["id"] for e in request.events] == leaves
+    assert [e["event"]["sequence"] for e in request.events] == list(range(23))
 
 
 def test_a_collector_failing_the_first_requests_gets_every_entry_after_retries(
@@ -101,7 +101,8 @@ def test_a_collector_failing_the_first_requests_gets_every_entry_after_retries(
     assert report.entries == 23
     assert [r.status for r in server.requests] == [503, 500, 429, 200, 502, 200, 200]
     # Every retry is the same batch under the same key; the cursor moved only on a 2xx.
-    assert [r.key for r in server.requests[:4]] == ['"agentfence/fence:0-9"'] * 4
+    assert len({r.key for r in server.requests[:4]}) == 1
+    assert server.requests[0].key.startswith('"agentfence/fence:0-9:')
     assert server.requests[0].body == server.requests[3].body
     assert server.accepted() == list(range(23))
     assert "HTTP 503 Service Unavailable; retrying entries 0..9 in 0.001s" in said
@@ -133,7 +134,8 @@ def test_giving_up_keeps_the_batch_pending_and_the_next_run_sends_it_identical(
             pusher(url, server.url, cursor, batch=10, retries=2).run()
         pusher(url, server.url, cursor, batch=7).run()  # another --batch: the pending one first
     assert [r.seqs[0] for r in server.requests] == [0, 10, 10, 10, 10, 20]
-    assert server.requests[4].key == server.requests[1].key == '"agentfence/fence:10-19"'
+    assert server.requests[4].key == server.requests[1].key
+    assert server.requests[1].key.startswith('"agentfence/fence:10-19:')
     assert server.requests[4].body == server.requests[1].body
     assert server.accepted() == list(range(23))
 
@@ -317,9 +319,28 @@ def test_bad_options_are_refused(log: tuple[str, Path]) -> None:
         pusher(url, "http://127.0.0.1:9/x", None, batch=0)
 
 
+def test_a_second_log_with_the_same_origin_is_not_dropped_as_a_duplicate(tmp_path: Path) -> None:
+    """Every host's fence.db is agentfence/fence unless given an origin: a collector
+    deduplicating by key or event id must still keep both logs' entries."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, _ = new_log(tmp_path / "a" / "fence.db", 3)
+    b, _ = new_log(tmp_path / "b" / "fence.db", 3, status="error")
+    with collector() as server:
+        pusher(a, server.url, None, form="ecs").run()
+        pusher(b, server.url, None, form="ecs").run()
+    first, second = server.requests
+    assert first.key != second.key
+    assert first.key.startswith('"agentfence/fence:0-2:')
+    assert second.key.startswith('"agentfence/fence:0-2:')
+    ids = [e["event"]["id"] for r in server.requests for e in r.events]
+    assert len(set(ids)) == 6
+    assert server.accepted() == [0, 1, 2, 0, 1, 2]
+
+
 def test_the_idempotency_key_is_a_structured_field_string() -> None:
-    assert idempotency_key("example.com/log", 5, 9) == '"example.com/log:5-9"'
-    assert idempotency_key('a "quoted" log', 0, 0) == '"a%20%22quoted%22%20log:0-0"'
+    assert idempotency_key("example.com/log", 5, 9, "ab12") == '"example.com/log:5-9:ab12"'
+    assert idempotency_key('a "quoted" log', 0, 0, "00") == '"a%20%22quoted%22%20log:0-0:00"'
     assert _push.collector_id("https://user:pw@siem.example:8443/in?token=x#f") == (
         "https://siem.example:8443/in"
     )

@@ -67,7 +67,7 @@ def test_a_decision_maps_to_the_ecs_fields_the_siem_doc_lists(
         "module": "agentfence",
         "dataset": "agentfence.decision",
         "provider": ORIGIN,
-        "id": f"{ORIGIN}:{row.seq}",
+        "id": row.leaf_hash.hex(),
         "sequence": row.seq,
         "hash": row.leaf_hash.hex(),
         **({"reason": "; ".join(record["reasons"])} if record["reasons"] else {}),
