@@ -519,10 +519,8 @@ def log_export(
         raise ConfigurationError(f"--kind {kind!r}: use one of {', '.join(RECORD_KINDS)}")
     kind_name = RECORD_KINDS.get(kind, kind) if kind else None
     since_us, until_us = _time_us(since, "--since"), _time_us(until, "--until")
-    rows: Any = None
-    if follow:
-        pass  # write_export reads the log from entry 0 on and keeps what keep() accepts
-    elif any(v is not None for v in (thread, kind, since, until)):
+    rows: Any = None  # with --follow, write_export reads from entry 0 on and keeps what keep() does
+    if not follow and any(v is not None for v in (thread, kind, since, until)):
         rows = _select(
             db,
             thread=thread,
@@ -533,7 +531,7 @@ def log_export(
             until=until,
             limit=None,
         )
-    else:
+    elif not follow:
         rows = _backend(db).entries()
 
     def keep(row: EntryRow) -> bool:
