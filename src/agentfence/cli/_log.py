@@ -10,7 +10,6 @@ malformed key): those errors leave through ``agentfence.cli.main``.
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import sys
 import time
@@ -22,6 +21,7 @@ import typer
 from rich.table import Table
 
 from agentfence import _signing
+from agentfence._siem import entry_json
 from agentfence._storage.database import SQLITE, parse_url
 from agentfence._storage.tables import EntryRow, LogBackend, copy_log
 from agentfence.cli._audit import (
@@ -39,6 +39,7 @@ from agentfence.cli._audit import (
     verifier_keys,
 )
 from agentfence.cli._common import JsonOption, err, out
+from agentfence.cli._export import FormatOption, PollOption, entry_format, log_push, write_export
 from agentfence.config import Settings
 from agentfence.errors import ConfigurationError, VerificationError
 from agentfence.log import SignedLog, parse_entry
@@ -420,31 +421,11 @@ def _entries_table(
 
 
 def _rows_json(rows: Sequence[EntryRow], unrecorded: set[int]) -> list[dict[str, Any]]:
-    shown = [_row_json(row) for row in rows]
+    shown = [entry_json(row) for row in rows]
     for item in shown:
         if item["seq"] in unrecorded:
             item["state"] = NOT_RECORDED
     return shown
-
-
-def _row_json(row: EntryRow) -> dict[str, Any]:
-    record = json.loads(row.body).get("record")
-    return {
-        "@timestamp": _iso(row.time_us),
-        "seq": row.seq,
-        "leaf_hash": row.leaf_hash.hex(),
-        "kind": row.kind,
-        "time_us": row.time_us,
-        "record": record,
-    }
-
-
-def _iso(time_us: int) -> str:
-    """An entry's time as ISO 8601 in UTC, to the microsecond (``@timestamp``, the event
-    time field of the Elastic Common Schema that SIEMs index by)."""
-    moment = datetime.datetime.fromtimestamp(time_us // 1_000_000, tz=datetime.UTC)
-    moment = moment.replace(microsecond=time_us % 1_000_000)
-    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @log_app.command("show")
@@ -517,17 +498,29 @@ def log_export(
     kind: KindOption = None,
     since: SinceOption = None,
     until: UntilOption = None,
+    entry_form: FormatOption = "jsonl",
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", help="Keep writing entries as they are appended, until Ctrl-C or SIGTERM."
+        ),
+    ] = False,
+    poll_interval: PollOption = 1.0,
     as_json: JsonOption = False,
 ) -> None:
     """Export entries as JSON Lines for a SIEM.
 
     One object per line: @timestamp (ISO 8601, UTC), seq, leaf_hash, kind, time_us and
-    record.
+    record; or, with --format ecs, an Elastic Common Schema event (docs/siem.md).
     With --out FILE and --json, print a summary instead of nothing.
     """
-    filtered = any(v is not None for v in (thread, kind, since, until))
-    rows: Any
-    if filtered:
+    form = entry_format(entry_form)
+    if kind is not None and kind not in RECORD_KINDS and kind not in RECORD_KINDS.values():
+        raise ConfigurationError(f"--kind {kind!r}: use one of {', '.join(RECORD_KINDS)}")
+    kind_name = RECORD_KINDS.get(kind, kind) if kind else None
+    since_us, until_us = _time_us(since, "--since"), _time_us(until, "--until")
+    rows: Any = None  # with --follow, write_export reads from entry 0 on and keeps what keep() does
+    if not follow and any(v is not None for v in (thread, kind, since, until)):
         rows = _select(
             db,
             thread=thread,
@@ -538,22 +531,34 @@ def log_export(
             until=until,
             limit=None,
         )
-    else:
+    elif not follow:
         rows = _backend(db).entries()
-    target = out_file.open("w", encoding="utf-8") if out_file is not None else sys.stdout
-    count = 0
-    try:
-        for row in rows:
-            target.write(json.dumps(_row_json(row), ensure_ascii=False, sort_keys=True) + "\n")
-            count += 1
-    finally:
-        if out_file is not None:
-            target.close()
+
+    def keep(row: EntryRow) -> bool:
+        return (
+            (thread is None or row.thread == thread)
+            and (kind_name is None or row.kind == kind_name)
+            and (since_us is None or row.time_us >= since_us)
+            and (until_us is None or row.time_us < until_us)
+        )
+
+    count = write_export(
+        _backend(db),
+        rows,
+        out_file=out_file,
+        form=form,
+        follow_log=follow,
+        poll_interval=poll_interval,
+        keep=keep,
+    )
     if out_file is not None:
         if as_json:
             print_json({"exported": count, "out": str(out_file)})
         else:
             err.print(f"exported {count} entries to {out_file}")
+
+
+log_app.command("push")(log_push)
 
 
 # --- log erase / rotate-key, keys generate --------------------------------------------------
