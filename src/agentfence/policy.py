@@ -300,6 +300,7 @@ class PolicyEngine:
                             "seed": facts.seed,
                         },
                         "args": args,
+                        **({"input": args} if self.flow.input else {}),
                         **flow,
                         **values,
                     },
