@@ -49,7 +49,7 @@ def transfer(account: str, amount: float, memo: str = "") -> str:
     return f"sent {amount} to {account}"
 
 
-@server.tool()
+@server.tool(annotations=ToolAnnotations(destructiveHint=False))
 def crash() -> str:
     """Stop the server process at once (an upstream that dies mid-call)."""
     _record("crash", {})
