@@ -147,3 +147,46 @@ def test_client_sees_allowed_denied_and_held_calls_and_the_log_verifies(tmp_path
     assert "verified: 11 entries" in verified.stdout, verified.stdout
     # The read and the approved transfer ran; the other decisions have no outcome.
     assert "2 outcomes follow their allowed or approved decisions" in verified.stdout
+
+
+def test_upstream_that_crashes_gives_a_clear_error_and_the_fence_stays_up(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.jsonl"
+    config = write_config(tmp_path, calls, backup=True)
+
+    async def body(session: ClientSession) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        seen["crash"] = await session.call_tool("crash", {})
+        seen["after"] = await session.call_tool("read_note", {"name": "todo"})
+        seen["other"] = await session.call_tool("backup_read_note", {"name": "plan"})
+        seen["listed"] = [t.name for t in (await session.list_tools()).tools]
+        return seen
+
+    seen = with_proxy(config, body)
+    assert seen["crash"].isError
+    crashed = text_of(seen["crash"])
+    assert "upstream 'notes' failed while running 'crash'" in crashed
+    assert "agentfence is still serving the other tools" in crashed
+    assert seen["after"].isError
+    assert "upstream 'notes' is down (it stopped while running 'crash'" in text_of(seen["after"])
+    assert not seen["other"].isError and text_of(seen["other"]) == "ship the fence"
+    assert "backup_read_note" in seen["listed"]
+
+
+def test_malformed_upstream_schema_stops_the_proxy_naming_the_tool(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.jsonl"
+    config = write_config(tmp_path, calls, mode="malformed")
+    result = subprocess.run(
+        [sys.executable, "-m", "agentfence.cli", "mcp", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    message = " ".join(result.stderr.split())
+    assert "upstream 'notes': tool 'delete_note': its input schema is not a valid JSON Schema" in (
+        message
+    )
+    assert "agentfence mcp serve did not start" in message
+    assert received(calls) == []

@@ -271,21 +271,29 @@ class McpProxy:
         names = [u.name for u in config.upstreams]
         if len(set(names)) != len(names):
             raise ConfigurationError(f"two upstreams share a name: {names}; name each once")
-        async with anyio.create_task_group() as group:
-            connections = [_Connection(u, errlog or sys.stderr) for u in config.upstreams]
-            try:
-                for conn in connections:
-                    await _start(group, conn)
-                proxy = cls(cls._fence(config, connections), connections, config)
-            except BaseException:
-                group.cancel_scope.cancel()
-                raise
-            try:
-                yield proxy
-            finally:
-                proxy.fence.close()
-                for conn in connections:
-                    conn.stop()
+        try:
+            async with anyio.create_task_group() as group:
+                connections = [_Connection(u, errlog or sys.stderr) for u in config.upstreams]
+                try:
+                    for conn in connections:
+                        await _start(group, conn)
+                    proxy = cls(cls._fence(config, connections), connections, config)
+                except BaseException:
+                    group.cancel_scope.cancel()
+                    raise
+                try:
+                    yield proxy
+                finally:
+                    proxy.fence.close()
+                    for conn in connections:
+                        conn.stop()
+        except BaseExceptionGroup as grouped:
+            # The task group wraps what its tasks (or the body) raised: one error is raised
+            # as itself, so the CLI prints its message.
+            leaves = _leaves(grouped)
+            if len(leaves) == 1:
+                raise leaves[0] from None
+            raise
 
     @staticmethod
     def _fence(config: ProxyConfig, connections: Sequence[_Connection]) -> Fence:
@@ -409,6 +417,13 @@ async def _start(group: TaskGroup, conn: _Connection) -> None:
             f"upstream {up.name!r} ({up.command} {' '.join(up.args)}) did not start as an MCP "
             f"server: {type(exc).__name__}: {exc}; check its command and run it by hand"
         ) from exc
+
+
+def _leaves(grouped: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in grouped.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 def _exposed(upstream: Upstream, tool: str) -> str:
