@@ -27,9 +27,21 @@ POLICIES = ROOT / "tests" / "fixtures" / "mcp_policies"
 def keys(folder: Path) -> tuple[Path, Path]:
     """A log signing key made with the CLI: (private key file, public key file)."""
     result = subprocess.run(
-        [sys.executable, "-m", "agentfence.cli", "keys", "generate", "--name", "mcp-log",
-         "--out", str(folder)],
-        capture_output=True, text=True, env=_env(), timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "agentfence.cli",
+            "keys",
+            "generate",
+            "--name",
+            "mcp-log",
+            "--out",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return folder / "mcp-log.key", folder / "mcp-log.pub"
@@ -56,7 +68,8 @@ def write_config(tmp: Path, calls: Path, *, mode: str = "", backup: bool = False
             f'command = "{sys.executable}"',
             f'args = ["{SERVER}"]',
             f"prefix = {'true' if prefix else 'false'}",
-            f'env = {{ AGENTFENCE_TEST_MCP_CALLS = "{calls}", AGENTFENCE_TEST_MCP_MODE = "{mode}" }}',
+            f'env = {{ AGENTFENCE_TEST_MCP_CALLS = "{calls}", '
+            f'AGENTFENCE_TEST_MCP_MODE = "{mode}" }}',
         ]
     path = tmp / "proxy.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -108,14 +121,10 @@ def test_client_sees_allowed_denied_and_held_calls_and_the_log_verifies(tmp_path
         try:
             [waiting] = store.list()
             seen["waiting"] = waiting
-            store.submit(
-                waiting.request.request_id, signed(waiting.request), now_us=now_us()
-            )
+            store.submit(waiting.request.request_id, signed(waiting.request), now_us=now_us())
         finally:
             store.close()
-        seen["approved"] = await session.call_tool(
-            "transfer", {"account": "acc-9", "amount": 5000}
-        )
+        seen["approved"] = await session.call_tool("transfer", {"account": "acc-9", "amount": 5000})
         seen["again"] = await session.call_tool("transfer", {"account": "acc-9", "amount": 5000})
         return seen
 
@@ -139,9 +148,20 @@ def test_client_sees_allowed_denied_and_held_calls_and_the_log_verifies(tmp_path
     assert [c["tool"] for c in received(calls)] == ["read_note", "transfer"]
     pub = tmp_path / "keys" / "mcp-log.pub"
     verified = subprocess.run(
-        [sys.executable, "-m", "agentfence.cli", "log", "verify", str(tmp_path / "fence.db"),
-         "--key", str(pub)],
-        capture_output=True, text=True, env=_env(), timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "agentfence.cli",
+            "log",
+            "verify",
+            str(tmp_path / "fence.db"),
+            "--key",
+            str(pub),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "verified: 11 entries" in verified.stdout, verified.stdout

@@ -124,7 +124,7 @@ class ProxyConfig:
         for name, spec in (raw.get("servers") or {}).items():
             if not isinstance(spec, Mapping) or not isinstance(spec.get("command"), str):
                 raise ConfigurationError(
-                    f"{where}: [servers.{name}] needs command = \"...\" (and optionally args, "
+                    f'{where}: [servers.{name}] needs command = "..." (and optionally args, '
                     "env, cwd, prefix)"
                 )
             extra = set(spec) - {"command", "args", "env", "cwd", "prefix"}
