@@ -170,6 +170,13 @@ def outside_request(
     )
 
 
+def tool_result(content: Any, *, name: str, call_id: str, error: bool) -> ToolMessage:
+    """A tool's result as LangGraph would hold it (for a call run outside a graph)."""
+    return ToolMessage(
+        content=content, name=name, tool_call_id=call_id, status="error" if error else "success"
+    )
+
+
 def bound_request(request: ToolCallRequest, sent: Mapping[str, Any] | None) -> ToolCallRequest:
     """The request with a fresh copy of the arguments the fence bound, for the tool to run.
 

@@ -33,7 +33,8 @@ def serve(
         Path | None,
         typer.Option(
             "--config",
-            help="A TOML file with [fence] and [servers.NAME] tables (docs/mcp-guide.md).",
+            help="A TOML file: a fence table and one servers.NAME table per upstream "
+            "(docs/mcp-guide.md).",
         ),
     ] = None,
     upstream: Annotated[

@@ -30,7 +30,6 @@ from typing import Any, TextIO
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-from langchain_core.messages import ToolMessage
 from langchain_mcp_adapters.tools import convert_mcp_tool_to_langchain_tool
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
@@ -40,7 +39,13 @@ from pydantic import TypeAdapter, ValidationError
 from agentfence.config import CONFIG_AGENT, CONFIG_ON_HOLD, CONFIG_PRINCIPAL, CONFIG_THREAD
 from agentfence.errors import ConfigurationError, ToolSpecError
 from agentfence.fence import Fence
-from agentfence.langgraph import ToolCallRequest, outside_request
+from agentfence.langgraph import (
+    ToolCallRequest,
+    ToolResult,
+    outside_request,
+    result_messages,
+    tool_result,
+)
 from agentfence.records import canonical_or_repr
 
 __all__ = ["McpProxy", "ProxyConfig", "Upstream"]
@@ -354,8 +359,10 @@ class McpProxy:
                 f"{exc}). The call may not have taken effect; check before retrying. "
                 "agentfence is still serving the other tools"
             )
-        if not isinstance(result, ToolMessage):
+        messages = result_messages(result, call_id)
+        if not messages:
             return _error(f"the call to {name!r} returned no tool result")
+        result = messages[0]
         fenced = result.artifact.get("agentfence", {}) if isinstance(result.artifact, dict) else {}
         if fenced.get("held"):
             self._held[key] = call_id
@@ -365,7 +372,7 @@ class McpProxy:
             content=_blocks(result.content), isError=result.status == "error"
         )
 
-    async def _forward(self, request: ToolCallRequest) -> ToolMessage:
+    async def _forward(self, request: ToolCallRequest) -> ToolResult:
         """Run an allowed call on its upstream with the arguments the fence bound."""
         call = request.tool_call
         name = str(call["name"])
@@ -377,12 +384,7 @@ class McpProxy:
             block.model_dump(mode="json", by_alias=True, exclude_none=True)
             for block in found.content
         ]
-        return ToolMessage(
-            content=content,  # type: ignore[arg-type]  # MCP blocks are JSON objects
-            name=name,
-            tool_call_id=call.get("id") or "",
-            status="error" if found.isError else "success",
-        )
+        return tool_result(content, name=name, call_id=call.get("id") or "", error=found.isError)
 
     def server(self) -> Server[Any, Any]:
         """The MCP server (the SDK's low-level ``Server``) answering clients."""
