@@ -251,10 +251,25 @@ class Holds:
         if self._on_hold(call) == "deny":
             return self._refuse_unattended(call, fresh, decision, span)
         stored = self._approvals.create(fresh)  # the first pass's request, on re-execution
+        if stored.action_digest != fresh.action_digest:
+            # The same call id again with other arguments (or for another principal): the
+            # held request, and any answer to it, is for the first; this one does not run.
+            span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
+            return refusal(
+                call,
+                (
+                    f"this call to {stored.tool!r} reuses the id of held request "
+                    f"{stored.request_id} with other arguments; an approval covers only the "
+                    "call it was asked for, so it was not run. Make it as a new call"
+                ),
+                decision,
+            )
         self._record_request(stored, expires_us=stored.expires_us)
         done = self._find_outcome(decision.decision_id)
         span.approval_requested(stored.request_id, stored.approvers, _datetime(stored.expires_us))
         if self._on_hold(call) == "queue":
+            if done is not None:  # it ran under its approval already: not twice
+                return recorded_result(call, *done)
             queued = self._queued(call, stored, decision, span)
             if not isinstance(queued, dict):
                 return queued
@@ -292,6 +307,17 @@ class Holds:
         """``on_hold="queue"``: the answers bundle once the request is answered or expired;
         until then a refusal saying the call is held (marked ``held`` in its artifact)."""
         current = self._approvals.get(stored.request_id)
+        if current is not None and current.status(self._clock()) == "used":
+            span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
+            return refusal(
+                call,
+                (
+                    f"request {stored.request_id} for {stored.tool!r} was answered and its "
+                    "answer used already; the call does not run again under it. Make it as "
+                    "a new call to ask again"
+                ),
+                decision,
+            )
         ready = self.resume_value([current]) if current is not None else None
         if ready is not None:
             return ready
