@@ -210,3 +210,25 @@ def test_malformed_upstream_schema_stops_the_proxy_naming_the_tool(tmp_path: Pat
     )
     assert "agentfence mcp serve did not start" in message
     assert received(calls) == []
+
+
+def test_proxy_without_a_principal_denies_every_call(tmp_path: Path) -> None:
+    from agentfence.mcp import McpProxy, ProxyConfig, Upstream
+
+    calls = tmp_path / "calls.jsonl"
+    upstream = Upstream(
+        "notes", sys.executable, (str(SERVER),), {"AGENTFENCE_TEST_MCP_CALLS": str(calls)}
+    )
+    config = ProxyConfig(upstreams=(upstream,), policies=str(POLICIES))
+
+    async def main() -> tuple[types.CallToolResult, types.CallToolResult]:
+        with open(os.devnull, "w") as quiet:
+            async with McpProxy.open(config, errlog=quiet) as proxy:
+                nobody = await proxy.call("read_note", {"name": "todo"})
+                alice = await proxy.call("read_note", {"name": "todo"}, principal='User::"alice"')
+                return nobody, alice
+
+    nobody, alice = asyncio.run(main())
+    assert nobody.isError and "no principal" in text_of(nobody).lower(), text_of(nobody)
+    assert not alice.isError and text_of(alice) == "buy milk"
+    assert received(calls) == [{"tool": "read_note", "args": {"name": "todo"}}]

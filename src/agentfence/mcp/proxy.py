@@ -334,19 +334,30 @@ class McpProxy:
         """The tools offered to clients: every upstream's, as listed (prefixed if asked)."""
         return list(self._listed)
 
-    async def call(self, name: str, arguments: Mapping[str, Any] | None) -> types.CallToolResult:
-        """Decide, record and (if allowed) forward one ``tools/call``; never raises."""
+    async def call(
+        self,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        *,
+        principal: str | None = None,
+    ) -> types.CallToolResult:
+        """Decide, record and (if allowed) forward one ``tools/call``; never raises.
+
+        ``principal`` is who this call acts for, when the caller verified it (a bearer
+        token); the configured ``principal`` otherwise.
+        """
         config = self._config
+        who = principal if principal is not None else config.principal
         args = dict(arguments or {})
-        key = hashlib.sha256(canonical_or_repr([config.principal, name, args])).hexdigest()
+        key = hashlib.sha256(canonical_or_repr([who, name, args])).hexdigest()
         call_id = self._held.get(key) or f"mcp-{self._nonce}-{next(self._counter)}"
         configurable: dict[str, Any] = {
             CONFIG_THREAD: config.thread,
             CONFIG_AGENT: config.agent,
             CONFIG_ON_HOLD: "queue",
         }
-        if config.principal is not None:
-            configurable[CONFIG_PRINCIPAL] = config.principal
+        if who is not None:
+            configurable[CONFIG_PRINCIPAL] = who
         request = outside_request(name, args, call_id, configurable)
         try:
             result = await self.fence.awrap_tool_call(request, self._forward)
