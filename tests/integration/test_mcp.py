@@ -168,3 +168,36 @@ def test_malformed_mcp_input_schema_is_a_clear_error_naming_the_tool(tmp_path: P
 
     asyncio.run(main())
     assert received(calls) == []
+
+
+def test_held_mcp_call_runs_on_the_server_once_an_approver_says_yes(tmp_path: Path) -> None:
+    from agentfence.approvals import StoredApproval
+    from agentfence.inbox.views import now_us
+    from tests.conftest import signed
+
+    calls = tmp_path / "calls.jsonl"
+
+    async def body(tools: list[BaseTool]) -> dict[str, Any]:
+        fence = Fence.from_directory(POLICIES, tools=tools, log=MemoryLog())
+        agent = agent_for(
+            fence, tools, [tool_call("transfer", {"account": "acc-9", "amount": 5000}, "large")]
+        )
+
+        def approve(waiting: list[StoredApproval]) -> None:
+            assert received(calls) == []  # held: nothing reached the server yet
+            for item in waiting:
+                envelope = signed(item.request)
+                fence.approvals.submit(item.request.request_id, envelope, now_us=now_us())
+
+        return dict(
+            await fence.arun(
+                agent, {"messages": [("user", "go")]}, CONFIG, on_pending=approve, timeout=60
+            )
+        )
+
+    by_id = results(with_tools(calls, body))
+    assert by_id["large"].status == "success"
+    assert "sent 5000.0 to acc-9" in str(by_id["large"].content)
+    assert received(calls) == [
+        {"tool": "transfer", "args": {"account": "acc-9", "amount": 5000.0, "memo": ""}}
+    ]
