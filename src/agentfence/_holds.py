@@ -253,19 +253,42 @@ class Holds:
         if self._on_hold(call) == "deny":
             return self._refuse_unattended(call, fresh, decision, span)
         stored = self._approvals.create(fresh)  # the first pass's request, on re-execution
+        if stored.action_digest != fresh.action_digest:
+            # The same call id again with other arguments (or for another principal): the
+            # held request, and any answer to it, is for the first; this one does not run.
+            span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
+            return refusal(
+                call,
+                (
+                    f"this call to {stored.tool!r} reuses the id of held request "
+                    f"{stored.request_id} with other arguments; an approval covers only the "
+                    "call it was asked for, so it was not run. Make it as a new call"
+                ),
+                decision,
+            )
         self._record_request(stored, expires_us=stored.expires_us)
         if self._notify_held is not None and stored.created_us == fresh.created_us:
             self._notify_held(stored)  # queued only, never raises: notifications fail open
         done = self._find_outcome(decision.decision_id)
         span.approval_requested(stored.request_id, stored.approvers, _datetime(stored.expires_us))
-        payload = interrupt_payload(stored)
-        while True:
-            # The resume value may be a bundle of several requests' answers (one resume
-            # serves every call paused in the same step) or this request's answer alone.
-            delivered = interrupt(payload)
-            picked = pick_answer(delivered, stored.request_id)
-            if picked is not None:
-                break
+        if self._on_hold(call) == "queue":
+            if done is not None:  # it ran under its approval already: not twice
+                return recorded_result(call, *done)
+            queued = self._queued(call, stored, decision, span)
+            if not isinstance(queued, dict):
+                return queued
+            picked = pick_answer(queued, stored.request_id)
+        else:
+            payload = interrupt_payload(stored)
+            while True:
+                # The resume value may be a bundle of several requests' answers (one resume
+                # serves every call paused in the same step) or this request's answer alone.
+                delivered = interrupt(payload)
+                picked = pick_answer(delivered, stored.request_id)
+                if picked is not None:
+                    break
+        if picked is None:  # not this request's answer: nothing runs
+            return refusal(call, f"no answer to request {stored.request_id}", decision)
         if done is not None:
             # This call already ran on an earlier pass: its answer was used then.
             self._answer_record(
@@ -281,6 +304,42 @@ class Holds:
             return verdict
         span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
         return verdict
+
+    def _queued(
+        self, call: ToolCall, stored: ApprovalRequest, decision: Decision, span: ToolCallSpan
+    ) -> dict[str, Any] | ToolResult:
+        """``on_hold="queue"``: the answers bundle once the request is answered or expired;
+        until then a refusal saying the call is held (marked ``held`` in its artifact)."""
+        current = self._approvals.get(stored.request_id)
+        if current is not None and current.status(self._clock()) == "used":
+            span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
+            return refusal(
+                call,
+                (
+                    f"request {stored.request_id} for {stored.tool!r} was answered and its "
+                    "answer used already; the call does not run again under it. Make it as "
+                    "a new call to ask again"
+                ),
+                decision,
+            )
+        ready = self.resume_value([current]) if current is not None else None
+        if ready is not None:
+            return ready
+        self._release(decision.decision_id)  # held calls count once they run
+        span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
+        groups = ", ".join(stored.approvers) or "an approver"
+        held = refusal(
+            call,
+            (
+                f"held, waiting for an approver (request id {stored.request_id}): the call to "
+                f"{stored.tool!r} needs approval ({groups}: {'; '.join(stored.reasons)}). "
+                "It has not run. Once it is answered (agentfence approvals), make the same "
+                "call again to run it or to hear the answer"
+            ),
+            decision,
+        )
+        held.artifact["agentfence"]["held"] = stored.request_id
+        return held
 
     def _resolve(
         self,

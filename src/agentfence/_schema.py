@@ -30,6 +30,9 @@ _FLOW_REF = re.compile(
 # context.values is not a data-flow root (it needs no thread history), but is declared and
 # computed the same way: only for policy sets that name it.
 _VALUES_REF = re.compile(r'\bcontext\s*(?:\.\s*|\[\s*"|\s+has\s+"?)values\b')
+# context.input: the arguments again, under the name the Cedar conventions for agent tools
+# (MCP tool definitions turned into a Cedar schema) give them, for policies written that way.
+_INPUT_REF = re.compile(r'\bcontext\s*(?:\.\s*|\[\s*"|\s+has\s+"?)input\b')
 _WINDOW_REF = re.compile(
     r'\busage"?\s*\]?\s*(?:\.\s*|\[\s*"|\s+has\s+"?)(thread|minute|hour|day)\b'
 )
@@ -48,9 +51,16 @@ class FlowParts:
     windows: tuple[str, ...]
     values: _values.Selection | None = None
     """What of ``context.values`` the policies name (``None``: they do not name it)."""
+    input: bool = False
+    """Whether the policies name ``context.input`` (the arguments under the conventions'
+    name, the same record as ``context.args``)."""
 
     def __contains__(self, root: object) -> bool:
-        return root in self.roots or (root == "values" and self.values is not None)
+        return (
+            root in self.roots
+            or (root == "values" and self.values is not None)
+            or (root == "input" and self.input)
+        )
 
     @classmethod
     def of(cls, texts: Iterable[str]) -> FlowParts:
@@ -68,10 +78,15 @@ class FlowParts:
         values = None
         if any(_VALUES_REF.search(code) for code in codes):
             values = _values.Selection.of(codes)
-        return cls(frozenset(roots), tuple(w for w in USAGE_WINDOWS if w in windows), values)
+        return cls(
+            frozenset(roots),
+            tuple(w for w in USAGE_WINDOWS if w in windows),
+            values,
+            input=any(_INPUT_REF.search(code) for code in codes),
+        )
 
 
-ALL_FLOW = FlowParts(frozenset(FLOW_ROOTS), USAGE_WINDOWS, values=_values.ALL)
+ALL_FLOW = FlowParts(frozenset(FLOW_ROOTS), USAGE_WINDOWS, values=_values.ALL, input=True)
 
 
 PROVENANCE_TYPE = "AgentfenceProvenance"
@@ -173,6 +188,8 @@ def generate_schema(
             '    "run": { "thread": String, "step": Long, "tool_call_id": String, "seed": Long }',
             f'    "args": {render_type(entry.args_type, "    ")}',
         ]
+        if flow.input:
+            context.append(f'    "input": {render_type(entry.args_type, "    ")}')
         if "data" in flow:
             context.append(f'    "data": {DATA_TYPE}')
         if "provenance" in flow:

@@ -24,8 +24,10 @@ CONFIG_SEED = "agentfence_seed"
 CONFIG_THREAD = "thread_id"
 CONFIG_ON_HOLD = "agentfence_on_hold"
 CONFIG_TOKEN = "agentfence_token"  # noqa: S105 - the key's name, not a secret
-ON_HOLD = ("interrupt", "deny")
-"""What a run does with a call policy holds: pause for an approver, or refuse it at once."""
+ON_HOLD = ("interrupt", "deny", "queue")
+"""What a run does with a call policy holds: pause for an approver, refuse it at once, or
+(``queue``, for callers that cannot pause, such as the MCP proxy) file the request and refuse
+the call for now, running it when the same call comes again once an approver said yes."""
 
 
 def check_on_hold(value: object, where: str) -> str:
@@ -33,7 +35,8 @@ def check_on_hold(value: object, where: str) -> str:
     if value not in ON_HOLD:
         raise ConfigurationError(
             f"{where}={value!r} is not an on_hold mode; use 'interrupt' (pause for an approver, "
-            "the default) or 'deny' (refuse held calls at once, for unattended runs)"
+            "the default), 'deny' (refuse held calls at once, for unattended runs) or 'queue' "
+            "(file the request and answer 'held' until the same call comes again, answered)"
         )
     return str(value)
 

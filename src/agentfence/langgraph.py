@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import ToolMessage
 from langgraph.errors import GraphBubbleUp
-from langgraph.prebuilt.tool_node import ToolCallRequest
+from langgraph.prebuilt.tool_node import ToolCallRequest, ToolRuntime
 from langgraph.types import Command, interrupt
 
 from agentfence._ids import private_copy
@@ -140,6 +140,40 @@ def describe(request: ToolCallRequest) -> ToolCall:
         seed=configurable.get(CONFIG_SEED),
         on_hold=configurable.get(CONFIG_ON_HOLD),
         description=description if isinstance(description, str) and description else None,
+    )
+
+
+def outside_request(
+    tool: str, args: Mapping[str, Any], call_id: str, configurable: Mapping[str, Any]
+) -> ToolCallRequest:
+    """A request for a call that did not come from a graph (the MCP proxy's ``tools/call``).
+
+    The same pipeline then decides, records and runs it. It has no graph state: the run has
+    seen no messages, so no argument has a trusted source. ``configurable`` holds what a
+    run's config would (principal, thread, ``agentfence_on_hold``).
+    """
+    config: dict[str, Any] = {"configurable": dict(configurable)}
+    state: dict[str, Any] = {"messages": []}
+    runtime: ToolRuntime[Any, Any] = ToolRuntime(
+        state=state,
+        context=None,
+        config=config,  # type: ignore[arg-type]  # RunnableConfig is a TypedDict
+        stream_writer=lambda _chunk: None,
+        tool_call_id=call_id,
+        store=None,
+    )
+    return ToolCallRequest(
+        tool_call={"name": tool, "args": dict(args), "id": call_id, "type": "tool_call"},
+        tool=None,
+        state=state,
+        runtime=runtime,
+    )
+
+
+def tool_result(content: Any, *, name: str, call_id: str, error: bool) -> ToolMessage:
+    """A tool's result as LangGraph would hold it (for a call run outside a graph)."""
+    return ToolMessage(
+        content=content, name=name, tool_call_id=call_id, status="error" if error else "success"
     )
 
 

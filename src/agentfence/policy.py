@@ -312,6 +312,7 @@ class PolicyEngine:
                             "seed": facts.seed,
                         },
                         "args": args,
+                        **({"input": args} if self.flow.input else {}),
                         **flow,
                         **values,
                     },

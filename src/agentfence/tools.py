@@ -8,6 +8,7 @@ call's arguments to Cedar values, refusing values that do not fit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +24,7 @@ from agentfence._cedar_types import (
     record_of,
     record_to_cedar,
 )
+from agentfence._mcp_tools import SchemaCheck, is_mcp_tool, mcp_groups
 from agentfence.errors import ArgumentError, ToolSpecError
 from agentfence.labels import Meter, check_label
 
@@ -279,6 +281,8 @@ class ToolEntry:
     input_keys: _InputKeys | None = None
     renames: Mapping[str, str] = field(default_factory=dict)
     """Field names the schema spells otherwise (``to`` -> ``recipient``, from an alias)."""
+    schema_check: SchemaCheck | None = None
+    """For a tool described by a JSON Schema alone (an MCP tool): the schema's validator."""
 
     def bind(self, args: Any) -> BoundArgs:
         """Validate a call's raw arguments once, as the tool itself will validate them.
@@ -290,7 +294,7 @@ class ToolEntry:
         """
         if not isinstance(args, Mapping):
             raise ArgumentError("", f"arguments must be an object, got {type(args).__name__}")
-        if self.input_keys is not None:
+        if self.input_keys is not None and self.schema_check is None:
             _check_keys(args, self.input_keys, "")
         if self.model is None:
             return self._bind_schema(args)
@@ -313,7 +317,13 @@ class ToolEntry:
         return BoundArgs(values, given, record_to_cedar(native, self.args_type, ""))
 
     def _bind_schema(self, args: Mapping[str, Any]) -> BoundArgs:
-        """Arguments of a tool described by a JSON schema only (no model validates them)."""
+        """Arguments of a tool described by a JSON schema only (no model validates them).
+
+        The tool gets them as sent, so they are validated here against the schema, closed
+        to keys it does not declare (``agentfence._mcp_tools``).
+        """
+        if self.schema_check is not None:
+            self.schema_check.check(args)
         try:
             values = json.loads(json.dumps({**self.defaults, **args}, allow_nan=False))
         except (TypeError, ValueError, RecursionError) as exc:
@@ -574,13 +584,20 @@ def _argument_model(tool: Any) -> Any:
 
 def _entry_for(tool: Any) -> ToolEntry:
     spec = ToolSpec.of(tool)
+    if is_mcp_tool(tool):
+        # An MCP tool's annotations are action groups policies can name, beside any the
+        # developer declared with govern() (docs/mcp-guide.md).
+        groups = (*spec.groups, *mcp_groups(getattr(tool, "metadata", None)))
+        spec = dataclasses.replace(spec, groups=tuple(dict.fromkeys(groups)))
     schema_source = _argument_model(tool)
     model: type[BaseModel] | None = None
     json_schema: Mapping[str, Any]
+    check: SchemaCheck | None = None
     if isinstance(schema_source, type) and issubclass(schema_source, BaseModel):
         model = schema_source
         json_schema = schema_source.model_json_schema()
     elif isinstance(schema_source, Mapping):
+        check = SchemaCheck(tool.name, schema_source)
         json_schema = schema_source
     else:
         json_schema = {"type": "object", "properties": getattr(tool, "args", {}) or {}}
@@ -612,4 +629,5 @@ def _entry_for(tool: Any) -> ToolEntry:
         defaults=defaults,
         input_keys=keys,
         renames=renames,
+        schema_check=check,
     )

@@ -366,7 +366,8 @@ def test_json_schema_tool_with_undeclared_key_is_refused(tmp_path: Path) -> None
             principal="alice",
         )
         assert d.effect is Effect.DENY
-        assert "unknown argument(s) 'target'" in d.reasons[0]
+        assert "('target' was unexpected)" in d.reasons[0]
+        assert "policy would not see them" in d.reasons[0]
         ok = fence.decide("upload", {"name": "report"}, principal="alice")
         assert ok.effect is Effect.ALLOW
 

@@ -146,7 +146,7 @@ def test_dict_schema_tool_is_checked_strictly() -> None:
     found = ToolCatalog.from_tools([raw]).get("raw")
     assert found is not None and found.model is None
     assert found.cedar_args({"n": 1}) == {"n": 1, "s": "d"}
-    with pytest.raises(ArgumentError, match="argument 'n': expected an integer, got str"):
+    with pytest.raises(ArgumentError, match="argument 'n': '1' is not of type 'integer'"):
         found.cedar_args({"n": "1"})
     with pytest.raises(ArgumentError, match="argument 'n': is required but missing"):
         found.cedar_args({})

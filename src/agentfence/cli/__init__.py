@@ -5,7 +5,7 @@ calls :meth:`Fence.decide`); ``--json`` prints machine-readable output; every er
 through one path that prints what went wrong and what to do, with exit code 2.
 
 Each command group lives in its own module (``_policy``, ``_demo``, ``_log``, ``_evidence``,
-``_approvals``, ``_inbox``) over what they share (``_common``, and ``_audit`` for the
+``_approvals``, ``_inbox``, ``_mcp``) over what they share (``_common``, and ``_audit`` for the
 auditor's). This module imports none of them until a command needs it: ``agentfence --help``
 lists the commands from :data:`COMMANDS` without loading Cedar, the inbox or a database
 driver.
@@ -50,6 +50,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inbox": (
         "agentfence.cli._inbox",
         "The approvers' web inbox: serve it, and manage who may sign in.",
+    ),
+    "mcp": (
+        "agentfence.cli._mcp",
+        "Serve MCP: a fence in front of MCP servers (every tools/call decided and recorded).",
     ),
 }
 """Each top-level command: the module whose ``register(app)`` adds it, and its one-line help
