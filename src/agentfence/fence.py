@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from agentfence._hitl import InterruptMode, check_interrupt_mode
 from agentfence._holds import Holds, Run
 from agentfence._ids import call_digest, check_seed, derive_seed
 from agentfence._metering import reserve, usage_for
@@ -58,6 +59,7 @@ from agentfence.errors import ConfigurationError
 from agentfence.labels import Directory, Redactor
 from agentfence.langgraph import (
     AsyncExecute,
+    BatchingFenceMiddleware,
     Execute,
     FenceMiddleware,
     GraphBubbleUp,
@@ -65,24 +67,15 @@ from agentfence.langgraph import (
     ToolCallRequest,
     ToolResult,
     describe,
+    fail_closed_text,
     mark_result,
     recorded_result,
     refusal,
     result_digest,
     result_messages,
 )
-from agentfence.log import (
-    DecisionLog,
-    DeferringLog,
-    Receipt,
-)
-from agentfence.policy import (
-    CallFacts,
-    Decision,
-    Effect,
-    EntityRef,
-    PolicyEngine,
-)
+from agentfence.log import DecisionLog, DeferringLog, Receipt
+from agentfence.policy import CallFacts, Decision, Effect, EntityRef, PolicyEngine
 from agentfence.records import (
     Blob,
     DecisionRecord,
@@ -92,11 +85,7 @@ from agentfence.records import (
     RedactionNote,
 )
 from agentfence.tools import ToolCatalog
-from agentfence.tracing import (
-    Telemetry,
-    ToolCallSpan,
-    telemetry_settings_from_env,
-)
+from agentfence.tracing import Telemetry, ToolCallSpan, telemetry_settings_from_env
 
 __all__ = ["Clock", "Fence", "PrincipalResolver"]
 
@@ -147,8 +136,10 @@ class Fence:
         policy_dir: str | Path | None = None,
         redactors: Sequence[Redactor] = (),
         on_hold: str | None = None,
+        interrupt_mode: InterruptMode = "batched",
     ) -> None:
         settings = Settings.from_env()
+        self._mode = check_interrupt_mode(interrupt_mode)
         self._on_hold = (
             check_on_hold(on_hold, "on_hold") if on_hold is not None else settings.on_hold
         )
@@ -197,6 +188,7 @@ class Fence:
             agent=self._agent,
             expiry_seconds=self._expiry,
             on_hold=self._on_hold,
+            interrupt_mode=self._mode,
         )
         self._record_activation(engine)
 
@@ -219,6 +211,7 @@ class Fence:
         trusted_directory: Directory | Mapping[str, Iterable[Any]] | None = None,
         redactors: Sequence[Redactor] = (),
         on_hold: str | None = None,
+        interrupt_mode: InterruptMode = "batched",
     ) -> Fence:
         """Load ``*.cedar`` policies (and ``*.cedarschema``, ``entities.json``,
         ``approvers.toml``, ``directory.json``) for the tools.
@@ -238,6 +231,8 @@ class Fence:
         call policy holds for approval: ``"interrupt"`` (pause, the default) or ``"deny"``
         (refuse it at once, for unattended runs); a run may say so itself with
         ``configurable["agentfence_on_hold"]``, and ``AGENTFENCE_ON_HOLD`` sets the default.
+        ``interrupt_mode``: ``"batched"`` (a ``create_agent`` turn's held calls in one pause),
+        ``"per_call"`` or ``"request_per_call"`` (``docs/developer-guide.md``).
         """
         directory = directory if directory is not None else Settings.from_env().policy_dir
         catalog = ToolCatalog.from_tools(tools)
@@ -267,6 +262,7 @@ class Fence:
             policy_dir=directory,
             redactors=redactors,
             on_hold=on_hold,
+            interrupt_mode=interrupt_mode,
         )
 
     # --- properties and lifecycle --------------------------------------------------------
@@ -373,8 +369,14 @@ class Fence:
             return self._engine.decide(usage_for(self._usage, self._engine, facts))
 
     def middleware(self) -> FenceMiddleware:
-        """``create_agent`` middleware running this fence on every tool call."""
-        return FenceMiddleware(self)
+        """``create_agent`` middleware running this fence on every tool call (in ``"batched"``
+        mode it also holds a turn's held calls in one interrupt: put it first in the list)."""
+        return BatchingFenceMiddleware(self) if self._mode == "batched" else FenceMiddleware(self)
+
+    def review_turn(self, calls: list[ToolCall]) -> dict[str, Any]:
+        """Hold the calls of a model turn that policy holds in one interrupt; return the
+        answers by request id (the middleware's ``after_model`` hook, in ``"batched"`` mode)."""
+        return self._holds.review_turn([(call, self._preview) for call in calls])
 
     def wrap_tool_call(self, request: ToolCallRequest, execute: Execute) -> ToolResult:
         """``ToolNode(wrap_tool_call=...)``: decide and record, then run the tool if allowed."""
@@ -668,6 +670,12 @@ class Fence:
         self._telemetry.log_append(time.perf_counter() - started)
         return result
 
+    def _preview(self, call: ToolCall) -> Decision:
+        """Decide a call ahead of its run, recording nothing (it is decided again as it runs)."""
+        facts = self._facts_from_call(call)
+        with self._usage.lock:
+            return self._engine.decide(usage_for(self._usage, self._engine, facts))
+
     def _facts_from_call(self, call: ToolCall) -> CallFacts:
         principal = self._resolver(call.config) if self._resolver is not None else call.principal
         facts = self._facts(
@@ -788,13 +796,3 @@ class Fence:
 
     def _record_activation(self, engine: PolicyEngine) -> None:
         self._append(*activation_record(engine, time_us=self._clock()))
-
-
-def fail_closed_text(decision_id: str) -> str:
-    """What the model is told when a call could not be decided and recorded: a fixed text
-    and the decision id, never the error's own text."""
-    return (
-        "agentfence did not run this call: it could not be decided and recorded (fail "
-        "closed). The cause is in the decision log and the trace; do not retry it unchanged "
-        f"[decision {decision_id}]"
-    )
