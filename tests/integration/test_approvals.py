@@ -70,16 +70,17 @@ def test_pause_carries_the_hitl_request_and_agentfence_fields(
     [pause] = result["__interrupt__"]
     value = pause.value
     # The approver sees the arguments as the tool will get them: validated, defaults filled.
-    assert value["action_requests"] == [
-        {
-            "name": "pay",
-            "args": {"account": "acc-7", "amount": 900.0, "memo": None},
-            "description": value["action_requests"][0]["description"],
-        }
+    [action] = value["action_requests"]
+    assert {k: v for k, v in action.items() if k != "agentfence"} == {
+        "name": "pay",
+        "args": {"account": "acc-7", "amount": 900.0, "memo": None},
+        "description": "pay for User::\"alice\" needs approval: payments over 100 need finance",
+    }
+    assert value["review_configs"] == [
+        {"action_name": "pay", "allowed_decisions": ["approve", "edit", "reject", "respond"]}
     ]
-    assert value["review_configs"][0]["allowed_decisions"] == ["approve", "edit", "reject"]
     request = pending(fence)
-    fields = value["agentfence"]
+    fields = action["agentfence"]  # a hand-built ToolNode: one action per held call
     assert fields["request_id"] == request.request_id
     assert fields["action_digest"] == request.action_digest
     assert fields["policy_hash"] == fence.policy_hash
@@ -408,7 +409,8 @@ def test_expiry_comes_from_the_policy_annotation(
         )
     )
     _fence, _, _, result = paused(make_fence, tools, clock)
-    assert result["__interrupt__"][0].value["agentfence"]["expires_us"] == (
+    [action] = result["__interrupt__"][0].value["action_requests"]
+    assert action["agentfence"]["expires_us"] == (
         clock.now + 120 * 1_000_000
     )
 
