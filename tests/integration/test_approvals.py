@@ -74,7 +74,7 @@ def test_pause_carries_the_hitl_request_and_agentfence_fields(
     assert {k: v for k, v in action.items() if k != "agentfence"} == {
         "name": "pay",
         "args": {"account": "acc-7", "amount": 900.0, "memo": None},
-        "description": "pay for User::\"alice\" needs approval: payments over 100 need finance",
+        "description": 'pay for User::"alice" needs approval: payments over 100 need finance',
     }
     assert value["review_configs"] == [
         {"action_name": "pay", "allowed_decisions": ["approve", "edit", "reject", "respond"]}
@@ -410,9 +410,7 @@ def test_expiry_comes_from_the_policy_annotation(
     )
     _fence, _, _, result = paused(make_fence, tools, clock)
     [action] = result["__interrupt__"][0].value["action_requests"]
-    assert action["agentfence"]["expires_us"] == (
-        clock.now + 120 * 1_000_000
-    )
+    assert action["agentfence"]["expires_us"] == (clock.now + 120 * 1_000_000)
 
 
 def test_policy_change_while_waiting_decides_again(
