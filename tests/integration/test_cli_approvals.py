@@ -319,6 +319,52 @@ def test_edit_runs_the_edited_call(pause: Callable[..., Paused], keys: dict[str,
     assert paused.resume()["call-refund-large"].content == "refunded EUR 250.00 to c-102"
 
 
+def test_respond_answers_in_the_tools_place(
+    pause: Callable[..., Paused], keys: dict[str, Path]
+) -> None:
+    paused = pause()
+    text = "Refund already issued by bank transfer on 3 May; tell the customer."
+    result = cli(
+        "approvals",
+        "respond",
+        paused.request.request_id,
+        "--message",
+        text,
+        *answer_args(paused, keys),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "answered in the tool's place request" in result.stdout
+    message = paused.resume()["call-refund-large"]
+    assert (message.content, message.status) == (text, "success")
+    shown = cli("log", "show", paused.url, "--kind", "approval_answer")
+    assert "responded" in shown.stdout and "Refund already issued" in _flat(shown.stdout)
+
+
+def test_json_answer_is_a_langchain_decision_to_resume_with(
+    pause: Callable[..., Paused], keys: dict[str, Path]
+) -> None:
+    from langgraph.types import Command
+
+    paused = pause()
+    result = cli(
+        "approvals",
+        "reject",
+        paused.request.request_id,
+        "--message",
+        "duplicate of ticket T-77",
+        *answer_args(paused, keys),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)["langchain_decision"]
+    assert decision["type"] == "reject" and decision["message"] == "duplicate of ticket T-77"
+    out = paused.agent.invoke(Command(resume={"decisions": [decision]}), CONFIG)
+    [message] = [
+        m for m in out["messages"] if getattr(m, "tool_call_id", "") == "call-refund-large"
+    ]
+    assert "rejected the call to 'refund': duplicate of ticket T-77" in str(message.content)
+
+
 # --- refusals: each exits 2 with a message that says what to do ----------------------------
 
 
