@@ -211,7 +211,7 @@ def test_show_has_what_the_approver_needs(pause: Callable[..., Paused]) -> None:
         "left)",
     ):
         assert expected in text, expected
-    # What the run did so far: the lookup ran, and so did the small refund.
+    # What the run did so far: the lookup ran; the rest of the refund's turn waits with it.
     assert re.search(r"lookup_customer +│ ALLOW +│ Customer::\"c-102\" +│ success", text), text
     data = json.loads(cli("approvals", "show", short, "--db", paused.url, "--json").stdout)
     assert data["args"] == {
@@ -223,8 +223,7 @@ def test_show_has_what_the_approver_needs(pause: Callable[..., Paused]) -> None:
     assert data["status"] == "pending" and data["answer"] is None
     tools = [(d["tool"], d["effect"], d["resource"]) for d in data["thread_decisions"]]
     assert ("lookup_customer", "ALLOW", 'Customer::"c-102"') in tools
-    assert ("send_email", "ALLOW", 'Recipient::"dana@customer.example"') in tools
-    assert all(d["tool"] != "refund" or d["effect"] == "ALLOW" for d in data["thread_decisions"])
+    assert all(d["tool"] not in ("refund", "send_email") for d in data["thread_decisions"])
 
 
 # --- answering ------------------------------------------------------------------------------
@@ -333,7 +332,7 @@ def test_respond_answers_in_the_tools_place(
         *answer_args(paused, keys),
     )
     assert result.returncode == 0, result.stderr
-    assert "answered in the tool's place request" in result.stdout
+    assert "responded to request" in result.stdout
     message = paused.resume()["call-refund-large"]
     assert (message.content, message.status) == (text, "success")
     shown = cli("log", "show", paused.url, "--kind", "approval_answer")

@@ -558,7 +558,7 @@ _DONE = {
     "approve": "approved",
     "edit": "edited and approved",
     "reject": "rejected",
-    "respond": "answered in the tool's place",
+    "respond": "responded to",
 }
 
 
