@@ -8,6 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from langchain.agents.middleware.human_in_the_loop import (
+    ActionRequest,
+    HITLRequest,
+    ToolApprovalRequest,
+)
 from langchain_core.messages import ToolMessage
 from langchain_core.tools import BaseTool
 from langgraph.types import Command
@@ -18,6 +23,7 @@ from agentfence.records import ApprovalAnswerRecord
 from agentfence.testing import tool_call
 from tests.conftest import Ran, signed
 from tests.graphs import agent_for, batch, config, graph_for, tool_messages
+from tests.unit.test_hitl import FENCE_KEY, exactly
 
 PAY_A = tool_call("pay", {"account": "acc-1", "amount": 500.0}, "pay-a")
 PAY_B = tool_call("pay", {"account": "acc-2", "amount": 700.0}, "pay-b")
@@ -61,6 +67,7 @@ def test_two_held_calls_of_one_turn_raise_one_interrupt_with_both_actions(
 ) -> None:
     fence, _, log, result = held_turn(make_fence, tools, PAY_A, SMALL, PAY_B)
     [pause] = result["__interrupt__"]
+    exactly(HITLRequest, pause.value, {ActionRequest: FENCE_KEY})
     actions = pause.value["action_requests"]
     assert [(a["name"], a["args"]["account"]) for a in actions] == [
         ("pay", "acc-1"),
@@ -268,7 +275,8 @@ def test_per_call_mode_raises_a_tool_approval_request_per_held_call(
     )
     pauses = result["__interrupt__"]
     assert sorted(p.value["tool_call_id"] for p in pauses) == ["pay-a", "pay-b"]
-    assert all(p.value["type"] == "tool_approval" for p in pauses)
+    for pause in pauses:
+        exactly(ToolApprovalRequest, pause.value, {ToolApprovalRequest: FENCE_KEY})
     assert all("oneOf" in p.response_schema for p in pauses)
     assert ran.calls == [("pay", {"account": "acc-3", "amount": 5.0})]  # allowed: ran
     resume = {}
@@ -304,3 +312,27 @@ def test_batched_turn_async(
     out = asyncio.run(agent.ainvoke(Command(resume={"decisions": decisions}), config()))
     assert "__interrupt__" not in out
     assert sorted(a["account"] for _, a in ran.calls) == ["acc-1", "acc-2"]
+
+
+def test_tool_node_held_calls_pause_in_the_batched_format_and_all_run(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], ran: Ran
+) -> None:
+    """A hand-built ToolNode has no turn to batch: a held call pauses as it runs, in a
+    one-action HITLRequest, and ``fence.run`` answers them as they come."""
+    log = MemoryLog()
+    fence = make_fence(log=log)
+    graph = graph_for(fence, tools, batch(PAY_A, PAY_B))
+    result = graph.invoke({"messages": [("user", "pay")]}, config())
+    for pause in result["__interrupt__"]:
+        exactly(HITLRequest, pause.value, {ActionRequest: FENCE_KEY})
+        assert len(pause.value["action_requests"]) == 1
+
+    def answer(pending: list[Any]) -> None:
+        for item in pending:
+            request = item.request
+            fence.approvals.submit(request.request_id, signed(request), now_us=request.created_us)
+
+    out = fence.run(graph, None, config(), on_pending=answer, poll_interval=0.01)
+    assert "__interrupt__" not in out
+    assert sorted(a["account"] for _, a in ran.calls) == ["acc-1", "acc-2"]
+    assert decisions_per_call(log) == {"pay-a": 1, "pay-b": 1}
