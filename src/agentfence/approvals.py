@@ -54,6 +54,7 @@ __all__ = [
     "answer_fields",
     "check_answer",
     "sign_answer",
+    "signed_envelope",
     "submit_answer",
 ]
 

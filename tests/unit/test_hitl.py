@@ -34,7 +34,9 @@ from agentfence.approvals import (
     BUNDLE_FORMAT,
     ApprovalRefused,
     ApprovalRequest,
+    ApproverRegistry,
     answer_fields,
+    check_answer,
     parse_envelope,
     request_for,
     signed_envelope,
@@ -234,3 +236,19 @@ def test_interrupt_mode_is_checked() -> None:
     assert check_interrupt_mode("per_call") == "per_call"
     with pytest.raises(ValueError, match="interrupt_mode must be one of 'batched', 'per_call'"):
         check_interrupt_mode("batch")
+
+
+def test_signed_respond_without_a_message_is_refused(make_fence: Callable[..., Fence]) -> None:
+    """A respond answer is the tool's result: signed with no message, there is nothing to
+    give the model, so the fence refuses it rather than answer with an empty result."""
+    fence = make_fence()
+    request = held(make_fence)
+    with pytest.raises(ApprovalRefused, match="a respond answer needs the message") as refused:
+        check_answer(
+            signed(request, decision="respond"),
+            request,
+            engine=fence.engine,
+            registry=ApproverRegistry.from_engine(fence.engine),
+            now_us=request.created_us + 1,
+        )
+    assert refused.value.code == "malformed"
