@@ -336,3 +336,60 @@ def test_tool_node_held_calls_pause_in_the_batched_format_and_all_run(
     assert "__interrupt__" not in out
     assert sorted(a["account"] for _, a in ran.calls) == ["acc-1", "acc-2"]
     assert decisions_per_call(log) == {"pay-a": 1, "pay-b": 1}
+
+
+def test_batched_edit_runs_the_signed_arguments_decided_again(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], ran: Ran
+) -> None:
+    fence, agent, log, result = held_turn(make_fence, tools, PAY_A)
+    [request] = held_requests(fence, result["__interrupt__"][0])
+    edited = {"account": "acc-1", "amount": 50.0, "memo": None}
+    decision = {
+        "type": "edit",
+        "edited_action": {"name": "pay", "args": edited},
+        "agentfence": signed(request, decision="edit", edited_args=edited),
+    }
+    agent.invoke(Command(resume={"decisions": [decision]}), config())
+    assert ran.calls == [("pay", {"account": "acc-1", "amount": 50.0})]
+    # The edit is decided again (now a small payment, allowed), on the log beside the first.
+    assert [d.effect for d in log.decisions()] == ["REQUIRE_APPROVAL", "ALLOW"]
+
+
+def test_an_expired_batched_request_is_refused_on_resume(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], ran: Ran
+) -> None:
+    now = [1_800_000_000_000_000]
+    fence, agent, log, _ = held_turn(
+        make_fence, tools, PAY_A, clock=lambda: now[0], approval_expiry=60
+    )
+    now[0] += 61 * 1_000_000
+    out = fence.resume(agent, config())
+    assert "no approver answered before it expired" in str(tool_messages(out)["pay-a"].content)
+    assert ran.calls == []
+    assert [a.verdict for a in answers(log)] == ["expired"]
+
+
+def test_an_answer_from_an_earlier_turn_does_not_run_a_later_call_with_the_same_id(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], ran: Ran
+) -> None:
+    """Attack: the model repeats an approved call's id in a later turn, hoping the earlier
+    turn's answer (still in the agent state) runs it without asking."""
+    from langchain_core.messages import AIMessage
+
+    again = tool_call("pay", {"account": "acc-666", "amount": 900.0}, "pay-a")
+    fence = make_fence()
+    replies = [
+        AIMessage(content="", tool_calls=[PAY_A]),
+        AIMessage(content="", tool_calls=[again]),
+        AIMessage(content="done"),
+    ]
+    agent = agent_for(fence, tools, replies)
+    result = agent.invoke({"messages": [("user", "pay")]}, config())
+    [request] = held_requests(fence, result["__interrupt__"][0])
+    decision = {"type": "approve", "agentfence": signed(request)}
+    out = agent.invoke(Command(resume={"decisions": [decision]}), config())
+    # The later call is held on its own: a new request, a new pause; it did not run.
+    [pause] = out["__interrupt__"]
+    [later] = held_requests(fence, pause)
+    assert later.request_id != request.request_id and later.args["account"] == "acc-666"
+    assert ran.calls == [("pay", {"account": "acc-1", "amount": 500.0})]
