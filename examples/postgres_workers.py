@@ -76,7 +76,9 @@ def main(url: str) -> list[str]:
         saver.setup()
         paused = worker(url, key, saver, thread, resume=False)
         [pause] = paused["__interrupt__"]
-        request_id = pause.value["agentfence"]["request_id"]
+        # One interrupt for the model turn; each held call is an action with its request id.
+        [action] = pause.value["action_requests"]
+        request_id = action["agentfence"]["request_id"]
         lines.append(f"worker A: paused, approval request {request_id[:12]}")
 
         store = ApprovalStore.open(url)

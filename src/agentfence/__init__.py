@@ -43,7 +43,7 @@ _EXPORTS: dict[str, str] = {
     "PolicyLoadError": "agentfence.errors",
     "PresidioRedactor": "agentfence._redaction",
     "PrincipalRejected": "agentfence.errors",
-    "PrincipalResolver": "agentfence.fence",
+    "PrincipalResolver": "agentfence.decision",
     "Provenance": "agentfence.labels",
     "Receipt": "agentfence.log",
     "Redactor": "agentfence.labels",
@@ -143,7 +143,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from agentfence._redaction import PresidioRedactor
     from agentfence.approvals import ApprovalAnswer, ApprovalStore, sign_answer
-    from agentfence.decision import CallFacts, Decision, Effect, EntityRef
+    from agentfence.decision import CallFacts, Decision, Effect, EntityRef, PrincipalResolver
     from agentfence.errors import (
         AgentfenceError,
         AgentfenceWarning,
@@ -157,7 +157,7 @@ if TYPE_CHECKING:
         ToolSpecError,
         VerificationError,
     )
-    from agentfence.fence import Fence, PrincipalResolver
+    from agentfence.fence import Fence
     from agentfence.identity import BearerToken, BearerTokenResolver, VerifiedToken
     from agentfence.labels import Directory, Finding, Meter, Provenance, Redactor, labelled
     from agentfence.log import (

@@ -16,30 +16,43 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agentfence._hitl import (
+    InterruptMode,
+    hitl_request,
+    response_schema,
+    single_request,
+    tool_approval_request,
+    turn_answers,
+)
 from agentfence._semconv import ERROR_APPROVAL_REQUIRED
 from agentfence.approvals import (
+    ANSWER_KINDS,
     EXPIRED_FORMAT,
     ApprovalRefused,
     ApprovalRequest,
     ApprovalStore,
     ApproverRegistry,
+    Picked,
     StoredApproval,
     answers_bundle,
     approve_decision,
     check_answer,
     diff_args,
-    interrupt_payload,
     pick_answer,
     request_for,
+    signed_envelope,
 )
 from agentfence.config import CONFIG_AGENT, CONFIG_ON_HOLD, CONFIG_THREAD, check_on_hold
 from agentfence.decision import CallFacts, Decision, Effect
 from agentfence.langgraph import (
+    ANSWERS_KEY,
+    GraphBubbleUp,
     ToolCall,
     ToolCallRequest,
     ToolResult,
@@ -47,6 +60,7 @@ from agentfence.langgraph import (
     interrupt,
     recorded_result,
     refusal,
+    responded,
     resume_for,
     waiting_ids,
 )
@@ -60,6 +74,8 @@ from agentfence.records import (
     canonical_or_repr,
 )
 from agentfence.tracing import Telemetry, ToolCallSpan
+
+_logger = logging.getLogger("agentfence.holds")
 
 
 @dataclass(frozen=True)
@@ -81,7 +97,12 @@ class Run:
         return cls(decision, bound_request(call.request, facts.sent), facts, call)
 
 
-_PAST = {"approve": "approved", "edit": "edited and approved", "reject": "rejected"}
+_PAST = {
+    "approve": "approved",
+    "edit": "edited and approved",
+    "reject": "rejected",
+    "respond": "answered in the tool's place",
+}
 
 
 class Holds:
@@ -102,6 +123,7 @@ class Holds:
         expiry_seconds: int,
         on_hold: str,
         notify_held: Callable[[ApprovalRequest], None] | None = None,
+        interrupt_mode: InterruptMode = "batched",
     ) -> None:
         self._approvals = approvals
         self._policy = policy
@@ -115,6 +137,7 @@ class Holds:
         self._expiry = expiry_seconds
         self._on_hold_default = on_hold
         self._notify_held = notify_held
+        self._mode = interrupt_mode
 
     def run(
         self,
@@ -203,7 +226,9 @@ class Holds:
     def resume_value(self, waiting: Sequence[StoredApproval]) -> dict[str, Any] | None:
         """:meth:`Fence.resume_value <agentfence.fence.Fence.resume_value>`."""
         now = self._clock()
-        ready = [w for w in waiting if w.status(now) in ("answered", "expired")]
+        # A request whose answer an earlier pass used counts as ready: the thread must move
+        # on, and the call, seeing its answer used, never pauses for it again (hold()).
+        ready = [w for w in waiting if w.status(now) in ("answered", "expired", "used")]
         if not ready:
             return None
         return answers_bundle(ready, now_us=now)
@@ -254,18 +279,9 @@ class Holds:
             return self._refuse_unattended(call, fresh, decision, span)
         stored = self._approvals.create(fresh)  # the first pass's request, on re-execution
         if stored.action_digest != fresh.action_digest:
-            # The same call id again with other arguments (or for another principal): the
-            # held request, and any answer to it, is for the first; this one does not run.
-            span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
-            return refusal(
-                call,
-                (
-                    f"this call to {stored.tool!r} reuses the id of held request "
-                    f"{stored.request_id} with other arguments; an approval covers only the "
-                    "call it was asked for, so it was not run. Make it as a new call"
-                ),
-                decision,
-            )
+            # Another call holds this request id (the same tool call id with other
+            # arguments, or for another principal): an answer to that call must not run this one.
+            return self._refuse_duplicate(call, stored, decision, span)
         self._record_request(stored, expires_us=stored.expires_us)
         if self._notify_held is not None and stored.created_us == fresh.created_us:
             self._notify_held(stored)  # queued only, never raises: notifications fail open
@@ -278,17 +294,22 @@ class Holds:
             if not isinstance(queued, dict):
                 return queued
             picked = pick_answer(queued, stored.request_id)
+            if picked is None:  # not this request's answer: nothing runs
+                return refusal(call, f"no answer to request {stored.request_id}", decision)
         else:
-            payload = interrupt_payload(stored)
-            while True:
+            picked = self._batched(call, stored.request_id) or self._used_answer(stored)
+            while picked is None:
                 # The resume value may be a bundle of several requests' answers (one resume
                 # serves every call paused in the same step) or this request's answer alone.
-                delivered = interrupt(payload)
+                if self._mode == "per_call":
+                    delivered = interrupt(
+                        tool_approval_request(stored), response_schema=response_schema(stored)
+                    )
+                elif self._mode == "request_per_call":
+                    delivered = interrupt(single_request(stored))
+                else:
+                    delivered = interrupt(hitl_request([stored]))
                 picked = pick_answer(delivered, stored.request_id)
-                if picked is not None:
-                    break
-        if picked is None:  # not this request's answer: nothing runs
-            return refusal(call, f"no answer to request {stored.request_id}", decision)
         if done is not None:
             # This call already ran on an earlier pass: its answer was used then.
             self._answer_record(
@@ -341,6 +362,77 @@ class Holds:
         held.artifact["agentfence"]["held"] = stored.request_id
         return held
 
+    def review_turn(
+        self, calls: Sequence[tuple[ToolCall, Callable[[ToolCall], Decision]]]
+    ) -> dict[str, Any]:
+        """:meth:`Fence.review_turn <agentfence.fence.Fence.review_turn>`: one interrupt for
+        the held calls of a turn, each decided beforehand by its ``decide`` (which records
+        nothing); the answers given, by request id."""
+        held: list[ApprovalRequest] = []
+        for call, decide in calls:
+            decision: Decision | None = None
+            try:
+                decision = decide(call)
+            except GraphBubbleUp:
+                raise
+            except Exception:  # fail closed where it counts: the call's own pass refuses it
+                _logger.debug("could not decide %s ahead of its run", call.call_id, exc_info=True)
+            if decision is None or decision.effect is not Effect.REQUIRE_APPROVAL:
+                continue
+            if self._on_hold(call) == "deny":
+                continue
+            fresh = request_for(decision, now_us=self._clock(), default_expiry=self._expiry)
+            stored = self._approvals.create(fresh)
+            if self._notify_held is not None and stored.created_us == fresh.created_us:
+                self._notify_held(stored)  # queued only, never raises: notifications fail open
+            if (
+                stored.action_digest == fresh.action_digest
+                and stored not in held
+                and self._used_answer(stored) is None
+            ):
+                held.append(stored)  # else left to the call itself (it refuses, or replays)
+        answers: dict[str, Any] = {}
+        while remaining := [r for r in held if r.request_id not in answers]:
+            # Resumed with answers for some only: the rest are asked again, in one interrupt.
+            answers.update(turn_answers(interrupt(hitl_request(remaining)), remaining))
+        return answers
+
+    def _used_answer(self, stored: ApprovalRequest) -> Picked | None:
+        """The answer an earlier pass of this call used, delivered again instead of pausing.
+
+        Calls of one step run side by side: a pass may use one call's answer and run it while
+        a sibling's pause stops the step. Paused again for that request, the thread would wait
+        forever for an answer already given; given it again, the call returns what its earlier
+        pass recorded (it is single use, so it never runs twice).
+        """
+        current = self._approvals.get(stored.request_id)
+        if current is None or current.answer is None or current.status(self._clock()) != "used":
+            return None
+        return Picked(current.answer)
+
+    def _batched(self, call: ToolCall, request_id: str) -> Picked | None:
+        """This request's answer from the turn's batched interrupt, if it had one."""
+        state = call.state
+        answers = state.get(ANSWERS_KEY) if isinstance(state, Mapping) else None
+        if isinstance(answers, Mapping) and request_id in answers:
+            return Picked(answers[request_id])
+        return None
+
+    def _refuse_duplicate(
+        self, call: ToolCall, stored: ApprovalRequest, decision: Decision, span: ToolCallSpan
+    ) -> ToolResult:
+        span.finished("denied", error_type=ERROR_APPROVAL_REQUIRED)
+        return refusal(
+            call,
+            (
+                f"the call to {stored.tool!r} needs approval, but its tool call id "
+                f"{stored.tool_call_id!r} is already held for a different call (request "
+                f"{stored.request_id}); an approval covers only the call it was asked for, so "
+                "it was not run. Make it as a new call, with an id of its own"
+            ),
+            decision,
+        )
+
     def _resolve(
         self,
         call: ToolCall,
@@ -368,13 +460,14 @@ class Holds:
                 )
             payload = {"format": "agentfence.malformed", "note": "expired marker too early"}
         try:
+            envelope = signed_envelope(payload, tool=stored.tool)
             verified = check_answer(
-                payload,
+                envelope,
                 stored,
                 engine=engine,
                 registry=registry,
                 now_us=now,
-                answered_us=self._handed_in(stored.request_id, payload),
+                answered_us=self._handed_in(stored.request_id, envelope),
             )
         except ApprovalRefused as refused:
             if refused.code == "expired":
@@ -420,6 +513,14 @@ class Holds:
                 ),
                 decision,
             )
+        if answer.decision == "respond":
+            self._answer_record(
+                stored,
+                payload,
+                "accepted",
+                f"{verified.approver} answered in the tool's place: {answer.message}",
+            )
+            return responded(call, answer.message or "", decision, str(verified.approver))
         run_args = dict(answer.edited_args or {}) if answer.decision == "edit" else stored.args
         diff: dict[str, Any] | None = None
         if answer.decision == "edit":
@@ -578,7 +679,9 @@ class Holds:
         reason: str,
         diff: Mapping[str, Any] | None = None,
     ) -> None:
-        answer = payload.get("answer") if isinstance(payload, Mapping) else None
+        signed = payload.get("agentfence") if isinstance(payload, Mapping) else None
+        carrier = signed if isinstance(signed, Mapping) else payload  # a decision's envelope
+        answer = carrier.get("answer") if isinstance(carrier, Mapping) else None
         kind = answer.get("decision") if isinstance(answer, Mapping) else None
         approver = answer.get("approver") if isinstance(answer, Mapping) else None
         delivered = Blob.of(canonical_or_repr(payload))
@@ -593,7 +696,7 @@ class Holds:
                 decision_id=stored.decision_id,
                 approver=approver if isinstance(approver, str) else None,
                 answer=kind
-                if kind in ("approve", "edit", "reject")
+                if kind in ANSWER_KINDS
                 else ("expired" if verdict == "expired" else "unknown"),
                 verdict=verdict,
                 reason=reason,

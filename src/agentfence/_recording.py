@@ -17,9 +17,9 @@ from typing import Any
 from agentfence import _cedar
 from agentfence._signing import Signer, read_private_key
 from agentfence.decision import Decision, EntityRef
-from agentfence.errors import ConfigurationError
+from agentfence.errors import ConfigurationError, PrincipalRejected
 from agentfence.log import DecisionLog, LogReader, MemoryLog, SignedLog
-from agentfence.policy import PolicyEngine
+from agentfence.policy import CallFacts, Effect, PolicyEngine
 from agentfence.records import (
     ActivationRecord,
     Blob,
@@ -37,6 +37,8 @@ __all__ = [
     "as_recorded",
     "decision_record",
     "digest_of",
+    "failure_decision",
+    "failure_facts",
     "metered_call",
     "open_log",
     "request_bytes",
@@ -177,3 +179,40 @@ def open_log(log: DecisionLog | str | Path | None, key: str | Path | Signer | No
         )
     signer = key if isinstance(key, Signer) else read_private_key(key)
     return SignedLog.open(log, signer=signer)
+
+
+def failure_facts(
+    tool: str, args: Any, call_id: str | None, *, thread: str, step: Any, agent: Any, nonce: str
+) -> CallFacts:
+    """The facts of a call that could not be described (a resolver raised, a malformed
+    principal or seed): what is known of it, with no principal."""
+    return CallFacts(
+        tool=tool,
+        args=args if isinstance(args, Mapping) else {},
+        principal=None,
+        agent=agent,
+        thread=thread,
+        step=step,
+        tool_call_id=call_id or "",
+        seed=0,
+        nonce=nonce,
+    )
+
+
+def failure_decision(facts: CallFacts, exc: Exception, policy_hash: str) -> Decision:
+    """The DENY a call that could not be decided is recorded as (fail closed): a rejected
+    principal's fixed reason, else the error."""
+    reason = (
+        exc.reason
+        if isinstance(exc, PrincipalRejected)
+        else f"the call could not be decided (fail closed): {exc}"
+    )
+    return Decision(
+        effect=Effect.DENY,
+        decision_id=facts.decision_id,
+        policy_ids=(),
+        reasons=(reason,),
+        policy_hash=policy_hash,
+        facts=facts,
+        errors=(f"{type(exc).__name__}: {exc}",),
+    )

@@ -51,8 +51,10 @@ __all__ = [
     "ApprovalRequest",
     "ApprovalStore",
     "ApproverRegistry",
+    "answer_fields",
     "check_answer",
     "sign_answer",
+    "signed_envelope",
     "submit_answer",
 ]
 
@@ -64,6 +66,13 @@ EXPIRES_ANNOTATION = "approval_expires"
 RISK_ANNOTATION = "risk"
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+AnswerKind = Literal["approve", "edit", "reject", "respond"]
+"""What an approver may answer: LangChain's human-in-the-loop decision types.
+
+``respond`` answers in the tool's place: the tool does not run and the approver's message is
+its result for the model."""
+ANSWER_KINDS: tuple[AnswerKind, ...] = ("approve", "edit", "reject", "respond")
 
 
 class ApprovalRefused(AgentfenceError):  # an outcome the caller handles, not a bug
@@ -107,7 +116,7 @@ class ApprovalAnswer(FrozenModel):
     request_id: str
     action_digest: str
     approver: str = Field(description='the approver\'s principal, e.g. User::"fran"')
-    decision: Literal["approve", "edit", "reject"]
+    decision: AnswerKind
     edited_args: dict[str, Any] | None = None
     message: str | None = None
     answered_us: int
@@ -169,34 +178,6 @@ def request_for(decision: Decision, *, now_us: int, default_expiry: int) -> Appr
     )
 
 
-def interrupt_payload(request: ApprovalRequest) -> dict[str, Any]:
-    """The ``interrupt()`` value: LangChain's HITL request format plus agentfence's fields."""
-    description = f"{request.tool} for {request.principal} needs approval: " + "; ".join(
-        request.reasons
-    )
-    return {
-        "action_requests": [
-            {"name": request.tool, "args": request.args, "description": description}
-        ],
-        "review_configs": [
-            {"action_name": request.tool, "allowed_decisions": ["approve", "edit", "reject"]}
-        ],
-        "agentfence": {
-            "request_id": request.request_id,
-            "action_digest": request.action_digest,
-            "policy_hash": request.policy_hash,
-            "policy_ids": request.policy_ids,
-            "reasons": request.reasons,
-            "risk": request.risk,
-            "approvers": request.approvers,
-            "principal": request.principal,
-            "thread": request.thread,
-            "tool_call_id": request.tool_call_id,
-            "expires_us": request.expires_us,
-        },
-    }
-
-
 # --- approvers and signatures -------------------------------------------------------------
 
 
@@ -216,7 +197,7 @@ def submit_answer(
     request: ApprovalRequest,
     *,
     approver: EntityRef,
-    decision: Literal["approve", "edit", "reject"],
+    decision: AnswerKind,
     signer: Signer,
     now_us: int,
     edited_args: dict[str, Any] | None = None,
@@ -247,6 +228,123 @@ def submit_answer(
     return answer, envelope
 
 
+UNSIGNED_DECISION = (
+    "unsigned answer: a human-in-the-loop decision is accepted only with the approver's "
+    'signed answer under its \'agentfence\' key, e.g. {"type": "approve", "agentfence": '
+    "ENVELOPE}; answer with `agentfence approvals approve|edit|reject|respond REQUEST_ID` (or "
+    "the inbox), which signs the answer (`--json` prints the envelope)"
+)
+REFUSED_FORMAT = "agentfence.refused_answer/v1"
+"""A delivered answer that could not be matched to its request; ``reason`` says why."""
+
+
+def answer_fields(
+    decision: Mapping[str, Any], *, tool: str | None = None
+) -> tuple[AnswerKind, dict[str, Any] | None, str | None]:
+    """The answer a LangChain human-in-the-loop decision states: (decision, edited_args, message).
+
+    Reads ``{"type": "approve"}``, ``{"type": "edit", "edited_action": {"name": TOOL, "args":
+    {...}}}``, ``{"type": "reject", "message": ...}`` and ``{"type": "respond", "message":
+    ...}`` (the fields of :class:`ApprovalAnswer`). An edit changes the arguments, never the
+    tool: with ``tool``, an ``edited_action`` naming another is refused. Raises
+    :class:`ApprovalRefused` (``malformed``) saying what is wrong. The decision is not trusted
+    by this: the fence accepts it only signed (see ``docs/approver-guide.md``).
+    """
+    if not isinstance(decision, Mapping):
+        raise ApprovalRefused(
+            "malformed", f"malformed decision: expected an object, got {type(decision).__name__}"
+        )
+    kind = decision.get("type")
+    if kind not in ANSWER_KINDS:
+        raise ApprovalRefused(
+            "malformed",
+            f"malformed decision: type is {kind!r}; expected one of {', '.join(ANSWER_KINDS)}",
+        )
+    message = decision.get("message")
+    if message is not None and not isinstance(message, str):
+        raise ApprovalRefused("malformed", "malformed decision: message must be text")
+    if kind == "respond" and not message:
+        raise ApprovalRefused(
+            "malformed",
+            "malformed decision: a respond decision needs a message (the text the model gets "
+            "as the tool's result)",
+        )
+    if kind != "edit":
+        if "edited_action" in decision:
+            raise ApprovalRefused(
+                "malformed", f"malformed decision: a {kind} decision carries no edited_action"
+            )
+        return kind, None, message
+    action = decision.get("edited_action")
+    if not isinstance(action, Mapping) or not isinstance(action.get("args"), Mapping):
+        raise ApprovalRefused(
+            "malformed",
+            'malformed decision: an edit needs edited_action: {"name": TOOL, "args": {...}}',
+        )
+    name = action.get("name")
+    if tool is not None and name != tool:
+        raise ApprovalRefused(
+            "malformed",
+            f"malformed decision: an edit changes the arguments, not the tool; edited_action "
+            f"names {name!r} but the held call is {tool!r}",
+        )
+    return "edit", dict(action["args"]), message
+
+
+def signed_envelope(payload: Any, *, tool: str | None = None) -> Any:
+    """The signed answer envelope a delivered answer carries, for :func:`check_answer`.
+
+    A LangChain decision (``{"type": ..., "agentfence": ENVELOPE}``), or a ``{"decisions":
+    [...]}`` response of one such decision, yields its envelope, once the decision's own
+    fields (:func:`answer_fields`) state exactly what the signed answer says; anything else is
+    returned as it is. Raises :class:`ApprovalRefused`: ``unsigned`` for a decision with no
+    envelope, ``mismatch`` for one that says something else than its signed answer.
+    """
+    if not isinstance(payload, Mapping) or "format" in payload:
+        return payload
+    if "decisions" in payload:
+        decisions = payload["decisions"]
+        if not isinstance(decisions, list) or len(decisions) != 1:
+            count = len(decisions) if isinstance(decisions, list) else "no list of"
+            raise ApprovalRefused(
+                "malformed",
+                f"malformed answer: this request takes one decision, the answer holds {count} "
+                "decisions",
+            )
+        payload = decisions[0]
+        if not isinstance(payload, Mapping):
+            return payload
+    if "type" not in payload:
+        return payload
+    kind, edited, message = answer_fields(payload, tool=tool)
+    envelope = payload.get("agentfence")
+    if envelope is None:
+        raise ApprovalRefused("unsigned", UNSIGNED_DECISION)
+    signed = envelope.get("answer") if isinstance(envelope, Mapping) else None
+    if not isinstance(signed, Mapping):
+        raise ApprovalRefused(
+            "malformed",
+            f"malformed answer: the decision's 'agentfence' key must hold a signed answer "
+            f"envelope ({SIGNED_ANSWER_FORMAT})",
+        )
+    if signed.get("decision") != kind:
+        raise ApprovalRefused(
+            "mismatch",
+            f"mismatched answer: the decision says {kind!r} but its signed answer says "
+            f"{signed.get('decision')!r}",
+        )
+    if kind == "edit" and signed.get("edited_args") != edited:
+        raise ApprovalRefused(
+            "mismatch",
+            "mismatched answer: the decision's edited_action args are not the signed edited_args",
+        )
+    if message is not None and message != signed.get("message"):
+        raise ApprovalRefused(
+            "mismatch", "mismatched answer: the decision's message is not the signed one"
+        )
+    return envelope
+
+
 def answer_digest(envelope: Mapping[str, Any]) -> str:
     """SHA-256 hex of a delivered answer, to tell one use of it from another."""
     return hashlib.sha256(canonical_or_repr(dict(envelope))).hexdigest()
@@ -268,13 +366,10 @@ def parse_envelope(payload: Any) -> tuple[ApprovalAnswer, str, bytes]:
             "malformed", f"malformed answer: expected an object, got {type(payload).__name__}"
         )
     if payload.get("format") != SIGNED_ANSWER_FORMAT:
-        if "decisions" in payload:
-            raise ApprovalRefused(
-                "unsigned",
-                "unsigned answer: a plain human-in-the-loop "
-                "decision is not accepted; answer with `agentfence "
-                "approvals approve|reject|edit` so the answer is signed",
-            )
+        if "decisions" in payload or "type" in payload:
+            raise ApprovalRefused("unsigned", UNSIGNED_DECISION)
+        if payload.get("format") == REFUSED_FORMAT:
+            raise ApprovalRefused("malformed", f"malformed answer: {payload.get('reason')}")
         raise ApprovalRefused(
             "malformed",
             f"malformed answer: format is "
@@ -371,6 +466,10 @@ def check_answer(
         )
     if answer.decision == "edit" and not isinstance(answer.edited_args, dict):
         raise ApprovalRefused("malformed", "malformed answer: an edit needs edited_args")
+    if answer.decision == "respond" and not answer.message:
+        raise ApprovalRefused(
+            "malformed", "malformed answer: a respond answer needs the message for the model"
+        )
     allowed = approve_decision(engine, request, claimed)
     if allowed is not None:
         raise ApprovalRefused("not_allowed", f"{claimed} may not approve this request: {allowed}")

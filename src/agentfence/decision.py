@@ -12,9 +12,10 @@ import enum
 import functools
 import json
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from agentfence._ids import call_digest, derive_id
 from agentfence._provenance import History
@@ -177,3 +178,24 @@ class ShadowDecision:
     policy_ids: tuple[str, ...]
     """The shadow policies among the determining ones."""
     reasons: tuple[str, ...]
+
+
+class PrincipalResolver(Protocol):
+    """Says who a run acts for, from its ``RunnableConfig`` (``None``: nobody known)."""
+
+    def __call__(self, config: Mapping[str, Any]) -> str | Mapping[str, Any] | EntityRef | None:
+        """Return ``User::"alice"``, ``{"type": ..., "id": ...}``, an EntityRef or None."""
+        ...
+
+
+class Clock(Protocol):
+    """The time source for record timestamps, in integer microseconds since the epoch."""
+
+    def __call__(self) -> int:
+        """Now, in microseconds."""
+        ...
+
+
+def system_clock() -> int:
+    """Now, in microseconds since the epoch: the default :class:`Clock`."""
+    return time.time_ns() // 1000

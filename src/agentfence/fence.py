@@ -19,8 +19,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
+from agentfence._hitl import InterruptMode, check_interrupt_mode
 from agentfence._holds import Holds, Run
 from agentfence._ids import call_digest, check_seed, derive_seed
 from agentfence._metering import reserve, usage_for
@@ -31,6 +32,8 @@ from agentfence._recording import (
     as_recorded,
     decision_record,
     digest_of,
+    failure_decision,
+    failure_facts,
     metered_call,
     open_log,
 )
@@ -54,11 +57,12 @@ from agentfence.approvals import (
     StoredApproval,
 )
 from agentfence.config import Settings, check_on_hold
-from agentfence.decision import parents_of
+from agentfence.decision import Clock, PrincipalResolver, parents_of, system_clock
 from agentfence.errors import ConfigurationError, PrincipalRejected
 from agentfence.labels import Directory, Redactor
 from agentfence.langgraph import (
     AsyncExecute,
+    BatchingFenceMiddleware,
     Execute,
     FenceMiddleware,
     GraphBubbleUp,
@@ -85,36 +89,12 @@ from agentfence.records import (
     RedactionNote,
 )
 from agentfence.tools import ToolCatalog
-from agentfence.tracing import (
-    Telemetry,
-    ToolCallSpan,
-    telemetry_settings_from_env,
-)
+from agentfence.tracing import Telemetry, ToolCallSpan, telemetry_settings_from_env
 
 __all__ = ["Clock", "Fence", "PrincipalResolver"]
 
 _logger = logging.getLogger("agentfence.fence")
 _W = TypeVar("_W")
-
-
-class PrincipalResolver(Protocol):
-    """Says who a run acts for, from its ``RunnableConfig`` (``None``: nobody known)."""
-
-    def __call__(self, config: Mapping[str, Any]) -> str | Mapping[str, Any] | EntityRef | None:
-        """Return ``User::"alice"``, ``{"type": ..., "id": ...}``, an EntityRef or None."""
-        ...
-
-
-class Clock(Protocol):
-    """The time source for record timestamps, in integer microseconds since the epoch."""
-
-    def __call__(self) -> int:
-        """Now, in microseconds."""
-        ...
-
-
-def _system_clock() -> int:
-    return time.time_ns() // 1000
 
 
 class Fence:
@@ -141,8 +121,10 @@ class Fence:
         redactors: Sequence[Redactor] = (),
         on_hold: str | None = None,
         notify: Notifications | str | Path | None = None,
+        interrupt_mode: InterruptMode = "batched",
     ) -> None:
         settings = Settings.from_env()
+        self._mode = check_interrupt_mode(interrupt_mode)
         self._on_hold = (
             check_on_hold(on_hold, "on_hold") if on_hold is not None else settings.on_hold
         )
@@ -169,7 +151,7 @@ class Fence:
         seed = seed if seed is not None else settings.seed
         self._seed = check_seed(seed) if seed is not None else None
         self._resolver = principal_resolver
-        self._clock: Clock = clock or _system_clock
+        self._clock: Clock = clock or system_clock
         self._telemetry = telemetry or Telemetry.from_settings(telemetry_settings_from_env())
         self._policy_dir = Path(policy_dir) if policy_dir is not None else None
         # Runs without a thread id cannot resume, so their calls need no stable ids; this
@@ -193,6 +175,7 @@ class Fence:
             expiry_seconds=self._expiry,
             on_hold=self._on_hold,
             notify_held=self._notify.held if self._notify is not None else None,
+            interrupt_mode=self._mode,
         )
         self._record_activation(engine)
 
@@ -216,6 +199,7 @@ class Fence:
         redactors: Sequence[Redactor] = (),
         on_hold: str | None = None,
         notify: Notifications | str | Path | None = None,
+        interrupt_mode: InterruptMode = "batched",
     ) -> Fence:
         """Load ``*.cedar`` policies (and ``*.cedarschema``, ``entities.json``,
         ``approvers.toml``, ``directory.json``) for the tools.
@@ -236,6 +220,8 @@ class Fence:
         (refuse it at once, for unattended runs); a run may say so itself with
         ``configurable["agentfence_on_hold"]``, and ``AGENTFENCE_ON_HOLD`` sets the default.
         ``notify``: :class:`~agentfence.notify.Notifications` or a notify.toml (approver guide).
+        ``interrupt_mode``: ``"batched"`` (a ``create_agent`` turn's held calls in one pause),
+        ``"per_call"`` or ``"request_per_call"`` (``docs/developer-guide.md``).
         """
         directory = directory if directory is not None else Settings.from_env().policy_dir
         catalog = ToolCatalog.from_tools(tools)
@@ -266,6 +252,7 @@ class Fence:
             redactors=redactors,
             on_hold=on_hold,
             notify=notify,
+            interrupt_mode=interrupt_mode,
         )
 
     # --- properties and lifecycle --------------------------------------------------------
@@ -375,8 +362,14 @@ class Fence:
             return self._engine.decide(usage_for(self._usage, self._engine, facts))
 
     def middleware(self) -> FenceMiddleware:
-        """``create_agent`` middleware running this fence on every tool call."""
-        return FenceMiddleware(self)
+        """``create_agent`` middleware running this fence on every tool call (in ``"batched"``
+        mode it also holds a turn's held calls in one interrupt: put it first in the list)."""
+        return BatchingFenceMiddleware(self) if self._mode == "batched" else FenceMiddleware(self)
+
+    def review_turn(self, calls: list[ToolCall]) -> dict[str, Any]:
+        """Hold the calls of a model turn that policy holds in one interrupt; return the
+        answers by request id (the middleware's ``after_model`` hook, in ``"batched"`` mode)."""
+        return self._holds.review_turn([(call, self._preview) for call in calls])
 
     def wrap_tool_call(self, request: ToolCallRequest, execute: Execute) -> ToolResult:
         """``ToolNode(wrap_tool_call=...)``: decide and record, then run the tool if allowed."""
@@ -475,7 +468,8 @@ class Fence:
         return await self._holds.aresume(graph, config)
 
     def resume_value(self, waiting: Sequence[StoredApproval]) -> dict[str, Any] | None:
-        """The bundle to resume with: every answered or expired request of those waiting.
+        """The bundle to resume with: every answered or expired request of those waiting, and
+        any whose answer an earlier pass used (the thread moves on; the call does not run again).
 
         ``None`` while every one of them is still pending.
         """
@@ -672,6 +666,12 @@ class Fence:
         self._telemetry.log_append(time.perf_counter() - started)
         return result
 
+    def _preview(self, call: ToolCall) -> Decision:
+        """Decide a call ahead of its run, recording nothing (it is decided again as it runs)."""
+        facts = self._facts_from_call(call)
+        with self._usage.lock:
+            return self._engine.decide(usage_for(self._usage, self._engine, facts))
+
     def _facts_from_call(self, call: ToolCall) -> CallFacts:
         principal = self._resolver(call.config) if self._resolver is not None else call.principal
         facts = self._facts(
@@ -739,33 +739,17 @@ class Fence:
     def _record_failure(self, facts: CallFacts | None, call: ToolCall, exc: Exception) -> Decision:
         """Best effort: put a call that could not be decided on record as a DENY; return that
         decision (recorded, or not when the log itself failed)."""
-        if facts is None:
-            # Describing the call failed (a resolver raised, a malformed principal or seed):
-            # record what is known of it, with no principal.
-            facts = CallFacts(
-                tool=call.tool,
-                args=call.args if isinstance(call.args, Mapping) else {},
-                principal=None,
-                agent=self._agent,
+        if facts is None:  # describing the call failed: what is known of it, no principal
+            facts = failure_facts(
+                call.tool,
+                call.args,
+                call.call_id,
                 thread=call.thread,
                 step=call.step,
-                tool_call_id=call.call_id or "",
-                seed=0,
+                agent=self._agent,
                 nonce=self._nonce,
             )
-        decision = Decision(
-            effect=Effect.DENY,
-            decision_id=facts.decision_id,
-            policy_ids=(),
-            reasons=(
-                (exc.reason,)
-                if isinstance(exc, PrincipalRejected)
-                else (f"the call could not be decided (fail closed): {exc}",)
-            ),
-            policy_hash=self._engine.policy_hash,
-            facts=facts,
-            errors=(f"{type(exc).__name__}: {exc}",),
-        )
+        decision = failure_decision(facts, exc, self._engine.policy_hash)
         try:
             self._append(*self._decision_record(decision, None, None))
         except Exception:  # the log itself may be what failed; the call is refused either way

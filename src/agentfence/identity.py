@@ -70,7 +70,7 @@ class VerifiedToken:
     """What a verified bearer token says: the principal, its groups and the token's ids.
 
     ``claims`` are all the verified claims. ``as_principal()`` is the form a
-    :class:`~agentfence.fence.PrincipalResolver` returns and ``Fence.decide`` accepts.
+    :class:`~agentfence.decision.PrincipalResolver` returns and ``Fence.decide`` accepts.
     """
 
     principal: EntityRef

@@ -7,15 +7,18 @@ package speaks of calls, decisions and records. A request is read once, here, by
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, NotRequired, Protocol
 
-from langchain.agents.middleware import AgentMiddleware
-from langchain_core.messages import ToolMessage
+from langchain.agents.middleware import AgentMiddleware, AgentState
+from langchain.agents.middleware.types import PrivateStateAttr
+from langchain_core.messages import AIMessage, ToolMessage
+from langgraph.config import get_config
 from langgraph.errors import GraphBubbleUp
 from langgraph.prebuilt.tool_node import ToolCallRequest, ToolRuntime
 from langgraph.types import Command, interrupt
@@ -61,6 +64,21 @@ class ToolCallWrapper(Protocol):
         """The async form of :meth:`wrap_tool_call`."""
         ...
 
+    def review_turn(self, calls: list[ToolCall]) -> dict[str, Any]:
+        """Hold the calls of one model turn that policy holds, in one interrupt; return the
+        answers given, by approval request id."""
+        ...
+
+
+ANSWERS_KEY = "agentfence_answers"
+"""The agent state key where a batched interrupt's answers wait for the tool calls."""
+
+
+class _FenceState(AgentState[Any]):
+    """The agent state with the answers a batched interrupt was resumed with."""
+
+    agentfence_answers: NotRequired[Annotated[dict[str, Any], PrivateStateAttr]]
+
 
 class FenceMiddleware(AgentMiddleware):
     """``create_agent`` middleware that puts every tool call through a :class:`Fence`.
@@ -84,6 +102,35 @@ class FenceMiddleware(AgentMiddleware):
     async def awrap_tool_call(self, request: ToolCallRequest, handler: AsyncExecute) -> ToolResult:
         """The async form of :meth:`wrap_tool_call`."""
         return await self.fence.awrap_tool_call(request, handler)
+
+
+class BatchingFenceMiddleware(FenceMiddleware):
+    """:class:`FenceMiddleware` that holds every held call of a model turn in one interrupt.
+
+    Its ``after_model`` hook decides the turn's tool calls before any runs (deciding only:
+    each call is decided and recorded once, when it runs) and raises one ``HITLRequest``
+    with an action per held call. The answers it is resumed with are kept in the agent state
+    (``agentfence_answers``, private), where each call's :meth:`wrap_tool_call` takes its own
+    and checks it. Made by :meth:`Fence.middleware` in ``interrupt_mode="batched"``.
+    """
+
+    state_schema = _FenceState
+
+    def after_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        """Raise one interrupt for the turn's held calls; keep the answers for the calls."""
+        messages = state.get("messages") if isinstance(state, Mapping) else None
+        last = next((m for m in reversed(messages or []) if isinstance(m, AIMessage)), None)
+        calls = planned_calls(last.tool_calls, state, get_config()) if last is not None else []
+        answers = self.fence.review_turn(calls) if calls else {}
+        # Always written, so no earlier turn's answers linger (they name other requests, and
+        # would be refused as unbound, but a call must find only its own turn's).
+        if not answers and not (isinstance(state, Mapping) and state.get(ANSWERS_KEY)):
+            return None
+        return {ANSWERS_KEY: answers}
+
+    async def aafter_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        """The async form of :meth:`after_model` (the store is used in a worker thread)."""
+        return await asyncio.to_thread(self.after_model, state, runtime)
 
 
 @dataclass(frozen=True)
@@ -177,6 +224,28 @@ def tool_result(content: Any, *, name: str, call_id: str, error: bool) -> ToolMe
     )
 
 
+def planned_calls(tool_calls: list[Any], state: Any, config: Mapping[str, Any]) -> list[ToolCall]:
+    """A model turn's tool calls as the tools node will see them, read from ``after_model``.
+
+    The tools node runs one step after the hook that reads the turn, so that is the step the
+    calls are described with; the thread, principal and the rest come from the same config.
+    """
+    metadata = dict(config.get("metadata") or {})
+    step = metadata.get("langgraph_step")
+    if isinstance(step, int) and not isinstance(step, bool):
+        metadata["langgraph_step"] = step + 1
+    runtime: Any = _Runtime({**config, "metadata": metadata})  # describe reads .config only
+    return [
+        describe(ToolCallRequest(tool_call=call, tool=None, state=state, runtime=runtime))
+        for call in tool_calls
+    ]
+
+
+@dataclass(frozen=True)
+class _Runtime:
+    config: Mapping[str, Any]
+
+
 def bound_request(request: ToolCallRequest, sent: Mapping[str, Any] | None) -> ToolCallRequest:
     """The request with a fresh copy of the arguments the fence bound, for the tool to run.
 
@@ -203,6 +272,24 @@ def refusal(call: ToolCall, text: str, decision: Decision | None) -> ToolMessage
         tool_call_id=call.call_id or "",
         status="error",
         artifact=artifact,
+    )
+
+
+def responded(call: ToolCall, message: str, decision: Decision, approver: str) -> ToolMessage:
+    """The result the model sees when an approver answered in the tool's place (``respond``):
+    their message, as a successful result; the tool did not run."""
+    return ToolMessage(
+        content=message,
+        name=call.tool,
+        tool_call_id=call.call_id or "",
+        status="success",
+        artifact={
+            "agentfence": {
+                "responded": True,
+                "approver": approver,
+                "decision_id": decision.decision_id,
+            }
+        },
     )
 
 
@@ -322,10 +409,17 @@ def waiting_ids(snapshot: Any) -> list[str] | None:
     ids: list[str] = []
     for item in interrupts:
         value = getattr(item, "value", None)
-        fence = value.get("agentfence") if isinstance(value, Mapping) else None
-        if not isinstance(fence, Mapping) or not isinstance(fence.get("request_id"), str):
+        fields = [value.get("agentfence")] if isinstance(value, Mapping) else [None]
+        if isinstance(value, Mapping) and fields == [None]:  # batched: one per action
+            actions = value.get("action_requests")
+            fields = [
+                a.get("agentfence") if isinstance(a, Mapping) else None for a in actions or []
+            ]
+        if not fields or not all(
+            isinstance(f, Mapping) and isinstance(f.get("request_id"), str) for f in fields
+        ):
             return None
-        ids.append(fence["request_id"])
+        ids.extend(f["request_id"] for f in fields)  # type: ignore[index]  # checked above
     return ids
 
 

@@ -254,7 +254,7 @@ class ApprovalAnswerRecord(FrozenModel):
     request_id: str
     decision_id: str
     approver: str | None
-    answer: Literal["approve", "edit", "reject", "expired", "unknown", "none"]
+    answer: Literal["approve", "edit", "reject", "respond", "expired", "unknown", "none"]
     verdict: Literal["accepted", "refused", "expired", "replayed", "unattended"]
     """``unattended``: the run refuses every hold (``on_hold="deny"``), so the call was
     refused at once with no answer (``answer`` is ``none``)."""

@@ -70,16 +70,17 @@ def test_pause_carries_the_hitl_request_and_agentfence_fields(
     [pause] = result["__interrupt__"]
     value = pause.value
     # The approver sees the arguments as the tool will get them: validated, defaults filled.
-    assert value["action_requests"] == [
-        {
-            "name": "pay",
-            "args": {"account": "acc-7", "amount": 900.0, "memo": None},
-            "description": value["action_requests"][0]["description"],
-        }
+    [action] = value["action_requests"]
+    assert {k: v for k, v in action.items() if k != "agentfence"} == {
+        "name": "pay",
+        "args": {"account": "acc-7", "amount": 900.0, "memo": None},
+        "description": 'pay for User::"alice" needs approval: payments over 100 need finance',
+    }
+    assert value["review_configs"] == [
+        {"action_name": "pay", "allowed_decisions": ["approve", "edit", "reject", "respond"]}
     ]
-    assert value["review_configs"][0]["allowed_decisions"] == ["approve", "edit", "reject"]
     request = pending(fence)
-    fields = value["agentfence"]
+    fields = action["agentfence"]  # a hand-built ToolNode: one action per held call
     assert fields["request_id"] == request.request_id
     assert fields["action_digest"] == request.action_digest
     assert fields["policy_hash"] == fence.policy_hash
@@ -145,6 +146,36 @@ def test_a_call_whose_approval_an_earlier_pass_used_returns_that_pass_result(
         "replayed",
         "the call ran on an earlier pass with this answer",
     )
+
+
+def test_run_moves_on_from_a_pause_for_an_answer_an_earlier_pass_used(
+    make_fence: Callable[..., Fence], tools: list[BaseTool], ran: Ran, clock: Clock
+) -> None:
+    """Race (calls of one step side by side): a pass used a call's answer and ran it while a
+    sibling's pause stopped the step, so the thread is paused on a request already answered
+    and used. ``fence.resume`` (and so ``fence.run``) must resume it rather than wait forever
+    for an answer that was given, and the call must neither pause for it again nor run a
+    second time."""
+    from agentfence.records import OutcomeRecord
+
+    fence, graph, log, _ = paused(make_fence, tools, clock)
+    request = pending(fence)
+    fence.approvals.submit(request.request_id, signed(request), now_us=clock.now)
+    assert fence.approvals.consume(request.request_id, "an earlier pass", now_us=clock.now)
+    log.append(
+        OutcomeRecord(
+            decision_id=request.decision_id,
+            status="success",
+            result_digest="0" * 64,
+            time_us=clock.now,
+        )
+    )
+    out = fence.resume(graph, config())
+    assert out is not None and "__interrupt__" not in out
+    assert ran.calls == []  # the earlier pass ran it; this one does not
+    message = tool_messages(out)["pay-1"]
+    assert message.status == "success" and message.artifact["agentfence"]["replayed"] is True
+    assert [a.verdict for a in answers(log)] == ["replayed"]
 
 
 def test_reject_tells_the_model_the_approvers_message(
@@ -408,9 +439,8 @@ def test_expiry_comes_from_the_policy_annotation(
         )
     )
     _fence, _, _, result = paused(make_fence, tools, clock)
-    assert result["__interrupt__"][0].value["agentfence"]["expires_us"] == (
-        clock.now + 120 * 1_000_000
-    )
+    [action] = result["__interrupt__"][0].value["action_requests"]
+    assert action["agentfence"]["expires_us"] == (clock.now + 120 * 1_000_000)
 
 
 def test_policy_change_while_waiting_decides_again(

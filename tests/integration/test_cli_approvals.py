@@ -211,7 +211,7 @@ def test_show_has_what_the_approver_needs(pause: Callable[..., Paused]) -> None:
         "left)",
     ):
         assert expected in text, expected
-    # What the run did so far: the lookup ran, and so did the small refund.
+    # What the run did so far: the lookup ran; the rest of the refund's turn waits with it.
     assert re.search(r"lookup_customer +│ ALLOW +│ Customer::\"c-102\" +│ success", text), text
     data = json.loads(cli("approvals", "show", short, "--db", paused.url, "--json").stdout)
     assert data["args"] == {
@@ -223,8 +223,7 @@ def test_show_has_what_the_approver_needs(pause: Callable[..., Paused]) -> None:
     assert data["status"] == "pending" and data["answer"] is None
     tools = [(d["tool"], d["effect"], d["resource"]) for d in data["thread_decisions"]]
     assert ("lookup_customer", "ALLOW", 'Customer::"c-102"') in tools
-    assert ("send_email", "ALLOW", 'Recipient::"dana@customer.example"') in tools
-    assert all(d["tool"] != "refund" or d["effect"] == "ALLOW" for d in data["thread_decisions"])
+    assert all(d["tool"] not in ("refund", "send_email") for d in data["thread_decisions"])
 
 
 # --- answering ------------------------------------------------------------------------------
@@ -317,6 +316,52 @@ def test_edit_runs_the_edited_call(pause: Callable[..., Paused], keys: dict[str,
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["envelope"]["answer"]["edited_args"] == edited
     assert paused.resume()["call-refund-large"].content == "refunded EUR 250.00 to c-102"
+
+
+def test_respond_answers_in_the_tools_place(
+    pause: Callable[..., Paused], keys: dict[str, Path]
+) -> None:
+    paused = pause()
+    text = "Refund already issued by bank transfer on 3 May; tell the customer."
+    result = cli(
+        "approvals",
+        "respond",
+        paused.request.request_id,
+        "--message",
+        text,
+        *answer_args(paused, keys),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "responded to request" in result.stdout
+    message = paused.resume()["call-refund-large"]
+    assert (message.content, message.status) == (text, "success")
+    shown = cli("log", "show", paused.url, "--kind", "approval_answer")
+    assert "responded" in shown.stdout and "Refund already issued" in _flat(shown.stdout)
+
+
+def test_json_answer_is_a_langchain_decision_to_resume_with(
+    pause: Callable[..., Paused], keys: dict[str, Path]
+) -> None:
+    from langgraph.types import Command
+
+    paused = pause()
+    result = cli(
+        "approvals",
+        "reject",
+        paused.request.request_id,
+        "--message",
+        "duplicate of ticket T-77",
+        *answer_args(paused, keys),
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    decision = json.loads(result.stdout)["langchain_decision"]
+    assert decision["type"] == "reject" and decision["message"] == "duplicate of ticket T-77"
+    out = paused.agent.invoke(Command(resume={"decisions": [decision]}), CONFIG)
+    [message] = [
+        m for m in out["messages"] if getattr(m, "tool_call_id", "") == "call-refund-large"
+    ]
+    assert "rejected the call to 'refund': duplicate of ticket T-77" in str(message.content)
 
 
 # --- refusals: each exits 2 with a message that says what to do ----------------------------

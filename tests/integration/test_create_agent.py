@@ -30,7 +30,8 @@ def test_middleware_allows_denies_and_holds(
 ) -> None:
     log = MemoryLog()
     agent = agent_for(
-        make_fence(log=log),
+        # One pause per held call, raised as the call runs: the other calls have run by then.
+        make_fence(log=log, interrupt_mode="request_per_call"),
         tools,
         [
             tool_call("pay", {"account": "acc-9", "amount": 12.5}, "small"),

@@ -23,6 +23,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from agentfence import Fence, MemoryLog
 from agentfence.errors import ToolSpecError
 from agentfence.testing import ScriptedChatModel, tool_call
+from tests.conftest import signed
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = ROOT / "mcp_server.py"
@@ -88,21 +89,36 @@ def test_mcp_tools_are_allowed_denied_and_held_by_their_annotations(tmp_path: Pa
                 tool_call("transfer", {"account": "acc-9", "amount": 5000}, "large"),
             ],
         )
-        return fence, await agent.ainvoke({"messages": [("user", "go")]}, CONFIG)
+        paused = await agent.ainvoke({"messages": [("user", "go")]}, CONFIG)
+        seen: dict[str, Any] = {"paused": paused, "before_answer": received(calls)}
+        [waiting] = fence.approvals.list(thread="mcp-1")
+        seen["waiting"] = waiting
+        fence.approvals.submit(
+            waiting.request.request_id, signed(waiting.request), now_us=waiting.request.created_us
+        )
+        seen["resumed"] = await fence.aresume(agent, CONFIG)
+        return fence, seen
 
-    fence, output = with_tools(calls, body)
-    by_id = results(output)
+    fence, seen = with_tools(calls, body)
+    # The turn's held call pauses it (one LangChain HITL request) before any call runs.
+    [pause] = seen["paused"]["__interrupt__"]
+    [action] = pause.value["action_requests"]
+    assert action["name"] == "transfer"
+    assert action["agentfence"]["reasons"] == ["transfers over 100 need finance"]
+    assert seen["waiting"].request.tool == "transfer"
+    assert seen["before_answer"] == []
+    by_id = results(seen["resumed"])
     assert by_id["read"].status == "success"
     assert "buy milk" in str(by_id["read"].content)
     assert by_id["delete"].status == "error"
     assert "tools the server marks destructive never run" in str(by_id["delete"].content)
-    [pause] = output["__interrupt__"]
-    assert pause.value["action_requests"][0]["name"] == "transfer"
-    assert pause.value["agentfence"]["reasons"] == ["transfers over 100 need finance"]
-    [waiting] = fence.approvals.list(thread="mcp-1")
-    assert waiting.request.tool == "transfer"
-    # Only the allowed call reached the server: the denied and the held one never did.
-    assert received(calls) == [{"tool": "read_note", "args": {"name": "todo"}}]
+    assert by_id["large"].status == "success"
+    # The allowed and the approved call reached the server; the denied one never did.
+    assert received(calls) == [
+        {"tool": "read_note", "args": {"name": "todo"}},
+        # The server gets the arguments as bound and decided: the schema's default memo too.
+        {"tool": "transfer", "args": {"account": "acc-9", "amount": 5000.0, "memo": ""}},
+    ]
     groups = {e.name: e.spec.groups for e in fence.engine.catalog}
     assert groups["read_note"] == ("mcp", "mcp_read_only")
     assert groups["delete_note"] == ("mcp", "mcp_destructive", "mcp_open_world")

@@ -57,12 +57,14 @@ def webhook(url: str) -> WebhookSink:
 
 
 def hold_large(fence: Fence, tools: list[BaseTool], thread: str = "t1") -> dict[str, Any]:
-    """Run an agent whose one call (a large payment) is held; return the interrupt's value."""
+    """Run an agent whose one call (a large payment) is held; return its action request in
+    the pause (LangChain's format, agentfence's fields under ``agentfence``)."""
     result = agent_for(fence, tools, batch(LARGE)).invoke(
         {"messages": [("user", "pay")]}, config(thread)
     )
     [pause] = result["__interrupt__"]
-    value: dict[str, Any] = pause.value
+    [action] = pause.value["action_requests"]
+    value: dict[str, Any] = action
     return value
 
 
@@ -342,7 +344,7 @@ def test_resumed_call_sends_no_second_held(
     with make_fence(notify=notify, clock=clock) as fence:
         agent = agent_for(fence, tools, batch(LARGE))
         [pause] = agent.invoke({"messages": [("user", "pay")]}, config())["__interrupt__"]
-        stored = fence.approvals.get(pause.value["agentfence"]["request_id"])
+        stored = fence.approvals.get(pause.value["action_requests"][0]["agentfence"]["request_id"])
         assert stored is not None
         submit_answer(
             fence.approvals,

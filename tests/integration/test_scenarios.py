@@ -325,7 +325,8 @@ def test_payment_to_the_users_account_runs_and_one_from_a_web_page_waits_for_fin
     # The account from the page is held for finance: the graph pauses and the tool waits.
     assert "__interrupt__" in result
     [pause] = result["__interrupt__"]
-    assert pause.value["agentfence"]["approvers"] == ["finance"]
+    [action] = pause.value["action_requests"]
+    assert action["agentfence"]["approvers"] == ["finance"]
     assert world.names() == ["pay", "fetch_page"]
     held = decisions(log, "pay")[-1]
     assert (held.effect, held.policy_ids) == (
@@ -356,7 +357,8 @@ def test_after_reading_a_secret_an_external_send_needs_approval(
         [tool_call("send_email", {"to": "bob@acme.test", "subject": "Lunch", "body": "Noon"}, "m")],
     )
     assert "__interrupt__" in result
-    assert result["__interrupt__"][0].value["agentfence"]["approvers"] == ["security"]
+    [action] = result["__interrupt__"][0].value["action_requests"]
+    assert action["agentfence"]["approvers"] == ["security"]
     assert world.names() == ["read_vault"]
     held = decisions(log, "send_email")[0]
     assert held.policy_ids == ["starter-exfil-after-secret-needs-approval"]

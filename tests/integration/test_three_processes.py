@@ -117,7 +117,13 @@ DESK = textwrap.dedent(
                 # timeout=0: run until the first pause, then return instead of waiting.
                 out = fence.run(agent, request, config, timeout=0)
                 pauses = out.get("__interrupt__", [])
-                report = {"requests": [p.value["agentfence"]["request_id"] for p in pauses]}
+                report = {
+                    "requests": [
+                        a["agentfence"]["request_id"]
+                        for p in pauses
+                        for a in p.value["action_requests"]
+                    ]
+                }
             else:
                 out = fence.resume(agent, config)
                 report = {

@@ -88,9 +88,7 @@ def test_approval_does_not_run_the_held_call_id_with_other_arguments(
     request_id = answer(fence)
     swapped = call(fence, tools, {"account": "acc-9", "amount": 9000})
     assert swapped.status == "error"
-    assert f"reuses the id of held request {request_id} with other arguments" in str(
-        swapped.content
-    )
+    assert f"is already held for a different call (request {request_id})" in str(swapped.content)
     assert ran.calls == []
 
 

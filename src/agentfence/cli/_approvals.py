@@ -1,4 +1,4 @@
-"""The approver's commands: ``agentfence approvals list|show|approve|reject|edit``.
+"""The approver's commands: ``agentfence approvals list|show|approve|reject|edit|respond``.
 
 :func:`register` adds them to the main ``agentfence`` app. Each is a thin layer over
 :class:`~agentfence.approvals.ApprovalStore` (in the decision log's SQLite file) and
@@ -553,8 +553,13 @@ def _check_edit(checker: _Checker, request: ApprovalRequest, args: Mapping[str, 
         )
 
 
-Kind = Literal["approve", "edit", "reject"]
-_DONE = {"approve": "approved", "edit": "edited and approved", "reject": "rejected"}
+Kind = Literal["approve", "edit", "reject", "respond"]
+_DONE = {
+    "approve": "approved",
+    "edit": "edited and approved",
+    "reject": "rejected",
+    "respond": "responded to",
+}
 
 
 def _answer(
@@ -625,6 +630,7 @@ def _answer(
                 "status": "answered",
                 "notes": notes,
                 "envelope": envelope,
+                "langchain_decision": _langchain_decision(kind, request, edited, message, envelope),
             }
         )
         return
@@ -637,6 +643,23 @@ def _answer(
         markup=False,
         soft_wrap=True,
     )
+
+
+def _langchain_decision(
+    kind: Kind,
+    request: ApprovalRequest,
+    edited: dict[str, Any] | None,
+    message: str | None,
+    envelope: dict[str, Any],
+) -> dict[str, Any]:
+    """The answer as a LangChain human-in-the-loop decision carrying the signed envelope: what
+    a client resumes a paused thread with (``{"decisions": [...]}`` or per interrupt id)."""
+    decision: dict[str, Any] = {"type": kind}
+    if kind == "edit":
+        decision["edited_action"] = {"name": request.tool, "args": edited}
+    if message is not None:
+        decision["message"] = message
+    return {**decision, "agentfence": envelope}
 
 
 @approvals_app.command("approve")
@@ -719,5 +742,35 @@ def edit_command(
         tools=tools,
         message=message,
         edited=_edited_args(args),
+        as_json=as_json,
+    )
+
+
+@approvals_app.command("respond")
+def respond_command(
+    request_id: IdArg,
+    message: Annotated[
+        str,
+        typer.Option("--message", help="The answer the agent's model gets as the tool's result."),
+    ],
+    as_: AsOption = None,
+    key: KeyOption = None,
+    db: DbOption = None,
+    policies: PoliciesOption = None,
+    tools: ToolsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Answer in the tool's place: the tool does not run; the model gets your message as its
+    result (for a call that asks a person something)."""
+    _answer(
+        "respond",
+        request_id,
+        db=db,
+        as_=as_,
+        key=key,
+        policies=policies,
+        tools=tools,
+        message=message,
+        edited=None,
         as_json=as_json,
     )
