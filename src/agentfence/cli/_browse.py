@@ -8,6 +8,7 @@ only when the command runs). The log itself is opened read-only and never writte
 
 from __future__ import annotations
 
+import signal
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -72,4 +73,10 @@ def log_browse(
             f"Browsing a read-only copy of {db} ({copied} entries) on {url} (Ctrl-C stops it)",
             markup=False,
         )
+        # A stop by SIGTERM leaves through Python as Ctrl-C does, so the copy is removed.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
         _datasette.serve(copy, host=_HOST, port=port, open_browser=not no_open)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
