@@ -160,3 +160,25 @@ def test_log_browse_without_the_browse_extra_names_it(
     assert result.returncode == 2
     assert "log browse needs the browse extra" in result.stderr
     assert "pip install 'agentfence[browse]'" in result.stderr
+
+
+def test_log_help_and_browse_help_do_not_load_datasette() -> None:
+    """The browse extra is optional: the log commands' help (and every other log command)
+    works without importing it."""
+    probe = (
+        "import sys\n"
+        "from agentfence.cli import main\n"
+        "for argv in (['log', '--help'], ['log', 'browse', '--help']):\n"
+        "    sys.argv = ['agentfence', *argv]\n"
+        "    try:\n"
+        "        main()\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('datasette', 'agentfence._da')))\n"
+        "print('LOADED', loaded, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "Browse the log read-only in Datasette" in result.stdout
+    assert "LOADED []" in result.stderr, result.stderr
