@@ -11,6 +11,7 @@ import datetime
 import json
 import math
 import sqlite3
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -337,3 +338,18 @@ def test_browsable_copy_of_a_missing_log_names_the_path(tmp_path: Path) -> None:
     with pytest.raises(LogError, match="no decision log at"):
         browsable_copy(tmp_path / "nope.db", tmp_path / "log.db")
     assert not (tmp_path / "log.db").exists()
+
+
+def test_the_shipped_datasette_metadata_describes_every_view_and_column(copy: Path) -> None:
+    text = resources.files("agentfence").joinpath("datasette-metadata.json").read_text("utf-8")
+    tables = json.loads(text)["databases"]["log"]["tables"]
+    conn = sqlite3.connect(f"file:{copy}?immutable=1", uri=True)
+    try:
+        for view in VIEWS:
+            columns = [d[0] for d in conn.execute(f"SELECT * FROM {view}").description]
+            assert sorted(tables[view]["columns"]) == sorted(columns), view
+            assert tables[view]["description"]
+        stored = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    finally:
+        conn.close()
+    assert stored <= set(tables)  # every table of the copy is described too
