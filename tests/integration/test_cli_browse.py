@@ -182,3 +182,46 @@ def test_log_help_and_browse_help_do_not_load_datasette() -> None:
     )
     assert "Browse the log read-only in Datasette" in result.stdout
     assert "LOADED []" in result.stderr, result.stderr
+
+
+def test_markup_an_attacker_put_in_a_logged_call_is_shown_escaped(tmp_path: Path) -> None:
+    """A tool's arguments and results come from the model and the outside world: a
+    recipient or a result that is HTML must reach the auditor's browser as text, on the
+    entry's row page (its body, rendered by agentfence) as on the views' pages."""
+    import asyncio
+    import math
+
+    from agentfence import _datasette
+    from agentfence._signing import Signer
+    from agentfence._storage.views import browsable_copy
+    from agentfence.log import SignedLog
+    from agentfence.records import Blob, OutcomeRecord
+    from tests.unit.test_views import decision
+
+    script = "<script>alert('auditor')</script>"
+    result = Blob.of(json.dumps(script).encode())
+    path = tmp_path / "fence.db"
+    planted = decision(1, "send_email", "ALLOW").model_copy(update={"resource": script})
+    with SignedLog.open(path, signer=Signer.generate("t"), checkpoint_interval=math.inf) as log:
+        log.append(planted)
+        outcome = OutcomeRecord(
+            decision_id="d1",
+            status="success",
+            result_digest="0" * 64,
+            result_blob=result.ref,
+            time_us=1,
+        )
+        log.append(outcome, [result])
+    copy = tmp_path / "browse" / "log.db"
+    copy.parent.mkdir()
+    browsable_copy(path, copy)
+
+    async def pages() -> list[str]:
+        transport = httpx.ASGITransport(app=_datasette.create_app(copy))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            paths = ["/log/entries/0", "/log/decisions", "/log/outcomes", "/log/blob_texts"]
+            return [(await client.get(p)).text for p in paths]
+
+    for page in asyncio.run(pages()):
+        assert "<script>alert(" not in page
+        assert "&lt;script&gt;alert(" in page
