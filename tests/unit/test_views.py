@@ -66,17 +66,14 @@ class Built:
         self.path, self.signer, self.blobs = path, signer, blobs
 
 
-@pytest.fixture
-def built(tmp_path: Path) -> Built:
+def write_log(where: str | Path, signer: Signer) -> dict[str, Blob]:
     """A signed log: a policy activation, an allowed lookup and its outcome, a denied wipe,
     a held refund with its request and an approver's rejection."""
-    signer = Signer.generate("test-log")
-    path = tmp_path / "fence.db"
     request = Blob.of(b'{"action":{"id":"lookup","type":"Action"}}')
     result = Blob.of(b'"Dana, gold tier"')
     args = Blob.of(b'{"amount":2500}')
     schema = Blob.of(SCHEMA.encode())
-    with SignedLog.open(path, signer=signer, checkpoint_interval=math.inf) as log:
+    with SignedLog.open(where, signer=signer, checkpoint_interval=math.inf) as log:
         log.append(
             ActivationRecord(
                 policy_hash=POLICY_HASH,
@@ -137,7 +134,14 @@ def built(tmp_path: Path) -> Built:
                 time_us=T0 + 30,
             )
         )
-    return Built(path, signer, {"request": request, "result": result, "args": args})
+    return {"request": request, "result": result, "args": args}
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> Built:
+    signer = Signer.generate("test-log")
+    path = tmp_path / "fence.db"
+    return Built(path, signer, write_log(path, signer))
 
 
 def rows(db: Path, view: str) -> list[dict[str, Any]]:
@@ -353,3 +357,21 @@ def test_the_shipped_datasette_metadata_describes_every_view_and_column(copy: Pa
     finally:
         conn.close()
     assert stored <= set(tables)  # every table of the copy is described too
+
+
+def test_a_log_in_either_store_is_browsed_from_a_sqlite_copy(
+    store_url: str, tmp_path: Path
+) -> None:
+    """A PostgreSQL log is copied into SQLite (one snapshot) like a SQLite one."""
+    signer = Signer.generate("test-log")
+    write_log(store_url, signer)
+    target = tmp_path / "browse.db"
+    assert browsable_copy(store_url, target) == 7
+    verify_log(target, [signer.verifier_key])
+    assert [(d["tool"], d["effect"]) for d in rows(target, "decisions")] == [
+        ("lookup", "ALLOW"),
+        ("wipe", "DENY"),
+        ("refund", "REQUIRE_APPROVAL"),
+    ]
+    assert [o["tool"] for o in rows(target, "outcomes")] == ["lookup"]
+    assert [a["verdict"] for a in rows(target, "approvals")] == ["accepted"]
