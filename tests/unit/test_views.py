@@ -375,3 +375,19 @@ def test_a_log_in_either_store_is_browsed_from_a_sqlite_copy(
     ]
     assert [o["tool"] for o in rows(target, "outcomes")] == ["lookup"]
     assert [a["verdict"] for a in rows(target, "approvals")] == ["accepted"]
+
+
+def test_an_entry_body_that_is_not_json_is_named_and_nothing_is_browsed(
+    built: Built, tmp_path: Path
+) -> None:
+    """One damaged body would make every view fail to read: the copy is refused, naming the
+    entry, and the verifier is the next step."""
+    conn = sqlite3.connect(built.path, isolation_level=None)
+    for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'"):
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute("UPDATE entries SET body = X'00ff' WHERE seq = 2")
+    conn.close()
+    target = tmp_path / "log.db"
+    with pytest.raises(LogError, match=r"entry 2 of .* is not JSON.*agentfence log verify"):
+        browsable_copy(built.path, target)
+    assert not target.exists()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from agentfence._storage.dialect import Location
+from agentfence._storage.dialect import Location, parse_url
 from agentfence._storage.tables import copy_log
 from agentfence.errors import LogError
 
@@ -196,9 +196,20 @@ def browsable_copy(source: str | Path | Location, target: Path) -> int:
             # The copy was written in WAL mode; leaving it makes one self-contained file
             # that an immutable reader sees whole (immutable readers ignore a -wal file).
             conn.execute("PRAGMA journal_mode = DELETE")
-            create_views(conn)
+            # One body that is not JSON would make every view fail to read; name it instead.
+            bad = conn.execute(
+                "SELECT seq FROM entries WHERE NOT json_valid(CAST(body AS TEXT)) LIMIT 1"
+            ).fetchone()
+            if bad is None:
+                create_views(conn)
         finally:
             conn.close()
     except sqlite3.Error as exc:
         raise LogError(f"cannot create the views in the browsable copy {target}: {exc}") from exc
+    if bad is not None:
+        target.unlink()
+        raise LogError(
+            f"entry {bad[0]} of {parse_url(source).display} is not JSON, so the log cannot "
+            "be browsed: it was altered or damaged; run `agentfence log verify` on it"
+        )
     return copied
