@@ -38,6 +38,7 @@ from agentfence.cli._audit import (
     steps_table,
     verifier_keys,
 )
+from agentfence.cli._browse import log_browse
 from agentfence.cli._common import JsonOption, err, out
 from agentfence.cli._export import FormatOption, PollOption, entry_format, log_push, write_export
 from agentfence.config import Settings
@@ -67,6 +68,7 @@ __all__ = ["register"]
 log_app = typer.Typer(
     help="Verify, inspect, prove and maintain the signed decision log.", no_args_is_help=True
 )
+log_app.command("browse")(log_browse)  # its own module: cli/_browse.py
 
 
 ThreadOption = Annotated[str | None, typer.Option(help="Only entries of this thread.")]
