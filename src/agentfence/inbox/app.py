@@ -5,6 +5,7 @@ server with autoescaping on for every template, so text from agents, tools and a
 renders as text. Every state-changing request is a POST that must carry the session's CSRF
 token (or, for sign-in, the sign-in form's token, kept in a SameSite=Strict cookie), and
 one whose ``Origin`` or ``Sec-Fetch-Site`` says it came from another site is refused.
+The answer API under ``/api/v1/`` (:mod:`agentfence.inbox.api`) takes bearer tokens only.
 Responses carry a strict Content-Security-Policy: only the inbox's own script and styles run.
 """
 
@@ -30,6 +31,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agentfence.inbox.accounts import Session
+from agentfence.inbox.api import api_routes, cross_site
 from agentfence.inbox.inbox import Inbox, InboxRefused
 from agentfence.inbox.views import duration, iso
 
@@ -111,6 +113,7 @@ def create_app(
         Route("/requests/{request_id:str}", web.request_page, methods=["GET"]),
         Route("/requests/{request_id:str}/answer", web.answer, methods=["POST"]),
         Route("/requests/{request_id:str}/log/{seq:int}", web.log_page, methods=["GET"]),
+        *api_routes(inbox),
         Mount("/static", app=StaticFiles(directory=_HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, max_body_size=MAX_BODY)
@@ -206,22 +209,8 @@ class _Web:
         )
 
     def _cross_site(self, request: Request) -> str | None:
-        """Why a POST looks cross-site (``None``: it does not); the CSRF token is checked too.
-
-        Browsers send ``Sec-Fetch-Site``, which pages cannot forge; it decides when present.
-        Otherwise an ``Origin`` header, when sent, must be the inbox's own.
-        """
-        site = request.headers.get("sec-fetch-site")
-        if site is not None:
-            if site in ("same-origin", "none"):
-                return None
-            return f"Sec-Fetch-Site is {site!r}"
-        origin = request.headers.get("origin")
-        if origin is not None:
-            own = f"{request.url.scheme}://{request.url.netloc}"
-            if origin != own:
-                return f"Origin {origin!r} is not {own!r}"
-        return None
+        """Why a POST looks cross-site (``None``: it does not); the CSRF token is checked too."""
+        return cross_site(request)
 
     async def _checked_post(
         self, request: Request

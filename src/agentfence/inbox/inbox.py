@@ -33,6 +33,7 @@ from agentfence.approvals import (
     StoredApproval,
     approve_decision,
     diff_args,
+    interrupt_payload,
     submit_answer,
 )
 from agentfence.config import Settings
@@ -329,11 +330,14 @@ class Inbox:
         decision: str,
         message: str | None = None,
         fields: Mapping[str, str] | None = None,
+        edited_args: Mapping[str, Any] | None = None,
     ) -> ApprovalAnswer:
-        """Answer a request as the signed-in approver: sign, check, store.
+        """Answer a request as ``account``: sign, check, store. The one answering path of
+        the inbox's form and its API.
 
-        ``fields`` are the edit form's values (text) by argument name. Raises
-        :class:`InboxRefused` with the HTTP status for every refusal.
+        An edit's arguments come either as ``fields``, the edit form's values (text) by
+        argument name, or as ``edited_args``, the complete arguments as JSON values (the
+        API). Raises :class:`InboxRefused` with the HTTP status for every refusal.
         """
         stored = self.get(request_id)
         request = stored.request
@@ -364,6 +368,13 @@ class Inbox:
             )
         if decision not in KINDS:
             raise InboxRefused(400, "malformed", f"unknown answer {decision!r}")
+        allowed = self.allowed_decisions(request)
+        if decision not in allowed:
+            raise InboxRefused(
+                422,
+                "decision_not_allowed",
+                f"the request's review config allows {', '.join(allowed)}, not {decision!r}",
+            )
         kind: Kind = decision  # narrowed to one of KINDS by the check above
         note = (message or "").strip() or None
         if note is not None and len(note) > MAX_MESSAGE:
@@ -378,7 +389,14 @@ class Inbox:
                 "invalid",
                 "say why you reject the call: the agent's model reads your message",
             )
-        edited = self._edited_args(request, account, fields or {}) if kind == "edit" else None
+        edited = None
+        if kind == "edit":
+            if edited_args is not None:
+                edited = self._checked_edit(request, account, dict(edited_args))
+            else:
+                edited = self._checked_edit(
+                    request, account, self._form_args(request, fields or {})
+                )
         signer = self._signer(account)
         # The same check the fence makes on resume, made now so the approver learns at once.
         try:
@@ -398,17 +416,16 @@ class Inbox:
             raise _refusal(refused, account) from None
         return answer
 
-    def _edited_args(
-        self, request: ApprovalRequest, account: Account, fields: Mapping[str, str]
-    ) -> dict[str, Any]:
-        entry = self.engine.catalog.get(request.tool)
-        if entry is None:
-            raise InboxRefused(
-                422,
-                "invalid",
-                f"the inbox does not know the tool {request.tool!r}, so it cannot check "
-                "edited arguments; approve or reject instead",
-            )
+    def allowed_decisions(self, request: ApprovalRequest) -> tuple[str, ...]:
+        """The decisions the request's review config (in its ``interrupt()`` value) allows."""
+        payload = interrupt_payload(request)
+        for config in payload.get("review_configs", []):
+            if config.get("action_name") == request.tool:
+                return tuple(d for d in config.get("allowed_decisions", []) if d in KINDS)
+        return ()
+
+    def _form_args(self, request: ApprovalRequest, fields: Mapping[str, str]) -> dict[str, Any]:
+        """The edit form's text fields as arguments (an empty sensitive field: unchanged)."""
         args: dict[str, Any] = {}
         for view in self._args(request, reveal=False):
             raw = fields.get(view.name, "")
@@ -428,6 +445,20 @@ class Inbox:
                     f"argument {view.name!r}: {raw!r} is not a value; write a number, true or "
                     'false, or JSON such as ["a", "b"]',
                 ) from None
+        return args
+
+    def _checked_edit(
+        self, request: ApprovalRequest, account: Account, args: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Edited arguments checked against the tool's schema and decided again by policy."""
+        entry = self.engine.catalog.get(request.tool)
+        if entry is None:
+            raise InboxRefused(
+                422,
+                "invalid",
+                f"the inbox does not know the tool {request.tool!r}, so it cannot check "
+                "edited arguments; approve or reject instead",
+            )
         try:
             entry.cedar_args(args)
         except ArgumentError as exc:
