@@ -515,7 +515,8 @@ class ApproverAccounts:
         if state != "active":
             raise TokenRefused(
                 state,
-                f"API token {info.id} was {state}; ask the inbox operator for a new one: "
+                f"API token {info.id} {'was revoked' if state == 'revoked' else 'has expired'}; "
+                "ask the inbox operator for a new one: "
                 f"`agentfence inbox token issue {info.name}`",
             )
         if row[9] != info.principal:  # changing an account deletes its tokens; belt and braces
