@@ -17,6 +17,7 @@ import socket
 import sqlite3
 import threading
 import time
+import typing
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -660,3 +661,23 @@ def test_token_issue_list_and_revoke_from_the_cli(world: World) -> None:
     bad = runner.invoke(cli_app, ["inbox", "token", "issue", "fran", "--expires", "soon"])
     assert isinstance(bad.exception, ConfigurationError)
     assert "--expires: 'soon' is not a duration like 90s, 15m, 2h or 1d" in str(bad.exception)
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_the_approver_guide_quotes_the_token_commands_help() -> None:
+    from agentfence.cli._inbox import token_app
+
+    guide = _flat((Path(__file__).resolve().parents[2] / "docs/approver-guide.md").read_text())
+    for command in token_app.registered_commands:
+        callback = command.callback
+        assert callback is not None and callback.__doc__
+        summary = _flat(callback.__doc__.splitlines()[0])
+        assert summary in guide, f"{command.name}: {summary!r} is not in the approver guide"
+        hints = typing.get_type_hints(callback, include_extras=True)
+        for name, hint in hints.items():
+            for text in (getattr(m, "help", None) for m in getattr(hint, "__metadata__", ())):
+                assert text, f"{command.name}: {name} has no help"
+                assert _flat(text) in guide, f"{command.name}: help {text!r} is not quoted"

@@ -93,7 +93,9 @@ def add_approver(
     ] = False,
     replace: Annotated[
         bool,
-        typer.Option("--replace", help="Change an existing account (its sessions end)."),
+        typer.Option(
+            "--replace", help="Change an existing account (its sessions and API tokens end)."
+        ),
     ] = False,
 ) -> None:
     """Let an approver sign in to the inbox: store a password hash and their key's path."""
@@ -138,11 +140,11 @@ def remove_approver(
     name: Annotated[str, typer.Argument(help="The approver's sign-in name.")],
     db: DbOption = None,
 ) -> None:
-    """Delete an approver's inbox account and end their sessions at once."""
+    """Delete an approver's inbox account and end their sessions and API tokens at once."""
     accounts = ApproverAccounts(_db(db), clock=now_us)
     if not accounts.remove(name):
         raise ConfigurationError(f"there is no inbox approver {name!r}")
-    out.print(f"removed inbox approver {name}; their sessions ended", markup=False)
+    out.print(f"removed inbox approver {name}; their sessions and API tokens ended", markup=False)
 
 
 @token_app.command("issue")

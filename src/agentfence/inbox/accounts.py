@@ -281,7 +281,7 @@ class ApproverAccounts:
             if exists and not replace:
                 raise ConfigurationError(
                     f"approver {name!r} already has an inbox account; pass --replace to change "
-                    "their principal, key or password (their sessions end)"
+                    "their principal, key or password (their sessions and API tokens end)"
                 )
             conn.execute("DELETE FROM inbox_approvers WHERE name = ?", (name,))
             conn.execute("DELETE FROM inbox_sessions WHERE name = ?", (name,))
