@@ -594,6 +594,22 @@ def test_an_edit_is_checked_signed_and_runs_with_the_edited_arguments(world: Wor
     assert answer["edited_args"]["account"] == MASK  # sensitive, masked in what is shown
 
 
+def test_an_edit_echoing_the_mask_of_a_sensitive_argument_is_refused(world: World) -> None:
+    client = world.client()
+    shown = client.get(f"/api/v1/requests/{world.request_id}", headers=world.bearer("fran"))
+    args = dict(shown.json()["args"])  # the account is shown masked
+    args["amount"] = 90.0
+    status, code, message = error_of(
+        post_answer(client, world, {"type": "edit", "edited_action": {"name": "pay", "args": args}})
+    )
+    assert (status, code) == (422, "invalid")
+    assert message == (
+        "edited argument 'account' is the mask shown for a sensitive value; send its real "
+        "value (read it with ?reveal=1)"
+    )
+    assert_nothing_stored(world)
+
+
 def test_a_reject_carries_its_message_to_the_model(world: World) -> None:
     response = post_answer(world.client(), world, {"type": "reject", "message": "not this month"})
     assert response.status_code == 200, response.text

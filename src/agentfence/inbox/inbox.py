@@ -392,6 +392,18 @@ class Inbox:
         edited = None
         if kind == "edit":
             if edited_args is not None:
+                masked = sorted(
+                    n for n in self.sensitive.names(request.tool) if edited_args.get(n) == MASK
+                )
+                if masked:
+                    # The mask is what was shown, not a value: sending it back would edit the
+                    # argument to the mask itself.
+                    raise InboxRefused(
+                        422,
+                        "invalid",
+                        f"edited argument {masked[0]!r} is the mask shown for a sensitive value; "
+                        "send its real value (read it with ?reveal=1)",
+                    )
                 edited = self._checked_edit(request, account, dict(edited_args))
             else:
                 edited = self._checked_edit(
