@@ -32,8 +32,10 @@ from agentfence.approvals import (
     ApproverRegistry,
     StoredApproval,
     approve_decision,
+    check_answer,
     diff_args,
     interrupt_payload,
+    parse_envelope,
     submit_answer,
 )
 from agentfence.config import Settings
@@ -332,12 +334,55 @@ class Inbox:
         fields: Mapping[str, str] | None = None,
         edited_args: Mapping[str, Any] | None = None,
     ) -> ApprovalAnswer:
-        """Answer a request as ``account``: sign, check, store. The one answering path of
-        the inbox's form and its API.
+        """Answer a request as ``account``: check, sign with the account's key, store. The
+        one answering path of the inbox's form and its API.
 
         An edit's arguments come either as ``fields``, the edit form's values (text) by
         argument name, or as ``edited_args``, the complete arguments as JSON values (the
         API). Raises :class:`InboxRefused` with the HTTP status for every refusal.
+        """
+        prepared = self.prepare(
+            account,
+            request_id,
+            decision=decision,
+            message=message,
+            fields=fields,
+            edited_args=edited_args,
+        )
+        request = self.get(request_id).request
+        signer = self._signer(account)
+        # The same check the fence makes on resume, made now so the approver learns at once.
+        try:
+            answer, _ = submit_answer(
+                self.store,
+                request,
+                approver=self._principal(account),
+                decision=prepared.decision,
+                signer=signer,
+                now_us=prepared.answered_us,
+                edited_args=prepared.edited_args,
+                message=prepared.message,
+                engine=self.engine,
+                registry=self.registry,
+            )
+        except ApprovalRefused as refused:
+            raise _refusal(refused, account) from None
+        return answer
+
+    def prepare(
+        self,
+        account: Account,
+        request_id: str,
+        *,
+        decision: str,
+        message: str | None = None,
+        fields: Mapping[str, str] | None = None,
+        edited_args: Mapping[str, Any] | None = None,
+    ) -> ApprovalAnswer:
+        """The answer ``account`` would give, checked as :meth:`answer` checks it, unsigned.
+
+        A browser that holds the approver's key signs it (:meth:`submit_signed`); nothing
+        is stored here.
         """
         stored = self.get(request_id)
         request = stored.request
@@ -409,24 +454,69 @@ class Inbox:
                 edited = self._checked_edit(
                     request, account, self._form_args(request, fields or {})
                 )
-        signer = self._signer(account)
-        # The same check the fence makes on resume, made now so the approver learns at once.
+        return ApprovalAnswer(
+            request_id=request.request_id,
+            action_digest=request.action_digest,
+            approver=str(approver),
+            decision=kind,
+            edited_args=edited,
+            message=note,
+            answered_us=now,
+        )
+
+    def submit_signed(
+        self, account: Account, request_id: str, envelope: Mapping[str, Any]
+    ) -> ApprovalAnswer:
+        """Store an answer the approver signed with their own key (in the browser).
+
+        The answer must be exactly what :meth:`prepare` makes of its own decision, message
+        and arguments for this account (so every check of :meth:`answer` holds), given
+        between the request's creation and now, and signed by a key ``approvers.toml``
+        declares for the account's principal (:func:`check_answer`).
+        """
         try:
-            answer, _ = submit_answer(
-                self.store,
-                request,
-                approver=approver,
-                decision=kind,
-                signer=signer,
-                now_us=now,
-                edited_args=edited,
-                message=note,
-                engine=self.engine,
-                registry=self.registry,
-            )
+            signed, _, _ = parse_envelope(envelope)
         except ApprovalRefused as refused:
             raise _refusal(refused, account) from None
-        return answer
+        approver = self._principal(account)
+        if signed.request_id != request_id:
+            raise InboxRefused(
+                422, "unbound", f"the signed answer is for request {signed.request_id}"
+            )
+        if signed.approver != str(approver):
+            raise InboxRefused(
+                403,
+                "forged",
+                f"the signed answer names {signed.approver}, but you are signed in as {approver}",
+            )
+        expected = self.prepare(
+            account,
+            request_id,
+            decision=signed.decision,
+            message=signed.message,
+            edited_args=signed.edited_args if signed.decision == "edit" else None,
+        )
+        if expected.model_copy(update={"answered_us": signed.answered_us}) != signed:
+            raise InboxRefused(
+                422,
+                "invalid",
+                "the signed answer is not the one the inbox prepared; reload the page and "
+                "answer again",
+            )
+        request = self.get(request_id).request
+        now = self.now()
+        if not request.created_us <= signed.answered_us <= now:
+            raise InboxRefused(
+                422, "invalid", "the signed answer's time is not between the request and now"
+            )
+        try:
+            check_answer(
+                dict(envelope), request, engine=self.engine, registry=self.registry, now_us=now
+            )
+            self.store.submit(request_id, dict(envelope), now_us=now)
+        except ApprovalRefused as refused:
+            raise _refusal(refused, account) from None
+        return signed
 
     def allowed_decisions(self, request: ApprovalRequest) -> tuple[str, ...]:
         """The decisions the request's review config (in its ``interrupt()`` value) allows."""
