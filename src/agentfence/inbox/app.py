@@ -11,6 +11,7 @@ Responses carry a strict Content-Security-Policy: only the inbox's own script an
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import secrets
@@ -19,19 +20,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import rfc8785
 from jinja2 import Environment, FileSystemLoader
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentfence.approvals import SIGNED_ANSWER_FORMAT
 from agentfence.inbox.accounts import Session
-from agentfence.inbox.api import api_routes, cross_site
+from agentfence.inbox.api import api_routes, cross_site, error_response
 from agentfence.inbox.inbox import Inbox, InboxRefused
 from agentfence.inbox.views import duration, iso
 
@@ -112,6 +115,8 @@ def create_app(
         Route("/history", web.history_page, methods=["GET"]),
         Route("/requests/{request_id:str}", web.request_page, methods=["GET"]),
         Route("/requests/{request_id:str}/answer", web.answer, methods=["POST"]),
+        Route("/requests/{request_id:str}/prepare", web.prepare, methods=["POST"]),
+        Route("/requests/{request_id:str}/answer-signed", web.answer_signed, methods=["POST"]),
         Route("/requests/{request_id:str}/log/{seq:int}", web.log_page, methods=["GET"]),
         *api_routes(inbox),
         Mount("/static", app=StaticFiles(directory=_HERE / "static"), name="static"),
@@ -419,6 +424,75 @@ class _Web:
         return RedirectResponse(
             f"/requests/{quote(request_id)}?done={quote(decision)}", status_code=303
         )
+
+    # --- signing in the browser ------------------------------------------------------------
+    # The page's script asks for the checked answer (prepare), signs its canonical bytes with
+    # the key the approver imported into this browser (WebCrypto Ed25519), and hands the
+    # signed answer back (answer-signed). The server never sees that key.
+
+    async def prepare(self, request: Request) -> Response:
+        session, form, refused = await self._checked_post(request)
+        if refused is not None or session is None or form is None:
+            status = refused.status_code if refused is not None else 400
+            return error_response(status, "refused", "sign in again and reload the page")
+        request_id = request.path_params["request_id"]
+        fields = {
+            key[len("arg.") :]: str(value)
+            for key, value in form.multi_items()
+            if key.startswith("arg.") and isinstance(value, str)
+        }
+        account = session.account
+        try:
+            answer = await run_in_threadpool(
+                lambda: self.inbox.prepare(
+                    account,
+                    request_id,
+                    decision=str(form.get("decision") or ""),
+                    message=str(form.get("message") or ""),
+                    fields=fields,
+                )
+            )
+        except InboxRefused as exc:
+            return error_response(exc.status, exc.code, str(exc))
+        data = answer.model_dump(mode="json")
+        # The bytes an answer's signature covers: its RFC 8785 canonical JSON, as sign_answer
+        # and check_answer compute them.
+        return JSONResponse(
+            {
+                "answer": json.dumps(data, ensure_ascii=False),
+                "bytes": base64.b64encode(rfc8785.dumps(data)).decode("ascii"),
+            }
+        )
+
+    async def answer_signed(self, request: Request) -> Response:
+        session = await self._session(request)
+        crossing = self._cross_site(request)
+        if crossing is not None:
+            return error_response(403, "cross_site", f"cross-site request refused ({crossing})")
+        if session is None:
+            return error_response(401, "signed_out", "you are not signed in; sign in again")
+        if not session.csrf_matches(request.headers.get("x-csrf-token")):
+            return error_response(403, "csrf", "the CSRF token is missing or wrong; reload")
+        try:
+            body = json.loads(await request.body())
+            envelope = {
+                "format": SIGNED_ANSWER_FORMAT,
+                "answer": json.loads(body["answer"]),
+                "key": body["key"],
+                "signature": body["signature"],
+            }
+        except (ValueError, KeyError, TypeError) as exc:
+            return error_response(400, "malformed", f"malformed signed answer ({exc})")
+        request_id = request.path_params["request_id"]
+        account = session.account
+        try:
+            answer = await run_in_threadpool(
+                lambda: self.inbox.submit_signed(account, request_id, envelope)
+            )
+        except InboxRefused as exc:
+            return error_response(exc.status, exc.code, str(exc))
+        target = f"/requests/{quote(request_id)}?done={quote(answer.decision)}"
+        return JSONResponse({"location": target})
 
     async def history_page(self, request: Request) -> Response:
         session = await self._session(request)
