@@ -6,6 +6,8 @@ renders as text. Every state-changing request is a POST that must carry the sess
 token (or, for sign-in, the sign-in form's token, kept in a SameSite=Strict cookie), and
 one whose ``Origin`` or ``Sec-Fetch-Site`` says it came from another site is refused.
 The answer API under ``/api/v1/`` (:mod:`agentfence.inbox.api`) takes bearer tokens only.
+An approver may sign in the browser instead (``static/sign.js``, WebCrypto Ed25519): the page
+asks ``prepare`` for the checked answer and hands the signed one to ``answer-signed``.
 Responses carry a strict Content-Security-Policy: only the inbox's own script and styles run.
 """
 
