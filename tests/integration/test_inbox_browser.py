@@ -453,6 +453,10 @@ def test_an_approver_signs_in_the_browser_with_a_key_the_server_never_sees(
             )
             assert desk.fence.approvals.get(ids["ticket-T-90"]).answer is None  # type: ignore[union-attr]
             page.click("#key-forget")
+            # Forgotten once the browser's storage says so (before leaving the page).
+            expect(state).to_have_text(
+                "Your answer is signed by the inbox with the key registered for you."
+            )
 
             # fran's own key, imported into the browser: it signs, the inbox only checks.
             page.goto(f"{inbox_url}/requests/{ids['ticket-T-88']}")
