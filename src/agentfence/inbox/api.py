@@ -32,7 +32,14 @@ from agentfence.inbox.accounts import Account, TokenRefused
 from agentfence.inbox.inbox import Inbox, InboxRefused
 from agentfence.inbox.views import AnswerView, PendingItem, RequestView
 
-__all__ = ["API_MAX_BODY", "ApiError", "api_routes", "cross_site", "parse_decision"]
+__all__ = [
+    "API_MAX_BODY",
+    "ApiError",
+    "api_routes",
+    "cross_site",
+    "error_response",
+    "parse_decision",
+]
 
 API_MAX_BODY = 32 * 1024
 """The largest answer body the API reads, in bytes (larger: 413)."""

@@ -6,8 +6,10 @@ the same steps as ``agentfence approvals approve|reject|edit``: build an
 (:func:`~agentfence.approvals.sign_answer`), check it at once with
 :func:`~agentfence.approvals.check_answer` against the policies, and store it with
 :meth:`~agentfence.approvals.ApprovalStore.submit`. The fence checks it again, logs it and
-runs the call when the thread resumes. Every refusal is an :class:`InboxRefused` carrying the
-HTTP status the web layer answers with.
+runs the call when the thread resumes. The form and the answer API both call
+:meth:`Inbox.answer`; an approver who signs in the browser gets the same checks from
+:meth:`Inbox.prepare` and hands the signed answer to :meth:`Inbox.submit_signed`. Every refusal
+is an :class:`InboxRefused` carrying the HTTP status the web layer answers with.
 
 Who sees what: an approver sees the details of a request (arguments, evidence, answer) only
 if policy lets them answer it (``Action::"approve"``, :func:`approve_decision`), and never
