@@ -376,3 +376,139 @@ def test_an_approver_answers_in_a_real_browser_and_the_thread_resumes(
         ("approve", "accepted", 'User::"fran"'),
         ("edit", "accepted", 'User::"fran"'),
     ]
+
+
+@pytest.fixture
+def laptop_key(desk: Desk) -> Signer:
+    """A second key of fran's, declared in approvers.toml, that only her browser holds."""
+    key = Signer.generate("fran-laptop")
+    approvers = desk.policies / "approvers.toml"
+    approvers.write_text(
+        approvers.read_text()
+        + f'\n[[approver]]\nprincipal = \'User::"fran"\'\nkey = "{key.verifier_key}"\n'
+    )
+    # The fence reads approvers.toml when it is built: build it again, as a restart would.
+    desk.fence.close()
+    desk.fence = Fence.from_directory(
+        desk.policies,
+        tools=desk.tools,
+        log=f"sqlite:///{desk.db}",
+        signing_key=desk.log_key,
+        agent="support-bot",
+    )
+    return key
+
+
+def stored_key(desk: Desk, request_id: str) -> str:
+    stored = desk.fence.approvals.get(request_id)
+    assert stored is not None and stored.answer is not None
+    return str(stored.answer["key"])
+
+
+def test_an_approver_signs_in_the_browser_with_a_key_the_server_never_sees(
+    desk: Desk, laptop_key: Signer, inbox_url: str
+) -> None:
+    from playwright.sync_api import Request, expect, sync_playwright
+
+    secret = laptop_key.private_key()
+    seed = secret.rsplit("+", 1)[1]
+    laptop = f"fran-laptop+{laptop_key.key_id:08x}"
+    server_key = f"fran+{demo_approver().key_id:08x}"
+    agents = {}
+    for thread, amount in (("ticket-T-88", 2500.0), ("ticket-T-89", 900.0), ("ticket-T-90", 700.0)):
+        agents[thread] = agent_for(desk, amount, "laptop arrived broken")
+        assert "__interrupt__" in agents[thread].invoke(
+            {"messages": [("user", "refund")]}, run_config(thread)
+        )
+    ids = {thread: pending_id(desk, thread) for thread in agents}
+    sent: list[str] = []
+
+    def record(request: Request) -> None:
+        sent.append(request.url + "\n" + (request.post_data or ""))
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=LAPTOP)
+            page.on("request", record)
+            page.goto(f"{inbox_url}/sign-in")
+            page.fill("input[name=name]", "fran")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Waiting for you")
+
+            # A key that approvers.toml does not declare: the signed answer is refused.
+            page.goto(f"{inbox_url}/requests/{ids['ticket-T-90']}")
+            state = page.locator("#key-state")
+            expect(state).to_have_text(
+                "Your answer is signed by the inbox with the key registered for you."
+            )
+            page.click("#key-import summary")
+            page.fill("#key-text", Signer.generate("mallory").private_key())
+            page.click("#key-use")
+            expect(state).to_contain_text("signed in this browser with your key mallory+")
+            page.click("#approve")
+            expect(page.locator("#sign-error")).to_contain_text(
+                "is not a declared approver's (see approvers.toml)"
+            )
+            assert desk.fence.approvals.get(ids["ticket-T-90"]).answer is None  # type: ignore[union-attr]
+            page.click("#key-forget")
+            # Forgotten once the browser's storage says so (before leaving the page).
+            expect(state).to_have_text(
+                "Your answer is signed by the inbox with the key registered for you."
+            )
+
+            # fran's own key, imported into the browser: it signs, the inbox only checks.
+            page.goto(f"{inbox_url}/requests/{ids['ticket-T-88']}")
+            page.click("#key-import summary")
+            page.fill("#key-text", secret)
+            page.click("#key-use")
+            expect(state).to_have_text(
+                f"Your answer is signed in this browser with your key {laptop}; the inbox "
+                "never sees it."
+            )
+            assert page.input_value("#key-text") == ""
+            page.click("#approve")
+            expect(page.locator(".notice")).to_contain_text("Approved.")
+            assert stored_key(desk, ids["ticket-T-88"]) == laptop
+
+            # The key stays in this browser (not extractable) for the next request.
+            page.goto(f"{inbox_url}/requests/{ids['ticket-T-89']}")
+            expect(state).to_contain_text(f"your key {laptop}")
+            page.click("details:has(#edit) summary")
+            page.fill("input[name='arg.amount']", "90")
+            page.click("#edit")
+            expect(page.locator(".notice")).to_contain_text("Approved with your edited arguments.")
+            assert stored_key(desk, ids["ticket-T-89"]) == laptop
+
+            # Forgotten: the server-held key is the fallback again.
+            page.goto(f"{inbox_url}/requests/{ids['ticket-T-90']}")
+            page.click("#key-forget")
+            expect(state).to_have_text(
+                "Your answer is signed by the inbox with the key registered for you."
+            )
+            page.click("#approve")
+            expect(page.locator(".notice")).to_contain_text("Approved.")
+            assert stored_key(desk, ids["ticket-T-90"]) == server_key
+        finally:
+            browser.close()
+
+    assert not [s for s in sent if seed in s or secret in s], "the private key left the browser"
+    for thread, agent in agents.items():
+        resumed = desk.fence.resume(agent, run_config(thread))
+        assert resumed is not None
+        assert refund_message(resumed).status == "success", refund_message(resumed).content
+    assert sorted(run["amount"] for run in desk.runs) == [90.0, 700.0, 2500.0]
+    desk.fence.close()
+    reader = LogBackend(desk.db, create=False, readonly=True)
+    try:
+        answers = [
+            parse_entry(row.body)[1] for row in reader.select(kind="agentfence.approval_answer/v1")
+        ]
+    finally:
+        reader.close()
+    assert sorted((a.answer, a.verdict, a.approver) for a in answers) == [  # type: ignore[union-attr]
+        ("approve", "accepted", 'User::"fran"'),
+        ("approve", "accepted", 'User::"fran"'),
+        ("edit", "accepted", 'User::"fran"'),
+    ]

@@ -8,6 +8,8 @@ call waits for approval in a signed SQLite log, and inbox accounts for all three
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import threading
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import rfc8785
 from langchain_core.tools import BaseTool
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.testclient import TestClient
@@ -23,7 +26,7 @@ from typer.testing import CliRunner
 
 from agentfence import Fence
 from agentfence._signing import Signer, write_private_key
-from agentfence.approvals import StoredApproval
+from agentfence.approvals import ApprovalAnswer, StoredApproval
 from agentfence.cli import app as cli_app
 from agentfence.config import Settings
 from agentfence.errors import ConfigurationError, PolicyLoadError
@@ -264,7 +267,10 @@ def test_pages_carry_security_headers(world: World) -> None:
     assert (headers["x-frame-options"], headers["x-content-type-options"]) == ("DENY", "nosniff")
     assert headers["cache-control"] == "no-store"
     assert headers["referrer-policy"] == "same-origin"
-    assert "<script" not in page.text.replace('<script src="/static/inbox.js" defer>', "")
+    text = page.text
+    for own in ("inbox.js", "sign.js"):  # the inbox's own files; no inline script
+        text = text.replace(f'<script src="/static/{own}" defer>', "")
+    assert "<script" not in text
 
 
 # --- CSRF ------------------------------------------------------------------------------------
@@ -627,3 +633,113 @@ def test_a_trace_link_is_offered_when_configured(world: World) -> None:
     decision = world.inbox.evidence.decision(world.stored().request.decision_id)
     assert decision is not None and decision[1].trace_id
     assert f'href="http://127.0.0.1:16686/trace/{decision[1].trace_id}"' in page
+
+
+# --- signing in the browser: the server's half ------------------------------------------------
+
+
+def prepared(client: TestClient, request_id: str, **form: str) -> dict[str, Any]:
+    response = client.post(
+        f"/requests/{request_id}/prepare", data={"csrf": csrf_of(client), **form}
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def browser_signed(
+    client: TestClient,
+    request_id: str,
+    answer: dict[str, Any],
+    signer: Signer,
+    **headers: str,
+) -> Any:
+    """What the page's script sends: the answer's JSON text, the key's name, the signature."""
+    answer_json = json.dumps(answer)
+    signature = signer.sign(rfc8785.dumps(json.loads(answer_json)))
+    body = {
+        "answer": answer_json,
+        "key": f"{signer.name}+{signer.key_id:08x}",
+        "signature": base64.b64encode(signature).decode(),
+    }
+    return client.post(
+        f"/requests/{request_id}/answer-signed",
+        content=json.dumps(body),
+        headers={"Content-Type": "application/json", "X-CSRF-Token": csrf_of(client), **headers},
+    )
+
+
+def test_prepare_gives_the_checked_answer_and_the_bytes_to_sign(world: World) -> None:
+    client = signed_in(world, "fran")
+    body = prepared(client, world.request_id, decision="approve", message="  fine  ")
+    answer = ApprovalAnswer.model_validate_json(body["answer"])
+    assert (answer.approver, answer.decision, answer.message) == ('User::"fran"', "approve", "fine")
+    assert answer.action_digest == world.stored().request.action_digest
+    assert base64.b64decode(body["bytes"]) == rfc8785.dumps(json.loads(body["answer"]))
+    refused = client.post(
+        f"/requests/{world.request_id}/prepare",
+        data={"csrf": csrf_of(client), "decision": "reject"},
+    )
+    assert refused.status_code == 422
+    assert "say why you reject the call" in refused.json()["error"]["message"]
+    assert world.stored().answer is None  # preparing stores nothing
+
+
+def test_a_browser_signed_answer_is_stored_with_the_browsers_key(world: World) -> None:
+    client = signed_in(world, "fran")
+    answer = json.loads(prepared(client, world.request_id, decision="approve")["answer"])
+    response = browser_signed(client, world.request_id, answer, approver_key("fran"))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"location": f"/requests/{world.request_id}?done=approve"}
+    stored = world.stored().answer
+    assert stored is not None and stored["key"] == f"fran+{approver_key('fran').key_id:08x}"
+    world.fence.resume(world.graph, config())
+    assert world.ran.names() == ["read_record", "pay"]
+
+
+def test_a_browser_signed_answer_naming_another_approver_is_refused(world: World) -> None:
+    client = signed_in(world, "bob")  # bob may not answer; he signs fran's answer with her key
+    answer = json.loads(
+        prepared(signed_in(world, "fran"), world.request_id, decision="approve")["answer"]
+    )
+    response = browser_signed(client, world.request_id, answer, approver_key("fran"))
+    assert response.status_code == 403
+    assert response.json()["error"]["message"] == (
+        'the signed answer names User::"fran", but you are signed in as User::"bob"'
+    )
+    assert world.stored().answer is None
+
+
+def test_a_browser_signed_answer_other_than_the_prepared_one_is_refused(world: World) -> None:
+    client = signed_in(world, "fran")
+    answer = json.loads(prepared(client, world.request_id, decision="approve")["answer"])
+    padded = {**answer, "message": "  ok  "}  # not what prepare makes of it
+    response = browser_signed(client, world.request_id, padded, approver_key("fran"))
+    assert response.status_code == 422
+    assert "the signed answer is not the one the inbox prepared" in response.text
+    unfit = {**answer, "decision": "edit", "edited_args": {"account": "acc-7", "amount": "lots"}}
+    response = browser_signed(client, world.request_id, unfit, approver_key("fran"))
+    assert response.status_code == 422  # the edit's checks run on a signed answer too
+    assert "the edited arguments do not fit 'pay'" in response.json()["error"]["message"]
+    future = {**answer, "answered_us": world.clock.now + MINUTE}
+    response = browser_signed(client, world.request_id, future, approver_key("fran"))
+    assert response.status_code == 422
+    assert "the signed answer's time is not between the request and now" in response.text
+    forged = browser_signed(client, world.request_id, answer, approver_key("bob"))
+    assert forged.status_code == 500
+    assert "would be refused as forged" in forged.json()["error"]["message"]
+    assert world.stored().answer is None
+
+
+def test_a_browser_signed_answer_needs_the_csrf_header_and_the_same_site(world: World) -> None:
+    client = signed_in(world, "fran")
+    answer = json.loads(prepared(client, world.request_id, decision="approve")["answer"])
+    no_csrf = browser_signed(
+        client, world.request_id, answer, approver_key("fran"), **{"X-CSRF-Token": ""}
+    )
+    assert no_csrf.status_code == 403 and no_csrf.json()["error"]["code"] == "csrf"
+    cross = browser_signed(
+        client, world.request_id, answer, approver_key("fran"), Origin="https://evil.example"
+    )
+    assert cross.status_code == 403 and cross.json()["error"]["code"] == "cross_site"
+    assert world.stored().answer is None

@@ -1,4 +1,4 @@
-"""The inbox's commands: ``agentfence inbox serve|add-approver|remove-approver``.
+"""The inbox's commands: ``agentfence inbox serve|add-approver|remove-approver|token``.
 
 :func:`register` adds them to the main ``agentfence`` app. The web stack (Starlette,
 Jinja2, uvicorn: the ``inbox`` extra) is imported only by ``serve``, so the rest of the CLI
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -18,12 +19,13 @@ import typer
 
 from agentfence._signing import read_private_key
 from agentfence._storage.database import Location, parse_url
-from agentfence.cli._common import err, load_tools, out
+from agentfence.approvals import parse_duration
+from agentfence.cli._common import JsonOption, err, load_tools, out
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceWarning, ConfigurationError
 from agentfence.inbox.accounts import MIN_PASSWORD, ApproverAccounts
 from agentfence.inbox.inbox import Inbox
-from agentfence.inbox.views import now_us
+from agentfence.inbox.views import iso, now_us
 from agentfence.policy import EntityRef
 
 __all__ = ["register"]
@@ -41,6 +43,13 @@ DbOption = Annotated[
         "postgresql://... (default: $AGENTFENCE_LOG).",
     ),
 ]
+
+
+token_app = typer.Typer(
+    help="API tokens: let a program answer as an approver through the inbox's answer API.",
+    no_args_is_help=True,
+)
+inbox_app.add_typer(token_app, name="token")
 
 
 def register(app: typer.Typer) -> None:
@@ -84,7 +93,9 @@ def add_approver(
     ] = False,
     replace: Annotated[
         bool,
-        typer.Option("--replace", help="Change an existing account (its sessions end)."),
+        typer.Option(
+            "--replace", help="Change an existing account (its sessions and API tokens end)."
+        ),
     ] = False,
 ) -> None:
     """Let an approver sign in to the inbox: store a password hash and their key's path."""
@@ -129,11 +140,82 @@ def remove_approver(
     name: Annotated[str, typer.Argument(help="The approver's sign-in name.")],
     db: DbOption = None,
 ) -> None:
-    """Delete an approver's inbox account and end their sessions at once."""
+    """Delete an approver's inbox account and end their sessions and API tokens at once."""
     accounts = ApproverAccounts(_db(db), clock=now_us)
     if not accounts.remove(name):
         raise ConfigurationError(f"there is no inbox approver {name!r}")
-    out.print(f"removed inbox approver {name}; their sessions ended", markup=False)
+    out.print(f"removed inbox approver {name}; their sessions and API tokens ended", markup=False)
+
+
+@token_app.command("issue")
+def token_issue(
+    name: Annotated[str, typer.Argument(help="The inbox approver the token answers as.")],
+    expires: Annotated[
+        str,
+        typer.Option("--expires", help="How long the token works: 90s, 15m, 12h, 30d."),
+    ] = "30d",
+    note: Annotated[
+        str, typer.Option("--note", help="What the token is for, shown by `token list`.")
+    ] = "",
+    db: DbOption = None,
+) -> None:
+    """Issue an API token for an approver; it is printed once, only its hash is kept."""
+    try:
+        seconds = parse_duration(expires)
+    except ValueError as exc:
+        raise ConfigurationError(f"--expires: {exc}") from None
+    accounts = ApproverAccounts(_db(db), clock=now_us)
+    issued = accounts.issue_token(name, expires_seconds=seconds, note=note)
+    info = issued.info
+    # The token alone on stdout (TOKEN=$(agentfence inbox token issue fran)); the rest on stderr.
+    out.print(issued.token, markup=False, soft_wrap=True)
+    err.print(
+        f"issued API token {info.id} for {info.name} ({info.principal}), expires "
+        f"{iso(info.expires_us)}. It is shown only now: keep it secret, send it as "
+        "`Authorization: Bearer <token>`; `agentfence inbox token revoke "
+        f"{info.id}` ends it.",
+        markup=False,
+    )
+
+
+@token_app.command("list")
+def token_list(
+    name: Annotated[
+        str | None, typer.Argument(help="Only this approver's tokens (default: everyone's).")
+    ] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List API tokens (never the tokens themselves): whose, state, expiry, last use."""
+    accounts = ApproverAccounts(_db(db), clock=now_us)
+    now = now_us()
+    tokens = accounts.tokens(name)
+    if as_json:
+        rows = [{**t.__dict__, "state": t.state(now)} for t in tokens]
+        out.print_json(json.dumps({"tokens": rows}, ensure_ascii=False))
+        return
+    if not tokens:
+        out.print("no API tokens", markup=False)
+        return
+    for t in tokens:
+        used = iso(t.last_used_us) if t.last_used_us else "never"
+        out.print(
+            f"{t.id}  {t.name} ({t.principal})  {t.state(now)}  expires {iso(t.expires_us)}  "
+            f"last used {used}" + (f"  {t.note}" if t.note else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token's id, from `token list`.")],
+    db: DbOption = None,
+) -> None:
+    """Revoke an API token: it stops working at once."""
+    accounts = ApproverAccounts(_db(db), clock=now_us)
+    info = accounts.revoke_token(token_id)
+    out.print(f"revoked API token {info.id} of {info.name}", markup=False)
 
 
 def _loopback(host: str) -> bool:

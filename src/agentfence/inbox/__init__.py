@@ -3,11 +3,13 @@
 ``agentfence inbox serve`` runs it (the ``inbox`` extra: ``pip install 'agentfence[inbox]'``);
 ``agentfence inbox add-approver`` creates sign-ins. The pieces:
 
-- :class:`ApproverAccounts`: approvers' passwords (scrypt) and server-side sessions, in the
-  decision log's SQLite file beside the approvals store;
+- :class:`ApproverAccounts`: approvers' passwords (scrypt), server-side sessions and API
+  tokens (stored as SHA-256), in the decision log's database beside the approvals store;
 - :class:`Inbox`: what waits for whom, the request's evidence from the log, and the answer
   path (sign with the approver's key, check as the fence will, store), with no web code;
-- :func:`create_app`: the Starlette application over an :class:`Inbox`.
+- :func:`create_app`: the Starlette application over an :class:`Inbox`, with the answer
+  API under ``/api/v1/`` (:mod:`agentfence.inbox.api`) for programs holding an API token
+  (``agentfence inbox token issue``; :meth:`ApproverAccounts.issue_token`).
 
 See ``docs/approver-guide.md`` (section "The web inbox") for how to run and use it.
 """

@@ -10,11 +10,19 @@ its SHA-256, so reading the database does not let anyone take over a session. A 
 ends when it is idle for too long, when it reaches its maximum age, or at sign-out; a fresh
 id is minted at every sign-in, so an id planted before sign-in is never promoted
 (session fixation). Each session carries its own CSRF token.
+
+API tokens let a program answer as an approver (``agentfence inbox token issue``): a token
+is ``aft_<id>_<secret>``, the id 8 random bytes (hex) and the secret 32 random bytes; the
+table holds the id and the SHA-256 of the whole token, found by its id and compared in
+constant time. A token is bound to one account (and the principal it answers as), expires,
+and records when it was last used; revoking it, removing the account or changing it with
+``--replace`` ends it.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -22,11 +30,19 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from agentfence._storage.database import Database, Location, parse_url
-from agentfence.errors import ConfigurationError
+from agentfence.errors import AgentfenceError, ConfigurationError
 
-__all__ = ["Account", "ApproverAccounts", "Session"]
+__all__ = [
+    "Account",
+    "ApiToken",
+    "ApproverAccounts",
+    "IssuedToken",
+    "Session",
+    "TokenRefused",
+]
 
 # scrypt cost: N=2**15, r=8, p=1 takes 32 MiB and about 0.1 s per hash (RFC 7914 section 2
 # leaves the choice to the application; these are the values OWASP recommends as a minimum).
@@ -59,7 +75,21 @@ CREATE TABLE IF NOT EXISTS inbox_sessions (
     seen_us BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS inbox_sessions_name ON inbox_sessions (name);
+CREATE TABLE IF NOT EXISTS inbox_api_tokens (
+    id TEXT PRIMARY KEY,
+    token_hash TEXT NOT NULL,
+    name TEXT NOT NULL,
+    principal TEXT NOT NULL,
+    note TEXT NOT NULL,
+    created_us BIGINT NOT NULL,
+    expires_us BIGINT NOT NULL,
+    last_used_us BIGINT,
+    revoked_us BIGINT
+);
+CREATE INDEX IF NOT EXISTS inbox_api_tokens_name ON inbox_api_tokens (name);
 """
+TOKEN_PREFIX = "aft_"  # noqa: S105 - the public marker of a token, not a secret
+MAX_NOTE = 200
 
 
 def hash_password(password: str) -> str:
@@ -109,6 +139,19 @@ def _id_hash(session_id: str) -> str:
     return hashlib.sha256(session_id.encode("utf-8")).hexdigest()
 
 
+def _token_id(token: str) -> str | None:
+    """The id part of an ``aft_<16 hex>_<43 base64url>`` token; ``None`` if it is not one."""
+    if len(token) != len(TOKEN_PREFIX) + 16 + 1 + 43 or not token.startswith(TOKEN_PREFIX):
+        return None
+    token_id, sep, secret = token[len(TOKEN_PREFIX) :].partition("_")
+    hexdigits = set("0123456789abcdef")
+    if sep != "_" or len(token_id) != 16 or not set(token_id) <= hexdigits:
+        return None
+    if len(secret) != 43:
+        return None
+    return token_id
+
+
 @dataclass(frozen=True)
 class Account:
     """An approver who may sign in: the principal they answer as and their key file."""
@@ -140,6 +183,43 @@ class SignIn:
 
     session_id: str = field(repr=False)
     session: Session
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """An API token as stored (never the token itself): whose, why, and its times."""
+
+    id: str
+    name: str
+    """The inbox account it answers as."""
+    principal: str
+    note: str
+    created_us: int
+    expires_us: int
+    last_used_us: int | None
+    revoked_us: int | None
+
+    def state(self, now_us: int) -> Literal["active", "expired", "revoked"]:
+        """``active``, ``expired`` or ``revoked`` at ``now_us``."""
+        if self.revoked_us is not None:
+            return "revoked"
+        return "expired" if now_us >= self.expires_us else "active"
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A new API token: the secret to hand over (shown once, never stored) and its row."""
+
+    token: str = field(repr=False)
+    info: ApiToken
+
+
+class TokenRefused(AgentfenceError):  # an outcome the web layer answers with 401, not a bug
+    """An API token that does not authenticate; ``code`` names why (``unknown``, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ApproverAccounts:
@@ -182,7 +262,8 @@ class ApproverAccounts:
         password: str,
         replace: bool = False,
     ) -> Account:
-        """Create (or with ``replace``, change) an account; its sessions end on change."""
+        """Create (or with ``replace``, change) an account; its sessions and API tokens end
+        on change."""
         if not name or not name.isprintable() or len(name) > 64:
             raise ConfigurationError(
                 f"approver name {name!r} must be 1 to 64 printable characters, e.g. fran"
@@ -200,10 +281,11 @@ class ApproverAccounts:
             if exists and not replace:
                 raise ConfigurationError(
                     f"approver {name!r} already has an inbox account; pass --replace to change "
-                    "their principal, key or password (their sessions end)"
+                    "their principal, key or password (their sessions and API tokens end)"
                 )
             conn.execute("DELETE FROM inbox_approvers WHERE name = ?", (name,))
             conn.execute("DELETE FROM inbox_sessions WHERE name = ?", (name,))
+            conn.execute("DELETE FROM inbox_api_tokens WHERE name = ?", (name,))
             conn.execute(
                 "INSERT INTO inbox_approvers (name, principal, key_path, key_name, "
                 "password_hash, created_us) VALUES (?, ?, ?, ?, ?, ?)",
@@ -212,9 +294,10 @@ class ApproverAccounts:
         return Account(name, principal, key_path, key_name)
 
     def remove(self, name: str) -> bool:
-        """Delete an account and end its sessions; False if there was none."""
+        """Delete an account and end its sessions and API tokens; False if there was none."""
         with self._tx() as conn:
             conn.execute("DELETE FROM inbox_sessions WHERE name = ?", (name,))
+            conn.execute("DELETE FROM inbox_api_tokens WHERE name = ?", (name,))
             cur = conn.execute("DELETE FROM inbox_approvers WHERE name = ?", (name,))
             return cur.rowcount == 1
 
@@ -329,3 +412,122 @@ class ApproverAccounts:
                 (now - self.idle_us, now - self.max_us),
             )
             return cur.rowcount
+
+    # --- API tokens ----------------------------------------------------------------------
+
+    def issue_token(self, name: str, *, expires_seconds: int, note: str = "") -> IssuedToken:
+        """A new API token answering as account ``name``, valid for ``expires_seconds``."""
+        account = self.get(name)
+        if account is None:
+            raise ConfigurationError(
+                f"there is no inbox approver {name!r}; add them first with `agentfence inbox "
+                "add-approver NAME --principal ... --key ...`"
+            )
+        if expires_seconds <= 0:
+            raise ConfigurationError("a token must expire later than now, e.g. --expires 30d")
+        note = note.strip()
+        if len(note) > MAX_NOTE or not note.isprintable():
+            raise ConfigurationError(f"the note must be at most {MAX_NOTE} printable characters")
+        token_id = secrets.token_hex(8)
+        token = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(32)}"
+        now = self._clock()
+        info = ApiToken(
+            id=token_id,
+            name=name,
+            principal=account.principal,
+            note=note,
+            created_us=now,
+            expires_us=now + expires_seconds * 1_000_000,
+            last_used_us=None,
+            revoked_us=None,
+        )
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO inbox_api_tokens (id, token_hash, name, principal, note, "
+                "created_us, expires_us) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token_id, _id_hash(token), name, account.principal, note, now, info.expires_us),
+            )
+        return IssuedToken(token, info)
+
+    def tokens(self, name: str | None = None) -> list[ApiToken]:
+        """Every API token (or ``name``'s), newest first."""
+        sql = (
+            "SELECT id, name, principal, note, created_us, expires_us, last_used_us, "
+            "revoked_us FROM inbox_api_tokens"
+        )
+        params: tuple[str, ...] = ()
+        if name is not None:
+            sql += " WHERE name = ?"
+            params = (name,)
+        rows = self._conn().execute(sql + " ORDER BY created_us DESC, id", params).fetchall()
+        return [ApiToken(*row) for row in rows]
+
+    def revoke_token(self, token_id: str) -> ApiToken:
+        """Revoke a token by its id; it stops working at once."""
+        now = self._clock()
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE inbox_api_tokens SET revoked_us = ? WHERE id = ? AND revoked_us IS NULL",
+                (now, token_id),
+            )
+            changed = cur.rowcount == 1
+        found = [t for t in self.tokens() if t.id == token_id]
+        if not found:
+            raise ConfigurationError(
+                f"there is no API token {token_id!r}; `agentfence inbox token list` shows them"
+            )
+        if not changed:
+            raise ConfigurationError(f"API token {token_id} was already revoked")
+        return found[0]
+
+    def authenticate(self, token: str) -> tuple[Account, ApiToken]:
+        """The account an API token answers as (and mark it used now).
+
+        Raises :class:`TokenRefused`: ``unknown`` for a token that is malformed or not
+        issued here (the same for both, so nothing is learnt about which ids exist),
+        ``revoked`` and ``expired`` only once the whole token matched.
+        """
+        token_id = _token_id(token)
+        row = None
+        if token_id is not None:
+            row = (
+                self._conn()
+                .execute(
+                    "SELECT t.token_hash, t.id, t.name, t.principal, t.note, t.created_us, "
+                    "t.expires_us, t.last_used_us, t.revoked_us, a.principal, a.key_path, "
+                    "a.key_name FROM inbox_api_tokens t JOIN inbox_approvers a ON a.name = t.name "
+                    "WHERE t.id = ?",
+                    (token_id,),
+                )
+                .fetchone()
+            )
+        # Compared in constant time even when no row was found, against a hash of nothing.
+        stored = row[0] if row is not None else _id_hash("")
+        if not hmac.compare_digest(stored.encode(), _id_hash(token).encode()) or row is None:
+            raise TokenRefused(
+                "unknown",
+                "the API token is not one this inbox issued (or was mistyped); ask the inbox "
+                "operator for one: `agentfence inbox token issue NAME`",
+            )
+        info = ApiToken(*row[1:9])
+        now = self._clock()
+        state = info.state(now)
+        if state != "active":
+            raise TokenRefused(
+                state,
+                f"API token {info.id} {'was revoked' if state == 'revoked' else 'has expired'}; "
+                "ask the inbox operator for a new one: "
+                f"`agentfence inbox token issue {info.name}`",
+            )
+        if row[9] != info.principal:  # changing an account deletes its tokens; belt and braces
+            raise TokenRefused(
+                "revoked",
+                f"API token {info.id} was issued for {info.principal}, but account {info.name} "
+                "now answers as another principal; issue a new token",
+            )
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE inbox_api_tokens SET last_used_us = ? WHERE id = ?", (now, info.id)
+            )
+        account = Account(info.name, row[9], Path(row[10]), row[11])
+        return account, dataclasses.replace(info, last_used_us=now)

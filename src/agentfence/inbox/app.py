@@ -5,11 +5,15 @@ server with autoescaping on for every template, so text from agents, tools and a
 renders as text. Every state-changing request is a POST that must carry the session's CSRF
 token (or, for sign-in, the sign-in form's token, kept in a SameSite=Strict cookie), and
 one whose ``Origin`` or ``Sec-Fetch-Site`` says it came from another site is refused.
+The answer API under ``/api/v1/`` (:mod:`agentfence.inbox.api`) takes bearer tokens only.
+An approver may sign in the browser instead (``static/sign.js``, WebCrypto Ed25519): the page
+asks ``prepare`` for the checked answer and hands the signed one to ``answer-signed``.
 Responses carry a strict Content-Security-Policy: only the inbox's own script and styles run.
 """
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import secrets
@@ -18,18 +22,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import rfc8785
 from jinja2 import Environment, FileSystemLoader
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from agentfence.approvals import SIGNED_ANSWER_FORMAT
 from agentfence.inbox.accounts import Session
+from agentfence.inbox.api import api_routes, cross_site, error_response
 from agentfence.inbox.inbox import Inbox, InboxRefused
 from agentfence.inbox.views import duration, iso
 
@@ -110,7 +117,10 @@ def create_app(
         Route("/history", web.history_page, methods=["GET"]),
         Route("/requests/{request_id:str}", web.request_page, methods=["GET"]),
         Route("/requests/{request_id:str}/answer", web.answer, methods=["POST"]),
+        Route("/requests/{request_id:str}/prepare", web.prepare, methods=["POST"]),
+        Route("/requests/{request_id:str}/answer-signed", web.answer_signed, methods=["POST"]),
         Route("/requests/{request_id:str}/log/{seq:int}", web.log_page, methods=["GET"]),
+        *api_routes(inbox),
         Mount("/static", app=StaticFiles(directory=_HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, max_body_size=MAX_BODY)
@@ -206,22 +216,8 @@ class _Web:
         )
 
     def _cross_site(self, request: Request) -> str | None:
-        """Why a POST looks cross-site (``None``: it does not); the CSRF token is checked too.
-
-        Browsers send ``Sec-Fetch-Site``, which pages cannot forge; it decides when present.
-        Otherwise an ``Origin`` header, when sent, must be the inbox's own.
-        """
-        site = request.headers.get("sec-fetch-site")
-        if site is not None:
-            if site in ("same-origin", "none"):
-                return None
-            return f"Sec-Fetch-Site is {site!r}"
-        origin = request.headers.get("origin")
-        if origin is not None:
-            own = f"{request.url.scheme}://{request.url.netloc}"
-            if origin != own:
-                return f"Origin {origin!r} is not {own!r}"
-        return None
+        """Why a POST looks cross-site (``None``: it does not); the CSRF token is checked too."""
+        return cross_site(request)
 
     async def _checked_post(
         self, request: Request
@@ -430,6 +426,75 @@ class _Web:
         return RedirectResponse(
             f"/requests/{quote(request_id)}?done={quote(decision)}", status_code=303
         )
+
+    # --- signing in the browser ------------------------------------------------------------
+    # The page's script asks for the checked answer (prepare), signs its canonical bytes with
+    # the key the approver imported into this browser (WebCrypto Ed25519), and hands the
+    # signed answer back (answer-signed). The server never sees that key.
+
+    async def prepare(self, request: Request) -> Response:
+        session, form, refused = await self._checked_post(request)
+        if refused is not None or session is None or form is None:
+            status = refused.status_code if refused is not None else 400
+            return error_response(status, "refused", "sign in again and reload the page")
+        request_id = request.path_params["request_id"]
+        fields = {
+            key[len("arg.") :]: str(value)
+            for key, value in form.multi_items()
+            if key.startswith("arg.") and isinstance(value, str)
+        }
+        account = session.account
+        try:
+            answer = await run_in_threadpool(
+                lambda: self.inbox.prepare(
+                    account,
+                    request_id,
+                    decision=str(form.get("decision") or ""),
+                    message=str(form.get("message") or ""),
+                    fields=fields,
+                )
+            )
+        except InboxRefused as exc:
+            return error_response(exc.status, exc.code, str(exc))
+        data = answer.model_dump(mode="json")
+        # The bytes an answer's signature covers: its RFC 8785 canonical JSON, as sign_answer
+        # and check_answer compute them.
+        return JSONResponse(
+            {
+                "answer": json.dumps(data, ensure_ascii=False),
+                "bytes": base64.b64encode(rfc8785.dumps(data)).decode("ascii"),
+            }
+        )
+
+    async def answer_signed(self, request: Request) -> Response:
+        session = await self._session(request)
+        crossing = self._cross_site(request)
+        if crossing is not None:
+            return error_response(403, "cross_site", f"cross-site request refused ({crossing})")
+        if session is None:
+            return error_response(401, "signed_out", "you are not signed in; sign in again")
+        if not session.csrf_matches(request.headers.get("x-csrf-token")):
+            return error_response(403, "csrf", "the CSRF token is missing or wrong; reload")
+        try:
+            body = json.loads(await request.body())
+            envelope = {
+                "format": SIGNED_ANSWER_FORMAT,
+                "answer": json.loads(body["answer"]),
+                "key": body["key"],
+                "signature": body["signature"],
+            }
+        except (ValueError, KeyError, TypeError) as exc:
+            return error_response(400, "malformed", f"malformed signed answer ({exc})")
+        request_id = request.path_params["request_id"]
+        account = session.account
+        try:
+            answer = await run_in_threadpool(
+                lambda: self.inbox.submit_signed(account, request_id, envelope)
+            )
+        except InboxRefused as exc:
+            return error_response(exc.status, exc.code, str(exc))
+        target = f"/requests/{quote(request_id)}?done={quote(answer.decision)}"
+        return JSONResponse({"location": target})
 
     async def history_page(self, request: Request) -> Response:
         session = await self._session(request)

@@ -6,8 +6,10 @@ the same steps as ``agentfence approvals approve|reject|edit``: build an
 (:func:`~agentfence.approvals.sign_answer`), check it at once with
 :func:`~agentfence.approvals.check_answer` against the policies, and store it with
 :meth:`~agentfence.approvals.ApprovalStore.submit`. The fence checks it again, logs it and
-runs the call when the thread resumes. Every refusal is an :class:`InboxRefused` carrying the
-HTTP status the web layer answers with.
+runs the call when the thread resumes. The form and the answer API both call
+:meth:`Inbox.answer`; an approver who signs in the browser gets the same checks from
+:meth:`Inbox.prepare` and hands the signed answer to :meth:`Inbox.submit_signed`. Every refusal
+is an :class:`InboxRefused` carrying the HTTP status the web layer answers with.
 
 Who sees what: an approver sees the details of a request (arguments, evidence, answer) only
 if policy lets them answer it (``Action::"approve"``, :func:`approve_decision`), and never
@@ -22,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from agentfence._hitl import single_request
 from agentfence._signing import Signer, read_private_key
 from agentfence._storage.database import Location, parse_url
 from agentfence.approvals import (
@@ -32,7 +35,9 @@ from agentfence.approvals import (
     ApproverRegistry,
     StoredApproval,
     approve_decision,
+    check_answer,
     diff_args,
+    parse_envelope,
     submit_answer,
 )
 from agentfence.config import Settings
@@ -58,8 +63,8 @@ from agentfence.tools import ArgumentError, ToolCatalog
 
 __all__ = ["Inbox", "InboxRefused"]
 
-Kind = Literal["approve", "edit", "reject"]
-KINDS: tuple[Kind, ...] = ("approve", "edit", "reject")
+Kind = Literal["approve", "edit", "reject", "respond"]
+KINDS: tuple[Kind, ...] = ("approve", "edit", "reject", "respond")
 MAX_MESSAGE = 2000
 HISTORY_LIMIT = 200
 
@@ -329,11 +334,57 @@ class Inbox:
         decision: str,
         message: str | None = None,
         fields: Mapping[str, str] | None = None,
+        edited_args: Mapping[str, Any] | None = None,
     ) -> ApprovalAnswer:
-        """Answer a request as the signed-in approver: sign, check, store.
+        """Answer a request as ``account``: check, sign with the account's key, store. The
+        one answering path of the inbox's form and its API.
 
-        ``fields`` are the edit form's values (text) by argument name. Raises
-        :class:`InboxRefused` with the HTTP status for every refusal.
+        An edit's arguments come either as ``fields``, the edit form's values (text) by
+        argument name, or as ``edited_args``, the complete arguments as JSON values (the
+        API). Raises :class:`InboxRefused` with the HTTP status for every refusal.
+        """
+        prepared = self.prepare(
+            account,
+            request_id,
+            decision=decision,
+            message=message,
+            fields=fields,
+            edited_args=edited_args,
+        )
+        request = self.get(request_id).request
+        signer = self._signer(account)
+        # The same check the fence makes on resume, made now so the approver learns at once.
+        try:
+            answer, _ = submit_answer(
+                self.store,
+                request,
+                approver=self._principal(account),
+                decision=prepared.decision,
+                signer=signer,
+                now_us=prepared.answered_us,
+                edited_args=prepared.edited_args,
+                message=prepared.message,
+                engine=self.engine,
+                registry=self.registry,
+            )
+        except ApprovalRefused as refused:
+            raise _refusal(refused, account) from None
+        return answer
+
+    def prepare(
+        self,
+        account: Account,
+        request_id: str,
+        *,
+        decision: str,
+        message: str | None = None,
+        fields: Mapping[str, str] | None = None,
+        edited_args: Mapping[str, Any] | None = None,
+    ) -> ApprovalAnswer:
+        """The answer ``account`` would give, checked as :meth:`answer` checks it, unsigned.
+
+        A browser that holds the approver's key signs it (:meth:`submit_signed`); nothing
+        is stored here.
         """
         stored = self.get(request_id)
         request = stored.request
@@ -364,6 +415,13 @@ class Inbox:
             )
         if decision not in KINDS:
             raise InboxRefused(400, "malformed", f"unknown answer {decision!r}")
+        allowed = self.allowed_decisions(request)
+        if decision not in allowed:
+            raise InboxRefused(
+                422,
+                "decision_not_allowed",
+                f"the request's review config allows {', '.join(allowed)}, not {decision!r}",
+            )
         kind: Kind = decision  # narrowed to one of KINDS by the check above
         note = (message or "").strip() or None
         if note is not None and len(note) > MAX_MESSAGE:
@@ -378,37 +436,106 @@ class Inbox:
                 "invalid",
                 "say why you reject the call: the agent's model reads your message",
             )
-        edited = self._edited_args(request, account, fields or {}) if kind == "edit" else None
-        signer = self._signer(account)
-        # The same check the fence makes on resume, made now so the approver learns at once.
-        try:
-            answer, _ = submit_answer(
-                self.store,
-                request,
-                approver=approver,
-                decision=kind,
-                signer=signer,
-                now_us=now,
-                edited_args=edited,
-                message=note,
-                engine=self.engine,
-                registry=self.registry,
-            )
-        except ApprovalRefused as refused:
-            raise _refusal(refused, account) from None
-        return answer
-
-    def _edited_args(
-        self, request: ApprovalRequest, account: Account, fields: Mapping[str, str]
-    ) -> dict[str, Any]:
-        entry = self.engine.catalog.get(request.tool)
-        if entry is None:
+        if kind == "respond" and note is None:
             raise InboxRefused(
                 422,
                 "invalid",
-                f"the inbox does not know the tool {request.tool!r}, so it cannot check "
-                "edited arguments; approve or reject instead",
+                "write the reply: the agent's model reads it as the call's result",
             )
+        edited = None
+        if kind == "edit":
+            if edited_args is not None:
+                masked = sorted(
+                    n for n in self.sensitive.names(request.tool) if edited_args.get(n) == MASK
+                )
+                if masked:
+                    # The mask is what was shown, not a value: sending it back would edit the
+                    # argument to the mask itself.
+                    raise InboxRefused(
+                        422,
+                        "invalid",
+                        f"edited argument {masked[0]!r} is the mask shown for a sensitive value; "
+                        "send its real value (read it with ?reveal=1)",
+                    )
+                edited = self._checked_edit(request, account, dict(edited_args))
+            else:
+                edited = self._checked_edit(
+                    request, account, self._form_args(request, fields or {})
+                )
+        return ApprovalAnswer(
+            request_id=request.request_id,
+            action_digest=request.action_digest,
+            approver=str(approver),
+            decision=kind,
+            edited_args=edited,
+            message=note,
+            answered_us=now,
+        )
+
+    def submit_signed(
+        self, account: Account, request_id: str, envelope: Mapping[str, Any]
+    ) -> ApprovalAnswer:
+        """Store an answer the approver signed with their own key (in the browser).
+
+        The answer must be exactly what :meth:`prepare` makes of its own decision, message
+        and arguments for this account (so every check of :meth:`answer` holds), given
+        between the request's creation and now, and signed by a key ``approvers.toml``
+        declares for the account's principal (:func:`check_answer`).
+        """
+        try:
+            signed, _, _ = parse_envelope(envelope)
+        except ApprovalRefused as refused:
+            raise _refusal(refused, account) from None
+        approver = self._principal(account)
+        if signed.request_id != request_id:
+            raise InboxRefused(
+                422, "unbound", f"the signed answer is for request {signed.request_id}"
+            )
+        if signed.approver != str(approver):
+            raise InboxRefused(
+                403,
+                "forged",
+                f"the signed answer names {signed.approver}, but you are signed in as {approver}",
+            )
+        expected = self.prepare(
+            account,
+            request_id,
+            decision=signed.decision,
+            message=signed.message,
+            edited_args=signed.edited_args if signed.decision == "edit" else None,
+        )
+        if expected.model_copy(update={"answered_us": signed.answered_us}) != signed:
+            raise InboxRefused(
+                422,
+                "invalid",
+                "the signed answer is not the one the inbox prepared; reload the page and "
+                "answer again",
+            )
+        request = self.get(request_id).request
+        now = self.now()
+        if not request.created_us <= signed.answered_us <= now:
+            raise InboxRefused(
+                422, "invalid", "the signed answer's time is not between the request and now"
+            )
+        try:
+            check_answer(
+                dict(envelope), request, engine=self.engine, registry=self.registry, now_us=now
+            )
+            self.store.submit(request_id, dict(envelope), now_us=now)
+        except ApprovalRefused as refused:
+            raise _refusal(refused, account) from None
+        return signed
+
+    def allowed_decisions(self, request: ApprovalRequest) -> tuple[str, ...]:
+        """The decisions the request's review config (in its ``interrupt()`` value) allows."""
+        payload = single_request(request)
+        for config in payload.get("review_configs", []):
+            if config.get("action_name") == request.tool:
+                return tuple(d for d in config.get("allowed_decisions", []) if d in KINDS)
+        return ()
+
+    def _form_args(self, request: ApprovalRequest, fields: Mapping[str, str]) -> dict[str, Any]:
+        """The edit form's text fields as arguments (an empty sensitive field: unchanged)."""
         args: dict[str, Any] = {}
         for view in self._args(request, reveal=False):
             raw = fields.get(view.name, "")
@@ -428,6 +555,20 @@ class Inbox:
                     f"argument {view.name!r}: {raw!r} is not a value; write a number, true or "
                     'false, or JSON such as ["a", "b"]',
                 ) from None
+        return args
+
+    def _checked_edit(
+        self, request: ApprovalRequest, account: Account, args: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Edited arguments checked against the tool's schema and decided again by policy."""
+        entry = self.engine.catalog.get(request.tool)
+        if entry is None:
+            raise InboxRefused(
+                422,
+                "invalid",
+                f"the inbox does not know the tool {request.tool!r}, so it cannot check "
+                "edited arguments; approve or reject instead",
+            )
         try:
             entry.cedar_args(args)
         except ArgumentError as exc:
