@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,9 +16,12 @@ from typing import Any
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 
+from agentfence._log_reader import parse_entry
 from agentfence.approvals import ApprovalStore
 from agentfence.inbox.views import now_us
+from agentfence.records import DecisionRecord
 from tests.conftest import signed
+from tests.tokens import AUDIENCE, ISSUER, Provider
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER = ROOT / "tests" / "mcp_server.py"
@@ -51,8 +55,11 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT / "src"), "COLUMNS": "160"}
 
 
-def write_config(tmp: Path, calls: Path, *, mode: str = "", backup: bool = False) -> Path:
-    """A proxy config: the test server as upstream "notes" (and "backup", prefixed)."""
+def write_config(
+    tmp: Path, calls: Path, *, mode: str = "", backup: bool = False, jwks: Path | None = None
+) -> Path:
+    """A proxy config: the test server as upstream "notes" (and "backup", prefixed); the
+    principal is alice, or, with ``jwks``, whom a bearer token verified against it names."""
     key, _ = keys(tmp / "keys")
     servers = [("notes", False)] + ([("backup", True)] if backup else [])
     lines = [
@@ -60,8 +67,16 @@ def write_config(tmp: Path, calls: Path, *, mode: str = "", backup: bool = False
         f'policies = "{POLICIES}"',
         f'log = "sqlite:///{tmp / "fence.db"}"',
         f'signing_key = "{key}"',
-        """principal = 'User::"alice"'""",
     ]
+    if jwks is None:
+        lines.append("""principal = 'User::"alice"'""")
+    else:
+        lines += [
+            "[identity]",
+            f'issuer = "{ISSUER}"',
+            f'audience = "{AUDIENCE}"',
+            f'jwks_file = "{jwks}"',
+        ]
     for name, prefix in servers:
         lines += [
             f"[servers.{name}]",
@@ -76,12 +91,16 @@ def write_config(tmp: Path, calls: Path, *, mode: str = "", backup: bool = False
     return path
 
 
-def with_proxy(config: Path, body: Callable[[ClientSession], Awaitable[Any]]) -> Any:
-    """Start ``agentfence mcp serve --config`` and run ``body`` with a client session to it."""
+def with_proxy(
+    config: Path, body: Callable[[ClientSession], Awaitable[Any]], token: str | None = None
+) -> Any:
+    """Start ``agentfence mcp serve --config`` and run ``body`` with a client session to it
+    (``token``: the bearer token the client starts it with)."""
+    env = _env() if token is None else {**_env(), "AGENTFENCE_TOKEN": token}
     params = StdioServerParameters(
         command=sys.executable,
         args=["-m", "agentfence.cli", "mcp", "serve", "--config", str(config)],
-        env=_env(),
+        env=env,
     )
 
     async def main() -> Any:
@@ -232,3 +251,53 @@ def test_proxy_without_a_principal_denies_every_call(tmp_path: Path) -> None:
     assert nobody.isError and "no principal" in text_of(nobody).lower(), text_of(nobody)
     assert not alice.isError and text_of(alice) == "buy milk"
     assert received(calls) == [{"tool": "read_note", "args": {"name": "todo"}}]
+
+
+def test_bearer_token_decides_who_calls_and_a_bad_token_is_a_denial_that_says_why(
+    tmp_path: Path,
+) -> None:
+    """With [identity], no fixed principal: the token the client starts the proxy with is
+    verified on every call, and its subject is who the call acts for."""
+    calls = tmp_path / "calls.jsonl"
+    provider = Provider()
+    config = write_config(tmp_path, calls, jwks=provider.write_jwks(tmp_path / "jwks.json"))
+
+    async def read(session: ClientSession) -> types.CallToolResult:
+        return await session.call_tool("read_note", {"name": "todo"})
+
+    good = with_proxy(config, read, token=provider.token(sub="carol", groups=[]))
+    assert not good.isError and text_of(good) == "buy milk"
+    expired = with_proxy(config, read, token=provider.token(sub="carol", exp=1))
+    assert expired.isError and "the bearer token has expired" in text_of(expired)
+    forged = provider.token(sub="carol")[:-4] + "AAAA"
+    tampered = with_proxy(config, read, token=forged)
+    assert tampered.isError
+    # Only the call with the good token reached the server.
+    assert received(calls) == [{"tool": "read_note", "args": {"name": "todo"}}]
+    with sqlite3.connect(tmp_path / "fence.db") as conn:
+        bodies = [bytes(b) for (b,) in conn.execute("SELECT body FROM entries ORDER BY seq")]
+    records = [parse_entry(body)[1] for body in bodies]
+    decisions = [r for r in records if isinstance(r, DecisionRecord)]
+    assert [(d.principal, d.effect) for d in decisions] == [
+        ('User::"carol"', "ALLOW"),
+        (None, "DENY"),
+        (None, "DENY"),
+    ]
+
+
+def test_identity_without_a_token_stops_the_proxy_saying_what_to_set(tmp_path: Path) -> None:
+    calls = tmp_path / "calls.jsonl"
+    jwks = Provider().write_jwks(tmp_path / "jwks.json")
+    config = write_config(tmp_path, calls, jwks=jwks)
+    env = {k: v for k, v in _env().items() if k != "AGENTFENCE_TOKEN"}
+    result = subprocess.run(
+        [sys.executable, "-m", "agentfence.cli", "mcp", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    assert "$AGENTFENCE_TOKEN is empty; set it to the client's access token" in result.stderr
+    assert received(calls) == []

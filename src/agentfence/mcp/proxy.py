@@ -37,6 +37,7 @@ from mcp.server.lowlevel import Server
 from pydantic import TypeAdapter, ValidationError
 
 from agentfence.config import CONFIG_AGENT, CONFIG_ON_HOLD, CONFIG_PRINCIPAL, CONFIG_THREAD
+from agentfence.decision import PrincipalResolver
 from agentfence.errors import ConfigurationError, ToolSpecError
 from agentfence.fence import Fence
 from agentfence.langgraph import (
@@ -80,12 +81,18 @@ class Upstream:
         return cls(name=name.strip(), command=words[0], args=tuple(words[1:]))
 
 
+TOKEN_ENV = "AGENTFENCE_TOKEN"  # noqa: S105 - the variable's name, not a secret
+"""Where ``agentfence mcp serve`` reads the client's bearer token (with ``[identity]``)."""
+
+
 @dataclass(frozen=True)
 class ProxyConfig:
     """What ``agentfence mcp serve`` runs: the upstreams, and the fence they sit behind.
 
     ``principal`` is who every call acts for (``User::"alice"``); without one, every call is
-    denied, as for a LangGraph run without a principal.
+    denied, as for a LangGraph run without a principal. With ``identity`` (the options of
+    :class:`~agentfence.identity.BearerTokenResolver`) instead, every call acts for whom the
+    bearer token in the environment variable ``token_env`` names, verified on each call.
     """
 
     upstreams: tuple[Upstream, ...]
@@ -95,6 +102,8 @@ class ProxyConfig:
     principal: str | None = None
     agent: str = "mcp-proxy"
     thread: str = "mcp"
+    identity: Mapping[str, Any] | None = None
+    token_env: str = TOKEN_ENV
 
     @classmethod
     def load(cls, path: str | Path) -> ProxyConfig:
@@ -107,11 +116,11 @@ class ProxyConfig:
             raw = json.loads(text) if where.suffix == ".json" else tomllib.loads(text)
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot read the proxy configuration {where}: {exc}") from exc
-        unknown = set(raw) - {"fence", "servers"}
+        unknown = set(raw) - {"fence", "servers", "identity"}
         if unknown:
             raise ConfigurationError(
-                f"{where}: unknown table(s) {sorted(unknown)}; the tables are [fence] and "
-                "[servers.NAME]"
+                f"{where}: unknown table(s) {sorted(unknown)}; the tables are [fence], "
+                "[servers.NAME] and [identity]"
             )
         fence = dict(raw.get("fence") or {})
         base = where.parent
@@ -154,7 +163,15 @@ class ProxyConfig:
                 f"{where}: [fence] has unknown key(s) {sorted(set(fence) - known)}; the keys "
                 f"are {', '.join(sorted(known))}"
             )
+        identity = dict(raw["identity"]) if "identity" in raw else None
+        token_env = TOKEN_ENV
+        if identity is not None:
+            token_env = str(identity.pop("token_env", token_env))
+            if "jwks_file" in identity:
+                identity["jwks_file"] = local(identity["jwks_file"], "jwks_file")
         return cls(
+            identity=identity,
+            token_env=token_env,
             upstreams=tuple(upstreams),
             policies=local(fence.get("policies"), "policies"),
             log=local(fence.get("log"), "log"),
@@ -206,6 +223,34 @@ class _Connection:
             if _is_closed(exc):
                 self.failure = f"it stopped while running {tool!r}: {exc}"
             raise
+
+
+def _resolver(config: ProxyConfig) -> PrincipalResolver | None:
+    """With ``[identity]``: every call acts for whom the bearer token in ``token_env`` names,
+    verified on each call (so an expired token stops working); without, the configured
+    principal (``None``)."""
+    if config.identity is None:
+        return None
+    if config.principal is not None:
+        raise ConfigurationError(
+            "give either a fixed principal or an [identity] that verifies a bearer token, not both"
+        )
+    if not os.environ.get(config.token_env):
+        raise ConfigurationError(
+            f"[identity] is set, so every call acts for whom a bearer token names, but "
+            f"${config.token_env} is empty; set it to the client's access token (a JWT)"
+        )
+    from agentfence.identity import BearerTokenResolver
+
+    try:
+        return BearerTokenResolver(
+            **config.identity, token=lambda _config: os.environ.get(config.token_env)
+        )
+    except TypeError as exc:
+        raise ConfigurationError(
+            f"[identity] has a key BearerTokenResolver does not take ({exc}); see "
+            "docs/identity.md for its options"
+        ) from None
 
 
 def _is_closed(exc: BaseException) -> bool:
@@ -324,6 +369,7 @@ class McpProxy:
                 signing_key=config.signing_key,
                 agent=config.agent,
                 on_hold="queue",
+                principal_resolver=_resolver(config),
             )
         except ToolSpecError as exc:
             owner = next((seen[n] for n in seen if repr(n) in str(exc)), None)
@@ -348,6 +394,9 @@ class McpProxy:
         """
         config = self._config
         who = principal if principal is not None else config.principal
+        if config.identity is not None:  # the bearer token decides who; its digest keys holds
+            token = os.environ.get(config.token_env, "").encode()
+            who = "token:" + hashlib.sha256(token).hexdigest()
         args = dict(arguments or {})
         key = hashlib.sha256(canonical_or_repr([who, name, args])).hexdigest()
         call_id = self._held.get(key) or f"mcp-{self._nonce}-{next(self._counter)}"
