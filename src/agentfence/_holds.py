@@ -390,6 +390,7 @@ class Holds:
                 and stored not in held
                 and self._used_answer(stored) is None
             ):
+                self._record_request(stored, expires_us=stored.expires_us)  # once: deduped
                 held.append(stored)  # else left to the call itself (it refuses, or replays)
         answers: dict[str, Any] = {}
         while remaining := [r for r in held if r.request_id not in answers]:

@@ -667,10 +667,15 @@ class Fence:
         return result
 
     def _preview(self, call: ToolCall) -> Decision:
-        """Decide a call ahead of its run, recording nothing (it is decided again as it runs)."""
+        """Decide a call ahead of its run (a batched turn's review). A hold is recorded now,
+        when it is made, so an abandoned turn still leaves it on the log; the call's own pass
+        then finds it recorded and acts on it. Other decisions are recorded as they run."""
         facts = self._facts_from_call(call)
         with self._usage.lock:
-            return self._engine.decide(usage_for(self._usage, self._engine, facts))
+            decision = self._engine.decide(usage_for(self._usage, self._engine, facts))
+        if decision.effect is Effect.REQUIRE_APPROVAL:
+            self._append(*self._decision_record(decision, None, self._spent(decision)))
+        return decision
 
     def _facts_from_call(self, call: ToolCall) -> CallFacts:
         principal = self._resolver(call.config) if self._resolver is not None else call.principal

@@ -19,7 +19,7 @@ from langgraph.types import Command
 
 from agentfence import Fence, MemoryLog
 from agentfence.approvals import ApprovalRequest
-from agentfence.records import ApprovalAnswerRecord
+from agentfence.records import ApprovalAnswerRecord, ApprovalRequestRecord
 from agentfence.testing import tool_call
 from tests.conftest import Ran, signed
 from tests.graphs import agent_for, batch, config, graph_for, tool_messages
@@ -76,9 +76,15 @@ def test_two_held_calls_of_one_turn_raise_one_interrupt_with_both_actions(
     assert [c["action_name"] for c in pause.value["review_configs"]] == ["pay", "pay"]
     assert [a["agentfence"]["tool_call_id"] for a in actions] == ["pay-a", "pay-b"]
     assert [a["agentfence"]["approvers"] for a in actions] == [["finance"], ["finance"]]
-    # Nothing ran and nothing was decided on the log yet: each call is decided once, as it runs.
+    # Nothing ran. The holds are on the log as they are made, so a turn nobody answers still
+    # leaves them there; the allowed call is decided as it runs. Each call is decided once.
     assert ran.calls == []
-    assert log.decisions() == []
+    assert [(d.tool_call_id, d.effect) for d in log.decisions()] == [
+        ("pay-a", "REQUIRE_APPROVAL"),
+        ("pay-b", "REQUIRE_APPROVAL"),
+    ]
+    requested = [r for r in log.records if isinstance(r, ApprovalRequestRecord)]
+    assert [r.tool_call_id for r in requested] == ["pay-a", "pay-b"]
     assert {s.request.tool_call_id for s in fence.approvals.list()} == {"pay-a", "pay-b"}
 
 
