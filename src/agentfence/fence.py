@@ -671,10 +671,15 @@ class Fence:
         when it is made, so an abandoned turn still leaves it on the log; the call's own pass
         then finds it recorded and acts on it. Other decisions are recorded as they run."""
         facts = self._facts_from_call(call)
+        started = time.perf_counter()
         with self._usage.lock:
             decision = self._engine.decide(usage_for(self._usage, self._engine, facts))
-        if decision.effect is Effect.REQUIRE_APPROVAL:
-            self._append(*self._decision_record(decision, None, self._spent(decision)))
+        if decision.effect is Effect.REQUIRE_APPROVAL:  # under a tool span, as any record
+            with self._span(call) as span:
+                span.decided(decision, time.perf_counter() - started)
+                metered = self._spent(decision)
+                receipt = self._append(*self._decision_record(decision, span, metered))
+                span.recorded(receipt.seq, receipt.leaf_hash)
         return decision
 
     def _facts_from_call(self, call: ToolCall) -> CallFacts:
