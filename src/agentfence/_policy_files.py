@@ -241,44 +241,81 @@ def policy_hash(files: Mapping[str, str], schema_text: str) -> str:
     return hashlib.sha256(rfc8785.dumps(material)).hexdigest()
 
 
-def approver_group_notes(
-    policies: Sequence[_cedar.ParsedPolicy], entities_text: str | None
-) -> list[str]:
-    """Groups that ``@require_approval`` or ``@overridable`` name but no entity is in.
-
-    Approver groups are ``Group`` entities; a name no ``Group`` entity or parent carries
-    (a typo, or a team declared under another type) means nobody is ever in it, so, under
-    the usual approve policy (``principal in context.approver_groups``), nobody could approve.
-    """
+def _group_refs(entities_text: str | None) -> set[tuple[str, str]]:
+    """Every (type, id) ``entities.json`` holds as an entity or names as a parent."""
     try:
         entities = json.loads(entities_text or "[]")
     except ValueError:  # reported by the entities check
-        return []
-    groups: set[str] = set()
-    other: dict[str, str] = {}
+        return set()
+    refs: set[tuple[str, str]] = set()
     for entity in entities if isinstance(entities, list) else []:
         if not isinstance(entity, dict):
             continue
         for ref in [entity.get("uid"), *(entity.get("parents") or [])]:
             if isinstance(ref, dict) and isinstance(ref.get("id"), str):
-                if ref.get("type") == "Group":
-                    groups.add(ref["id"])
-                else:
-                    other.setdefault(ref["id"], str(ref.get("type")))
-    notes = []
+                refs.add((str(ref.get("type")), ref["id"]))
+    return refs
+
+
+def _approver_groups(policies: Sequence[_cedar.ParsedPolicy]) -> list[tuple[Any, str, str]]:
+    """(policy, annotation, group name) for each ``@require_approval`` / ``@overridable``."""
+    named = []
     for policy in policies:
         for key in (REQUIRE_APPROVAL, OVERRIDABLE):
             name = policy.annotations.get(key)
-            if not name or name in groups:
-                continue
-            hint = (
-                f' ({other[name]}::"{name}" exists, but approver groups are Group entities)'
-                if name in other
-                else ""
-            )
-            notes.append(
-                f'{policy.path}:{policy.line}: @{key}("{name}") names a group no entity is in: '
-                f'entities.json has no Group::"{name}", as an entity or a parent{hint}, so '
-                "nobody could approve these calls; fix the name or add the group"
-            )
+            if name:
+                named.append((policy, key, name))
+    return named
+
+
+def approver_group_type(
+    policies: Sequence[_cedar.ParsedPolicy],
+    entities_text: str | None,
+    principal_types: Sequence[str] = ("User",),
+) -> tuple[str, list[str]]:
+    """The entity type of the approver groups the policies name, and any problem with it.
+
+    Approver groups are ``Group`` entities unless ``entities.json`` has the named groups
+    under another single type (``Team::"oncall-lead"``, for ``entity User in [Team]``): then
+    they are of that type, and ``context.approver_groups`` is a set of it. Named groups found
+    under two types are a problem: the set has one element type. A principal's type is never
+    a group's.
+    """
+    refs = _group_refs(entities_text)
+    found: dict[str, set[str]] = {}
+    for policy, key, name in _approver_groups(policies):
+        for kind in {t for t, i in refs if i == name and t not in principal_types}:
+            found.setdefault(kind, set()).add(f'@{key}("{name}") at {policy.path}:{policy.line}')
+    if not found:
+        return "Group", []
+    if len(found) == 1:
+        return next(iter(found)), []
+    shown = "; ".join(f"{kind}: {', '.join(sorted(at))}" for kind, at in sorted(found.items()))
+    return "Group", [
+        f"approver groups must all be of one entity type, but entities.json has the named "
+        f"groups under {len(found)} types ({shown}); put them under one type"
+    ]
+
+
+def approver_group_notes(
+    policies: Sequence[_cedar.ParsedPolicy], entities_text: str | None, group_type: str = "Group"
+) -> list[str]:
+    """Groups that ``@require_approval`` or ``@overridable`` name but no entity is in.
+
+    A name no ``group_type`` entity or parent carries (a typo, say) means nobody is ever in
+    it, so, under the usual approve policy (``principal in context.approver_groups``), nobody
+    could approve.
+    """
+    refs = _group_refs(entities_text)
+    notes = []
+    for policy, key, name in _approver_groups(policies):
+        if (group_type, name) in refs:
+            continue
+        other = sorted(t for t, i in refs if i == name)
+        hint = f' ({other[0]}::"{name}" exists, but it is not a group)' if other else ""
+        notes.append(
+            f'{policy.path}:{policy.line}: @{key}("{name}") names a group no entity is in: '
+            f'entities.json has no {group_type}::"{name}", as an entity or a parent{hint}, so '
+            "nobody could approve these calls; fix the name or add the group"
+        )
     return notes

@@ -480,7 +480,7 @@ def approve_decision(
     engine: PolicyEngine, request: ApprovalRequest, approver: EntityRef
 ) -> str | None:
     """``None`` if Cedar allows the approver to answer; otherwise why not."""
-    group_type = "Group"
+    group_type = engine.approver_group_type
     facts = CallFacts(
         tool="approve",
         args={},

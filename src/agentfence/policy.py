@@ -46,6 +46,7 @@ from agentfence._policy_files import (
     Compiled,
     annotation_problems,
     approver_group_notes,
+    approver_group_type,
     compile,
     duplicate_ids,
     entity_labels,
@@ -111,8 +112,12 @@ class PolicyEngine:
         entity_labels: Mapping[tuple[str, str], frozenset[str]] | None = None,
         extra_directory: Directory | None = None,
         flow: FlowParts = ALL_FLOW,
+        approver_group_type: str = "Group",
     ) -> None:
         self.policies = tuple(policies)
+        self.approver_group_type = approver_group_type
+        """The entity type of approver groups: ``Group``, or the one ``entities.json`` has
+        the named groups under."""
         self.flow = flow
         """The data-flow attributes the policies use (declared, and computed per call)."""
         self.schema_text = schema_text
@@ -202,8 +207,14 @@ class PolicyEngine:
             raise load_error(problems)
 
         flow = FlowParts.of(text for name, text in texts.items() if name.endswith(".cedar"))
+        group_type, group_problems = approver_group_type(
+            policies, texts.get(ENTITIES_FILE), principal_types
+        )
+        problems.extend(group_problems)
         if generated_schema is None:
-            generated_schema = generate_schema(catalog, schema_sources, principal_types, flow)
+            generated_schema = generate_schema(
+                catalog, schema_sources, principal_types, flow, group_type
+            )
         generated_source = _cedar.Statement("<schema generated from tools>", 1, 1, generated_schema)
         schema_text = "\n".join(s.text for s in schema_sources) + "\n" + generated_schema
         try:
@@ -237,7 +248,7 @@ class PolicyEngine:
                 AgentfenceWarning,
                 stacklevel=3,
             )
-        for note in approver_group_notes(policies, texts.get(ENTITIES_FILE)):
+        for note in approver_group_notes(policies, texts.get(ENTITIES_FILE), group_type):
             warnings.warn(note, AgentfenceWarning, stacklevel=3)
         enforced = [p for p in policies if SHADOW not in p.annotations]
         compiled = compile(enforced, schema, entities)
@@ -256,6 +267,7 @@ class PolicyEngine:
             entity_labels=entity_labels(texts.get(ENTITIES_FILE, "[]")),
             extra_directory=trusted,
             flow=flow,
+            approver_group_type=group_type,
         )
 
     def decide(self, facts: CallFacts) -> Decision:

@@ -13,7 +13,9 @@ from langchain_core.tools import BaseTool
 from langgraph.types import Command
 
 from agentfence import ConfigurationError, Fence, MemoryLog
-from agentfence.approvals import ApprovalRequest
+from agentfence.approvals import ApprovalRequest, approve_decision
+from agentfence.decision import EntityRef
+from agentfence.errors import PolicyLoadError
 from agentfence.records import ApprovalAnswerRecord, ApprovalRequestRecord
 from agentfence.testing import tool_call
 from tests.conftest import Ran, signed
@@ -176,6 +178,52 @@ def test_run_moves_on_from_a_pause_for_an_answer_an_earlier_pass_used(
     message = tool_messages(out)["pay-1"]
     assert message.status == "success" and message.artifact["agentfence"]["replayed"] is True
     assert [a.verdict for a in answers(log)] == ["replayed"]
+
+
+def test_approver_groups_of_another_entity_type_approve_and_outsiders_still_cannot(
+    make_fence: Callable[..., Fence],
+    tools: list[BaseTool],
+    ran: Ran,
+    clock: Clock,
+    policy_dir: Path,
+) -> None:
+    """A schema with ``entity User in [Team]`` and the finance group as ``Team::"finance"``:
+    its members approve (the set of approver groups is of Team); anyone else still cannot."""
+    (policy_dir / "people.cedarschema").write_text(
+        "entity Group;\nentity Team;\nentity User in [Group, Team];\n"
+    )
+    entities = policy_dir / "entities.json"
+    group, team = '{"type": "Group", "id": "finance"}', '{"type": "Team", "id": "finance"}'
+    entities.write_text(entities.read_text().replace(group, team))
+    fence, graph, _, _ = paused(make_fence, tools, clock)
+    assert fence.engine.approver_group_type == "Team"
+    request = pending(fence)
+    assert approve_decision(fence.engine, request, EntityRef("User", "bob")) is not None
+    assert approve_decision(fence.engine, request, EntityRef("User", "fran")) is None
+    out = resume(graph, signed(request))  # fran, in Team::"finance"
+    assert tool_messages(out)["pay-1"].status == "success"
+    assert ran.calls == [("pay", {"account": "acc-7", "amount": 900.0})]
+
+
+def test_approver_groups_under_two_entity_types_fail_loading(
+    make_fence: Callable[..., Fence], policy_dir: Path
+) -> None:
+    base = policy_dir / "base.cedar"
+    base.write_text(
+        base.read_text() + '\n@id("ops-hold")\n@require_approval("ops")\n'
+        'permit (principal, action == Action::"read_record", resource)\n'
+        'when { context.args.record_id == "r-ops" };\n'
+    )
+    (policy_dir / "people.cedarschema").write_text(
+        "entity Group;\nentity Team;\nentity User in [Group, Team];\n"
+    )
+    entities = policy_dir / "entities.json"
+    entities.write_text(
+        entities.read_text().rstrip().removesuffix("]")
+        + ',{"uid": {"type": "Team", "id": "ops"}, "attrs": {}, "parents": []}]'
+    )
+    with pytest.raises(PolicyLoadError, match="approver groups must all be of one entity type"):
+        make_fence()
 
 
 def test_reject_tells_the_model_the_approvers_message(

@@ -306,7 +306,7 @@ def test_bad_approvers_file_fails_loading_naming_it(
         (
             "oncall-lead",
             '{"uid": {"type": "User", "id": "oncall-lead"}, "attrs": {}, "parents": []}',
-            'User::"oncall-lead" exists, but approver groups are Group entities',
+            'User::"oncall-lead" exists, but it is not a group',
         ),
     ],
 )
