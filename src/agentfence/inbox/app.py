@@ -432,7 +432,7 @@ class _Web:
         )
 
     async def answer_selected(self, request: Request) -> Response:
-        """ "Approve selected" / "Reject selected": each selected request answered on its own
+        """Approve selected / Reject selected: each selected request answered on its own
         through :meth:`Inbox.answer` (signed by the inbox with the account's key, bound to
         that request), a refusal of one never stopping the others; a page lists each outcome.
         """
