@@ -711,3 +711,96 @@ def test_the_approver_guide_quotes_the_token_commands_help() -> None:
             for text in (getattr(m, "help", None) for m in getattr(hint, "__metadata__", ())):
                 assert text, f"{command.name}: {name} has no help"
                 assert _flat(text) in guide, f"{command.name}: help {text!r} is not quoted"
+
+
+# --- several answers in one request ---------------------------------------------------------
+
+
+def second_held(world: World, tools: list[BaseTool], principal: str = 'User::"alice"') -> str:
+    """Another held payment, on thread t2, by ``principal``; its request id."""
+    call = tool_call("pay", {"account": "acc-8", "amount": 500.0, "memo": "invoice 13"}, "pay-2")
+    graph = graph_for(world.fence, tools, batch(call))
+    held = graph.invoke(
+        {"messages": [("user", "pay")]}, config("t2", agentfence_principal=principal)
+    )
+    assert "__interrupt__" in held
+    [stored] = world.fence.approvals.list(thread="t2")
+    return stored.request.request_id
+
+
+def post_answers(client: TestClient, world: World, body: Any, name: str = "fran") -> Any:
+    return client.post("/api/v1/answers", json=body, headers=world.bearer(name))
+
+
+def test_batch_answers_each_request_with_its_own_signed_answer(
+    world: World, tools: list[BaseTool]
+) -> None:
+    other = second_held(world, tools)
+    unknown = "0" * 32
+    body = {
+        "answers": [
+            {"request_id": world.request_id, "decision": {"type": "approve"}},
+            {"request_id": unknown, "decision": {"type": "approve"}},
+            {"request_id": other, "decision": {"type": "reject", "message": "duplicate"}},
+        ]
+    }
+    response = post_answers(world.client(), world, body)
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert (data["answered"], data["refused"]) == (2, 1)
+    statuses = [(r["request_id"], r["status"]) for r in data["results"]]
+    assert statuses == [(world.request_id, "answered"), (unknown, "refused"), (other, "answered")]
+    assert data["results"][1]["error"]["code"] == "unknown"
+    for request_id, decision in ((world.request_id, "approve"), (other, "reject")):
+        stored = world.inbox.store.get(request_id)
+        assert stored is not None and stored.answer is not None
+        signed = stored.answer["answer"]
+        assert (signed["request_id"], signed["action_digest"], signed["decision"]) == (
+            request_id,
+            stored.request.action_digest,
+            decision,
+        )
+
+
+def test_batch_answer_for_a_request_the_approver_may_not_answer_is_refused_alone(
+    world: World, tools: list[BaseTool]
+) -> None:
+    own = second_held(world, tools, principal='User::"fran"')  # fran's own payment
+    body = {
+        "answers": [
+            {"request_id": own, "decision": {"type": "approve"}},
+            {"request_id": world.request_id, "decision": {"type": "approve"}},
+        ]
+    }
+    data = post_answers(world.client(), world, body).json()
+    refused, answered = data["results"]
+    assert refused["status"] == "refused" and refused["error"]["code"] == "self_approval"
+    assert "requested this call and cannot approve it" in refused["error"]["message"]
+    assert answered["status"] == "answered"
+    assert world.inbox.store.get(own).answer is None  # type: ignore[union-attr]
+
+
+def test_batch_answers_need_a_token_and_a_well_formed_body(world: World) -> None:
+    client = world.client()
+    body = {"answers": [{"request_id": world.request_id, "decision": {"type": "approve"}}]}
+    assert error_of(client.post("/api/v1/answers", json=body))[:2] == (401, "no_token")
+    crossing = client.post(
+        "/api/v1/answers",
+        json=body,
+        headers={**world.bearer("fran"), "Origin": "https://evil.example"},
+    )
+    assert error_of(crossing)[:2] == (403, "cross_site")
+    for bad, message in (
+        ({"answers": []}, "answers must be a list of 1 to 100 answers, got 0"),
+        ([body], "the body must be"),
+        ({"answers": [{"request_id": 7, "decision": {}}]}, "answers[0] must be an object"),
+    ):
+        status, code, text = error_of(post_answers(client, world, bad))
+        assert (status, code) == (422, "invalid") and message in text
+    malformed = post_answers(
+        client,
+        world,
+        {"answers": [{"request_id": world.request_id, "decision": {"type": "yes"}}]},
+    )
+    assert malformed.json()["results"][0]["error"]["code"] == "decision_not_allowed"
+    assert_nothing_stored(world)

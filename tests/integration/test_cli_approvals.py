@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -30,7 +31,13 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agentfence import Fence
 from agentfence._signing import Signer, write_private_key
-from agentfence.approvals import ApprovalRequest, ApprovalStore, ApproverRegistry, check_answer
+from agentfence.approvals import (
+    ApprovalRefused,
+    ApprovalRequest,
+    ApprovalStore,
+    ApproverRegistry,
+    check_answer,
+)
 from agentfence.cli._approvals import approvals_app
 from agentfence.demo import demo_approver, policy_dir, script
 from agentfence.demo.tools import TOOLS
@@ -559,3 +566,199 @@ def test_the_approver_guide_quotes_the_help_text() -> None:
             for text in (getattr(m, "help", None) for m in getattr(hint, "__metadata__", ())):
                 assert text, f"{command.name}: {name} has no help"
                 assert _flat(text) in guide, f"{command.name}: help {text!r} is not quoted"
+
+
+# --- batch answers ----------------------------------------------------------------------------
+
+
+@dataclass
+class Three:
+    """Three of alice's refunds held in one log, on threads T-1, T-2 and T-3 (expired)."""
+
+    fence: Fence
+    agents: dict[str, Any]  # by thread: each has its own scripted model
+    db: Path
+    requests: dict[str, ApprovalRequest]  # by thread
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.db}"
+
+    def ids(self, *threads: str) -> list[str]:
+        return [self.requests[t].request_id for t in threads]
+
+    def resume(self, thread: str) -> dict[str, ToolMessage]:
+        out = self.fence.run(self.agents[thread], None, _config(thread), timeout=0)
+        return {m.tool_call_id: m for m in out["messages"] if isinstance(m, ToolMessage)}
+
+
+def _config(thread: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread, "agentfence_principal": 'User::"alice"'}}
+
+
+@pytest.fixture
+def three(tmp_path: Path) -> Iterator[Three]:
+    db = tmp_path / "three.db"
+    fence = Fence.from_directory(
+        policy_dir(),
+        tools=TOOLS,
+        log=f"sqlite:///{db}",
+        signing_key=Signer.generate("desk-log"),
+        agent="support-bot",
+    )
+    agents = {}
+    for thread in ("T-1", "T-2", "T-3"):
+        agents[thread] = create_agent(
+            ScriptedChatModel(responses=script()),
+            TOOLS,
+            middleware=[fence.middleware()],
+            checkpointer=InMemorySaver(),
+        )
+        result = fence.run(
+            agents[thread], {"messages": [("user", "refund c-102")]}, _config(thread), timeout=0
+        )
+        assert "__interrupt__" in result
+    requests = {s.request.thread: s.request for s in fence.approvals.list()}
+    assert sorted(requests) == ["T-1", "T-2", "T-3"]
+    fence.approvals.mark_expired(requests["T-3"].request_id, now_us=now_us())
+    yield Three(fence, agents, db, requests)
+    fence.close()
+
+
+def _as_fran(three: Three, keys: dict[str, Path]) -> list[str]:
+    return ["--db", three.url, "--as", "fran", "--key", str(keys["fran"])]
+
+
+def test_batch_approve_answers_each_and_reports_the_refused_one(
+    three: Three, keys: dict[str, Path]
+) -> None:
+    ids = three.ids("T-1", "T-2", "T-3")  # T-3 expired: it can no longer be answered
+    result = cli("approvals", "approve", *ids, *_as_fran(three, keys))
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f'approved request {ids[0][:12]} (refund for User::"alice")')
+    assert lines[1].startswith(f'approved request {ids[1][:12]} (refund for User::"alice")')
+    assert lines[2].startswith(f"refused {ids[2][:12]}: request {ids[2]} expired at ")
+    assert lines[2].endswith(
+        "can no longer be answered; the call will not run (the agent is told it expired)"
+    )
+    assert "2 of 3 answered; 1 refused" in result.stderr
+    stored = {t: three.fence.approvals.get(r.request_id) for t, r in three.requests.items()}
+    assert stored["T-3"] is not None and stored["T-3"].answer is None
+    # Each thread resumes on its own answer; each refund runs once.
+    for thread in ("T-1", "T-2"):
+        out = three.fence.run(three.agents[thread], None, _config(thread), timeout=0)
+        ran = [
+            m.content
+            for m in out["messages"]
+            if isinstance(m, ToolMessage) and m.tool_call_id == "call-refund-large"
+        ]
+        assert ran == ["refunded EUR 2500.00 to c-102"]
+
+
+def test_each_batch_answer_is_signed_for_its_own_request_and_digest(
+    three: Three, keys: dict[str, Path]
+) -> None:
+    ids = three.ids("T-1", "T-2")
+    result = cli("approvals", "approve", *ids, *_as_fran(three, keys), "--json")
+    assert result.returncode == 0, result.stderr
+    answers = json.loads(result.stdout)
+    assert [a["request_id"] for a in answers] == ids
+    assert all(a["status"] == "answered" for a in answers)
+    fence = three.fence
+    registry = ApproverRegistry.from_engine(fence.engine)
+    signatures = set()
+    for thread, answer in zip(("T-1", "T-2"), answers, strict=True):
+        request = three.requests[thread]
+        stored = fence.approvals.get(request.request_id)
+        assert stored is not None and stored.answer == answer["envelope"]
+        signed = answer["envelope"]["answer"]
+        assert (signed["request_id"], signed["action_digest"]) == (
+            request.request_id,
+            request.action_digest,
+        )
+        verified = check_answer(
+            stored.answer, request, engine=fence.engine, registry=registry, now_us=now_us()
+        )
+        assert str(verified.approver) == 'User::"fran"'
+        signatures.add(answer["envelope"]["signature"])
+    assert len(signatures) == 2  # one signature per answer
+
+
+def test_batch_answer_moved_to_another_request_is_refused(
+    three: Three, keys: dict[str, Path]
+) -> None:
+    first, second = three.ids("T-1", "T-2")
+    assert cli("approvals", "approve", first, *_as_fran(three, keys)).returncode == 0
+    moved = three.fence.approvals.get(first).answer  # type: ignore[union-attr]
+    registry = ApproverRegistry.from_engine(three.fence.engine)
+    with pytest.raises(ApprovalRefused, match=f"the answer is for request {first}, not {second}"):
+        check_answer(
+            moved,
+            three.requests["T-2"],
+            engine=three.fence.engine,
+            registry=registry,
+            now_us=now_us(),
+        )
+    # Copied into the other request's row, it is refused when that thread resumes.
+    with sqlite3.connect(three.db) as db:
+        db.execute(
+            "UPDATE approvals SET answer = ?, answered_us = ? WHERE request_id = ?",
+            (json.dumps(moved), now_us(), second),
+        )
+    message = three.resume("T-2")["call-refund-large"]
+    assert message.status == "error"
+    assert f"the answer is for request {first}, not {second}" in str(message.content)
+
+
+def test_batch_reject_and_unknown_id(three: Three, keys: dict[str, Path]) -> None:
+    ids = [*three.ids("T-1"), "0123456789abcdef", *three.ids("T-2")]
+    result = cli(
+        "approvals", "reject", *ids, "--message", "duplicate", *_as_fran(three, keys), "--json"
+    )
+    assert result.returncode == 1, result.stderr
+    outcomes = json.loads(result.stdout)
+    assert [o["status"] for o in outcomes] == ["answered", "refused", "answered"]
+    assert outcomes[1]["code"] == "unknown"
+    assert "no approval request '0123456789abcdef' in this log" in outcomes[1]["message"]
+    for thread in ("T-1", "T-2"):
+        message = three.resume(thread)["call-refund-large"]
+        assert "rejected the call to 'refund': duplicate" in str(message.content)
+
+
+def test_all_pending_approve_asks_first(three: Three, keys: dict[str, Path]) -> None:
+    asked = cli("approvals", "approve", "--all-pending", *_as_fran(three, keys))
+    assert asked.returncode == 2
+    assert "--all-pending would approve 2 request(s):" in asked.stderr
+    assert "pass --yes to approve the 2 request(s) listed above" in asked.stderr
+    assert all(s.answer is None for s in three.fence.approvals.list())
+    filtered = cli(
+        "approvals", "approve", "--all-pending", "--thread", "T-2", "--yes", *_as_fran(three, keys)
+    )
+    assert filtered.returncode == 0, filtered.stderr
+    answered = {s.request.thread for s in three.fence.approvals.list() if s.answer is not None}
+    assert answered == {"T-2"}
+    rest = cli("approvals", "approve", "--all-pending", "--yes", *_as_fran(three, keys))
+    assert rest.returncode == 0, rest.stderr
+    answered = {s.request.thread for s in three.fence.approvals.list() if s.answer is not None}
+    assert answered == {"T-1", "T-2"}
+    none_left = cli(
+        "approvals", "approve", "--all-pending", "--tool", "refund", "--yes", *_as_fran(three, keys)
+    )
+    assert none_left.returncode == 2
+    assert "--all-pending selects no pending request" in none_left.stderr
+
+
+def test_batch_options_are_checked(three: Three, keys: dict[str, Path]) -> None:
+    no_ids, both, filter_alone = clis(
+        ("approvals", "approve", *_as_fran(three, keys)),
+        ("approvals", "approve", *three.ids("T-1"), "--all-pending", *_as_fran(three, keys)),
+        ("approvals", "approve", *three.ids("T-1"), "--tool", "refund", *_as_fran(three, keys)),
+    )
+    assert no_ids.returncode == 2
+    assert "which requests? name one or more ids" in no_ids.stderr
+    assert both.returncode == 2
+    assert "name request ids or pass --all-pending, not both" in both.stderr
+    assert filter_alone.returncode == 2
+    assert "--tool, --thread and --yes go with --all-pending" in filter_alone.stderr
+    assert all(s.answer is None for s in three.fence.approvals.list())

@@ -512,3 +512,55 @@ def test_an_approver_signs_in_the_browser_with_a_key_the_server_never_sees(
         ("approve", "accepted", 'User::"fran"'),
         ("edit", "accepted", 'User::"fran"'),
     ]
+
+
+def test_an_approver_selects_two_requests_and_approves_both_at_once(
+    desk: Desk, inbox_url: str, shots: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    agents = {
+        "ticket-T-88": agent_for(desk, 2500.0, "laptop arrived broken"),
+        "ticket-T-91": agent_for(desk, 1200.0, "late delivery"),
+    }
+    for thread, agent in agents.items():
+        assert "__interrupt__" in agent.invoke(
+            {"messages": [("user", "refund")]}, run_config(thread)
+        )
+    ids = {thread: pending_id(desk, thread) for thread in agents}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport=LAPTOP)
+            page.goto(f"{inbox_url}/")
+            page.fill("input[name=name]", "fran")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("button[type=submit]")
+            expect(page).to_have_title("(2) Pending · agentfence inbox")
+            for request_id in ids.values():
+                page.check(f"tr[data-request='{request_id}'] input[name=request]")
+            # The list refreshes itself every two seconds: the selection survives a refresh.
+            page.evaluate("document.querySelector('.rows').dataset.stale = '1'")
+            expect(page.locator(".rows[data-stale]")).to_have_count(0, timeout=15_000)
+            for request_id in ids.values():
+                box = page.locator(f"tr[data-request='{request_id}'] input[name=request]")
+                expect(box).to_be_checked()
+            page.screenshot(path=str(shots / "inbox-select.png"), full_page=True)
+            page.click("#approve-selected")
+            expect(page.locator("h1")).to_have_text("Approved 2 of 2 selected")
+            rows = page.locator("#outcomes tbody tr.answered")
+            expect(rows).to_have_count(2)
+            expect(page.locator("#outcomes")).to_contain_text('refund for User::"alice"')
+        finally:
+            browser.close()
+
+    assert desk.runs == []
+    for thread, agent in agents.items():
+        resumed = desk.fence.resume(agent, run_config(thread))
+        assert resumed is not None
+        assert refund_message(resumed).status == "success"
+        assert desk.fence.resume(agent, run_config(thread)) is None  # and never again
+    assert sorted(run["amount"] for run in desk.runs) == [1200.0, 2500.0]  # each ran once
+    stored = {t: desk.fence.approvals.get(i) for t, i in ids.items()}
+    signed = {t: s.answer["answer"] for t, s in stored.items() if s and s.answer}
+    assert {t: a["request_id"] for t, a in signed.items()} == ids

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from agentfence import Fence
 from agentfence._signing import Signer, write_private_key
-from agentfence.approvals import ApprovalAnswer, StoredApproval
+from agentfence.approvals import ApprovalAnswer, ApprovalRefused, StoredApproval, check_answer
 from agentfence.cli import app as cli_app
 from agentfence.config import Settings
 from agentfence.errors import ConfigurationError, PolicyLoadError
@@ -61,6 +61,7 @@ class World:
     clock: Clock
     ran: Ran
     request_id: str
+    tools: list[BaseTool]
 
     def client(self, *, base_url: str = "http://127.0.0.1:8765", **kwargs: Any) -> TestClient:
         return TestClient(create_app(self.inbox, **kwargs), base_url=base_url)
@@ -113,7 +114,7 @@ def world(
             key_name=f"{signer.name}+{signer.key_id:08x}",
             password=PASSWORD,
         )
-    return World(fence, graph, inbox, clock, ran, stored.request.request_id)
+    return World(fence, graph, inbox, clock, ran, stored.request.request_id, tools)
 
 
 def sign_in(client: TestClient, name: str, password: str = PASSWORD, **extra: str) -> Any:
@@ -743,3 +744,132 @@ def test_a_browser_signed_answer_needs_the_csrf_header_and_the_same_site(world: 
     )
     assert cross.status_code == 403 and cross.json()["error"]["code"] == "cross_site"
     assert world.stored().answer is None
+
+
+# --- answering several at once ------------------------------------------------------------------
+
+
+def held_more(world: World) -> dict[str, str]:
+    """Two more held payments beside the world's: alice's on t2, and fran's own on t3."""
+    ids = {"t1": world.request_id}
+    for thread, principal in (("t2", 'User::"alice"'), ("t3", 'User::"fran"')):
+        call = tool_call("pay", {"account": "acc-8", "amount": 500.0, "memo": thread}, thread)
+        graph = graph_for(world.fence, world.tools, batch(call))
+        paused = graph.invoke(
+            {"messages": [("user", "pay")]}, config(thread, agentfence_principal=principal)
+        )
+        assert "__interrupt__" in paused
+        [held] = world.fence.approvals.list(thread=thread)
+        ids[thread] = held.request.request_id
+    return ids
+
+
+def answer_selected(client: TestClient, decision: str, ids: list[str], **data: str) -> Any:
+    form = {**data, "request": ids}
+    return client.post(f"/answer-selected/{decision}", data=form, follow_redirects=False)
+
+
+def test_select_and_approve_answers_each_with_its_own_signed_answer(world: World) -> None:
+    ids = held_more(world)
+    client = signed_in(world, "fran")
+    listing = client.get("/").text
+    boxes = re.findall(r'name="request" value="([0-9a-f]+)"', listing)
+    assert sorted(boxes) == sorted([ids["t1"], ids["t2"]])  # not fran's own t3
+    response = answer_selected(client, "approve", [ids["t1"], ids["t2"]], csrf=csrf_of(client))
+    assert response.status_code == 200
+    assert "Approved 2 of 2 selected" in response.text
+    registry = world.inbox.registry
+    for thread in ("t1", "t2"):
+        stored = world.inbox.store.get(ids[thread])
+        assert stored is not None and stored.answer is not None
+        signed = stored.answer["answer"]
+        assert (signed["request_id"], signed["action_digest"]) == (
+            ids[thread],
+            stored.request.action_digest,
+        )
+        check_answer(
+            stored.answer,
+            stored.request,
+            engine=world.inbox.engine,
+            registry=registry,
+            now_us=world.clock(),
+        )
+    answers = [world.inbox.store.get(ids[t]).answer for t in ("t1", "t2")]  # type: ignore[union-attr]
+    assert answers[0]["signature"] != answers[1]["signature"]  # type: ignore[index]
+    # An answer moved to the other request is refused as bound to another.
+    with pytest.raises(ApprovalRefused, match=f"the answer is for request {ids['t1']}"):
+        check_answer(
+            answers[0],
+            world.inbox.store.get(ids["t2"]).request,  # type: ignore[union-attr]
+            engine=world.inbox.engine,
+            registry=registry,
+            now_us=world.clock(),
+        )
+
+
+def test_select_and_approve_needs_the_csrf_token(world: World) -> None:
+    ids = held_more(world)
+    client = signed_in(world, "fran")
+    missing = answer_selected(client, "approve", [ids["t1"], ids["t2"]])
+    assert missing.status_code == 403
+    assert "the form&#39;s CSRF token is missing or wrong, so nothing was done" in missing.text
+    crossing = client.post(
+        "/answer-selected/approve",
+        data={"csrf": csrf_of(client), "request": [ids["t1"]]},
+        headers={"Origin": "https://evil.example"},
+        follow_redirects=False,
+    )
+    assert crossing.status_code == 403 and "cross-site request refused" in crossing.text
+    assert all(s.answer is None for s in world.inbox.store.list())
+
+
+def test_a_selected_request_the_approver_may_not_answer_is_refused_and_the_rest_stored(
+    world: World,
+) -> None:
+    ids = held_more(world)
+    client = signed_in(world, "fran")
+    # A hand-made form selecting fran's own request (not offered to her) between two others.
+    response = answer_selected(
+        client,
+        "reject",
+        [ids["t1"], ids["t3"], ids["t2"]],
+        csrf=csrf_of(client),
+        message="duplicate payments",
+    )
+    assert response.status_code == 200
+    assert "Rejected 2 of 3 selected" in response.text
+    assert "1 of the selected requests were not answered; the others were." in response.text
+    assert "User::&#34;fran&#34; requested this call and cannot approve it" in response.text
+    stored = {t: world.inbox.store.get(i) for t, i in ids.items()}
+    assert stored["t3"].answer is None  # type: ignore[union-attr]
+    for thread in ("t1", "t2"):
+        answer_ = stored[thread].answer  # type: ignore[union-attr]
+        assert answer_ is not None and answer_["answer"]["decision"] == "reject"
+        assert answer_["answer"]["message"] == "duplicate payments"
+
+
+def test_a_selection_with_an_unknown_id_answers_the_known_ones(world: World) -> None:
+    ids = held_more(world)
+    client = signed_in(world, "fran")
+    unknown = "0" * 32
+    response = answer_selected(
+        client, "approve", [unknown, ids["t2"], ids["t2"]], csrf=csrf_of(client)
+    )
+    assert response.status_code == 200
+    assert "Approved 1 of 2 selected" in response.text  # the repeated id counts once
+    assert f"there is no approval request &#39;{unknown}&#39;" in response.text
+    assert world.inbox.store.get(ids["t2"]).answer is not None  # type: ignore[union-attr]
+
+
+def test_reject_selected_needs_a_message_and_a_selection(world: World) -> None:
+    ids = held_more(world)
+    client = signed_in(world, "fran")
+    token = csrf_of(client)
+    silent = answer_selected(client, "reject", [ids["t1"], ids["t2"]], csrf=token)
+    assert silent.status_code == 422
+    assert "say why you reject the selected calls" in silent.text
+    none = answer_selected(client, "approve", [], csrf=token)
+    assert none.status_code == 422 and "no request was selected" in none.text
+    other = answer_selected(client, "edit", [ids["t1"]], csrf=token)
+    assert other.status_code == 404 and "there is no batch answer &#39;edit&#39;" in other.text
+    assert all(s.answer is None for s in world.inbox.store.list())

@@ -16,8 +16,9 @@ import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -29,16 +30,28 @@ from agentfence.approvals import (
     ApprovalRefused,
     ApprovalRequest,
     ApprovalStore,
-    ApproverRegistry,
     StoredApproval,
     submit_answer,
 )
-from agentfence.cli._common import JsonOption, err, load_tools, out
+from agentfence.cli._answering import (
+    Checker,
+    Kind,
+    Outcome,
+    Selection,
+    check_edit,
+    checker_for,
+    confirm,
+    edited_args,
+    langchain_decision,
+    report,
+    select_pending,
+    selection,
+)
+from agentfence.cli._common import JsonOption, err, out
 from agentfence.config import Settings
 from agentfence.errors import AgentfenceError, AgentfenceWarning, ConfigurationError
 from agentfence.log import LogView
-from agentfence.policy import CallFacts, Effect, EntityRef, PolicyEngine
-from agentfence.tools import ArgumentError, ToolCatalog
+from agentfence.policy import EntityRef
 
 __all__ = ["register"]
 
@@ -98,6 +111,31 @@ ToolsOption = Annotated[
         help="The governed tools, as module:attribute, for the check with --policies, "
         "e.g. agentfence.demo.tools:TOOLS.",
     ),
+]
+IdsArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="The request ids (or unique prefixes), one or more: each gets its own signed "
+        "answer, and a refused one does not stop the others.",
+        show_default=False,
+    ),
+]
+AllPendingOption = Annotated[
+    bool,
+    typer.Option(
+        "--all-pending",
+        help="Answer every pending request (but your own), narrowed by --tool and --thread; "
+        "lists them and asks first unless --yes.",
+    ),
+]
+ToolFilter = Annotated[
+    str | None, typer.Option("--tool", help="With --all-pending: only this tool's requests.")
+]
+ThreadFilter = Annotated[
+    str | None, typer.Option("--thread", help="With --all-pending: only this thread's requests.")
+]
+YesOption = Annotated[
+    bool, typer.Option("--yes", help="With --all-pending: answer without asking.")
 ]
 MessageOption = Annotated[
     str | None, typer.Option("--message", help="A note kept with the signed answer.")
@@ -465,24 +503,6 @@ def _approver(as_: str | None, default_type: str) -> EntityRef:
         raise ConfigurationError(f"--as {value!r}: {exc}") from exc
 
 
-def _edited_args(text: str) -> dict[str, Any]:
-    def no_constants(name: str) -> Any:
-        raise ValueError(f"{name} is not a JSON number agentfence can sign")
-
-    try:
-        value = json.loads(text, parse_constant=no_constants)
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"--args is not valid JSON ({exc}); pass the new arguments as one JSON object, "
-            """e.g. --args '{"amount": 90}'"""
-        ) from exc
-    if not isinstance(value, dict):
-        raise ConfigurationError(
-            f"--args must be a JSON object of the tool's arguments, got {type(value).__name__}"
-        )
-    return value
-
-
 def _open_for_answer(item: StoredApproval, now: int) -> None:
     status = item.status(now)
     request = item.request
@@ -502,58 +522,6 @@ def _open_for_answer(item: StoredApproval, now: int) -> None:
         )
 
 
-@dataclass(frozen=True)
-class _Checker:
-    engine: PolicyEngine
-    registry: ApproverRegistry
-
-
-def _checker(policies: Path | None, tools: str | None) -> _Checker | None:
-    if policies is None and tools is None:
-        return None
-    if policies is None or tools is None:
-        raise ConfigurationError(
-            "the early check needs both --policies DIR and --tools module:attribute (the "
-            "policies are validated against the tools' schema); pass both, or neither"
-        )
-
-    engine = PolicyEngine.load(policies, ToolCatalog.from_tools(load_tools(tools)))
-    return _Checker(engine, ApproverRegistry.from_engine(engine))
-
-
-def _check_edit(checker: _Checker, request: ApprovalRequest, args: Mapping[str, Any]) -> None:
-    """Refuse early an edit the tool's schema or the policy would refuse on resume."""
-    entry = checker.engine.catalog.get(request.tool)
-    if entry is None:
-        raise ConfigurationError(
-            f"--tools does not include {request.tool!r}; pass the tools the agent runs with"
-        )
-    try:
-        entry.cedar_args(args)
-    except ArgumentError as exc:
-        raise ConfigurationError(
-            f"--args do not fit {request.tool!r}'s arguments: {exc}; fix them and answer again"
-        ) from exc
-    facts = CallFacts(
-        tool=request.tool,
-        args=args,
-        principal=EntityRef.parse(request.principal, checker.engine.principal_types[0]),
-        agent=request.agent,
-        thread=request.thread,
-        step=0,
-        tool_call_id=request.tool_call_id,
-        seed=0,
-    )
-    again = checker.engine.decide(facts)
-    if again.effect is Effect.DENY:
-        raise ApprovalRefused(
-            "denied",
-            f"the call as edited is denied by policy: {'; '.join(again.reasons)}; the fence "
-            "would refuse it, so the answer was not stored",
-        )
-
-
-Kind = Literal["approve", "edit", "reject", "respond"]
 _DONE = {
     "approve": "approved",
     "edit": "edited and approved",
@@ -564,7 +532,7 @@ _DONE = {
 
 def _answer(
     kind: Kind,
-    request_id: str,
+    request_ids: Sequence[str],
     *,
     db: str | None,
     as_: str | None,
@@ -574,38 +542,101 @@ def _answer(
     message: str | None,
     edited: dict[str, Any] | None,
     as_json: bool,
+    pending: Selection | None = None,
 ) -> None:
+    """Answer each request in turn, each with its own signed answer (see ``_answering``)."""
     path = _db_path(db)
     store = ApprovalStore(path)
+    if pending is None and not request_ids:
+        raise ConfigurationError(
+            f"which requests? name one or more ids (`agentfence approvals {kind} ID [ID ...]`)"
+            + (" or pass --all-pending" if kind in ("approve", "reject") else "")
+        )
+    if pending is not None and request_ids:
+        raise ConfigurationError("name request ids or pass --all-pending, not both")
+    if len(request_ids) == 1:  # one request: refused answers leave by the error path (exit 2)
+        item = _find(store, request_ids[0])
+        _open_for_answer(item, _now_us())
+    checker = checker_for(policies, tools)
+    approver = _approver(as_, checker.engine.principal_types[0] if checker else "User")
+    if pending is not None:
+        found = select_pending(
+            store,
+            now_us=_now_us(),
+            approver=str(approver),
+            tool=pending.tool,
+            thread=pending.thread,
+        )
+        confirm(kind, found, yes=pending.yes)
+        request_ids = [s.request.request_id for s in found]
+    signer = _signer(key)
+    notes: list[str] = []
+    if checker is None:
+        notes.append(
+            "not checked against policy here (pass --policies DIR --tools module:attribute to "
+            "check now); the fence checks the answer when the thread resumes"
+        )
+    else:
+        held = [s.request for i in request_ids if (s := store.get(i.strip().lower())) is not None]
+        for other in sorted({r.policy_hash for r in held} - {checker.engine.policy_hash}):
+            notes.append(
+                f"the policies in {policies} (set {checker.engine.policy_hash[:16]}) are not "
+                f"those that held the call (set {other[:16]}); the fence checks "
+                "again with its own"
+            )
+    answer = partial(
+        _answer_one, kind, store=store, approver=approver, signer=signer, checker=checker,
+        message=message, edited=edited,
+    )  # fmt: skip
+    if len(request_ids) == 1 and pending is None:
+        data = answer(request_ids[0])
+        line = data.pop("line")
+        if as_json:
+            _print_json({**data, "notes": notes})
+            return
+        for note in notes:
+            err.print(f"note: {note}", markup=False)
+        out.print(line, markup=False, soft_wrap=True)
+        return
+    for note in notes:
+        err.print(f"note: {note}", markup=False)
+    outcomes: list[Outcome] = []
+    for request_id in request_ids:
+        # Each refusal is this request's alone: the others are answered all the same.
+        try:
+            data = answer(request_id)
+        except ApprovalRefused as refused:
+            line = f"refused {request_id[:SHORT_ID]}: {refused}"
+            outcomes.append(Outcome(request_id, False, line, code=refused.code))
+            continue
+        outcomes.append(Outcome(data["request_id"], True, data.pop("line"), data=data))
+    report(outcomes, as_json=as_json)
+
+
+def _answer_one(
+    kind: Kind,
+    request_id: str,
+    *,
+    store: ApprovalStore,
+    approver: EntityRef,
+    signer: Signer,
+    checker: Checker | None,
+    message: str | None,
+    edited: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Sign and store one answer, bound to this request's id and action digest; raise
+    :class:`ApprovalRefused` when the request or the fence would refuse it."""
     item = _find(store, request_id)
     request = item.request
     _open_for_answer(item, _now_us())
-    checker = _checker(policies, tools)
-    default_type = checker.engine.principal_types[0] if checker else "User"
-    approver = _approver(as_, default_type)
     if checker is None and str(approver) == request.principal:
         # The same rule check_answer applies (below, when the policies are at hand).
         raise ApprovalRefused(
             "self_approval", f"{approver} requested this call and cannot approve it"
         )
-    signer = _signer(key)
     if checker is not None and edited is not None:
-        _check_edit(checker, request, edited)
+        check_edit(checker, request, edited)
     now = _now_us()
-    notes: list[str] = []
-    if checker is not None:
-        if checker.engine.policy_hash != request.policy_hash:
-            notes.append(
-                f"the policies in {policies} (set {checker.engine.policy_hash[:16]}) are not "
-                f"those that held the call (set {request.policy_hash[:16]}); the fence checks "
-                "again with its own"
-            )
-    else:
-        notes.append(
-            "not checked against policy here (pass --policies DIR --tools module:attribute to "
-            "check now); the fence checks the answer when the thread resumes"
-        )
-    # Raises ApprovalRefused (exit 2) when the fence would refuse this answer.
     _, envelope = submit_answer(
         store,
         request,
@@ -618,65 +649,41 @@ def _answer(
         engine=checker.engine if checker else None,
         registry=checker.registry if checker else None,
     )
-    if as_json:
-        _print_json(
-            {
-                "request_id": request.request_id,
-                "decision": kind,
-                "approver": str(approver),
-                "key": envelope["key"],
-                "answered_us": now,
-                "checked": checker is not None,
-                "status": "answered",
-                "notes": notes,
-                "envelope": envelope,
-                "langchain_decision": _langchain_decision(kind, request, edited, message, envelope),
-            }
-        )
-        return
-    for note in notes:
-        err.print(f"note: {note}", markup=False)
-    out.print(
-        f"{_DONE[kind]} request {request.request_id[:SHORT_ID]} ({request.tool} for "
+    return {
+        "request_id": request.request_id,
+        "decision": kind,
+        "approver": str(approver),
+        "key": envelope["key"],
+        "answered_us": now,
+        "checked": checker is not None,
+        "status": "answered",
+        "envelope": envelope,
+        "langchain_decision": langchain_decision(kind, request, edited, message, envelope),
+        "line": f"{_DONE[kind]} request {request.request_id[:SHORT_ID]} ({request.tool} for "
         f"{request.principal}) as {approver}, signed with key {envelope['key']}. The answer "
         "is stored; the fence checks it again when the thread resumes.",
-        markup=False,
-        soft_wrap=True,
-    )
-
-
-def _langchain_decision(
-    kind: Kind,
-    request: ApprovalRequest,
-    edited: dict[str, Any] | None,
-    message: str | None,
-    envelope: dict[str, Any],
-) -> dict[str, Any]:
-    """The answer as a LangChain human-in-the-loop decision carrying the signed envelope: what
-    a client resumes a paused thread with (``{"decisions": [...]}`` or per interrupt id)."""
-    decision: dict[str, Any] = {"type": kind}
-    if kind == "edit":
-        decision["edited_action"] = {"name": request.tool, "args": edited}
-    if message is not None:
-        decision["message"] = message
-    return {**decision, "agentfence": envelope}
+    }
 
 
 @approvals_app.command("approve")
 def approve_command(
-    request_id: IdArg,
+    request_ids: IdsArg = None,
     as_: AsOption = None,
     key: KeyOption = None,
     db: DbOption = None,
     policies: PoliciesOption = None,
     tools: ToolsOption = None,
     message: MessageOption = None,
+    all_pending: AllPendingOption = False,
+    tool: ToolFilter = None,
+    thread: ThreadFilter = None,
+    yes: YesOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Approve a request: the call runs as requested when the thread resumes."""
+    """Approve one or more requests: each call runs as requested when its thread resumes."""
     _answer(
         "approve",
-        request_id,
+        request_ids or [],
         db=db,
         as_=as_,
         key=key,
@@ -685,26 +692,31 @@ def approve_command(
         message=message,
         edited=None,
         as_json=as_json,
+        pending=selection(all_pending, tool, thread, yes=yes),
     )
 
 
 @approvals_app.command("reject")
 def reject_command(
-    request_id: IdArg,
     message: Annotated[
         str, typer.Option("--message", help="Why, in words the agent's model will see.")
     ],
+    request_ids: IdsArg = None,
     as_: AsOption = None,
     key: KeyOption = None,
     db: DbOption = None,
     policies: PoliciesOption = None,
     tools: ToolsOption = None,
+    all_pending: AllPendingOption = False,
+    tool: ToolFilter = None,
+    thread: ThreadFilter = None,
+    yes: YesOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Reject a request: the call does not run and the model sees your message."""
+    """Reject one or more requests: the calls do not run and each model sees your message."""
     _answer(
         "reject",
-        request_id,
+        request_ids or [],
         db=db,
         as_=as_,
         key=key,
@@ -713,6 +725,7 @@ def reject_command(
         message=message,
         edited=None,
         as_json=as_json,
+        pending=selection(all_pending, tool, thread, yes=yes),
     )
 
 
@@ -734,25 +747,25 @@ def edit_command(
     """Approve a request with new arguments: the edited call is decided again, then runs."""
     _answer(
         "edit",
-        request_id,
+        [request_id],
         db=db,
         as_=as_,
         key=key,
         policies=policies,
         tools=tools,
         message=message,
-        edited=_edited_args(args),
+        edited=edited_args(args),
         as_json=as_json,
     )
 
 
 @approvals_app.command("respond")
 def respond_command(
-    request_id: IdArg,
     message: Annotated[
         str,
         typer.Option("--message", help="The answer the agent's model gets as the tool's result."),
     ],
+    request_ids: IdsArg = None,
     as_: AsOption = None,
     key: KeyOption = None,
     db: DbOption = None,
@@ -764,7 +777,7 @@ def respond_command(
     result (for a call that asks a person something)."""
     _answer(
         "respond",
-        request_id,
+        request_ids or [],
         db=db,
         as_=as_,
         key=key,

@@ -3,7 +3,9 @@
 ``GET /api/v1/requests`` lists what the token's approver may answer, ``GET
 /api/v1/requests/{id}`` shows one request, and ``POST /api/v1/requests/{id}/answer`` answers
 it with LangChain's human-in-the-loop decision format (``{"decisions": [{"type":
-"approve"}]}``, or one decision on its own). An answer goes through
+"approve"}]}``, or one decision on its own). ``POST /api/v1/answers`` answers several
+requests, each ``{"request_id": ..., "decision": {...}}`` handled as that endpoint handles
+one. An answer goes through
 :meth:`~agentfence.inbox.inbox.Inbox.answer`, the function the inbox's form calls: the
 server signs with the approver's registered key, checks the answer as the fence will, and
 stores it.
@@ -313,22 +315,7 @@ class _Api:
     async def answer(self, request: Request) -> Response:
         account = await self._account(request)
         request_id = request.path_params["request_id"]
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                "send the answer as JSON with `Content-Type: application/json`",
-            )
-        body = await _read_body(request)
-        try:
-            parsed = json.loads(body, parse_constant=_no_constant)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError(
-                400,
-                "malformed_json",
-                f'the body is not JSON ({exc}); send e.g. {{"decisions": [{{"type": "approve"}}]}}',
-            ) from None
+        parsed = await _json_body(request)
         stored = await run_in_threadpool(self.inbox.get, request_id)
         kind, message, edited = parse_decision(parsed, tool=stored.request.tool)
         answer = await run_in_threadpool(
@@ -346,6 +333,42 @@ class _Api:
             }
         )
 
+    async def answer_many(self, request: Request) -> Response:
+        """Several answers in one body, each given exactly as :meth:`answer` gives one (its
+        own decision, check, signature and store); a refusal is that request's alone."""
+        account = await self._account(request)
+        items = _answer_items(await _json_body(request))
+
+        def answer_each() -> list[dict[str, Any]]:
+            results: list[dict[str, Any]] = []
+            for request_id, decision in items:
+                try:
+                    stored = self.inbox.get(request_id)
+                    kind, message, edited = parse_decision(decision, tool=stored.request.tool)
+                    answer = self.inbox.answer(
+                        account, request_id, decision=kind, message=message, edited_args=edited
+                    )
+                except (ApiError, InboxRefused) as exc:
+                    error = {"code": exc.code, "message": str(exc)}
+                    results.append({"request_id": request_id, "status": "refused", "error": error})
+                    continue
+                results.append(
+                    {
+                        "request_id": request_id,
+                        "status": "answered",
+                        "decision": answer.decision,
+                        "approver": answer.approver,
+                        "answered_us": answer.answered_us,
+                    }
+                )
+            return results
+
+        results = await run_in_threadpool(answer_each)
+        answered = sum(r["status"] == "answered" for r in results)
+        return JSONResponse(
+            {"answered": answered, "refused": len(results) - answered, "results": results}
+        )
+
     async def preflight(self, request: Request) -> Response:
         # No Access-Control-Allow-* header, ever: browsers then refuse the cross-site call.
         return error_response(
@@ -354,6 +377,59 @@ class _Api:
             "the API does not answer CORS preflights: call it from a program with a token, "
             "not from a page on another site",
         )
+
+
+MAX_ANSWERS = 100
+"""The most answers one ``POST /api/v1/answers`` may carry."""
+
+
+async def _json_body(request: Request) -> Any:
+    """The JSON body of a POST; 415 unless it is sent as ``application/json``, 400 if not JSON."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send the answer as JSON with `Content-Type: application/json`",
+        )
+    body = await _read_body(request)
+    try:
+        return json.loads(body, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(
+            400,
+            "malformed_json",
+            f'the body is not JSON ({exc}); send e.g. {{"decisions": [{{"type": "approve"}}]}}',
+        ) from None
+
+
+def _answer_items(body: Any) -> list[tuple[str, Any]]:
+    """``(request_id, decision)`` of each answer of ``{"answers": [...]}``; 422 (and nothing
+    answered) when the list or any item is not of that shape."""
+    example = '{"answers": [{"request_id": "...", "decision": {"type": "approve"}}]}'
+    if not isinstance(body, Mapping) or set(body) != {"answers"}:
+        raise ApiError(422, "invalid", f"the body must be {example}")
+    answers = body["answers"]
+    if not isinstance(answers, list) or not 1 <= len(answers) <= MAX_ANSWERS:
+        got = len(answers) if isinstance(answers, list) else _kind(answers)
+        raise ApiError(
+            422, "invalid", f"answers must be a list of 1 to {MAX_ANSWERS} answers, got {got}"
+        )
+    items = []
+    for index, item in enumerate(answers):
+        if (
+            not isinstance(item, Mapping)
+            or set(item) != {"request_id", "decision"}
+            or not isinstance(item["request_id"], str)
+        ):
+            raise ApiError(
+                422,
+                "invalid",
+                f"answers[{index}] must be an object of request_id (a string) and decision "
+                "(one decision in LangChain's format); nothing was answered",
+            )
+        items.append((item["request_id"], item["decision"]))
+    return items
 
 
 async def _read_body(request: Request) -> bytes:
@@ -400,6 +476,7 @@ def api_routes(inbox: Inbox) -> list[Route]:
     """The API's routes over ``inbox``, to mount beside the inbox's pages."""
     api = _Api(inbox)
     paths = (
+        ("/api/v1/answers", api.answer_many, "POST"),
         ("/api/v1/requests", api.list_requests, "GET"),
         ("/api/v1/requests/{request_id:str}", api.get_request, "GET"),
         ("/api/v1/requests/{request_id:str}/answer", api.answer, "POST"),

@@ -38,7 +38,7 @@ from agentfence.approvals import SIGNED_ANSWER_FORMAT
 from agentfence.inbox.accounts import Session
 from agentfence.inbox.api import api_routes, cross_site, error_response
 from agentfence.inbox.inbox import Inbox, InboxRefused
-from agentfence.inbox.views import duration, iso
+from agentfence.inbox.views import BatchOutcome, duration, iso
 
 __all__ = ["SESSION_COOKIE", "SIGN_IN_COOKIE", "create_app"]
 
@@ -46,6 +46,7 @@ SESSION_COOKIE = "agentfence_session"
 SIGN_IN_COOKIE = "agentfence_signin"
 MAX_BODY = 64 * 1024
 POLL_SECONDS = 2.0
+MAX_SELECTED = 100  # requests one "Approve selected" or "Reject selected" may answer
 _HERE = Path(__file__).parent
 
 # Only the inbox's own files load; nothing inline, no frames, forms post only to the inbox.
@@ -58,6 +59,8 @@ _DONE = {
     "edit": "Approved with your edited arguments.",
     "reject": "Rejected.",
 }
+
+_SELECTED_DONE = {"approve": "approved", "reject": "rejected"}
 
 
 class _SecurityHeaders:
@@ -115,6 +118,7 @@ def create_app(
         Route("/sign-in", web.sign_in, methods=["POST"]),
         Route("/sign-out", web.sign_out, methods=["POST"]),
         Route("/history", web.history_page, methods=["GET"]),
+        Route("/answer-selected/{decision:str}", web.answer_selected, methods=["POST"]),
         Route("/requests/{request_id:str}", web.request_page, methods=["GET"]),
         Route("/requests/{request_id:str}/answer", web.answer, methods=["POST"]),
         Route("/requests/{request_id:str}/prepare", web.prepare, methods=["POST"]),
@@ -425,6 +429,64 @@ class _Web:
             )
         return RedirectResponse(
             f"/requests/{quote(request_id)}?done={quote(decision)}", status_code=303
+        )
+
+    async def answer_selected(self, request: Request) -> Response:
+        """Approve selected / Reject selected: each selected request answered on its own
+        through :meth:`Inbox.answer` (signed by the inbox with the account's key, bound to
+        that request), a refusal of one never stopping the others; a page lists each outcome.
+        """
+        session, form, refused = await self._checked_post(request)
+        if refused is not None or session is None or form is None:
+            return refused or self._error(request, session, 400, "bad request")
+        decision = request.path_params["decision"]
+        if decision not in _SELECTED_DONE:
+            return self._error(
+                request, session, 404, f"there is no batch answer {decision!r}; "
+                "use Approve selected or Reject selected on the pending list",
+            )  # fmt: skip
+        message = str(form.get("message") or "")
+        ids = list(dict.fromkeys(str(v) for v in form.getlist("request") if isinstance(v, str)))
+        problem = None
+        if not ids:
+            problem = "no request was selected; tick the requests to answer, then press again"
+        elif len(ids) > MAX_SELECTED:
+            problem = f"{len(ids)} requests were selected; answer at most {MAX_SELECTED} at once"
+        elif decision == "reject" and not message.strip():
+            problem = (
+                "say why you reject the selected calls (the agents' models read your message); "
+                "nothing was answered"
+            )
+        if problem is not None:
+            return self._error(request, session, 422, problem)
+        account = session.account
+
+        def answer_each() -> list[BatchOutcome]:
+            outcomes = []
+            for request_id in ids:
+                # Each its own answer: a refusal is this request's alone.
+                try:
+                    self.inbox.answer(account, request_id, decision=decision, message=message)
+                except InboxRefused as exc:
+                    outcomes.append(BatchOutcome(request_id, False, str(exc)))
+                    continue
+                held = self.inbox.get(request_id).request
+                done = _SELECTED_DONE[decision]
+                outcomes.append(BatchOutcome(request_id, True, done, held.tool, held.principal))
+            return outcomes
+
+        outcomes = await run_in_threadpool(answer_each)
+        return self._render(
+            request,
+            "answered.html",
+            {
+                "outcomes": outcomes,
+                "answered": sum(o.answered for o in outcomes),
+                "decision": decision,
+                "verb": "Approved" if decision == "approve" else "Rejected",
+                "nav": "pending",
+            },
+            session=session,
         )
 
     # --- signing in the browser ------------------------------------------------------------

@@ -14,6 +14,7 @@ from agentfence.approvals import ApprovalRequest, StoredApproval
 __all__ = [
     "AnswerView",
     "ArgView",
+    "BatchOutcome",
     "Earlier",
     "HistoryItem",
     "LogEntryView",
@@ -185,3 +186,14 @@ class LogEntryView:
     time_us: int
     leaf_hash: str
     record: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What became of one request of an "Approve selected" or "Reject selected" answer."""
+
+    request_id: str
+    answered: bool
+    text: str  # what was done, or why it was refused
+    tool: str | None = None  # shown for answered requests only
+    principal: str | None = None

@@ -22,7 +22,11 @@
       return r.ok ? r.text() : null;
     }).then(function (html) {
       if (html === null) return;
+      // Keep the approver's selection across the refresh (ids of requests still listed).
+      var picked = {};
+      list.querySelectorAll("input[name=request]:checked").forEach(function (box) { picked[box.value] = true; });
       list.innerHTML = html;  // rendered and escaped by the server
+      list.querySelectorAll("input[name=request]").forEach(function (box) { box.checked = !!picked[box.value]; });
       var count = list.firstElementChild ? list.firstElementChild.dataset.count : "0";
       document.title = (count !== "0" ? "(" + count + ") " : "") + "Pending · agentfence inbox";
       tick();
