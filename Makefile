@@ -75,6 +75,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_provenance.py --write docs/performance.md
 	$(BIN)/python benchmarks/bench_injection.py --write docs/performance.md
 	$(BIN)/python benchmarks/bench_mcp.py --write docs/performance.md
+	$(BIN)/python benchmarks/bench_identity.py
 	@url="$$(scripts/postgres.sh start)" || exit 1; \
 	  status=0; \
 	  $(BIN)/python benchmarks/bench_postgres.py --write docs/performance.md || status=$$?; \

@@ -18,9 +18,12 @@ PyJWT (``pip install 'agentfence[jwt]'``) is imported here only, when a resolver
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
+import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,7 @@ public key verifies. ``none`` and the HMAC family (``HS256``, ...) are never all
 holds public keys, and an HMAC "verified" with a public key proves nothing."""
 
 MAX_TOKEN_CHARS = 16 * 1024
+_CACHED_TOKENS = 1024  # verified tokens remembered at most (the oldest go first)
 """A longer bearer token is refused before it is parsed."""
 
 _TYPE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:::[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -109,6 +113,10 @@ class BearerTokenResolver:
     ``configurable["agentfence_token"]``, best as a :class:`BearerToken` (a plain string
     works but warns: checkpointers store it), unless ``token`` is given: a callable taking
     the run's config and returning the token or ``None``. A ``Bearer`` prefix is dropped.
+
+    A token that verified is remembered (by its SHA-256) for ``verified_cache_seconds``, at
+    most as long as the key set is, so each call of a run does not check its signature again;
+    its expiry is still checked on every use. ``0`` verifies every time.
     """
 
     def __init__(
@@ -129,6 +137,7 @@ class BearerTokenResolver:
         jwks_cache_seconds: float = 300.0,
         jwks_refetch_seconds: float = 30.0,
         timeout: float = 10.0,
+        verified_cache_seconds: float = 60.0,
     ) -> None:
         pyjwt = _import_jwt()
         if (jwks_url is None) == (jwks_file is None):
@@ -154,6 +163,13 @@ class BearerTokenResolver:
                 raise ConfigurationError(f"{name}={value!r} is not a Cedar entity type name")
         if leeway < 0:
             raise ConfigurationError(f"leeway= must be zero or more seconds, got {leeway}")
+        if verified_cache_seconds < 0:
+            raise ConfigurationError(
+                "verified_cache_seconds= must be zero or more seconds, got "
+                f"{verified_cache_seconds}"
+            )
+        self._cache_seconds = min(verified_cache_seconds, jwks_cache_seconds)
+        self._verified: OrderedDict[bytes, tuple[VerifiedToken, float]] = OrderedDict()
         self._jwt = pyjwt
         self._issuer = issuer
         self._audience: str | list[str] = audience if isinstance(audience, str) else audiences
@@ -221,7 +237,6 @@ class BearerTokenResolver:
 
         Returns the :class:`VerifiedToken`, or raises :class:`PrincipalRejected` saying why.
         """
-        jwt = self._jwt
         if isinstance(token, BearerToken):
             token = token.value
         # 1. A string of bounded size, the compact JWS serialization (RFC 7515 section 7.1).
@@ -230,6 +245,32 @@ class BearerTokenResolver:
         token = _BEARER.sub("", token.strip())
         if len(token) > MAX_TOKEN_CHARS:
             raise PrincipalRejected(f"the bearer token is longer than {MAX_TOKEN_CHARS} characters")
+        digest = hashlib.sha256(token.encode()).digest()
+        remembered = self._remembered(digest)
+        if remembered is not None:
+            return remembered
+        verified = self._verify(token)
+        if self._cache_seconds > 0:
+            with self._lock:
+                self._verified[digest] = (verified, time.monotonic() + self._cache_seconds)
+                while len(self._verified) > _CACHED_TOKENS:
+                    self._verified.popitem(last=False)
+        return verified
+
+    def _remembered(self, digest: bytes) -> VerifiedToken | None:
+        """A token verified a moment ago, unless its time there or its own expiry is up."""
+        with self._lock:
+            found = self._verified.get(digest)
+            if found is None:
+                return None
+            verified, until = found
+            if time.monotonic() >= until or time.time() >= verified.expires_at + self._leeway:
+                del self._verified[digest]  # verified again: an expired one is refused there
+                return None
+            return verified
+
+    def _verify(self, token: str) -> VerifiedToken:
+        jwt = self._jwt
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:

@@ -326,3 +326,61 @@ def test_parents_of_rejects_a_malformed_list() -> None:
         EntityRef("Group", "finance"),
     )
     assert parents_of('User::"a"') == ()
+
+
+# --- a verified token is remembered, never past its expiry ------------------------------------
+
+
+def test_a_verified_token_is_not_checked_again_on_each_call(
+    idp: Provider, resolver: BearerTokenResolver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = idp.token()
+    first = resolver.verify(token)
+    checks: list[str] = []
+    real = resolver._verify
+    monkeypatch.setattr(resolver, "_verify", lambda t: checks.append(t) or real(t))
+    assert resolver.verify("Bearer " + token) == first
+    assert checks == []  # remembered: the signature is not checked again
+    resolver.verify(idp.token(sub="sam"))
+    assert len(checks) == 1  # another token is
+
+
+def test_a_remembered_token_is_still_refused_once_it_expires(
+    idp: Provider, resolver: BearerTokenResolver
+) -> None:
+    token = idp.token(exp=int(time.time()) + 1)
+    assert resolver.verify(token).principal == EntityRef("User", "alice")
+    time.sleep(2.1)  # past its exp (whole seconds): remembered or not, it must be refused
+    assert rejected(resolver, token).reason == "the bearer token has expired"
+
+
+def test_tampered_copy_of_a_remembered_token_is_denied(
+    idp: Provider, resolver: BearerTokenResolver
+) -> None:
+    token = idp.token()
+    resolver.verify(token)
+    head, body, signature = token.split(".")
+    claims = json.loads(base64_decode(body))
+    forged_body = b64(json.dumps({**claims, "sub": "mallory"}).encode())
+    assert "signature" in rejected(resolver, f"{head}.{forged_body}.{signature}").reason
+
+
+def test_remembering_can_be_turned_off(
+    idp: Provider, jwks_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resolver = BearerTokenResolver(
+        issuer=ISSUER, audience=AUDIENCE, jwks_file=jwks_file, verified_cache_seconds=0
+    )
+    token = idp.token()
+    resolver.verify(token)
+    checks: list[str] = []
+    real = resolver._verify
+    monkeypatch.setattr(resolver, "_verify", lambda t: checks.append(t) or real(t))
+    resolver.verify(token)
+    assert checks == [token]
+
+
+def base64_decode(text: str) -> bytes:
+    import base64
+
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
