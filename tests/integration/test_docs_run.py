@@ -8,9 +8,11 @@ pytest there, as the docs tell the reader to; every test in it must pass.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -50,3 +52,200 @@ def test_a_marked_test_file_in_the_docs_passes(
     )
     assert result.returncode == 0, f"{doc}: {name} fails as shown:\n{result.stdout}"
     assert re.search(r"\d+ passed", result.stdout) and "failed" not in result.stdout
+
+
+# --- shell walk-throughs -------------------------------------------------------------------
+#
+# A block a reader copies into a shell is marked ``<!-- run: SCENARIO -->`` (options after
+# commas). The marked blocks of one scenario in one file run in order, in one fresh
+# directory, with the virtualenv's bin first on PATH and this checkout's sources imported:
+#
+# - ```console blocks: each ``$ `` line is a command (a trailing ``\`` continues it), the lines
+#   after it the output it shows. A command must exit 0 unless the next command is
+#   ``echo $?``, whose shown output is then the status expected. Every output line shown must
+#   appear, in order, in what the command prints (stdout and stderr, whitespace runs counted
+#   as one space, so a wrapped line still matches). ``…`` stands for anything; hex digests,
+#   keys, signatures, ids and times differ on every run and match any such token.
+# - ```sh blocks: every line is a command, checked for its exit status; a ```text block right
+#   after it marked ``<!-- output -->`` is the output shown.
+# - ```python (or any) block with the option ``file NAME``: written to NAME, not run.
+# - Options: ``first`` runs the block before the unmarked-order ones (a doc may show how the
+#   input was made at its end); ``fails``: the block's last command must exit non-zero;
+#   ``no-output``: the output shown is not compared (a table whose widths vary).
+# - An HTML comment ``<!-- run: SCENARIO, hidden`` followed by ``$ `` lines and ``-->`` holds
+#   setup the reader does another way (copying from another host, waiting a day).
+
+RUN_MARK = re.compile(r"<!-- run: (?P<scenario>[\w-]+)(?P<options>(?:, [^>\n]*?)?)(?P<end> -->|\n)")
+FENCE = re.compile(r"```(?P<lang>\w*)\n(?P<body>.*?)^```\n", re.S | re.M)
+OUTPUT_MARK = "<!-- output -->"
+VENV_BIN = Path(sys.executable).parent
+# Tokens that differ on every run: digests, key ids, base64 keys and signatures, ISO times,
+# temporary paths.
+VOLATILE = re.compile(
+    r"[0-9a-f]{7,}"
+    r"|[A-Za-z0-9+/]{20,}={0,2}"
+    r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?"
+    r"|/tmp/[\w./-]+"
+)
+
+
+@dataclass
+class Step:
+    """One block of a walk-through: commands with the output each shows, or a file."""
+
+    doc: str
+    line: int
+    commands: list[tuple[str, list[str]]] = field(default_factory=list)
+    options: frozenset[str] = frozenset()
+    file: tuple[str, str] | None = None
+
+
+def _console(body: str) -> list[tuple[str, list[str]]]:
+    commands: list[tuple[str, list[str]]] = []
+    lines = body.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if not line.startswith("$ "):
+            if commands:
+                commands[-1][1].append(line)
+            continue
+        command = line[2:]
+        while command.endswith("\\") and i < len(lines):
+            command = command[:-1] + "\n" + lines[i]
+            i += 1
+        commands.append((command, []))
+    return commands
+
+
+def walkthroughs() -> dict[str, list[Step]]:
+    """Every scenario's steps, keyed ``doc:scenario``, in the order they run."""
+    found: dict[str, list[tuple[int, int, Step]]] = {}
+    for doc in sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")]):
+        text = doc.read_text(encoding="utf-8")
+        for mark in RUN_MARK.finditer(text):
+            options = frozenset(o.strip() for o in mark["options"].split(",") if o.strip())
+            line = text.count("\n", 0, mark.start()) + 1
+            step = Step(doc.name, line, options=options)
+            if "hidden" in options:
+                end = text.index("-->", mark.end())
+                step.commands = _console(text[mark.end() : end])
+            else:
+                rest = text[mark.end() :].lstrip("\n")
+                block = FENCE.match(rest)
+                assert block, f"{doc.name}:{line}: a run mark not followed by a ``` block"
+                named = [o for o in options if o.startswith("file ")]
+                if named:
+                    step.file = (named[0][5:], block["body"])
+                elif block["lang"] == "console":
+                    step.commands = _console(block["body"])
+                elif block["lang"] == "sh":
+                    shown: list[str] = []
+                    after = rest[block.end() :].lstrip("\n")
+                    if after.startswith(OUTPUT_MARK):
+                        output = FENCE.match(after[len(OUTPUT_MARK) :].lstrip("\n"))
+                        assert output, f"{doc.name}:{line}: {OUTPUT_MARK} not followed by a block"
+                        shown = output["body"].splitlines()
+                    lines = [c for c in block["body"].splitlines() if c and not c.startswith("#")]
+                    step.commands = [(c, []) for c in lines]
+                    if step.commands:
+                        step.commands[-1] = (step.commands[-1][0], shown)
+                else:
+                    raise AssertionError(f"{doc.name}:{line}: cannot run a {block['lang']} block")
+            rank = 0 if "first" in options else 1
+            found.setdefault(f"{doc.name}:{mark['scenario']}", []).append((rank, line, step))
+    return {
+        key: [s for _, _, s in sorted(steps, key=lambda t: t[:2])] for key, steps in found.items()
+    }
+
+
+def _pattern(shown: str) -> re.Pattern[str] | None:
+    """A regex for one shown output line, volatile tokens and ``…`` as wildcards."""
+    text = " ".join(shown.split())
+    if not text or text == "…":
+        return None
+    parts: list[str] = []
+    for piece in re.split(r"(…)", text):
+        if piece == "…":
+            parts.append(".*?")
+            continue
+        at = 0
+        for token in VOLATILE.finditer(piece):
+            parts.append(re.escape(piece[at : token.start()]) + r"\S+?")
+            at = token.end()
+        parts.append(re.escape(piece[at:]))
+    return re.compile("".join(parts))
+
+
+def check_output(where: str, command: str, shown: list[str], printed: str) -> None:
+    flat = " ".join(printed.split())
+    at = 0
+    for line in shown:
+        pattern = _pattern(line)
+        if pattern is None:
+            continue
+        found = pattern.search(flat, at)
+        assert found, (
+            f"{where}: `{command}` does not print the line the doc shows (in order):\n  {line}\n"
+            f"It printed:\n{printed}"
+        )
+        at = found.end()
+
+
+WALKTHROUGHS = walkthroughs()
+
+
+def test_the_guides_walkthroughs_are_marked() -> None:
+    assert {"auditor-guide.md:auditor", "README.md:quickstart"} <= set(WALKTHROUGHS)
+
+
+@pytest.mark.parametrize("scenario", sorted(WALKTHROUGHS))
+def test_a_docs_walkthrough_runs_as_shown(scenario: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(ROOT / "src"),
+        "HOME": str(tmp_path / "home"),
+        "COLUMNS": "160",
+        "NO_COLOR": "1",
+        "TERM": "dumb",
+        "AGENTFENCE_DOCS_ROOT": str(ROOT),
+    }
+    for name in list(env):
+        if name.startswith("AGENTFENCE_") and name != "AGENTFENCE_DOCS_ROOT":
+            del env[name]
+    (tmp_path / "home").mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    for step in WALKTHROUGHS[scenario]:
+        if step.file is not None:
+            (work / step.file[0]).write_text(step.file[1], encoding="utf-8")
+            continue
+        status = 0
+        for index, (command, shown) in enumerate(step.commands):
+            where = f"{step.doc}:{step.line}"
+            if command.strip() == "echo $?":
+                assert shown and shown[0].strip() == str(status), (
+                    f"{where}: the command before `echo $?` exited {status}, the doc shows "
+                    f"{shown[:1]}"
+                )
+                continue
+            result = subprocess.run(
+                ["bash", "-c", command],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            status = result.returncode
+            printed = result.stdout + result.stderr
+            last = index == len(step.commands) - 1
+            followed = not last and step.commands[index + 1][0].strip() == "echo $?"
+            if "fails" in step.options and last:
+                assert status != 0, f"{where}: `{command}` should fail and exited 0:\n{printed}"
+            elif not followed:
+                assert status == 0, f"{where}: `{command}` exited {status}:\n{printed}"
+            if "no-output" not in step.options:
+                check_output(where, command, shown, printed)
