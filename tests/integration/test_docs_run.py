@@ -80,9 +80,12 @@ FENCE = re.compile(r"```(?P<lang>\w*)\n(?P<body>.*?)^```\n", re.S | re.M)
 OUTPUT_MARK = "<!-- output -->"
 VENV_BIN = Path(sys.executable).parent
 # Tokens that differ on every run: digests, key ids, base64 keys and signatures, ISO times,
-# temporary paths.
+# temporary paths, durations, and how many checkpoints were signed (at most one every half
+# second).
 VOLATILE = re.compile(
     r"[0-9a-f]{7,}"
+    r"|\b\d+(?= (?:signed )?checkpoints\b)"
+    r"|\b\d+\.\d+(?= s\b)"
     r"|[A-Za-z0-9+/]{20,}={0,2}"
     r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)?"
     r"|/tmp/[\w./-]+"
@@ -125,7 +128,9 @@ def walkthroughs() -> dict[str, list[Step]]:
     for doc in sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")]):
         text = doc.read_text(encoding="utf-8")
         for mark in RUN_MARK.finditer(text):
-            options = frozenset(o.strip() for o in mark["options"].split(",") if o.strip())
+            # An option may carry a note after a colon ("hidden: why").
+            parts = (o.split(":", 1)[0].strip() for o in mark["options"].split(","))
+            options = frozenset(o for o in parts if o)
             line = text.count("\n", 0, mark.start()) + 1
             step = Step(doc.name, line, options=options)
             if "hidden" in options:
@@ -209,6 +214,7 @@ def test_a_docs_walkthrough_runs_as_shown(scenario: str, tmp_path: Path) -> None
         "HOME": str(tmp_path / "home"),
         "COLUMNS": "160",
         "NO_COLOR": "1",
+        "PYTHONUNBUFFERED": "1",
         "TERM": "dumb",
         "AGENTFENCE_DOCS_ROOT": str(ROOT),
     }
@@ -235,12 +241,13 @@ def test_a_docs_walkthrough_runs_as_shown(scenario: str, tmp_path: Path) -> None
                 ["bash", "-c", command],
                 cwd=work,
                 env=env,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,  # one stream, in the order a terminal shows
                 text=True,
                 timeout=120,
             )
             status = result.returncode
-            printed = result.stdout + result.stderr
+            printed = result.stdout
             last = index == len(step.commands) - 1
             followed = not last and step.commands[index + 1][0].strip() == "echo $?"
             if "fails" in step.options and last:
