@@ -60,12 +60,13 @@ def test_a_marked_test_file_in_the_docs_passes(
 # commas). The marked blocks of one scenario in one file run in order, in one fresh
 # directory, with the virtualenv's bin first on PATH and this checkout's sources imported:
 #
-# - ```console blocks: each ``$ `` line is a command (a trailing ``\`` continues it), the lines
-#   after it the output it shows. A command must exit 0 unless the next command is
-#   ``echo $?``, whose shown output is then the status expected. Every output line shown must
-#   appear, in order, in what the command prints (stdout and stderr, whitespace runs counted
-#   as one space, so a wrapped line still matches). ``…`` stands for anything; hex digests,
-#   keys, signatures, ids and times differ on every run and match any such token.
+# - ```console blocks: each ``$ `` line is a command (a trailing ``\`` continues it, and a
+#   here-document's lines are its input), the lines after it the output it shows. A command
+#   must exit 0 unless the next command is ``echo $?``, whose shown output is then the status
+#   expected. Every output line shown must appear, in order, in what the command prints
+#   (stdout and stderr as one stream, whitespace runs counted as one space, so a wrapped line
+#   still matches). ``…`` stands for anything; hex digests, keys, signatures, ids, times,
+#   durations and checkpoint counts differ on every run and match any such token.
 # - ```sh blocks: every line is a command, checked for its exit status; a ```text block right
 #   after it marked ``<!-- output -->`` is the output shown.
 # - ```python (or any) block with the option ``file NAME``: written to NAME, not run.
@@ -78,6 +79,7 @@ def test_a_marked_test_file_in_the_docs_passes(
 RUN_MARK = re.compile(r"<!-- run: (?P<scenario>[\w-]+)(?P<options>(?:, [^>\n]*?)?)(?P<end> -->|\n)")
 FENCE = re.compile(r"```(?P<lang>\w*)\n(?P<body>.*?)^```\n", re.S | re.M)
 OUTPUT_MARK = "<!-- output -->"
+HEREDOC = re.compile(r"<<-?\s*['\"]?(?P<word>\w+)['\"]?")
 VENV_BIN = Path(sys.executable).parent
 # Tokens that differ on every run: digests, key ids, base64 keys and signatures, ISO times,
 # temporary paths, durations, and how many checkpoints were signed (at most one every half
@@ -118,6 +120,13 @@ def _console(body: str) -> list[tuple[str, list[str]]]:
         while command.endswith("\\") and i < len(lines):
             command = command[:-1] + "\n" + lines[i]
             i += 1
+        heredoc = HEREDOC.search(command)
+        if heredoc:  # the here-document's lines, up to its delimiter, are input, not output
+            while i < len(lines):
+                command += "\n" + lines[i]
+                i += 1
+                if lines[i - 1] == heredoc["word"]:
+                    break
         commands.append((command, []))
     return commands
 
