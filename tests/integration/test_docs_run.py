@@ -118,7 +118,7 @@ def _console(body: str) -> list[tuple[str, list[str]]]:
             continue
         command = line[2:]
         while command.endswith("\\") and i < len(lines):
-            command = command[:-1] + "\n" + lines[i]
+            command += "\n" + lines[i]  # bash reads backslash-newline as a continuation
             i += 1
         heredoc = HEREDOC.search(command)
         if heredoc:  # the here-document's lines, up to its delimiter, are input, not output
@@ -265,3 +265,28 @@ def test_a_docs_walkthrough_runs_as_shown(scenario: str, tmp_path: Path) -> None
                 assert status == 0, f"{where}: `{command}` exited {status}:\n{printed}"
             if "no-output" not in step.options:
                 check_output(where, command, shown, printed)
+
+
+def test_a_line_the_command_does_not_print_fails_the_walkthrough() -> None:
+    printed = "Verifying fence.db\nverified: 25 entries; signed size 25, root 6c5601c2d8fd5ed7…\n"
+    check_output(
+        "doc.md:1", "v", ["verified: 25 entries; signed size 25, root 827c2a09e6e9c91e…"], printed
+    )
+    with pytest.raises(AssertionError, match="does not print the line the doc shows"):
+        check_output("doc.md:1", "v", ["verified: 26 entries; signed size 25, root 8…"], printed)
+    # In order: a line shown after another must be printed after it.
+    with pytest.raises(AssertionError, match=re.escape("the doc shows (in order)")) as failed:
+        check_output("doc.md:1", "v", ["verified: 25 entries", "Verifying fence.db"], printed)
+    assert "Verifying fence.db" in str(failed.value).split("It printed")[0]
+
+
+def test_a_console_block_splits_into_commands_with_their_input_and_output() -> None:
+    body = (
+        "$ cat > a.toml <<EOF\nkey = 1\nEOF\n$ agentfence x \\\n    --flag\nout 1\nout 2\n"
+        "$ echo $?\n0\n"
+    )
+    assert _console(body) == [
+        ("cat > a.toml <<EOF\nkey = 1\nEOF", []),
+        ("agentfence x \\\n    --flag", ["out 1", "out 2"]),
+        ("echo $?", ["0"]),
+    ]
