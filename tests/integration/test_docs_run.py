@@ -85,7 +85,8 @@ VENV_BIN = Path(sys.executable).parent
 # temporary paths, durations, and how many checkpoints were signed (at most one every half
 # second).
 VOLATILE = re.compile(
-    r"[0-9a-f]{7,}"
+    # A policy set's hash is not volatile: the same policy files always hash the same.
+    r"(?<![Pp]olicy set )[0-9a-f]{7,}"
     r"|\b\d+(?= (?:signed )?checkpoints\b)"
     r"|\b\d+\.\d+(?= s\b)"
     r"|[A-Za-z0-9+/]{20,}={0,2}"
