@@ -136,43 +136,50 @@ def walkthroughs() -> dict[str, list[Step]]:
     """Every scenario's steps, keyed ``doc:scenario``, in the order they run."""
     found: dict[str, list[tuple[int, int, Step]]] = {}
     for doc in sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md")]):
-        text = doc.read_text(encoding="utf-8")
-        for mark in RUN_MARK.finditer(text):
-            # An option may carry a note after a colon ("hidden: why").
-            parts = (o.split(":", 1)[0].strip() for o in mark["options"].split(","))
-            options = frozenset(o for o in parts if o)
-            line = text.count("\n", 0, mark.start()) + 1
-            step = Step(doc.name, line, options=options)
-            if "hidden" in options:
-                end = text.index("-->", mark.end())
-                step.commands = _console(text[mark.end() : end])
-            else:
-                rest = text[mark.end() :].lstrip("\n")
-                block = FENCE.match(rest)
-                assert block, f"{doc.name}:{line}: a run mark not followed by a ``` block"
-                named = [o for o in options if o.startswith("file ")]
-                if named:
-                    step.file = (named[0][5:], block["body"])
-                elif block["lang"] == "console":
-                    step.commands = _console(block["body"])
-                elif block["lang"] == "sh":
-                    shown: list[str] = []
-                    after = rest[block.end() :].lstrip("\n")
-                    if after.startswith(OUTPUT_MARK):
-                        output = FENCE.match(after[len(OUTPUT_MARK) :].lstrip("\n"))
-                        assert output, f"{doc.name}:{line}: {OUTPUT_MARK} not followed by a block"
-                        shown = output["body"].splitlines()
-                    lines = [c for c in block["body"].splitlines() if c and not c.startswith("#")]
-                    step.commands = [(c, []) for c in lines]
-                    if step.commands:
-                        step.commands[-1] = (step.commands[-1][0], shown)
-                else:
-                    raise AssertionError(f"{doc.name}:{line}: cannot run a {block['lang']} block")
-            rank = 0 if "first" in options else 1
-            found.setdefault(f"{doc.name}:{mark['scenario']}", []).append((rank, line, step))
+        for key, steps in _steps(doc.name, doc.read_text(encoding="utf-8")).items():
+            found.setdefault(key, []).extend(steps)
     return {
         key: [s for _, _, s in sorted(steps, key=lambda t: t[:2])] for key, steps in found.items()
     }
+
+
+def _steps(name: str, text: str) -> dict[str, list[tuple[int, int, Step]]]:
+    """The marked steps of one doc, keyed ``doc:scenario``, each with its sort key."""
+    found: dict[str, list[tuple[int, int, Step]]] = {}
+    for mark in RUN_MARK.finditer(text):
+        # An option may carry a note after a colon ("hidden: why").
+        parts = (o.split(":", 1)[0].strip() for o in mark["options"].split(","))
+        options = frozenset(o for o in parts if o)
+        line = text.count("\n", 0, mark.start()) + 1
+        step = Step(name, line, options=options)
+        if "hidden" in options:
+            end = text.index("-->", mark.end())
+            step.commands = _console(text[mark.end() : end])
+        else:
+            rest = text[mark.end() :].lstrip("\n")
+            block = FENCE.match(rest)
+            assert block, f"{name}:{line}: a run mark not followed by a ``` block"
+            named = [o for o in options if o.startswith("file ")]
+            if named:
+                step.file = (named[0][5:], block["body"])
+            elif block["lang"] == "console":
+                step.commands = _console(block["body"])
+            elif block["lang"] == "sh":
+                shown: list[str] = []
+                after = rest[block.end() :].lstrip("\n")
+                if after.startswith(OUTPUT_MARK):
+                    output = FENCE.match(after[len(OUTPUT_MARK) :].lstrip("\n"))
+                    assert output, f"{name}:{line}: {OUTPUT_MARK} not followed by a block"
+                    shown = output["body"].splitlines()
+                lines = [c for c in block["body"].splitlines() if c and not c.startswith("#")]
+                step.commands = [(c, []) for c in lines]
+                if step.commands:
+                    step.commands[-1] = (step.commands[-1][0], shown)
+            else:
+                raise AssertionError(f"{name}:{line}: cannot run a {block['lang']} block")
+        rank = 0 if "first" in options else 1
+        found.setdefault(f"{name}:{mark['scenario']}", []).append((rank, line, step))
+    return found
 
 
 def _pattern(shown: str) -> re.Pattern[str] | None:
@@ -291,3 +298,22 @@ def test_a_console_block_splits_into_commands_with_their_input_and_output() -> N
         ("agentfence x \\\n    --flag", ["out 1", "out 2"]),
         ("echo $?", ["0"]),
     ]
+
+
+def test_an_sh_block_runs_each_line_and_its_marked_text_block_is_its_output() -> None:
+    doc = (
+        "<!-- run: s -->\n```sh\n# a comment\nmkdir keys\nagentfence keys generate --out keys\n"
+        "```\n<!-- output -->\n```text\nwrote keys/agentfence_fence.key …\n```\n"
+        "<!-- run: s, first, file make.py -->\n```python\nprint(1)\n```\n"
+    )
+    steps = _steps("doc.md", doc)["doc.md:s"]
+    first, second = (step for _, _, step in sorted(steps, key=lambda t: t[:2]))
+    assert first.file == ("make.py", "print(1)\n")
+    assert second.commands == [
+        ("mkdir keys", []),
+        ("agentfence keys generate --out keys", ["wrote keys/agentfence_fence.key …"]),
+    ]
+    with pytest.raises(
+        AssertionError, match=re.escape("doc.md:1: a run mark not followed by a ``` block")
+    ):
+        _steps("doc.md", "<!-- run: s -->\nno block\n")
