@@ -4,6 +4,9 @@ A block is marked by the HTML comment ``<!-- the block below is run by
 tests/integration/test_docs_run.py -->`` on the line before it. A marked Python block whose
 first line is ``# NAME.py`` is written to ``NAME.py`` in a fresh directory and run with
 pytest there, as the docs tell the reader to; every test in it must pass.
+
+Shell walk-throughs are marked ``<!-- run: SCENARIO -->`` and run command by command, their
+exit statuses and shown output checked: see "shell walk-throughs" below.
 """
 
 from __future__ import annotations
