@@ -79,7 +79,10 @@ def test_a_marked_test_file_in_the_docs_passes(
 # - An HTML comment ``<!-- run: SCENARIO, hidden`` followed by ``$ `` lines and ``-->`` holds
 #   setup the reader does another way (copying from another host, waiting a day).
 
-RUN_MARK = re.compile(r"<!-- run: (?P<scenario>[\w-]+)(?P<options>(?:, [^>\n]*?)?)(?P<end> -->|\n)")
+# A mark is a line of its own (a doc may quote one inline, in backticks).
+RUN_MARK = re.compile(
+    r"^<!-- run: (?P<scenario>[\w-]+)(?P<options>(?:, [^>\n]*?)?)(?P<end> -->|\n)", re.M
+)
 FENCE = re.compile(r"```(?P<lang>\w*)\n(?P<body>.*?)^```\n", re.S | re.M)
 OUTPUT_MARK = "<!-- output -->"
 HEREDOC = re.compile(r"<<-?\s*['\"]?(?P<word>\w+)['\"]?")
