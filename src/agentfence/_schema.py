@@ -17,7 +17,20 @@ from agentfence._cedar_types import render_type
 from agentfence.errors import PolicyLoadError
 from agentfence.tools import ToolCatalog, ToolEntry
 
-__all__ = ["ALL_FLOW", "FLOW_ROOTS", "USAGE_WINDOWS", "FlowParts", "generate_schema"]
+__all__ = [
+    "ALL_FLOW",
+    "APPROVE_ACTION",
+    "DATA_TYPE",
+    "FLOW_ROOTS",
+    "PROVENANCE_TYPE",
+    "USAGE_TYPE",
+    "USAGE_WINDOWS",
+    "WINDOW_TYPE",
+    "FlowParts",
+    "check_tool_names",
+    "generate_schema",
+    "value_fields",
+]
 
 APPROVE_ACTION = "approve"
 
@@ -148,6 +161,15 @@ def _declared_entity_types(sources: Sequence[_cedar.Statement]) -> set[str]:
     return names
 
 
+def check_tool_names(catalog: ToolCatalog) -> None:
+    """Refuse a tool named as the action agentfence reserves for approvers' answers."""
+    if catalog.get(APPROVE_ACTION) is not None:
+        raise PolicyLoadError(
+            f"a tool is named {APPROVE_ACTION!r}, which is the action agentfence reserves for "
+            "approvers' answers; rename the tool"
+        )
+
+
 def generate_schema(
     catalog: ToolCatalog,
     sources: Sequence[_cedar.Statement] = (),
@@ -165,11 +187,7 @@ def generate_schema(
     resources are declared here unless a schema file declares them. ``group_type`` is the
     entity type of approver groups (``context.approver_groups`` of ``Action::"approve"``).
     """
-    if catalog.get(APPROVE_ACTION) is not None:
-        raise PolicyLoadError(
-            f"a tool is named {APPROVE_ACTION!r}, which is the action agentfence reserves for "
-            "approvers' answers; rename the tool"
-        )
+    check_tool_names(catalog)
     declared = _declared_entity_types(sources)
     needed = sorted(
         ({"Agent", "Approval", "Group", group_type, *principal_types} | catalog.entity_types())

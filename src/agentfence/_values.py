@@ -236,12 +236,15 @@ class ValueField:
     is_set: bool
 
 
+def set_attribute_type(name: str) -> str:
+    """The Cedar type of an attribute of ``AgentfenceValues`` (``Set<String>`` or ``Bool``)."""
+    return _SET_TYPES.get(name, "Set<String>")
+
+
 def schema_types(selection: Selection = ALL) -> list[str]:
     """The common types (Cedar schema, "Common type declarations") of ``context.values``."""
     one = [f'  "{a}": String' for a in VALUE_ATTRIBUTES if selection.wants(a)]
-    many = [
-        f'  "{a}": {_SET_TYPES.get(a, "Set<String>")}' for a in SET_ATTRIBUTES if selection.wants(a)
-    ]
+    many = [f'  "{a}": {set_attribute_type(a)}' for a in SET_ATTRIBUTES if selection.wants(a)]
     return [
         f"type {VALUE_TYPE} = {{" + ("\n" + ",\n".join(one) + "\n" if one else "") + "};",
         f"type {VALUES_TYPE} = {{" + ("\n" + ",\n".join(many) + "\n" if many else "") + "};",

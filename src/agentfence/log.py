@@ -148,7 +148,7 @@ class SignedLog:
         return cls(
             backend,
             signer=signer,
-            origin=origin or f"agentfence/{location.stem}",
+            origin=origin or location.default_origin,
             checkpoint_interval=checkpoint_interval,
             flush_window=flush_window,
         )

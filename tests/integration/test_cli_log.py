@@ -21,8 +21,10 @@ from typing import Any
 import pytest
 import typer.main
 
+from agentfence import _signing
 from agentfence.cli import app
 from agentfence.demo import policy_dir
+from agentfence.log import SignedLog
 from tests.unit.test_verify import BuiltLog, build_log, copy_log, records, refund_seq, sql
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,6 +91,21 @@ def test_keys_generate_takes_a_url_form_name_and_makes_the_folder(tmp_path: Path
     as_file.write_text("")
     refused = cli("keys", "generate", "--name", "x", "--out", as_file)
     assert refused.returncode == 2 and "is a file, not a directory" in refused.stderr
+
+
+def test_keys_generate_names_a_key_as_its_logs_origin_by_default(tmp_path: Path) -> None:
+    """C2SP tlog-checkpoint: a log's key name SHOULD match the checkpoint origin, so without
+    --name the key is named as the origin the log it will sign gets."""
+    made = cli("keys", "generate", "--out", tmp_path, "--json", env={"AGENTFENCE_LOG": ""})
+    assert made.returncode == 0, made.stderr
+    assert as_json(made)["vkey"].startswith("agentfence/fence+")
+    log_path = tmp_path / "fence.db"
+    signer = _signing.read_private_key(tmp_path / "agentfence_fence.key")
+    with SignedLog.open(log_path, signer=signer) as log:
+        assert log.origin == signer.name == "agentfence/fence"
+    desk_log = {"AGENTFENCE_LOG": f"sqlite:///{tmp_path / 'desk.db'}"}
+    desk = cli("keys", "generate", "--out", tmp_path, "--json", env=desk_log)
+    assert as_json(desk)["vkey"].startswith("agentfence/desk+"), desk.stderr
 
 
 # --- log verify ----------------------------------------------------------------------------

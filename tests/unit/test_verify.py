@@ -551,6 +551,10 @@ def test_the_demo_run_with_an_approval_verifies(tmp_path: Path) -> None:
     run = demo.run(tmp_path / "demo")
     result = verify_log(run.log_path, [run.verifier_key])
     assert result.outcomes == 4
+    # C2SP tlog-checkpoint: the key name SHOULD match the checkpoint origin.
+    assert result.origin == "agentfence/demo-log"
+    assert run.verifier_key.startswith("agentfence/demo-log+")
+    assert result.checkpoint.splitlines()[0] == result.origin
     assert "outcomes follow their allowed or approved decisions" in result.steps[6].detail
     # The held refund ran only after an accepted answer: without the answer on record, its
     # outcome is out of order (checked on an evidence pack, whose entries prove separately).

@@ -51,6 +51,12 @@ class Location:
             return Path(str(self.path)).stem
         return urlsplit(str(self.dsn)).path.lstrip("/") or "postgres"
 
+    @property
+    def default_origin(self) -> str:
+        """The origin a new log here gets unless given one (``agentfence/fence`` for
+        ``fence.db``); C2SP tlog-checkpoint: the signing key's name SHOULD be the same."""
+        return f"agentfence/{self.stem}"
+
 
 def parse_url(url: str | Path | Location) -> Location:
     """Parse a log URL: ``sqlite:///PATH``, a plain path, or ``postgresql://...``."""

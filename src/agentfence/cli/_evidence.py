@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from agentfence import _signing
+from agentfence._storage.database import parse_url
 from agentfence.cli._audit import (
     KeysOption,
     LogArg,
@@ -25,6 +26,7 @@ from agentfence.cli._audit import (
     verifier_keys,
 )
 from agentfence.cli._common import JsonOption, out
+from agentfence.config import Settings
 from agentfence.errors import ConfigurationError
 from agentfence.verify import (
     LogVerificationError,
@@ -53,18 +55,29 @@ keys_app = typer.Typer(help="Create checkpoint signing keys.", no_args_is_help=T
 
 @keys_app.command("generate")
 def keys_generate(
-    name: Annotated[str, typer.Option(help="The key name (for example the log's origin).")],
     out_dir: Annotated[
         Path, typer.Option("--out", help="Write NAME.key and NAME.pub here (made if missing).")
     ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="The key name (default: the origin of the log $AGENTFENCE_LOG or fence.db, "
+            "agentfence/fence for fence.db).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Write a new signing key NAME.key (mode 0600) and its public key NAME.pub.
 
     Ed25519 keys in the C2SP signed-note format. A name may be a URL-like log origin
     (example.com/log); in the file names, characters other than letters, digits and . _ + -
-    become _. Existing files are never overwritten.
+    become _. Without --name, a log signing key is named as the origin its log gets (C2SP
+    tlog-checkpoint: the key name SHOULD match the checkpoint origin); an approver's key is
+    named for the approver (--name fran). Existing files are never overwritten.
     """
+    if name is None:
+        name = parse_url(Settings.from_env().log or "fence.db").default_origin
     stem = re.sub(r"[^A-Za-z0-9._+-]", "_", name)
     private, public = out_dir / f"{stem}.key", out_dir / f"{stem}.pub"
     for path in (private, public):

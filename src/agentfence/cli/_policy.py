@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import tomllib
 import warnings
 from dataclasses import dataclass
@@ -90,14 +91,39 @@ def policy_schema(
     policies: Annotated[
         Path | None, typer.Option(help="Include this directory's *.cedarschema files.")
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print Cedar's JSON schema format instead of the schema syntax."
+        ),
+    ] = False,
 ) -> None:
-    """Print the Cedar schema generated from the tools (plus the directory's schema files)."""
+    """Print the Cedar schema generated from the tools (plus the directory's schema files).
+
+    With --policies, only the context attributes the policies name are declared, as the fence
+    declares them. --json prints the same schema in Cedar's JSON schema format; schema files
+    are text, so --json with a directory that has *.cedarschema files is refused.
+    """
     catalog = ToolCatalog.from_tools(load_tools(tools))
-    if policies is not None:
-        engine = PolicyEngine.load(policies, catalog)
-        out.print(engine.schema_text, markup=False, end="")
-    else:
-        out.print(generate_schema(catalog), markup=False, end="")
+    engine = PolicyEngine.load(policies, catalog) if policies is not None else None
+    if not as_json:
+        text = engine.schema_text if engine is not None else generate_schema(catalog)
+        out.print(text, markup=False, end="")
+        return
+    from agentfence._schema_json import generate_schema_json
+
+    if engine is None:
+        sys.stdout.write(json.dumps(generate_schema_json(catalog), indent=2) + "\n")
+        return
+    schema_files = sorted(name for name in engine.files if name.endswith(".cedarschema"))
+    if schema_files:
+        raise ConfigurationError(
+            f"{policies} has schema files ({', '.join(schema_files)}) in the Cedar schema "
+            "syntax, which --json does not convert; run `agentfence policy schema` without "
+            "--json, or declare those types in the JSON yourself"
+        )
+    schema = generate_schema_json(catalog, engine.principal_types, engine.flow)
+    sys.stdout.write(json.dumps(schema, indent=2) + "\n")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agentfence._signing import Signer
+from agentfence._storage.database import parse_url
 from agentfence.approvals import ApprovalAnswer, StoredApproval, sign_answer
 from agentfence.demo.tools import TOOLS
 from agentfence.fence import Fence
@@ -207,7 +208,8 @@ def run(
     log_path = workdir / "demo-log.db"
     for stale in workdir.glob("demo-log.db*"):
         stale.unlink()
-    log_key = Signer.generate("agentfence-demo-log")
+    # C2SP tlog-checkpoint: the key's name SHOULD be the log's origin (agentfence/demo-log).
+    log_key = Signer.generate(parse_url(log_path).default_origin)
     answer = answerer or (scripted_answer if desk else scripted_rejection)
     approver_key = demo_approver()
     handled: list[tuple[StoredApproval, str]] = []
