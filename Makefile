@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint unit bench clean browser postgres-start postgres-stop
+.PHONY: install demo test lint unit bench clean browser sqlite-cli postgres-start postgres-stop
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "agentfence needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -36,12 +36,23 @@ browser:
 	    echo "chromium is missing and cannot be installed here (need root and apt-get)"; exit 1; \
 	  fi; }
 
+# The docs' auditor walk-through (run by tests/integration/test_docs_run.py) copies and
+# tampers with a log using SQLite's command-line shell; install it when it is missing.
+sqlite-cli:
+	@command -v sqlite3 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's sqlite3 for the docs walk-through tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3; \
+	  else \
+	    echo "sqlite3 is missing and cannot be installed here (need root and apt-get)"; exit 1; \
+	  fi; }
+
 # The PostgreSQL backend's tests run against a throwaway cluster under build/pg (installed from
 # Debian's packages when missing), started here and stopped afterwards. They are required:
 # only an explicit AGENTFENCE_SKIP_POSTGRES=1 skips them, and says so loudly.
 AGENTFENCE_SKIP_POSTGRES ?=
 
-unit: install browser
+unit: install browser sqlite-cli
 	@if [ "$(AGENTFENCE_SKIP_POSTGRES)" = 1 ]; then \
 	  echo "################################################################################"; \
 	  echo "# AGENTFENCE_SKIP_POSTGRES=1: the PostgreSQL backend tests are SKIPPED.        #"; \
