@@ -505,7 +505,8 @@ def approve_decision(
     decision = engine.decide_request(facts, cedar_request)
     if decision.effect is Effect.ALLOW:
         return None
-    return "; ".join(decision.reasons)
+    needed = ", ".join(f'{group_type}::"{g}"' for g in request.approvers)
+    return "; ".join(decision.reasons) + (f" (it needs an approver in {needed})" if needed else "")
 
 
 def _iso(us: int) -> str:

@@ -380,6 +380,15 @@ def test_approver_policy_does_not_allow_is_refused(
         lambda r: signed(r, approver="bob"),
         'User::"bob" may not approve this request',
     )
+    # The refusal names the group the request needed.
+    refuse(
+        make_fence,
+        tools,
+        ran,
+        clock,
+        lambda r: signed(r, approver="bob"),
+        '(it needs an approver in Group::"finance")',
+    )
 
 
 def test_self_approval_is_refused(
