@@ -476,6 +476,25 @@ def check_answer(
     return VerifiedAnswer(answer=answer, approver=claimed, digest=answer_digest(payload))
 
 
+def decide_edit(
+    engine: PolicyEngine, request: ApprovalRequest, args: Mapping[str, Any]
+) -> Decision:
+    """The held call with ``args`` instead of its own, decided as the fence decides an edit
+    on resume: what an approver's early check (CLI, inbox) must refuse before it signs."""
+    return engine.decide(
+        CallFacts(
+            tool=request.tool,
+            args=args,
+            principal=EntityRef.parse(request.principal, engine.principal_types[0]),
+            agent=request.agent,
+            thread=request.thread,
+            step=0,
+            tool_call_id=request.tool_call_id,
+            seed=0,
+        )
+    )
+
+
 def approve_decision(
     engine: PolicyEngine, request: ApprovalRequest, approver: EntityRef
 ) -> str | None:

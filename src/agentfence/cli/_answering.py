@@ -30,10 +30,11 @@ from agentfence.approvals import (
     ApprovalStore,
     ApproverRegistry,
     StoredApproval,
+    decide_edit,
 )
 from agentfence.cli._common import Exit, err, load_tools, out
 from agentfence.errors import ConfigurationError
-from agentfence.policy import CallFacts, Effect, EntityRef, PolicyEngine
+from agentfence.policy import Effect, PolicyEngine
 from agentfence.tools import ArgumentError, ToolCatalog
 
 __all__ = [
@@ -218,17 +219,7 @@ def check_edit(checker: Checker, request: ApprovalRequest, args: Mapping[str, An
         raise ConfigurationError(
             f"--args do not fit {request.tool!r}'s arguments: {exc}; fix them and answer again"
         ) from exc
-    facts = CallFacts(
-        tool=request.tool,
-        args=args,
-        principal=EntityRef.parse(request.principal, checker.engine.principal_types[0]),
-        agent=request.agent,
-        thread=request.thread,
-        step=0,
-        tool_call_id=request.tool_call_id,
-        seed=0,
-    )
-    again = checker.engine.decide(facts)
+    again = decide_edit(checker.engine, request, args)
     if again.effect is Effect.DENY:
         raise ApprovalRefused(
             "denied",

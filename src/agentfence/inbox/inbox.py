@@ -36,6 +36,7 @@ from agentfence.approvals import (
     StoredApproval,
     approve_decision,
     check_answer,
+    decide_edit,
     diff_args,
     parse_envelope,
     submit_answer,
@@ -57,7 +58,7 @@ from agentfence.inbox.views import (
     iso,
     now_us,
 )
-from agentfence.policy import CallFacts, Effect, EntityRef, PolicyEngine
+from agentfence.policy import Effect, EntityRef, PolicyEngine
 from agentfence.records import ApprovalAnswerRecord, DecisionRecord
 from agentfence.tools import ArgumentError, ToolCatalog
 
@@ -583,18 +584,7 @@ class Inbox:
             )
         # Decide the edited call now, as the fence will on resume: an edit cannot launder a
         # call that policy denies, nor one that needs another approver.
-        again = self.engine.decide(
-            CallFacts(
-                tool=request.tool,
-                args=args,
-                principal=EntityRef.parse(request.principal, self.engine.principal_types[0]),
-                agent=request.agent,
-                thread=request.thread,
-                step=0,
-                tool_call_id=request.tool_call_id,
-                seed=0,
-            )
-        )
+        again = decide_edit(self.engine, request, args)
         if again.effect is Effect.DENY:
             raise InboxRefused(
                 422,
