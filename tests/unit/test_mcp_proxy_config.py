@@ -57,6 +57,29 @@ def test_misspelt_fence_key_is_named(tmp_path: Path) -> None:
     assert "[fence] has unknown key(s) ['principals']" in str(caught.value)
 
 
+def test_identity_that_is_not_a_table_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text('identity = "https://id.example.com"\n')
+    with pytest.raises(ConfigurationError) as caught:
+        ProxyConfig.load(path)
+    assert "[identity] must be a table of BearerTokenResolver's options" in str(caught.value)
+
+
+def test_identity_table_reads_its_options_and_the_token_variable(tmp_path: Path) -> None:
+    path = tmp_path / "proxy.toml"
+    path.write_text(
+        '[identity]\nissuer = "https://id"\naudience = "p"\njwks_file = "jwks.json"\n'
+        'token_env = "MY_TOKEN"\n'
+    )
+    config = ProxyConfig.load(path)
+    assert config.token_env == "MY_TOKEN"
+    assert config.identity == {
+        "issuer": "https://id",
+        "audience": "p",
+        "jwks_file": str(tmp_path / "jwks.json"),
+    }
+
+
 def test_upstream_option_is_split_as_a_shell_would() -> None:
     assert Upstream.parse("notes=python 'my server.py' -v") == Upstream(
         "notes", "python", ("my server.py", "-v")

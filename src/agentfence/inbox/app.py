@@ -396,11 +396,7 @@ class _Web:
         request_id = request.path_params["request_id"]
         decision = str(form.get("decision") or "")
         message = str(form.get("message") or "")
-        fields = {
-            key[len("arg.") :]: str(value)
-            for key, value in form.multi_items()
-            if key.startswith("arg.") and isinstance(value, str)
-        }
+        fields = _edit_fields(form)
         account = session.account
         try:
             await run_in_threadpool(
@@ -500,11 +496,7 @@ class _Web:
             status = refused.status_code if refused is not None else 400
             return error_response(status, "refused", "sign in again and reload the page")
         request_id = request.path_params["request_id"]
-        fields = {
-            key[len("arg.") :]: str(value)
-            for key, value in form.multi_items()
-            if key.startswith("arg.") and isinstance(value, str)
-        }
+        fields = _edit_fields(form)
         account = session.account
         try:
             answer = await run_in_threadpool(
@@ -585,3 +577,12 @@ class _Web:
             {"entry": entry, "db": self.inbox.log.display, "nav": "pending"},
             session=session,
         )
+
+
+def _edit_fields(form: Any) -> dict[str, str]:
+    """The edit form's ``arg.NAME`` text fields, by argument name."""
+    return {
+        key[len("arg.") :]: str(value)
+        for key, value in form.multi_items()
+        if key.startswith("arg.") and isinstance(value, str)
+    }

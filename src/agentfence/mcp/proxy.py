@@ -163,6 +163,11 @@ class ProxyConfig:
                 f"{where}: [fence] has unknown key(s) {sorted(set(fence) - known)}; the keys "
                 f"are {', '.join(sorted(known))}"
             )
+        if "identity" in raw and not isinstance(raw["identity"], Mapping):
+            raise ConfigurationError(
+                f"{where}: [identity] must be a table of BearerTokenResolver's options "
+                "(issuer, audience, jwks_file or jwks_url, ...); see docs/identity.md"
+            )
         identity = dict(raw["identity"]) if "identity" in raw else None
         token_env = TOKEN_ENV
         if identity is not None:
