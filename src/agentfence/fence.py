@@ -368,7 +368,10 @@ class Fence:
 
     def review_turn(self, calls: list[ToolCall]) -> dict[str, Any]:
         """Hold the calls of a model turn that policy holds in one interrupt; return the
-        answers by request id (the middleware's ``after_model`` hook, in ``"batched"`` mode)."""
+        answers by request id (the middleware's ``after_model`` hook, in ``"batched"`` mode).
+        A policy set that can hold nothing has nothing to review: no call is decided twice."""
+        if not self._engine.can_hold:
+            return {}
         return self._holds.review_turn([(call, self._preview) for call in calls])
 
     def wrap_tool_call(self, request: ToolCallRequest, execute: Execute) -> ToolResult:

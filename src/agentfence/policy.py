@@ -134,6 +134,11 @@ class PolicyEngine:
         """The trusted directory: ``directory.json`` plus the one given in code."""
         self.extra_directory = extra_directory
         self._entity_labels = dict(entity_labels or {})
+        self.can_hold = any(
+            REQUIRE_APPROVAL in p.annotations or OVERRIDABLE in p.annotations for p in policies
+        )
+        """Whether any decision can hold a call for approval (a ``@require_approval`` permit
+        or an ``@overridable`` forbid); known at load, so a turn's review can be skipped."""
 
     @classmethod
     def load(

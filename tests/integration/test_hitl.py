@@ -399,3 +399,34 @@ def test_an_answer_from_an_earlier_turn_does_not_run_a_later_call_with_the_same_
     [later] = held_requests(fence, pause)
     assert later.request_id != request.request_id and later.args["account"] == "acc-666"
     assert ran.calls == [("pay", {"account": "acc-1", "amount": 500.0})]
+
+
+def test_a_policy_set_that_can_hold_nothing_decides_each_call_once(
+    make_fence: Callable[..., Fence],
+    tools: list[BaseTool],
+    ran: Ran,
+    policy_dir: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batched turn's review decides calls ahead only to find the held ones; with no
+    ``@require_approval`` or ``@overridable`` policy there are none, so each call is decided
+    once, as it runs, and not a second time ahead of it."""
+    base = policy_dir / "base.cedar"
+    base.write_text(base.read_text().replace('@require_approval("finance")\n', ""))
+    fence = make_fence()
+    assert not fence.engine.can_hold
+    decided: list[str] = []
+    real = type(fence.engine).decide
+    monkeypatch.setattr(
+        type(fence.engine),
+        "decide",
+        lambda engine, facts: decided.append(facts.tool_call_id) or real(engine, facts),
+    )
+    out = agent_for(fence, tools, batch(PAY_A, SMALL)).invoke(
+        {"messages": [("user", "pay")]}, config()
+    )
+    assert {k: m.status for k, m in tool_messages(out).items()} == {
+        "pay-a": "success",
+        "small": "success",
+    }
+    assert sorted(decided) == ["pay-a", "small"]
