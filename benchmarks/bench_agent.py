@@ -48,6 +48,7 @@ from bench_decide import (
     command_line,
     load_average,
     machine,
+    output_options,
     summarize,
     tool_input,
     write_section,
@@ -440,13 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help=f"timed calls per case (default {DEFAULT_ITERATIONS:,})",
     )
-    parser.add_argument(
-        "--write",
-        type=Path,
-        metavar="FILE",
-        help=f"rewrite the {NAME} section of FILE (docs/performance.md) with the results",
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    output_options(parser, NAME)
     args = parser.parse_args(argv)
     if args.iterations < 100:
         parser.error("--iterations must be at least 100 for a meaningful p99")

@@ -528,6 +528,17 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def output_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """The ``--write FILE`` and ``--json`` options every benchmark takes."""
+    parser.add_argument(
+        "--write",
+        type=Path,
+        metavar="FILE",
+        help=f"rewrite the {name} section of FILE (docs/performance.md) with the results",
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+
+
 def write_section(path: Path, section: str, name: str = "bench_decide") -> None:
     """Replace what lies between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path``."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
@@ -568,13 +579,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="N",
         help=f"timed calls per case (default {DEFAULT_ITERATIONS:,})",
     )
-    parser.add_argument(
-        "--write",
-        type=Path,
-        metavar="FILE",
-        help="rewrite the bench_decide section of FILE (docs/performance.md) with the results",
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    output_options(parser, "bench_decide")
     args = parser.parse_args(argv)
     if args.iterations < 100:
         parser.error("--iterations must be at least 100 for a meaningful p99")

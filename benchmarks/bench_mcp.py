@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from bench_decide import command_line, load_average, machine, summarize, write_section
+from bench_decide import (
+    command_line,
+    load_average,
+    machine,
+    output_options,
+    summarize,
+    write_section,
+)
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 
@@ -208,8 +215,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=2000, help="timed calls per case")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--write", type=Path, help="rewrite the bench_mcp section of FILE")
+    output_options(parser, "bench_mcp")
     args = parser.parse_args(argv)
     result = run(args.iterations)
     if args.json:

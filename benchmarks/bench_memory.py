@@ -39,7 +39,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench_decide import command_line, load_average, machine, percentile, write_section
+from bench_decide import (
+    command_line,
+    load_average,
+    machine,
+    output_options,
+    percentile,
+    write_section,
+)
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.prebuilt.tool_node import ToolCallRequest, ToolRuntime
 
@@ -320,13 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + ",".join(f"{p}" for p in USAGE_POINTS)
         + ")",
     )
-    parser.add_argument(
-        "--write",
-        type=Path,
-        metavar="FILE",
-        help=f"rewrite the {NAME} section of FILE (docs/performance.md) with the results",
-    )
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    output_options(parser, NAME)
     args = parser.parse_args(argv)
     points = sorted(int(p) for p in args.usage_points.split(","))
     if (
