@@ -208,7 +208,7 @@ def replay_bench(tmp: Path, n: int) -> dict[str, float]:
         )
         blob = Blob.of(request_bytes(d.request or {}))
         requests.append(d.request)
-        record, _ = fence._decision_record(d)  # the fence's own record
+        record, _ = fence._decision_record(d, None, None)  # the fence's own record
         record = record.model_copy(update={"request_blob": blob.ref})
         batch.append(Pending(record, [blob], canonical_bytes(record)))
         if len(batch) == 5000:

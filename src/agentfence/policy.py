@@ -699,6 +699,12 @@ class PolicyEngine:
             request=request,
         )
 
+    @property
+    def compiled(self) -> Compiled:
+        """The pre-parsed Cedar handles of the enforced policies, schema and entities
+        (replay evaluates batches of recorded requests with exactly these)."""
+        return self._compiled
+
     def source_of(self, policy_id: str) -> str | None:
         """``file:line`` where a policy is written, or ``None`` for an unknown id."""
         policy = self._by_id.get(policy_id)

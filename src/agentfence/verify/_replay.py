@@ -17,11 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict
+
 from agentfence import _cedar
-from agentfence._policy_files import read_directory
+from agentfence._cedar import ParsedPolicy
+from agentfence._policy_files import OVERRIDABLE, REQUIRE_APPROVAL, read_directory, reason_of
 from agentfence.errors import PolicyLoadError, VerificationError
-from agentfence.policy import CallFacts, EntityRef, PolicyEngine
-from agentfence.records import ACTIVATION_KIND, DECISION_KIND, ActivationRecord, DecisionRecord
+from agentfence.policy import CallFacts, Effect, EntityRef, PolicyEngine
+from agentfence.records import (
+    ACTIVATION_KIND,
+    DECISION_KIND,
+    ENTRY_FORMAT,
+    ActivationRecord,
+    DecisionRecord,
+)
 from agentfence.tools import ToolCatalog
 from agentfence.verify._common import Progress
 from agentfence.verify._snapshot import Snapshot, parse_body
@@ -209,11 +219,11 @@ def _replay_range(
             record = parse_body(body, seq, step=3)
             if isinstance(record, ActivationRecord):
                 state.activations.setdefault(record.policy_hash, (seq, record))
-        pending: list[tuple[int, DecisionRecord]] = []
+        pending: list[tuple[int, _Recorded]] = []
         for seq, body in snap.kind_rows(DECISION_KIND, start, end):
-            record = parse_body(body, seq, step=3)
-            if isinstance(record, DecisionRecord):
-                pending.append((seq, record))
+            recorded = _read_decision(body, seq)
+            if recorded is not None:
+                pending.append((seq, recorded))
             if len(pending) >= _REPLAY_BATCH:
                 state.decide(pending)
                 pending = []
@@ -222,12 +232,13 @@ def _replay_range(
         state.decide(pending)
         if progress is not None:
             progress("replay", end, end)
+    # The fast path decides a batch out of order; the report lists by position in the log.
     return _ReplayPart(
         decisions=state.decisions,
         replayed=state.replayed,
-        changes=tuple(state.changes),
-        reworded=tuple(state.reworded),
-        skipped=tuple(state.skipped),
+        changes=tuple(sorted(state.changes, key=lambda c: c.seq)),
+        reworded=tuple(sorted(state.reworded, key=lambda c: c.seq)),
+        skipped=tuple(sorted(state.skipped, key=lambda n: n.seq)),
         engines=frozenset(state.engines),
     )
 
@@ -249,6 +260,10 @@ class _Replay:
         self.replayed = 0
         self.catalog = ToolCatalog([])
         self.principals: dict[str, EntityRef] = {}
+        self.by_id: dict[str, dict[str, ParsedPolicy]] = {}
+        self.outcomes: dict[
+            tuple[str, str, frozenset[str]], tuple[str, tuple[str, ...], tuple[str, ...]] | None
+        ] = {}
 
     def principal(self, text: str | None) -> EntityRef | None:
         """The recorded principal as an EntityRef (``str()`` of it gives ``text`` back)."""
@@ -300,67 +315,260 @@ class _Replay:
         self.cache[key] = engine
         return engine
 
-    def decide(self, batch: Sequence[tuple[int, DecisionRecord]]) -> None:
-        refs = [r.request_blob for _, r in batch if r.request_blob is not None]
+    def decide(self, batch: Sequence[tuple[int, _Recorded]]) -> None:
+        """Re-decide a batch of decisions: each one ends up replayed or not replayable.
+
+        Requests of one policy set go to Cedar in one call (the fast path). A decision whose
+        Cedar answer gives, by the rules of :meth:`confirms`, exactly the recorded effect,
+        policies and reasons is unchanged; every other one, and every request the batch
+        call cannot take, is decided again by the engine itself and compared as before.
+        """
+        refs = [r["request_blob"] for _, r in batch if r["request_blob"] is not None]
         requests = self.snap.blobs_by_ref(refs) if refs else {}
+        fast: dict[str, tuple[PolicyEngine, list[_Pending]]] = {}
         for seq, record in batch:
             self.decisions += 1
-            self.engines.add(record.engine)
-            if record.request_blob is None:
+            self.engines.add(record["engine"])
+            ref = record["request_blob"]
+            if ref is None:
                 self.skip(seq, record, "refused_before_cedar")
                 continue
-            content = requests.get(record.request_blob)
+            content = requests.get(ref)
             if content is None:
-                erased = record.request_blob in requests
-                self.skip(seq, record, "request_erased" if erased else "request_missing")
+                self.skip(seq, record, "request_erased" if ref in requests else "request_missing")
                 continue
-            activation = self.activations.get(record.policy_hash)
+            policy_hash = record["policy_hash"]
+            activation = self.activations.get(policy_hash)
             engine = (
-                self.engine(record.policy_hash)
+                self.engine(policy_hash)
                 if activation is not None and activation[0] < seq
                 else "policy_set_not_activated"
             )
             if isinstance(engine, str):
                 self.skip(seq, record, engine)
                 continue
-            facts = CallFacts(
-                tool=record.tool,
-                args={},
-                principal=self.principal(record.principal),
-                agent=record.agent,
-                thread=record.thread,
-                step=record.step,
-                tool_call_id=record.tool_call_id,
-                seed=record.seed,
+            request = batch_request(content)
+            if request is None:  # not one plain request: the engine decides it
+                self.decide_one(seq, record, engine, content)
+                continue
+            fast.setdefault(policy_hash, (engine, []))[1].append(
+                _Pending(seq, record, content, request)
             )
-            decision = engine.decide_recorded(facts, json.loads(content), record.decision_id)
-            self.replayed += 1
-            # What decides is compared: the effect and the determining policies (a set, as
-            # Cedar reports them). Reasons are words about it: a difference in them alone is
-            # listed apart (a reworded @reason), never as a change.
-            decides_alike = decision.effect.value == record.effect and sorted(
-                decision.policy_ids
-            ) == sorted(record.policy_ids)
-            if not decides_alike or sorted(decision.reasons) != sorted(record.reasons):
-                (self.changes if not decides_alike else self.reworded).append(
-                    ReplayChange(
-                        seq=seq,
-                        decision_id=record.decision_id,
-                        thread=record.thread,
-                        tool=record.tool,
-                        principal=record.principal,
-                        recorded_effect=record.effect,
-                        replayed_effect=decision.effect.value,
-                        recorded_policies=tuple(record.policy_ids),
-                        replayed_policies=tuple(decision.policy_ids),
-                        recorded_reasons=tuple(record.reasons),
-                        replayed_reasons=tuple(decision.reasons),
-                    )
+        for engine, pending in fast.values():
+            handles = engine.compiled
+            evaluations: Sequence[_cedar.Evaluation | None]
+            try:
+                evaluations = _cedar.is_authorized_batch(
+                    [p.request for p in pending],
+                    handles.policy_set,
+                    handles.entities,
+                    handles.schema,
                 )
+            except (TypeError, KeyError, ValueError):
+                # A request the batch call cannot take: each is decided on its own, so the
+                # one at fault is reported (request_unreadable), never skipped.
+                evaluations = [None] * len(pending)
+            for item, evaluation in zip(pending, evaluations, strict=True):
+                if evaluation is not None and self.confirms(engine, item.record, evaluation):
+                    self.replayed += 1
+                else:
+                    self.decide_one(item.seq, item.record, engine, item.content)
 
-    def skip(self, seq: int, record: DecisionRecord, reason: str) -> None:
-        self.skipped.append(NotReplayable(seq, record.decision_id, record.tool, reason))
+    def confirms(
+        self, engine: PolicyEngine, record: _Recorded, evaluation: _cedar.Evaluation
+    ) -> bool:
+        """Whether Cedar's answer makes the engine decide exactly as recorded.
+
+        Only the plain outcomes are read here, by the rules the engine follows (policy
+        guide, "Outcomes"): an Allow (held when a determining permit has
+        @require_approval) and a Deny by forbids not all @overridable, each with no error.
+        Anything else (an error, no decision, a default deny, an overridable forbid) is
+        left to the engine: this check can say "the same", never "changed".
+        """
+        if evaluation.errors or evaluation.decision not in ("Allow", "Deny"):
+            return False
+        predicted = self.outcome(engine, evaluation.decision, evaluation.determining)
+        return predicted is not None and predicted == (
+            record["effect"],
+            tuple(sorted(record["policy_ids"])),
+            tuple(sorted(record["reasons"])),
+        )
+
+    def outcome(
+        self, engine: PolicyEngine, answer: str, determining: tuple[str, ...]
+    ) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
+        """(effect, sorted policy ids, sorted reasons) for a plain Cedar answer, or None.
+
+        A function of the policy set and the answer alone, so it is kept per engine.
+        """
+        key = (engine.policy_hash, answer, frozenset(determining))
+        if key in self.outcomes:
+            return self.outcomes[key]
+        by_id = self.policies_by_id(engine)
+        result: tuple[str, tuple[str, ...], tuple[str, ...]] | None = None
+        if all(pid in by_id for pid in determining):
+            chosen = sorted((by_id[pid] for pid in set(determining)), key=lambda p: p.policy_id)
+            holds = [p for p in chosen if REQUIRE_APPROVAL in p.annotations]
+            if answer == "Allow":
+                effect = Effect.REQUIRE_APPROVAL if holds else Effect.ALLOW
+                shown = holds or chosen
+            elif chosen and not all(OVERRIDABLE in p.annotations for p in chosen):
+                effect, shown = Effect.DENY, chosen
+            else:
+                effect, shown = None, []
+            if effect is not None:
+                result = (
+                    effect.value,
+                    tuple(sorted(p.policy_id for p in chosen)),
+                    tuple(sorted(reason_of(p) for p in shown)),
+                )
+        self.outcomes[key] = result
+        return result
+
+    def policies_by_id(self, engine: PolicyEngine) -> dict[str, ParsedPolicy]:
+        found = self.by_id.get(engine.policy_hash)
+        if found is None:
+            found = self.by_id[engine.policy_hash] = {p.policy_id: p for p in engine.policies}
+        return found
+
+    def decide_one(self, seq: int, record: _Recorded, engine: PolicyEngine, content: bytes) -> None:
+        """Decide one recorded request with the engine itself and compare it."""
+        facts = CallFacts(
+            tool=record["tool"],
+            args={},
+            principal=self.principal(record["principal"]),
+            agent=record["agent"],
+            thread=record["thread"],
+            step=record["step"],
+            tool_call_id=record["tool_call_id"],
+            seed=record["seed"],
+        )
+        try:
+            decision = engine.decide_recorded(facts, json.loads(content), record["decision_id"])
+        except (TypeError, KeyError, ValueError, AttributeError):
+            # Not JSON, or not a request Cedar can read (a principal that is neither text nor
+            # a type and id): reported as not replayable, never skipped and never a crash.
+            self.skip(seq, record, "request_unreadable")
+            return
+        self.replayed += 1
+        # What decides is compared: the effect and the determining policies (a set, as
+        # Cedar reports them). Reasons are words about it: a difference in them alone is
+        # listed apart (a reworded @reason), never as a change.
+        decides_alike = decision.effect.value == record["effect"] and sorted(
+            decision.policy_ids
+        ) == sorted(record["policy_ids"])
+        if not decides_alike or sorted(decision.reasons) != sorted(record["reasons"]):
+            (self.changes if not decides_alike else self.reworded).append(
+                ReplayChange(
+                    seq=seq,
+                    decision_id=record["decision_id"],
+                    thread=record["thread"],
+                    tool=record["tool"],
+                    principal=record["principal"],
+                    recorded_effect=record["effect"],
+                    replayed_effect=decision.effect.value,
+                    recorded_policies=tuple(record["policy_ids"]),
+                    replayed_policies=tuple(decision.policy_ids),
+                    recorded_reasons=tuple(record["reasons"]),
+                    replayed_reasons=tuple(decision.reasons),
+                )
+            )
+
+    def skip(self, seq: int, record: _Recorded, reason: str) -> None:
+        self.skipped.append(NotReplayable(seq, record["decision_id"], record["tool"], reason))
 
 
 def _text(content: bytes | None) -> str:
     return (content or b"").decode("utf-8")
+
+
+class _Recorded(TypedDict):
+    """What replay reads of a decision entry: what it re-decides with and compares."""
+
+    format: Literal["agentfence.decision/v1"]
+    decision_id: str
+    seed: int
+    thread: str
+    step: int
+    tool_call_id: str
+    tool: str
+    principal: str | None
+    agent: str
+    request_blob: str | None
+    effect: Literal["ALLOW", "DENY", "REQUIRE_APPROVAL"]
+    policy_ids: list[str]
+    reasons: list[str]
+    policy_hash: str
+    engine: str
+
+
+class _RecordedEntry(TypedDict):
+    format: Literal["agentfence.entry/v1"]
+    record: _Recorded
+    seq: int
+
+
+# One strict pass of pydantic-core over the entry reads just these fields (a TypedDict
+# ignores the others), which is a third of the work of building the whole DecisionRecord.
+# Replay trusts what it reads no further than that: `verify_log` checks entries in full.
+_READ_DECISION: TypeAdapter[_RecordedEntry] = TypeAdapter(_RecordedEntry)
+
+
+def _read_decision(body: bytes, seq: int) -> _Recorded | None:
+    """The fields of a decision entry, or None for an entry of another kind."""
+    try:
+        return _READ_DECISION.validate_json(body, strict=True)["record"]
+    except ValidationError:
+        # Not the expected shape: the full parse says what is wrong (EntryError), or finds
+        # another kind of record in a decision row, which replay skips as before.
+        record = parse_body(body, seq, step=3)
+        if isinstance(record, DecisionRecord):
+            return _READ_DECISION.validate_python(
+                {"format": ENTRY_FORMAT, "record": record.model_dump(), "seq": seq}
+            )["record"]
+        return None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A decision whose request waits for the batch call of its policy set."""
+
+    seq: int
+    record: _Recorded
+    content: bytes
+    request: dict[str, Any]
+
+
+_REQUEST_KEYS = frozenset({"principal", "action", "resource", "context"})
+
+
+def batch_request(content: bytes) -> dict[str, Any] | None:
+    """The recorded request as the batch call takes it, or None when it cannot.
+
+    Only one plain request goes in a batch: exactly a principal, action and resource (each
+    a type and an id) and a context. Its context is handed over as the JSON text that
+    cedarpy makes of it for a single call, so Cedar reads the same request on either path.
+    A list (a call of several resources), a request with entities of its own (a verified
+    principal's groups), anything else or anything unreadable is left to the engine.
+    """
+    try:
+        # The same parser as the engine's path, on text: json.loads of bytes first guesses
+        # their encoding, and anything that is not plain UTF-8 JSON goes to that path.
+        request = json.loads(content.decode("utf-8"))
+    except ValueError:
+        return None
+    if not isinstance(request, dict) or request.keys() != _REQUEST_KEYS:
+        return None
+    context = request["context"]
+    if not isinstance(context, dict):
+        return None
+    for key in ("principal", "action", "resource"):
+        ref = request[key]
+        if not (
+            isinstance(ref, dict)
+            and isinstance(ref.get("type"), str)
+            and isinstance(ref.get("id"), str)
+        ):
+            return None
+    request["context"] = json.dumps(context)
+    return request
