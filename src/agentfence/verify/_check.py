@@ -35,6 +35,7 @@ from agentfence.records import (
     KeyChangeRecord,
     LogRecord,
 )
+from agentfence.verify import _entries
 from agentfence.verify._common import (
     KEEP_EVIDENCE,
     NO_CHECKPOINT,
@@ -42,13 +43,7 @@ from agentfence.verify._common import (
     StepRun,
     plural,
 )
-from agentfence.verify._entries import (
-    FIRST,
-    RANGE,
-    check_entry,
-    range_bounds,
-    range_parts,
-)
+from agentfence.verify._entries import FIRST, check_entry, range_bounds, range_parts
 from agentfence.verify._key_schedule import (
     KeyChange,
     KeySchedule,
@@ -348,11 +343,11 @@ class _LogCheck:
                 self.saved_root = _frontier(capture, [*stack, *part.stacks[capture]]).root()
             if part.failed:
                 self._raise_at(position, keys)
-            if part.done == RANGE:
+            if part.done == _entries.RANGE:
                 # A whole range is one perfect subtree: merge it as MerkleFrontier.append
                 # merges a leaf, one level per trailing one bit of the ranges before it.
                 (merged,) = part.final
-                carry = part.start // RANGE
+                carry = part.start // _entries.RANGE
                 while carry & 1:
                     merged = hashlib.sha256(b"\x01" + stack.pop() + merged).digest()
                     carry >>= 1

@@ -71,9 +71,9 @@ row stored below 0 is found where the sequential loop would find it."""
 # --- the fast reading of canonical decision and outcome entries ----------------------------
 
 # A JSON string (RFC 8259 section 7) with no escapes but \" and \\ and no control characters;
-# anything else a string may hold goes to strict validation. The unrolled form keeps the
-# regular expression engine in its character-class loop.
-_CHARS = r'[^"\\\x00-\x1f]*(?:\\["\\][^"\\\x00-\x1f]*)*'
+# anything else a string may hold goes to strict validation. The unrolled, possessive form
+# keeps the regular expression engine in its character-class loop, never backtracking.
+_CHARS = r'[^"\\\x00-\x1f]*+(?:\\["\\][^"\\\x00-\x1f]*+)*+'
 _S = f'"{_CHARS}"'
 _SC = f'"({_CHARS})"'
 _NS = f"(?:null|{_S})"
@@ -131,8 +131,8 @@ def read_fast(body: Any) -> FastDecision | FastOutcome | None:
     """Read a canonical decision or outcome entry, or ``None``: let strict validation decide.
 
     Only bytes that are valid UTF-8 and match a record's whole canonical shape (every key,
-    in order, each value of its field's type) are read here; strict validation accepts each
-    of them with the same values.
+    in order, each value of its field's type, strings with no escape but \\" and \\\\)
+    are read here; strict validation accepts each of them with the same values.
     """
     try:
         text = body.decode()  # strict UTF-8, as the JSON reader behind validation requires
@@ -462,6 +462,7 @@ def range_parts(
             yield walk_range(snap.rows(first, end), start, end, sizes, key_changes)
         return
     pool = start_pool(min(workers, len(bounds)))
+    finished = False
     try:
         futures = [
             pool.submit(check_range, source, first, start, end, sizes, key_changes)
@@ -477,9 +478,10 @@ def range_parts(
                     "in one process"
                 ) from exc
             yield part
+        finished = True
     finally:
-        # On an error the ranges not yet begun are cancelled; the parent does not wait.
-        pool.shutdown(wait=False, cancel_futures=True)
+        # After an error the ranges not begun are cancelled and the parent does not wait.
+        pool.shutdown(wait=finished, cancel_futures=not finished)
 
 
 def start_pool(processes: int) -> ProcessPoolExecutor:
