@@ -113,6 +113,14 @@ def log_verify(
             "proves the log extends it, which catches truncation, rollback and forks.",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Worker processes reading the entries of a large SQLite log (default: one "
+            "per CPU; 1: all in this process).",
+            min=1,
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify the log offline in numbered steps; exit 0 only if every step passes.
@@ -128,7 +136,9 @@ def log_verify(
         err.print(f"Verifying {db} with {len(keys)} trusted key(s)")
     try:
         with progress_bar(not as_json) as progress:
-            result = verify_log(db, keys, saved_checkpoint=saved, progress=progress)
+            result = verify_log(
+                db, keys, saved_checkpoint=saved, progress=progress, workers=workers
+            )
     except LogVerificationError as exc:
         failed(
             exc,

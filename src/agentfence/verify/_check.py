@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
 
 from agentfence import _merkle, _signing
-from agentfence._log_api import dedupe_key, index_columns
 from agentfence._signing import Checkpoint, Verifier
-from agentfence._storage.database import Cursor
 from agentfence.errors import (
     BlobError,
     CheckpointError,
@@ -34,24 +30,20 @@ from agentfence.errors import (
 from agentfence.log import LOG_FORMAT
 from agentfence.records import (
     BLOB_SALT_BYTES,
-    DECISION_KIND,
-    ENTRY_FORMAT,
-    OUTCOME_KIND,
     ActivationRecord,
-    DecisionRecord,
     ErasureRecord,
     KeyChangeRecord,
     LogRecord,
-    OutcomeRecord,
 )
+from agentfence.verify import _entries
 from agentfence.verify._common import (
     KEEP_EVIDENCE,
     NO_CHECKPOINT,
     Progress,
     StepRun,
-    first_error,
     plural,
 )
+from agentfence.verify._entries import FIRST, check_entry, range_bounds, range_parts
 from agentfence.verify._key_schedule import (
     KeyChange,
     KeySchedule,
@@ -64,14 +56,7 @@ from agentfence.verify._key_schedule import (
 )
 from agentfence.verify._order import OrderCheck
 from agentfence.verify._results import ErasedBlob, VerifiedLog, check_activation
-from agentfence.verify._snapshot import (
-    DECISION_KEY,
-    ENTRY_ADAPTER,
-    OUTCOME_KEY,
-    Snapshot,
-    body_seq,
-    parse_body,
-)
+from agentfence.verify._snapshot import Snapshot, parse_body
 
 __all__ = ["LOG_STEPS", "ErasedBlob", "VerifiedLog", "verify_log"]
 
@@ -98,6 +83,7 @@ def verify_log(
     *,
     saved_checkpoint: str | None = None,
     progress: Progress | None = None,
+    workers: int | None = None,
 ) -> VerifiedLog:
     """Verify a decision log offline with the verifier keys you trust.
 
@@ -107,6 +93,13 @@ def verify_log(
     truncated or rolled-back log, or a fork. The steps are listed in the code below and
     returned in :attr:`VerifiedLog.steps`. Raises a :class:`LogVerificationError` subclass
     naming the failed step and the attack; returns only if every step passes.
+
+    Step 3 reads the entries of a large SQLite log in ``workers`` processes (default: one
+    per CPU; ``1`` checks them in this process), each a range of entries over its own
+    read-only connection; this process still folds the tree, checks every checkpoint and
+    the order, and reports the failure of the lowest entry whichever process finds it. A
+    PostgreSQL log is read in this process. Worker processes are spawned, so a script that
+    asks for them must call :func:`verify_log` under ``if __name__ == "__main__":``.
     """
     started = time.perf_counter()
     trusted = trusted_verifiers(keys)
@@ -114,6 +107,8 @@ def verify_log(
     try:
         with Snapshot(source) as snap:
             check = _LogCheck(snap, trusted, run)
+            check.source = str(source)
+            check.workers = max(1, workers if workers is not None else os.cpu_count() or 1)
             # 1. Open the log read-only and check its format marker and origin.
             check.open()
             # 2. Verify every checkpoint's signature with a trusted key valid at its size.
@@ -165,6 +160,8 @@ class _LogCheck:
         self.unreferenced: list[str] = []
         self.pending: list[str] = []
         self.saved_size: int | None = None
+        self.source = ""
+        self.workers = 1
 
     def open(self) -> None:
         meta = self.snap.meta()
@@ -293,113 +290,35 @@ class _LogCheck:
                 )
             sizes = sizes[1:]
         capture = saved.size if saved is not None else -1
-        # This loop runs once per entry, so it binds what it calls to locals and keeps the
-        # Merkle frontier as a plain list: the perfect-subtree roots of MerkleFrontier.
-        sha256 = hashlib.sha256
+        wanted = {size for size, _, _ in sizes} | {capture}
+        keys = frozenset(self.key_changes)
         compare = hmac.compare_digest
-        validate = ENTRY_ADAPTER.validator.validate_json
         order = self.order
-        see_decision, see_outcome = order.decision, order.outcome
+        decided, ran = order.decided, order.ran
+        # The Merkle frontier as a plain list: the perfect-subtree roots of MerkleFrontier.
         stack: list[bytes] = []
         next_index = 0
         next_size = sizes[0][0] if sizes else -1
         last_good = 0
         position = 0
-        cursor = self.snap.rows()
-        for row in cursor:
-            seq, kind, dkey, body, stored_leaf, thread, tool, effect, time_us = row
-            # 3a. Sequence numbers are contiguous from 0.
-            if seq != position:
-                raise EntryError(
-                    f"entry {position} was deleted: the stored entries jump from "
-                    f"{position - 1} to {seq}, so entries {position} to {seq - 1} are "
-                    f"missing; {KEEP_EVIDENCE}",
-                    step=3,
-                    attack="entry_deleted",
-                )
-            # 3b. The entry's bytes hash to its stored leaf hash (RFC 6962 section 2.1).
-            try:
-                leaf = sha256(b"\x00" + body).digest()
-                same = compare(leaf, stored_leaf)
-            except TypeError as exc:
-                # SQLite is dynamically typed: a body or hash rewritten as TEXT is no BLOB.
-                raise EntryError(
-                    f"entry {seq} was modified: its body or leaf hash is not stored as a "
-                    f"BLOB ({exc}); {KEEP_EVIDENCE}",
-                    step=3,
-                    attack="entry_modified",
-                ) from exc
-            if not same:
-                raise EntryError(
-                    f"entry {seq} was modified: its bytes no longer hash to the leaf hash "
-                    f"stored beside it (SHA-256(0x00 || entry) is {leaf.hex()}, stored "
-                    f"{stored_leaf.hex()}); {KEEP_EVIDENCE}",
-                    step=3,
-                    attack="entry_modified",
-                )
-            # 3c. The bytes are an agentfence entry holding a well-formed record.
-            try:
-                entry = validate(body, strict=True)
-            except ValidationError as exc:
-                raise EntryError(
-                    f"entry {seq} was modified: its bytes are not a well-formed "
-                    f"{ENTRY_FORMAT} entry ({first_error(exc)}); {KEEP_EVIDENCE}",
-                    step=3,
-                    attack="entry_modified",
-                ) from exc
-            # 3d. The entry carries its own position, so none was moved, added or dropped.
-            if entry.seq != position:
-                raise _misplaced(position, entry.seq, cursor)
-            # 3e. The index columns (read by `log show` filters) match the entry, and
-            # 6./7. collect the blob refs and order facts the later steps check.
-            record = entry.record
-            cls = type(record)
-            if cls is DecisionRecord:
-                if (
-                    kind != DECISION_KIND
-                    or thread != record.thread
-                    or tool != record.tool
-                    or effect != record.effect
-                    or dkey != DECISION_KEY + record.decision_id
-                    or time_us != record.time_us
-                ):
-                    raise _index_error(row, record)
-                see_decision(seq, record)
-            elif cls is OutcomeRecord:
-                if (
-                    kind != OUTCOME_KIND
-                    or thread is not None
-                    or tool is not None
-                    or effect is not None
-                    or dkey != OUTCOME_KEY + record.decision_id
-                    or time_us != record.time_us
-                ):
-                    raise _index_error(row, record)
-                see_outcome(seq, record)
-            else:
-                if (
-                    kind != record.format
-                    or (thread, tool, effect) != index_columns(record)
-                    or dkey != dedupe_key(record)
-                    or time_us != record.time_us
-                ):
-                    raise _index_error(row, record)
-                order.see(seq, record)
-                self.other(seq, record)
-            # 4. Fold the leaf into the tree (each trailing one bit of the old size is a
-            #    perfect subtree to merge, as in MerkleFrontier.append, RFC 6962 2.1).
-            merged, carry = leaf, position
-            while carry & 1:
-                merged = sha256(b"\x01" + stack.pop() + merged).digest()
-                carry >>= 1
-            stack.append(merged)
-            position += 1
-            if position == capture:
-                self.saved_root = _frontier(position, stack).root()
-            if position == next_size:
-                #  At each checkpoint size, the recomputed root must be the signed one.
+        self.run.tick("3. entries", 0, total)
+        bounds = range_bounds(self.snap.last_seq())
+        for part in range_parts(self.snap, self.source, bounds, wanted, keys, self.workers):
+            # 6./7. Collect the blob refs and order facts the later steps check, in order.
+            for fact in part.facts:
+                if len(fact) == 5:
+                    decided(*fact)
+                elif len(fact) == 3:
+                    ran(*fact)
+                else:
+                    order.see(*fact)
+                    self.other(*fact)
+            position = part.start + part.done
+            # 4. At each checkpoint size reached, the recomputed root must be the signed one:
+            #    the frontier before the range joined to the range's own frontier there.
+            while part.start < next_size <= position:
                 size, signed_root, stored_frontier = sizes[next_index]
-                frontier = _frontier(position, stack)
+                frontier = _frontier(size, [*stack, *part.stacks[size]])
                 if not compare(frontier.root(), signed_root):
                     raise EntryError(
                         f"the entries no longer hash to the signed root of the checkpoint "
@@ -420,10 +339,23 @@ class _LogCheck:
                 last_good = size
                 next_index += 1
                 next_size = sizes[next_index][0] if next_index < len(sizes) else -1
-            if not position % _PROGRESS_EVERY:
-                self.run.tick("3. entries", position, total)
+            if part.start < capture <= position:
+                self.saved_root = _frontier(capture, [*stack, *part.stacks[capture]]).root()
+            if part.failed:
+                self._raise_at(position, keys)
+            if part.done == _entries.RANGE:
+                # A whole range is one perfect subtree: merge it as MerkleFrontier.append
+                # merges a leaf, one level per trailing one bit of the ranges before it.
+                (merged,) = part.final
+                carry = part.start // _entries.RANGE
+                while carry & 1:
+                    merged = hashlib.sha256(b"\x01" + stack.pop() + merged).digest()
+                    carry >>= 1
+                stack.append(merged)
+            else:
+                stack.extend(part.final)  # the last range: its subtrees are all smaller
+            self.run.tick("3. entries", position, total)
         self.count = position
-        self.run.tick("3. entries", position, total)
         if position < self.latest.size:
             raise RollbackError(
                 f"the log was truncated: the latest signed checkpoint commits to "
@@ -460,15 +392,24 @@ class _LogCheck:
             self.erasures[record.blob] = (seq, record.reason)
         elif isinstance(record, ActivationRecord):
             self.activations.append((seq, record))
-        elif (
-            isinstance(record, KeyChangeRecord)
-            and KeyChange(seq, record.old_key, record.new_key) not in self.key_changes
-        ):
-            raise EntryError(
-                f"entry {seq} is a key change whose kind column was altered to hide it",
-                step=3,
-                attack="index_altered",
-            )
+
+    def _raise_at(self, position: int, keys: frozenset[KeyChange]) -> None:
+        """Raise the error of the entry a range stopped at, read again from the snapshot.
+
+        This is the sequential check of that one entry: the same error, step and attack.
+        """
+        cursor = self.snap.rows(position if position else FIRST)
+        row = cursor.fetchone()
+        if row is not None:
+            check_entry(row, position, keys, cursor.fetchone)
+        # Fail closed: the range found a fault the snapshot no longer shows.
+        raise EntryError(
+            f"entry {position} failed its check when read by a worker process but not when "
+            "read again: the log changed while it was verified; verify it again and "
+            f"{KEEP_EVIDENCE}",
+            step=3,
+            attack="entry_modified",
+        )
 
     def saved(self, saved: _Saved | None) -> None:
         if saved is None:
@@ -683,43 +624,3 @@ class _LogCheck:
 
 def _frontier(size: int, stack: Sequence[bytes]) -> _merkle.MerkleFrontier:
     return _merkle.MerkleFrontier.from_state(_merkle.FrontierState(size, tuple(stack)))
-
-
-def _index_error(row: Sequence[Any], record: LogRecord) -> EntryError:
-    seq, kind, dkey, _, _, thread, tool, effect, time_us = row
-    columns: tuple[str | None, ...] = (None, None, None)
-    if isinstance(record, DecisionRecord):
-        columns = (record.thread, record.tool, record.effect)
-    return EntryError(
-        f"entry {seq}'s index columns were altered: kind, dedupe_key, thread, tool, effect and "
-        f"time_us are {(kind, dkey, thread, tool, effect, time_us)}, but the entry says "
-        f"{(record.format, dedupe_key(record), *columns, record.time_us)}. Filters such as "
-        f"`log show --effect` read those columns; {KEEP_EVIDENCE}",
-        step=3,
-        attack="index_altered",
-    )
-
-
-def _misplaced(position: int, claimed: int, cursor: Cursor) -> EntryError:
-    """Name what moved when the entry at ``position`` says it is entry ``claimed``."""
-    if claimed < position:
-        return EntryError(
-            f"an entry was inserted before position {position}: the entry stored there says it "
-            f"is entry {claimed}, so the entries after it were pushed along; {KEEP_EVIDENCE}",
-            step=3,
-            attack="entry_inserted",
-        )
-    after = cursor.fetchone()
-    if after is not None and body_seq(after[3]) == claimed + 1:
-        return EntryError(
-            f"entry {position} was deleted and the later entries renumbered: the entry stored "
-            f"at position {position} says it is entry {claimed}; {KEEP_EVIDENCE}",
-            step=3,
-            attack="entry_deleted",
-        )
-    return EntryError(
-        f"entries were reordered: the entry stored at position {position} says it is entry "
-        f"{claimed}; {KEEP_EVIDENCE}",
-        step=3,
-        attack="entries_reordered",
-    )

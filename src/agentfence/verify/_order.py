@@ -41,33 +41,50 @@ class OrderCheck:
         self.problem: str | None = None
 
     def decision(self, seq: int, record: DecisionRecord) -> None:
+        self.decided(
+            seq, record.decision_id, record.effect, record.policy_hash, record.request_blob
+        )
+
+    def decided(
+        self,
+        seq: int,
+        decision_id: str,
+        effect: str,
+        policy_hash: str,
+        request_blob: str | None,
+    ) -> None:
+        """:meth:`decision` from the fields it reads (what a worker process hands back)."""
         self.decisions += 1
-        if record.request_blob is not None:
-            self.refs.setdefault(record.request_blob, seq)
+        if request_blob is not None:
+            self.refs.setdefault(request_blob, seq)
         if self.problem is None:
-            if record.policy_hash not in self.activated:
+            if policy_hash not in self.activated:
                 self.problem = (
-                    f"decision entry {seq} was made with policy set {record.policy_hash[:16]}…, "
+                    f"decision entry {seq} was made with policy set {policy_hash[:16]}…, "
                     "which no earlier activation entry activated"
                 )
-            elif record.decision_id in self.states:
+            elif decision_id in self.states:
                 self.problem = (
-                    f"decision {record.decision_id} is recorded twice (again at entry {seq}); "
+                    f"decision {decision_id} is recorded twice (again at entry {seq}); "
                     "a call is decided and recorded once"
                 )
-        self.states[record.decision_id] = record.effect
-        if record.effect == "REQUIRE_APPROVAL":
-            self.held.add(record.decision_id)
+        self.states[decision_id] = effect
+        if effect == "REQUIRE_APPROVAL":
+            self.held.add(decision_id)
 
     def outcome(self, seq: int, record: OutcomeRecord) -> None:
+        self.ran(seq, record.decision_id, record.result_blob)
+
+    def ran(self, seq: int, decision_id: str, result_blob: str | None) -> None:
+        """:meth:`outcome` from the fields it reads (what a worker process hands back)."""
         self.outcomes += 1
-        if record.result_blob is not None:
-            self.refs.setdefault(record.result_blob, seq)
-        state = self.states.get(record.decision_id)
+        if result_blob is not None:
+            self.refs.setdefault(result_blob, seq)
+        state = self.states.get(decision_id)
         if state == "ALLOW" or state == _APPROVED:
-            self.states[record.decision_id] = _RAN
+            self.states[decision_id] = _RAN
         elif self.problem is None:
-            self.problem = _outcome_problem(seq, record.decision_id, state)
+            self.problem = _outcome_problem(seq, decision_id, state)
 
     def without_outcome(self) -> int:
         """Decisions that let a tool run (allowed, or approved) with no outcome after them:

@@ -98,6 +98,11 @@ class Snapshot:
     def count(self) -> int:
         return int(self._all("SELECT count(*) FROM entries")[0][0])
 
+    def last_seq(self) -> int | None:
+        """The highest stored ``seq`` (``None``: no entries)."""
+        value = self._all("SELECT max(seq) FROM entries")[0][0]
+        return int(value) if value is not None else None
+
     def rows(self, start: int = 0, end: int | None = None) -> Cursor:
         sql = (
             "SELECT seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect, time_us "
