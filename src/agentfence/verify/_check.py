@@ -83,7 +83,7 @@ def verify_log(
     *,
     saved_checkpoint: str | None = None,
     progress: Progress | None = None,
-    workers: int | None = None,
+    workers: int | None = 1,
 ) -> VerifiedLog:
     """Verify a decision log offline with the verifier keys you trust.
 
@@ -94,12 +94,13 @@ def verify_log(
     returned in :attr:`VerifiedLog.steps`. Raises a :class:`LogVerificationError` subclass
     naming the failed step and the attack; returns only if every step passes.
 
-    Step 3 reads the entries of a large SQLite log in ``workers`` processes (default: one
-    per CPU; ``1`` checks them in this process), each a range of entries over its own
-    read-only connection; this process still folds the tree, checks every checkpoint and
-    the order, and reports the failure of the lowest entry whichever process finds it. A
-    PostgreSQL log is read in this process. Worker processes are spawned, so a script that
-    asks for them must call :func:`verify_log` under ``if __name__ == "__main__":``.
+    Step 3 reads the entries of a large SQLite log in ``workers`` processes (``None``: one
+    per CPU; the default ``1`` checks them in this process, as ``agentfence log verify
+    --workers 1`` does), each a range of entries over its own read-only connection; this
+    process still folds the tree, checks every checkpoint and the order, and reports the
+    failure of the lowest entry whichever process finds it. A PostgreSQL log is read in this
+    process. Worker processes are spawned, so a script that asks for them must call
+    :func:`verify_log` under ``if __name__ == "__main__":``, as with :func:`replay`.
     """
     started = time.perf_counter()
     trusted = trusted_verifiers(keys)
