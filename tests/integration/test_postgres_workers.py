@@ -230,14 +230,16 @@ def test_connections_stay_few_however_many_tool_calls_and_close_with_the_fence(
 
 
 def test_a_database_that_sequences_wrongly_gets_no_receipt(pg_url: str) -> None:
-    """The writer re-checks what agentfence_append did: a function that hashes entries
+    """The writer re-checks what agentfence_sequence did: a function that hashes entries
     differently (a tampered or broken database) fails the append, so the call is denied."""
     signer = Signer.generate("check")
     with SignedLog.open(pg_url, signer=signer) as log:
         log.append(decision("ok", 0))
         log.checkpoint()  # size 1
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            row = conn.execute("SELECT pg_get_functiondef('agentfence_append'::regproc)").fetchone()
+            row = conn.execute(
+                "SELECT pg_get_functiondef('agentfence_sequence'::regproc)"
+            ).fetchone()
             assert row is not None
             broken = row[0].replace("'\\x00'::bytea", "'\\x02'::bytea")
             assert broken != row[0]

@@ -112,61 +112,93 @@ CREATE OR REPLACE TRIGGER blobs_no_truncate BEFORE TRUNCATE ON blobs
     FOR EACH STATEMENT EXECUTE FUNCTION agentfence_append_only();
 CREATE OR REPLACE TRIGGER blobs_erase_only BEFORE UPDATE ON blobs
     FOR EACH ROW EXECUTE FUNCTION agentfence_blob_erase_only();
-CREATE OR REPLACE FUNCTION agentfence_append(
+CREATE OR REPLACE PROCEDURE agentfence_sequence(
     records bytea[], kinds text[], keys text[], threads text[], tools text[], effects text[],
     times bigint[], blob_owners int[], blob_refs text[], blob_salts bytea[],
     blob_contents bytea[],
-    OUT seqs bigint[], OUT leaves bytea[], OUT duplicates boolean[],
-    OUT old_frontier bytea, OUT new_frontier bytea
+    INOUT seqs bigint[], INOUT leaves bytea[], INOUT duplicates boolean[],
+    INOUT old_frontier bytea, INOUT new_frontier bytea
 ) LANGUAGE plpgsql AS $$
 -- Sequence one batch of entries on the server, under the log's locks: number them from
 -- the tree state, build each entry's bytes around its canonical record bytes (as
 -- records.entry_bytes_from does), hash it as an RFC 6962 leaf, extend the Merkle frontier,
 -- and store entries, blobs and the new tree state. The writer recomputes all of it from
 -- old_frontier and its own records after the commit, and refuses receipts that differ.
+--
+-- Called with CALL outside a transaction block, so it commits itself: the sequencing
+-- transaction commits asynchronously, and the locks are released as soon as its commit
+-- record is in the WAL, not after the WAL flush. A second transaction then writes a WAL
+-- record (a transactional logical message) and is committed synchronously when the CALL
+-- ends; its flush covers the first commit, so the CALL returns only once the entries are
+-- durable. Whoever sees the entries before that flush and builds on them is durable only
+-- with them: the WAL is flushed in order.
 DECLARE
     n_size bigint;
     bits bigint;
+    depth int;
     stack bytea[] := '{}';
     body bytea;
     leaf bytea;
     node bytea;
-    hit record;
+    at int;
+    known_keys text[];
+    known_seqs bigint[];
+    known_leaves bytea[];
     stored boolean[] := '{}';
+    new_seqs bigint[] := '{}';
+    new_rows int[] := '{}';
+    new_bodies bytea[] := '{}';
+    new_leaves bytea[] := '{}';
 BEGIN
+    COMMIT;  -- the CALL's own transaction: the next one starts at the level set here
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    PERFORM set_config('synchronous_commit', 'off', true);
     PERFORM pg_advisory_xact_lock(1634625140, hashtext(current_schema()));
     SELECT t.size, t.frontier INTO n_size, old_frontier FROM tree_state t WHERE t.id = 1 FOR UPDATE;
     FOR i IN 0 .. (length(old_frontier) - 8) / 32 - 1 LOOP
         stack := stack || substring(old_frontier FROM 9 + 32 * i FOR 32);
     END LOOP;
+    depth := coalesce(array_length(stack, 1), 0);
+    -- The batch's dedupe keys already stored, in one look-up.
+    SELECT coalesce(array_agg(e.dedupe_key), '{}'), coalesce(array_agg(e.seq), '{}'),
+           coalesce(array_agg(e.leaf_hash), '{}')
+        INTO known_keys, known_seqs, known_leaves
+        FROM entries e WHERE e.dedupe_key = ANY (keys);
     seqs := '{}'; leaves := '{}'; duplicates := '{}';
     FOR i IN 1 .. coalesce(array_length(records, 1), 0) LOOP
-        IF keys[i] IS NOT NULL THEN
-            SELECT e.seq, e.leaf_hash INTO hit FROM entries e WHERE e.dedupe_key = keys[i];
-            IF FOUND THEN
-                seqs := seqs || hit.seq; leaves := leaves || hit.leaf_hash;
-                duplicates := duplicates || true; stored := stored || false;
-                CONTINUE;
-            END IF;
+        at := CASE WHEN keys[i] IS NULL THEN NULL ELSE array_position(known_keys, keys[i]) END;
+        IF at IS NOT NULL THEN
+            seqs := seqs || known_seqs[at]; leaves := leaves || known_leaves[at];
+            duplicates := duplicates || true; stored := stored || false;
+            CONTINUE;
         END IF;
         body := convert_to('{"format":"agentfence.entry/v1","record":', 'UTF8') || records[i]
             || convert_to(',"seq":' || n_size::text || '}', 'UTF8');
         leaf := sha256('\\x00'::bytea || body);
-        INSERT INTO entries (seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect, time_us)
-            VALUES (n_size, kinds[i], keys[i], body, leaf, threads[i], tools[i], effects[i],
-                    times[i]);
+        new_seqs := new_seqs || n_size; new_rows := new_rows || i;
+        new_bodies := new_bodies || body; new_leaves := new_leaves || leaf;
+        IF keys[i] IS NOT NULL THEN  -- the same key later in this batch is a duplicate
+            known_keys := known_keys || keys[i]; known_seqs := known_seqs || n_size;
+            known_leaves := known_leaves || leaf;
+        END IF;
         node := leaf;
         bits := n_size;
         WHILE bits & 1 = 1 LOOP
-            node := sha256('\\x01'::bytea || stack[array_length(stack, 1)] || node);
-            stack := stack[1 : array_length(stack, 1) - 1];
+            node := sha256('\\x01'::bytea || stack[depth] || node);
+            depth := depth - 1;
             bits := bits >> 1;
         END LOOP;
-        stack := stack || node;
+        depth := depth + 1;
+        stack[depth] := node;
         seqs := seqs || n_size; leaves := leaves || leaf;
         duplicates := duplicates || false; stored := stored || true;
         n_size := n_size + 1;
     END LOOP;
+    -- One statement per table for the whole batch.
+    INSERT INTO entries (seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect, time_us)
+        SELECT n.seq, kinds[n.i], keys[n.i], n.body, n.leaf, threads[n.i], tools[n.i],
+               effects[n.i], times[n.i]
+        FROM unnest(new_seqs, new_rows, new_bodies, new_leaves) AS n(seq, i, body, leaf);
     INSERT INTO blobs (ref, salt, content)
         SELECT b.ref, b.salt, b.content
         FROM unnest(blob_owners, blob_refs, blob_salts, blob_contents)
@@ -174,21 +206,27 @@ BEGIN
         WHERE stored[b.owner]
         ON CONFLICT DO NOTHING;
     new_frontier := int8send(n_size) || coalesce(
-        (SELECT string_agg(h, ''::bytea ORDER BY n) FROM unnest(stack) WITH ORDINALITY AS s(h, n)),
+        (SELECT string_agg(h, ''::bytea ORDER BY n) FROM unnest(stack[1 : depth])
+            WITH ORDINALITY AS s(h, n)),
         ''::bytea
     );
     UPDATE tree_state SET size = n_size, frontier = new_frontier WHERE id = 1;
+    COMMIT;
+    PERFORM pg_logical_emit_message(true, 'agentfence', 'durable');
 END $$;
 """.replace("EMPTY_FRONTIER", _EMPTY_FRONTIER)
 
 
 @lru_cache(maxsize=256)
-def _adapt(sql: str) -> str:
+def _adapt(sql: str, binary: bool = False) -> str:
     # SQL is written with ``?`` placeholders; psycopg takes ``%s`` and reads ``%`` as a
     # placeholder mark, so a literal ``%`` would be misread: the shared SQL has none.
+    # ``%b`` sends a parameter in PostgreSQL's binary format: arrays of bytes and text then
+    # need no escaping (in the text format, escaping a batch's arrays cost the writer more
+    # CPU than the rest of the call).
     if "%" in sql:
         raise ValueError(f"SQL shared between engines must not contain '%': {sql!r}")
-    return sql.replace("?", "%s")
+    return sql.replace("?", "%b" if binary else "%s")
 
 
 class PostgresDialect:
@@ -197,7 +235,7 @@ class PostgresDialect:
     engine = POSTGRESQL
     lock_suffix = " FOR UPDATE"
     sequences_on_server = True
-    """Appends call agentfence_append: the lock is held for its run and the WAL flush."""
+    """Appends call agentfence_sequence: the locks are held for its run only."""
     log_schema = LOG_SCHEMA
 
     def __init__(self) -> None:
@@ -237,7 +275,7 @@ class PostgresDialect:
         its table against writes, and would deadlock with workers appending meanwhile.
         """
         tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema)
-        routines = re.findall(r"CREATE OR REPLACE FUNCTION (\w+)\(", schema)
+        routines = re.findall(r"CREATE OR REPLACE (?:FUNCTION|PROCEDURE) (\w+)\(", schema)
         if not self._all_exist(conn, tables) or not self._routines_exist(conn, routines):
             with conn.transaction():
                 conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
@@ -295,9 +333,10 @@ class PostgresDialect:
     def execute(
         self, conn: Any, sql: str, params: Sequence[Any], *, binary: bool = False
     ) -> Cursor:
-        """Run one statement written with ``?`` placeholders (``binary``: results in
-        PostgreSQL's binary format, cheaper to read for arrays of bytes)."""
-        cursor: Cursor = conn.execute(_adapt(sql), params or None, binary=binary)
+        """Run one statement written with ``?`` placeholders (``binary``: parameters and
+        results in PostgreSQL's binary format, cheaper for arrays of bytes; the SQL then
+        casts each parameter to its type)."""
+        cursor: Cursor = conn.execute(_adapt(sql, binary), params or None, binary=binary)
         return cursor
 
     def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -338,10 +377,22 @@ class PostgresDialect:
         return conn.pipeline()  # type: ignore[no-any-return]
 
     def idle(self, conn: Any) -> bool:
-        """Open and in no transaction."""
-        return (
+        """Open, in no transaction, and not ended by the server meanwhile."""
+        if not (
             self.usable(conn) and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        )
+        ):
+            return False
+        # A server that ended the session while it sat idle (a restart, a terminated backend)
+        # has said so on the socket already: read what is there, without waiting. The first
+        # read takes its goodbye message, the second finds the socket closed.
+        pgconn = conn.pgconn
+        try:
+            pgconn.consume_input()
+            pgconn.is_busy()
+            pgconn.consume_input()
+        except psycopg.OperationalError:
+            return False
+        return bool(pgconn.status == psycopg.pq.ConnStatus.OK)
 
 
 _names = itertools.count(1)
