@@ -135,20 +135,12 @@ CREATE OR REPLACE PROCEDURE agentfence_sequence(
 DECLARE
     n_size bigint;
     bits bigint;
-    depth int;
     stack bytea[] := '{}';
     body bytea;
     leaf bytea;
     node bytea;
-    at int;
-    known_keys text[];
-    known_seqs bigint[];
-    known_leaves bytea[];
+    hit record;
     stored boolean[] := '{}';
-    new_seqs bigint[] := '{}';
-    new_rows int[] := '{}';
-    new_bodies bytea[] := '{}';
-    new_leaves bytea[] := '{}';
 BEGIN
     COMMIT;  -- the CALL's own transaction: the next one starts at the level set here
     SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
@@ -158,47 +150,34 @@ BEGIN
     FOR i IN 0 .. (length(old_frontier) - 8) / 32 - 1 LOOP
         stack := stack || substring(old_frontier FROM 9 + 32 * i FOR 32);
     END LOOP;
-    depth := coalesce(array_length(stack, 1), 0);
-    -- The batch's dedupe keys already stored, in one look-up.
-    SELECT coalesce(array_agg(e.dedupe_key), '{}'), coalesce(array_agg(e.seq), '{}'),
-           coalesce(array_agg(e.leaf_hash), '{}')
-        INTO known_keys, known_seqs, known_leaves
-        FROM entries e WHERE e.dedupe_key = ANY (keys);
     seqs := '{}'; leaves := '{}'; duplicates := '{}';
     FOR i IN 1 .. coalesce(array_length(records, 1), 0) LOOP
-        at := CASE WHEN keys[i] IS NULL THEN NULL ELSE array_position(known_keys, keys[i]) END;
-        IF at IS NOT NULL THEN
-            seqs := seqs || known_seqs[at]; leaves := leaves || known_leaves[at];
-            duplicates := duplicates || true; stored := stored || false;
-            CONTINUE;
+        IF keys[i] IS NOT NULL THEN
+            SELECT e.seq, e.leaf_hash INTO hit FROM entries e WHERE e.dedupe_key = keys[i];
+            IF FOUND THEN
+                seqs := seqs || hit.seq; leaves := leaves || hit.leaf_hash;
+                duplicates := duplicates || true; stored := stored || false;
+                CONTINUE;
+            END IF;
         END IF;
         body := convert_to('{"format":"agentfence.entry/v1","record":', 'UTF8') || records[i]
             || convert_to(',"seq":' || n_size::text || '}', 'UTF8');
         leaf := sha256('\\x00'::bytea || body);
-        new_seqs := new_seqs || n_size; new_rows := new_rows || i;
-        new_bodies := new_bodies || body; new_leaves := new_leaves || leaf;
-        IF keys[i] IS NOT NULL THEN  -- the same key later in this batch is a duplicate
-            known_keys := known_keys || keys[i]; known_seqs := known_seqs || n_size;
-            known_leaves := known_leaves || leaf;
-        END IF;
+        INSERT INTO entries (seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect, time_us)
+            VALUES (n_size, kinds[i], keys[i], body, leaf, threads[i], tools[i], effects[i],
+                    times[i]);
         node := leaf;
         bits := n_size;
         WHILE bits & 1 = 1 LOOP
-            node := sha256('\\x01'::bytea || stack[depth] || node);
-            depth := depth - 1;
+            node := sha256('\\x01'::bytea || stack[array_length(stack, 1)] || node);
+            stack := stack[1 : array_length(stack, 1) - 1];
             bits := bits >> 1;
         END LOOP;
-        depth := depth + 1;
-        stack[depth] := node;
+        stack := stack || node;
         seqs := seqs || n_size; leaves := leaves || leaf;
         duplicates := duplicates || false; stored := stored || true;
         n_size := n_size + 1;
     END LOOP;
-    -- One statement per table for the whole batch.
-    INSERT INTO entries (seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect, time_us)
-        SELECT n.seq, kinds[n.i], keys[n.i], n.body, n.leaf, threads[n.i], tools[n.i],
-               effects[n.i], times[n.i]
-        FROM unnest(new_seqs, new_rows, new_bodies, new_leaves) AS n(seq, i, body, leaf);
     INSERT INTO blobs (ref, salt, content)
         SELECT b.ref, b.salt, b.content
         FROM unnest(blob_owners, blob_refs, blob_salts, blob_contents)
@@ -206,8 +185,7 @@ BEGIN
         WHERE stored[b.owner]
         ON CONFLICT DO NOTHING;
     new_frontier := int8send(n_size) || coalesce(
-        (SELECT string_agg(h, ''::bytea ORDER BY n) FROM unnest(stack[1 : depth])
-            WITH ORDINALITY AS s(h, n)),
+        (SELECT string_agg(h, ''::bytea ORDER BY n) FROM unnest(stack) WITH ORDINALITY AS s(h, n)),
         ''::bytea
     );
     UPDATE tree_state SET size = n_size, frontier = new_frontier WHERE id = 1;
