@@ -256,6 +256,52 @@ def test_a_database_that_sequences_wrongly_gets_no_receipt(pg_url: str) -> None:
     assert latest is not None and latest.size == 1  # the bad entry was never signed
 
 
+def test_an_append_whose_wal_flush_step_fails_is_refused() -> None:
+    """agentfence_sequence commits the entries asynchronously (its locks go before the WAL
+    flush), then makes them durable in a second transaction that writes a WAL message and
+    commits synchronously. An append returns only after that step: when the server refuses
+    it (here the writer role may not emit the message), the append fails and the call is
+    denied; once allowed again, appends go on and the log passes its tail check."""
+    suffix = secrets.token_hex(4)
+    fence = f"fence_{suffix}"
+    emit = (
+        "pg_logical_emit_message(boolean, text, text)",
+        "pg_logical_emit_message(boolean, text, bytea)",
+    )
+    signer = Signer.generate("flush")
+    with fresh_database() as url:
+        admin = psycopg.connect(url, autocommit=True)
+        try:
+            admin.execute(f"CREATE ROLE {fence} LOGIN")
+            admin.execute(f"CREATE SCHEMA agentfence AUTHORIZATION {fence}")
+            worker = as_role(url, fence)
+            with SignedLog.open(worker, signer=signer) as log:
+                first = log.append(decision("flushed", 0))
+                for function in emit:  # pg_proc is per database: only this one is touched
+                    admin.execute(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC")
+                with pytest.raises(
+                    LogError,
+                    match="could not record the entry: permission denied for function "
+                    "pg_logical_emit_message",
+                ):
+                    log.append(decision("flushed", 1))
+                for function in emit:
+                    admin.execute(f"GRANT EXECUTE ON FUNCTION {function} TO PUBLIC")
+                third = log.append(decision("flushed", 2))
+            assert (first.seq, third.seq) == (0, 2)  # 1 is the refused append's entry
+            # Opening again runs the tail check: the entries hash to the stored tree state.
+            with SignedLog.open(worker, signer=signer) as log:
+                assert log.size() == 3
+                assert [r.decision_id for _, r in log.read()] == [
+                    decision("flushed", n).decision_id for n in range(3)
+                ]
+        finally:
+            admin.execute("DROP SCHEMA IF EXISTS agentfence CASCADE")
+            admin.execute(f"DROP OWNED BY {fence}")
+            admin.execute(f"DROP ROLE {fence}")
+            admin.close()
+
+
 def test_a_database_without_a_log_is_named_not_a_traceback() -> None:
     """Readers create nothing: a URL pointing at the wrong database says so, and exits 2."""
     with fresh_database() as url:
