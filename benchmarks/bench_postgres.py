@@ -15,7 +15,8 @@ its own that is dropped afterwards:
 - SQLite, one process and one writer thread, the same records, for comparison.
 
 Run: ``.venv/bin/python benchmarks/bench_postgres.py --write docs/performance.md``
-(``--appends N`` sets the timed appends per thread, default 2,500).
+(``--appends N`` sets the timed appends per thread, default 2,500; ``--target-only`` runs
+the target case alone and prints one line, for A/B runs).
 """
 
 from __future__ import annotations

@@ -4,15 +4,18 @@ The only module that imports psycopg. One log per database (or per schema, chose
 URL's ``options=-csearch_path%3DNAME``): the same tables as SQLite, with ``BYTEA`` for bytes
 and ``BIGINT`` for integers.
 
-Sequencing: every append batch is one call of the function ``agentfence_append`` in a
-READ COMMITTED transaction. It takes a transaction-scoped advisory lock keyed on the schema's
-name (writers queue there), then ``SELECT ... FROM tree_state WHERE id = 1 FOR UPDATE``;
-that row lock serialises sequencing across every process and host writing to the log. It
-numbers the entries from the stored size, builds each entry's bytes around the record bytes
-the writer sent, hashes them (RFC 6962 leaves), extends the Merkle frontier and stores it all.
-The call and its COMMIT go in one round trip, so the locks are held for the function's run and
-the WAL flush (``synchronous_commit = on``) only. The writer checks the function's work:
-from the frontier the function started from, it rebuilds the entries, leaf hashes and new
+Sequencing: every append batch is one ``CALL agentfence_sequence(...)``, outside any
+transaction, so the procedure commits by itself. It takes a transaction-scoped advisory lock
+keyed on the schema's name (writers queue there), then ``SELECT ... FROM tree_state WHERE id
+= 1 FOR UPDATE``; that row lock serialises sequencing across every process and host writing
+to the log. It numbers the entries from the stored size, builds each entry's bytes around
+the record bytes the writer sent, hashes them (RFC 6962 leaves), extends the Merkle frontier
+and stores it all. That transaction commits asynchronously, so the locks are released as
+soon as its commit record is in the WAL, not after the WAL flush; a second transaction then
+writes a WAL record (a transactional logical message) and commits synchronously when the
+CALL ends, and its flush covers the first commit. The CALL returns only then: one round
+trip, and an entry is durable before its append returns. The writer checks the procedure's
+work: from the frontier it started from, it rebuilds the entries, leaf hashes and new
 frontier itself and refuses receipts that differ (as in SQLite, the stored frontier is
 checked by the tail check on open, and everything by the verifier). Readers never wait.
 Tables are created under another advisory lock, so several workers starting at once do not
