@@ -21,13 +21,22 @@ import pytest
 from langchain_core.tools import BaseTool
 
 from agentfence import Fence
+from agentfence._log_api import dedupe_key, index_columns
+from agentfence._merkle import leaf_hash
 from agentfence._signing import Signer, write_private_key
 from agentfence._storage.database import Database
-from agentfence._storage.tables import LogBackend
+from agentfence._storage.tables import LogBackend, ServerEntry
 from agentfence.demo import demo_approver
 from agentfence.errors import LogError
 from agentfence.log import SignedLog, parse_entry
-from agentfence.records import ApprovalAnswerRecord, OutcomeRecord
+from agentfence.records import (
+    ApprovalAnswerRecord,
+    Blob,
+    KeyChangeRecord,
+    OutcomeRecord,
+    canonical_bytes,
+    entry_bytes_from,
+)
 from agentfence.testing import tool_call
 from tests.conformance.test_backends import decision
 from tests.graphs import batch, config, graph_for
@@ -254,6 +263,35 @@ def test_a_database_that_sequences_wrongly_gets_no_receipt(pg_url: str) -> None:
     finally:
         backend.close()
     assert latest is not None and latest.size == 1  # the bad entry was never signed
+
+
+def test_a_record_repeated_in_one_batch_is_stored_once(pg_url: str) -> None:
+    """agentfence_sequence numbers a batch in the order sent: a record without a dedupe key
+    is always new, a key met earlier in the same batch or already stored gets the first
+    entry's seq and leaf as a duplicate, and only stored entries' blobs are kept."""
+    signer = Signer.generate("repeat")
+    with SignedLog.open(pg_url, signer=signer) as log:
+        log.append(decision("stored", 0))  # seq 0
+    first, again, stored = decision("batch", 1), decision("batch", 1), decision("stored", 0)
+    keyless = KeyChangeRecord(old_key=signer.verifier_key, new_key=signer.verifier_key, time_us=1)
+    records = [first, keyless, again, stored, keyless]
+    entries = [
+        ServerEntry(canonical_bytes(r), r.format, dedupe_key(r), *index_columns(r), r.time_us)
+        for r in records
+    ]
+    blob = Blob.of(b"the request")
+    backend = LogBackend(pg_url)
+    try:
+        done = backend.append_on_server(entries, [(2, blob.ref, blob.salt, blob.content)])
+        assert done.seqs == [1, 2, 1, 0, 3]
+        assert done.duplicates == [False, False, True, True, False]
+        for seq, record, leaf in zip(done.seqs, records, done.leaves, strict=True):
+            assert leaf == leaf_hash(entry_bytes_from(seq, canonical_bytes(record)))
+        assert done.leaves[0] == done.leaves[2]
+        assert backend.blob(blob.ref) is None  # its entry was a duplicate: not stored
+        assert backend.size() == 4
+    finally:
+        backend.close()
 
 
 def test_an_append_whose_wal_flush_step_fails_is_refused() -> None:
