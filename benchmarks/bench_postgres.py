@@ -15,7 +15,8 @@ its own that is dropped afterwards:
 - SQLite, one process and one writer thread, the same records, for comparison.
 
 Run: ``.venv/bin/python benchmarks/bench_postgres.py --write docs/performance.md``
-(``--appends N`` sets the timed appends per thread, default 2,500).
+(``--appends N`` sets the timed appends per thread, default 2,500; ``--target-only`` runs
+the target case alone and prints one line, for A/B runs).
 """
 
 from __future__ import annotations
@@ -461,6 +462,17 @@ def sqlite_single(tmp: Path, warmup: int, n: int) -> dict[str, float]:
 # --- report ----------------------------------------------------------------------------------
 
 
+def summary(t: dict[str, Any], load: float) -> str:
+    """The target case in one line (``--target-only``)."""
+    return (
+        f"target: {t['rate']:,.0f} decisions/s, p50 {t['p50_ms']:.2f} ms, p99 "
+        f"{t['p99_ms']:.2f} ms, CPU {t['client_cpu_us']:.0f} + {t['server_cpu_us']:.0f} us "
+        f"per row, mean batch {t['mean_batch']:.2f} (largest {t['largest_batch']}), "
+        f"{t['commits_per_s']:,.0f} commits/s, {t['cores_busy']:.2f} cores busy, verify "
+        f"{'passed' if t['verify']['passed'] else 'FAILED'}; load average {load:.2f}"
+    )
+
+
 def render(results: dict[str, Any], command: str) -> str:
     t, f1, f2, s = results["target"], results["floor"], results["serial"], results["sqlite"]
     v = t["verify"]
@@ -566,8 +578,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--write", type=Path)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--target-only",
+        action="store_true",
+        help="run the target case alone and print one line (not with --write)",
+    )
     args = parser.parse_args()
+    if args.write and args.target_only:
+        parser.error("--write replaces the whole table: run every case (leave out --target-only)")
     base = base_url()
+    if args.target_only:
+        with tempfile.TemporaryDirectory(prefix="agentfence-bench-") as name:
+            settle(base)
+            t = target_case(
+                base, Path(name), args.processes, args.threads, args.warmup, args.appends
+            )
+        print(summary(t, os.getloadavg()[0]))
+        if not t["verify"]["passed"]:
+            raise SystemExit("the log did not verify as expected: the benchmark is void")
+        return
     results: dict[str, Any] = {
         "load": os.getloadavg()[0],
         "server": server(base),

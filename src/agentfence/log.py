@@ -542,8 +542,7 @@ class SignedLog:
                 )
             )
             blobs.extend((index, b.ref, b.salt, b.content) for b in item.blobs)
-        with self._backend.transaction() as tx:
-            done = tx.append_on_server(entries, blobs)
+        done = self._backend.append_on_server(entries, blobs)
         frontier = _merkle.MerkleFrontier.from_state(
             _merkle.FrontierState.from_bytes(done.old_frontier)
         )

@@ -21,13 +21,22 @@ import pytest
 from langchain_core.tools import BaseTool
 
 from agentfence import Fence
+from agentfence._log_api import dedupe_key, index_columns
+from agentfence._merkle import leaf_hash
 from agentfence._signing import Signer, write_private_key
 from agentfence._storage.database import Database
-from agentfence._storage.tables import LogBackend
+from agentfence._storage.tables import LogBackend, ServerEntry
 from agentfence.demo import demo_approver
 from agentfence.errors import LogError
 from agentfence.log import SignedLog, parse_entry
-from agentfence.records import ApprovalAnswerRecord, OutcomeRecord
+from agentfence.records import (
+    ApprovalAnswerRecord,
+    Blob,
+    KeyChangeRecord,
+    OutcomeRecord,
+    canonical_bytes,
+    entry_bytes_from,
+)
 from agentfence.testing import tool_call
 from tests.conformance.test_backends import decision
 from tests.graphs import batch, config, graph_for
@@ -230,14 +239,16 @@ def test_connections_stay_few_however_many_tool_calls_and_close_with_the_fence(
 
 
 def test_a_database_that_sequences_wrongly_gets_no_receipt(pg_url: str) -> None:
-    """The writer re-checks what agentfence_append did: a function that hashes entries
+    """The writer re-checks what agentfence_sequence did: a function that hashes entries
     differently (a tampered or broken database) fails the append, so the call is denied."""
     signer = Signer.generate("check")
     with SignedLog.open(pg_url, signer=signer) as log:
         log.append(decision("ok", 0))
         log.checkpoint()  # size 1
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            row = conn.execute("SELECT pg_get_functiondef('agentfence_append'::regproc)").fetchone()
+            row = conn.execute(
+                "SELECT pg_get_functiondef('agentfence_sequence'::regproc)"
+            ).fetchone()
             assert row is not None
             broken = row[0].replace("'\\x00'::bytea", "'\\x02'::bytea")
             assert broken != row[0]
@@ -252,6 +263,81 @@ def test_a_database_that_sequences_wrongly_gets_no_receipt(pg_url: str) -> None:
     finally:
         backend.close()
     assert latest is not None and latest.size == 1  # the bad entry was never signed
+
+
+def test_a_record_repeated_in_one_batch_is_stored_once(pg_url: str) -> None:
+    """agentfence_sequence numbers a batch in the order sent: a record without a dedupe key
+    is always new, a key met earlier in the same batch or already stored gets the first
+    entry's seq and leaf as a duplicate, and only stored entries' blobs are kept."""
+    signer = Signer.generate("repeat")
+    with SignedLog.open(pg_url, signer=signer) as log:
+        log.append(decision("stored", 0))  # seq 0
+    first, again, stored = decision("batch", 1), decision("batch", 1), decision("stored", 0)
+    keyless = KeyChangeRecord(old_key=signer.verifier_key, new_key=signer.verifier_key, time_us=1)
+    records = [first, keyless, again, stored, keyless]
+    entries = [
+        ServerEntry(canonical_bytes(r), r.format, dedupe_key(r), *index_columns(r), r.time_us)
+        for r in records
+    ]
+    blob = Blob.of(b"the request")
+    backend = LogBackend(pg_url)
+    try:
+        done = backend.append_on_server(entries, [(2, blob.ref, blob.salt, blob.content)])
+        assert done.seqs == [1, 2, 1, 0, 3]
+        assert done.duplicates == [False, False, True, True, False]
+        for seq, record, leaf in zip(done.seqs, records, done.leaves, strict=True):
+            assert leaf == leaf_hash(entry_bytes_from(seq, canonical_bytes(record)))
+        assert done.leaves[0] == done.leaves[2]
+        assert backend.blob(blob.ref) is None  # its entry was a duplicate: not stored
+        assert backend.size() == 4
+    finally:
+        backend.close()
+
+
+def test_an_append_whose_wal_flush_step_fails_is_refused() -> None:
+    """agentfence_sequence commits the entries asynchronously (its locks go before the WAL
+    flush), then makes them durable in a second transaction that writes a WAL message and
+    commits synchronously. An append returns only after that step: when the server refuses
+    it (here the writer role may not emit the message), the append fails and the call is
+    denied; once allowed again, appends go on and the log passes its tail check."""
+    suffix = secrets.token_hex(4)
+    fence = f"fence_{suffix}"
+    emit = (
+        "pg_logical_emit_message(boolean, text, text)",
+        "pg_logical_emit_message(boolean, text, bytea)",
+    )
+    signer = Signer.generate("flush")
+    with fresh_database() as url:
+        admin = psycopg.connect(url, autocommit=True)
+        try:
+            admin.execute(f"CREATE ROLE {fence} LOGIN")
+            admin.execute(f"CREATE SCHEMA agentfence AUTHORIZATION {fence}")
+            worker = as_role(url, fence)
+            with SignedLog.open(worker, signer=signer) as log:
+                first = log.append(decision("flushed", 0))
+                for function in emit:  # pg_proc is per database: only this one is touched
+                    admin.execute(f"REVOKE EXECUTE ON FUNCTION {function} FROM PUBLIC")
+                with pytest.raises(
+                    LogError,
+                    match="could not record the entry: permission denied for function "
+                    "pg_logical_emit_message",
+                ):
+                    log.append(decision("flushed", 1))
+                for function in emit:
+                    admin.execute(f"GRANT EXECUTE ON FUNCTION {function} TO PUBLIC")
+                third = log.append(decision("flushed", 2))
+            assert (first.seq, third.seq) == (0, 2)  # 1 is the refused append's entry
+            # Opening again runs the tail check: the entries hash to the stored tree state.
+            with SignedLog.open(worker, signer=signer) as log:
+                assert log.size() == 3
+                assert [r.decision_id for _, r in log.read()] == [
+                    decision("flushed", n).decision_id for n in range(3)
+                ]
+        finally:
+            admin.execute("DROP SCHEMA IF EXISTS agentfence CASCADE")
+            admin.execute(f"DROP OWNED BY {fence}")
+            admin.execute(f"DROP ROLE {fence}")
+            admin.close()
 
 
 def test_a_database_without_a_log_is_named_not_a_traceback() -> None:

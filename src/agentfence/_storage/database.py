@@ -186,6 +186,17 @@ class Database:
                 raise
         return self.dialect.execute(self.conn(), sql, params, binary=binary)
 
+    def call(self, sql: str, params: Sequence[Any] = (), *, binary: bool = False) -> Cursor:
+        """Run one statement that commits by itself (a procedure's ``CALL``), outside any
+        transaction. It is never run twice: a connection the server ended while it sat idle
+        (a restart, a terminated session) is replaced before anything is sent on it, and a
+        failure once it is sent is raised."""
+        conn = self.conn()
+        if not self.dialect.idle(conn):
+            self._discard(conn)
+            conn = self.conn()
+        return self.dialect.execute(conn, sql, params, binary=binary)
+
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         """Run one statement per row of parameters."""
         if rows:

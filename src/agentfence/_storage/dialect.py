@@ -97,7 +97,7 @@ class Dialect(Protocol):
     lock_suffix: str
     """Appended to the read of the tree state that sequencing starts from (a row lock)."""
     sequences_on_server: bool
-    """Whether appends number and hash entries in the database (``agentfence_append``)."""
+    """Whether appends number and hash entries in the database (``agentfence_sequence``)."""
     log_schema: str
     """The decision log's tables (``docs/log-format.md``)."""
 

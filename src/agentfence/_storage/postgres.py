@@ -4,15 +4,18 @@ The only module that imports psycopg. One log per database (or per schema, chose
 URL's ``options=-csearch_path%3DNAME``): the same tables as SQLite, with ``BYTEA`` for bytes
 and ``BIGINT`` for integers.
 
-Sequencing: every append batch is one call of the function ``agentfence_append`` in a
-READ COMMITTED transaction. It takes a transaction-scoped advisory lock keyed on the schema's
-name (writers queue there), then ``SELECT ... FROM tree_state WHERE id = 1 FOR UPDATE``;
-that row lock serialises sequencing across every process and host writing to the log. It
-numbers the entries from the stored size, builds each entry's bytes around the record bytes
-the writer sent, hashes them (RFC 6962 leaves), extends the Merkle frontier and stores it all.
-The call and its COMMIT go in one round trip, so the locks are held for the function's run and
-the WAL flush (``synchronous_commit = on``) only. The writer checks the function's work:
-from the frontier the function started from, it rebuilds the entries, leaf hashes and new
+Sequencing: every append batch is one ``CALL agentfence_sequence(...)``, outside any
+transaction, so the procedure commits by itself. It takes a transaction-scoped advisory lock
+keyed on the schema's name (writers queue there), then ``SELECT ... FROM tree_state WHERE id
+= 1 FOR UPDATE``; that row lock serialises sequencing across every process and host writing
+to the log. It numbers the entries from the stored size, builds each entry's bytes around
+the record bytes the writer sent, hashes them (RFC 6962 leaves), extends the Merkle frontier
+and stores it all. That transaction commits asynchronously, so the locks are released as
+soon as its commit record is in the WAL, not after the WAL flush; a second transaction then
+writes a WAL record (a transactional logical message) and commits synchronously when the
+CALL ends, and its flush covers the first commit. The CALL returns only then: one round
+trip, and an entry is durable before its append returns. The writer checks the procedure's
+work: from the frontier it started from, it rebuilds the entries, leaf hashes and new
 frontier itself and refuses receipts that differ (as in SQLite, the stored frontier is
 checked by the tail check on open, and everything by the verifier). Readers never wait.
 Tables are created under another advisory lock, so several workers starting at once do not
@@ -112,18 +115,26 @@ CREATE OR REPLACE TRIGGER blobs_no_truncate BEFORE TRUNCATE ON blobs
     FOR EACH STATEMENT EXECUTE FUNCTION agentfence_append_only();
 CREATE OR REPLACE TRIGGER blobs_erase_only BEFORE UPDATE ON blobs
     FOR EACH ROW EXECUTE FUNCTION agentfence_blob_erase_only();
-CREATE OR REPLACE FUNCTION agentfence_append(
+CREATE OR REPLACE PROCEDURE agentfence_sequence(
     records bytea[], kinds text[], keys text[], threads text[], tools text[], effects text[],
     times bigint[], blob_owners int[], blob_refs text[], blob_salts bytea[],
     blob_contents bytea[],
-    OUT seqs bigint[], OUT leaves bytea[], OUT duplicates boolean[],
-    OUT old_frontier bytea, OUT new_frontier bytea
+    INOUT seqs bigint[], INOUT leaves bytea[], INOUT duplicates boolean[],
+    INOUT old_frontier bytea, INOUT new_frontier bytea
 ) LANGUAGE plpgsql AS $$
 -- Sequence one batch of entries on the server, under the log's locks: number them from
 -- the tree state, build each entry's bytes around its canonical record bytes (as
 -- records.entry_bytes_from does), hash it as an RFC 6962 leaf, extend the Merkle frontier,
 -- and store entries, blobs and the new tree state. The writer recomputes all of it from
 -- old_frontier and its own records after the commit, and refuses receipts that differ.
+--
+-- Called with CALL outside a transaction block, so it commits itself: the sequencing
+-- transaction commits asynchronously, and the locks are released as soon as its commit
+-- record is in the WAL, not after the WAL flush. A second transaction then writes a WAL
+-- record (a transactional logical message) and is committed synchronously when the CALL
+-- ends; its flush covers the first commit, so the CALL returns only once the entries are
+-- durable. Whoever sees the entries before that flush and builds on them is durable only
+-- with them: the WAL is flushed in order.
 DECLARE
     n_size bigint;
     bits bigint;
@@ -134,6 +145,9 @@ DECLARE
     hit record;
     stored boolean[] := '{}';
 BEGIN
+    COMMIT;  -- the CALL's own transaction: the next one starts at the level set here
+    SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+    PERFORM set_config('synchronous_commit', 'off', true);
     PERFORM pg_advisory_xact_lock(1634625140, hashtext(current_schema()));
     SELECT t.size, t.frontier INTO n_size, old_frontier FROM tree_state t WHERE t.id = 1 FOR UPDATE;
     FOR i IN 0 .. (length(old_frontier) - 8) / 32 - 1 LOOP
@@ -178,17 +192,22 @@ BEGIN
         ''::bytea
     );
     UPDATE tree_state SET size = n_size, frontier = new_frontier WHERE id = 1;
+    COMMIT;
+    PERFORM pg_logical_emit_message(true, 'agentfence', 'durable');
 END $$;
 """.replace("EMPTY_FRONTIER", _EMPTY_FRONTIER)
 
 
 @lru_cache(maxsize=256)
-def _adapt(sql: str) -> str:
+def _adapt(sql: str, binary: bool = False) -> str:
     # SQL is written with ``?`` placeholders; psycopg takes ``%s`` and reads ``%`` as a
     # placeholder mark, so a literal ``%`` would be misread: the shared SQL has none.
+    # ``%b`` sends a parameter in PostgreSQL's binary format: arrays of bytes and text then
+    # need no escaping (in the text format, escaping a batch's arrays cost the writer more
+    # CPU than the rest of the call).
     if "%" in sql:
         raise ValueError(f"SQL shared between engines must not contain '%': {sql!r}")
-    return sql.replace("?", "%s")
+    return sql.replace("?", "%b" if binary else "%s")
 
 
 class PostgresDialect:
@@ -197,7 +216,7 @@ class PostgresDialect:
     engine = POSTGRESQL
     lock_suffix = " FOR UPDATE"
     sequences_on_server = True
-    """Appends call agentfence_append: the lock is held for its run and the WAL flush."""
+    """Appends call agentfence_sequence: the locks are held for its run only."""
     log_schema = LOG_SCHEMA
 
     def __init__(self) -> None:
@@ -237,7 +256,7 @@ class PostgresDialect:
         its table against writes, and would deadlock with workers appending meanwhile.
         """
         tables = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", schema)
-        routines = re.findall(r"CREATE OR REPLACE FUNCTION (\w+)\(", schema)
+        routines = re.findall(r"CREATE OR REPLACE (?:FUNCTION|PROCEDURE) (\w+)\(", schema)
         if not self._all_exist(conn, tables) or not self._routines_exist(conn, routines):
             with conn.transaction():
                 conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
@@ -295,9 +314,10 @@ class PostgresDialect:
     def execute(
         self, conn: Any, sql: str, params: Sequence[Any], *, binary: bool = False
     ) -> Cursor:
-        """Run one statement written with ``?`` placeholders (``binary``: results in
-        PostgreSQL's binary format, cheaper to read for arrays of bytes)."""
-        cursor: Cursor = conn.execute(_adapt(sql), params or None, binary=binary)
+        """Run one statement written with ``?`` placeholders (``binary``: parameters and
+        results in PostgreSQL's binary format, cheaper for arrays of bytes; the SQL then
+        casts each parameter to its type)."""
+        cursor: Cursor = conn.execute(_adapt(sql, binary), params or None, binary=binary)
         return cursor
 
     def executemany(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
@@ -338,10 +358,22 @@ class PostgresDialect:
         return conn.pipeline()  # type: ignore[no-any-return]
 
     def idle(self, conn: Any) -> bool:
-        """Open and in no transaction."""
-        return (
+        """Open, in no transaction, and not ended by the server meanwhile."""
+        if not (
             self.usable(conn) and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-        )
+        ):
+            return False
+        # A server that ended the session while it sat idle (a restart, a terminated backend)
+        # has said so on the socket already: read what is there, without waiting. The first
+        # read takes its goodbye message, the second finds the socket closed.
+        pgconn = conn.pgconn
+        try:
+            pgconn.consume_input()
+            pgconn.is_busy()
+            pgconn.consume_input()
+        except psycopg.OperationalError:
+            return False
+        return bool(pgconn.status == psycopg.pq.ConnStatus.OK)
 
 
 _names = itertools.count(1)

@@ -87,7 +87,7 @@ class ServerEntry:
 
 @dataclass(frozen=True)
 class ServerBatch:
-    """What ``agentfence_append`` did: each entry's seq and leaf hash (a duplicate's are the
+    """What ``agentfence_sequence`` did: each entry's seq and leaf hash (a duplicate's are the
     stored entry's), and the tree state before and after."""
 
     seqs: list[int]
@@ -126,41 +126,6 @@ class LogTransaction:
         self.insert_blobs(blobs)
         self.insert_entries(rows)
         self.set_tree_state(size, frontier)
-
-    def append_on_server(
-        self, entries: Sequence[ServerEntry], blobs: Sequence[tuple[int, str, bytes, bytes]]
-    ) -> ServerBatch:
-        """Sequence a batch in the database (``agentfence_append``) and commit, in one round
-        trip: the locks are held for the function's run and the WAL flush only.
-
-        ``blobs`` are (index of the owning entry, ref, salt, content); an entry's blobs are
-        stored only if the entry is (not if it was a duplicate).
-        """
-        columns = list(zip(*entries, strict=True)) if entries else [()] * 7
-        owners = [b[0] + 1 for b in blobs]  # SQL arrays count from 1
-        with self._db.pipeline():
-            cursor = self._db.execute(
-                "SELECT seqs, leaves, duplicates, old_frontier, new_frontier FROM "
-                "agentfence_append(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    *(list(c) for c in columns),
-                    owners,
-                    [b[1] for b in blobs],
-                    [b[2] for b in blobs],
-                    [b[3] for b in blobs],
-                ),
-                binary=True,
-            )
-            self._db.execute("COMMIT")
-            row = cursor.fetchone()
-        seqs, leaves, duplicates, old, new = row
-        return ServerBatch(
-            [int(s) for s in seqs],
-            [bytes(h) for h in leaves],
-            [bool(d) for d in duplicates],
-            bytes(old),
-            bytes(new),
-        )
 
     def tree_state(self) -> tuple[int, bytes] | None:
         """The committed tree size and Merkle frontier, read under the write lock."""
@@ -246,6 +211,40 @@ class LogBackend:
         """A write transaction holding the engine's write lock for sequencing."""
         with self.db.transaction() as db:
             yield LogTransaction(db)
+
+    def append_on_server(
+        self, entries: Sequence[ServerEntry], blobs: Sequence[tuple[int, str, bytes, bytes]]
+    ) -> ServerBatch:
+        """Sequence a batch in the database, commit it and make it durable: one ``CALL
+        agentfence_sequence``, one round trip, outside any transaction (the procedure
+        commits itself). The locks are held for its sequencing only, not for the WAL flush.
+
+        ``blobs`` are (index of the owning entry, ref, salt, content); an entry's blobs are
+        stored only if the entry is (not if it was a duplicate).
+        """
+        columns = list(zip(*entries, strict=True)) if entries else [()] * 7
+        owners = [b[0] + 1 for b in blobs]  # SQL arrays count from 1
+        row = self.db.call(
+            "CALL agentfence_sequence(?::bytea[], ?::text[], ?::text[], ?::text[], ?::text[], "
+            "?::text[], ?::bigint[], ?::int[], ?::text[], ?::bytea[], ?::bytea[], "
+            "NULL, NULL, NULL, NULL, NULL)",
+            (
+                *(list(c) for c in columns),
+                owners,
+                [b[1] for b in blobs],
+                [b[2] for b in blobs],
+                [b[3] for b in blobs],
+            ),
+            binary=True,
+        ).fetchone()
+        seqs, leaves, duplicates, old, new = row
+        return ServerBatch(
+            [int(s) for s in seqs],
+            [bytes(h) for h in leaves],
+            [bool(d) for d in duplicates],
+            bytes(old),
+            bytes(new),
+        )
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
