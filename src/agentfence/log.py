@@ -36,8 +36,9 @@ from agentfence._log_api import (
     index_columns,
 )
 from agentfence._log_reader import LogReader, LogView, ThreadDecision, parse_entry
+from agentfence._sequencer import LocalSequencer
 from agentfence._storage.database import Location, parse_url
-from agentfence._storage.tables import CheckpointRow, EntryRow, LogBackend, ServerEntry
+from agentfence._storage.tables import CheckpointRow, LogBackend, ServerEntry
 from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
     KEYCHANGE_KIND,
@@ -104,6 +105,7 @@ class SignedLog:
         self._flush_wanted = False
         self._flusher_idle = False
         self._view = LogView(backend)
+        self._sequencer = LocalSequencer(backend)  # SQLite: this process numbers entries
         self._signer = signer
         self._origin = origin
         self._interval = checkpoint_interval
@@ -180,6 +182,7 @@ class SignedLog:
         with self._backend.snapshot():
             signed_size, frontier = self._read_tail()
         self._last_checkpoint_size = signed_size
+        self._sequencer.resume(frontier)
         if frontier.size != signed_size and self._key_is_current(frontier.size):
             self._sign_checkpoint(frontier)
 
@@ -480,45 +483,7 @@ class SignedLog:
     def _write(self, batch: list[Pending]) -> _merkle.MerkleFrontier:
         if self._backend.db.dialect.sequences_on_server:
             return self._write_on_server(batch)
-        with self._backend.transaction() as tx:
-            keys = [k for k in (dedupe_key(i.record) for i in batch) if k is not None]
-            state, existing = tx.begin_batch(keys)
-            if state is None:
-                frontier = _merkle.MerkleFrontier()
-            else:
-                frontier = _merkle.MerkleFrontier.from_state(
-                    _merkle.FrontierState.from_bytes(state[1])
-                )
-            rows: list[EntryRow] = []
-            blobs: list[tuple[str, bytes, bytes]] = []
-            for item in batch:
-                key = dedupe_key(item.record)
-                if key is not None and key in existing:
-                    seq, leaf = existing[key]
-                    item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex(), duplicate=True)
-                    continue
-                seq = frontier.size
-                body = entry_bytes_from(seq, item.record_bytes)
-                leaf = _merkle.leaf_hash(body)
-                frontier.append(leaf)
-                rows.append(
-                    EntryRow(
-                        seq,
-                        item.record.format,
-                        key,
-                        body,
-                        leaf,
-                        *index_columns(item.record),
-                        item.record.time_us,
-                    )
-                )
-                blobs.extend((b.ref, b.salt, b.content) for b in item.blobs)
-                item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex())
-                if key is not None:
-                    existing[key] = (seq, leaf)
-            if rows:
-                tx.finish_batch(blobs, rows, frontier.size, frontier.state().to_bytes())
-        return frontier
+        return self._sequencer.write(batch)
 
     def _write_on_server(self, batch: list[Pending]) -> _merkle.MerkleFrontier:
         """Let the database number and hash the batch (PostgreSQL), then check its work.
