@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from agentfence import _merkle
 from agentfence._log_api import Pending, Receipt, dedupe_key, index_columns
@@ -45,6 +46,7 @@ class LocalSequencer:
         # The frontier after this process's last commit, or None when it is not known (not
         # yet read, or a commit failed and the stored tree may be ahead of it).
         self._known: _merkle.MerkleFrontier | None = None
+        self._conn: Any = None  # one connection for every commit (see Database.using)
         self.rechecked = 0
         """Batches whose quick write was rolled back and written by the checked path."""
 
@@ -56,9 +58,13 @@ class LocalSequencer:
         """Write a batch in one transaction, set each item's receipt, and return the tree's
         frontier after it (this sequencer's own: read it before the next write)."""
         known, self._known = self._known, None  # unknown until this commit is durable
-        frontier = self._write_known(batch, known) if known is not None else None
-        if frontier is None:
-            frontier = self._write_checked(batch)
+        db = self._backend.db
+        if self._conn is None:
+            self._conn = db.dedicated()
+        with db.using(self._conn):
+            frontier = self._write_known(batch, known) if known is not None else None
+            if frontier is None:
+                frontier = self._write_checked(batch)
         self._known = frontier
         return frontier
 
