@@ -5,18 +5,20 @@ SQLite log is sequenced by the writer that holds the file's write lock (``BEGIN 
 :class:`LocalSequencer` does that for one :class:`~agentfence.log.SignedLog`.
 
 It keeps the Merkle frontier of its last commit in memory, so that a commit need not read
-the tree state and the dedupe keys back before it writes (the checked path, four statements
-and a parse of the stored frontier). Instead it writes straight away and lets the database
-say when that was wrong, inside the same transaction:
+the tree state and look the dedupe keys up before it writes (the checked path, and a parse of
+the stored frontier). Instead it writes straight away and lets the database say when that
+was wrong, inside the same transaction:
 
 - another process or connection appended in between: the guarded ``UPDATE`` of the tree
-  state finds a size other than the one this process committed last, and updates nothing;
+  state, the first statement, finds a size other than the one this process committed last
+  and changes nothing; the checked path goes on in the same transaction (the write lock is
+  still held, so no other writer waits twice);
 - a record was already on the log (an idempotent re-append): its dedupe key's ``UNIQUE``
-  constraint refuses the insert.
+  constraint refuses the insert; the transaction is rolled back (nothing was committed) and
+  the batch is written again by the checked path, which finds the duplicate.
 
-Either way the transaction is rolled back (nothing was committed, nothing is lost) and the
-batch is written again by the checked path, which reads the stored tree state and looks the
-dedupe keys up under the write lock, exactly as every commit did before.
+Every commit runs on one dedicated connection, whichever thread leads it
+(:meth:`~agentfence._storage.database.Database.using`).
 """
 
 from __future__ import annotations
@@ -27,14 +29,10 @@ from typing import Any
 
 from agentfence import _merkle
 from agentfence._log_api import Pending, Receipt, dedupe_key, index_columns
-from agentfence._storage.tables import EntryRow, LogBackend
+from agentfence._storage.tables import EntryRow, LogBackend, LogTransaction
 from agentfence.records import entry_bytes_from
 
 __all__ = ["LocalSequencer"]
-
-
-class _Moved(Exception):
-    """The stored tree is not the one this process committed last (raised to roll back)."""
 
 
 class LocalSequencer:
@@ -62,17 +60,36 @@ class LocalSequencer:
         if self._conn is None:
             self._conn = db.dedicated()
         with db.using(self._conn):
-            frontier = self._write_known(batch, known) if known is not None else None
-            if frontier is None:
-                frontier = self._write_checked(batch)
+            try:
+                frontier = self._write(batch, known)
+            except sqlite3.IntegrityError:
+                if known is None:
+                    raise
+                # A dedupe key was already stored (an idempotent re-append): the quick
+                # write was rolled back; the checked path finds the duplicate. (A constraint
+                # that fails for any other reason fails the checked path too.)
+                self.rechecked += 1
+                frontier = self._write(batch, None)
         self._known = frontier
         return frontier
 
+    def _write(
+        self, batch: Sequence[Pending], known: _merkle.MerkleFrontier | None
+    ) -> _merkle.MerkleFrontier:
+        with self._backend.transaction() as tx:
+            if known is not None:
+                if self._write_known(tx, batch, known):
+                    return known
+                # Another writer moved the tree on: nothing was written, and this
+                # transaction holds the write lock, so the checked path goes on in it.
+                self.rechecked += 1
+            return self._write_checked(tx, batch)
+
     def _write_known(
-        self, batch: Sequence[Pending], frontier: _merkle.MerkleFrontier
-    ) -> _merkle.MerkleFrontier | None:
-        """The quick path: number the batch after the frontier in memory; None (rolled
-        back) when the stored tree moved or a record was a duplicate."""
+        self, tx: LogTransaction, batch: Sequence[Pending], frontier: _merkle.MerkleFrontier
+    ) -> bool:
+        """The quick path: number the batch after the frontier in memory (advanced in place)
+        and write it; False, having written nothing, when the stored tree is elsewhere."""
         old_size = frontier.size
         rows: list[tuple[object, ...]] = []
         blobs: list[tuple[str, bytes, bytes]] = []
@@ -97,62 +114,55 @@ class LocalSequencer:
             )
             if item.blobs:
                 blobs.extend((b.ref, b.salt, b.content) for b in item.blobs)
-        try:
-            with self._backend.transaction() as tx:
-                if not tx.advance_tree_state(old_size, frontier.size, _state_bytes(frontier)):
-                    raise _Moved
-                tx.insert_blobs(blobs)
-                tx.insert_entry_tuples(rows)
-        except (_Moved, sqlite3.IntegrityError):
-            # Rolled back: another writer appended, or a dedupe key is already stored. (A
-            # constraint that fails for any other reason fails the checked path too.)
-            self.rechecked += 1
-            return None
+        # First, under the write lock: is the stored tree the one this process left?
+        if not tx.advance_tree_state(old_size, frontier.size, _state_bytes(frontier)):
+            return False
+        tx.insert_blobs(blobs)
+        tx.insert_entry_tuples(rows)  # a stored dedupe key raises: the caller rolls back
         for seq, (item, leaf) in enumerate(zip(batch, leaves, strict=True), start=old_size):
             item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex())
-        return frontier
+        return True
 
-    def _write_checked(self, batch: Sequence[Pending]) -> _merkle.MerkleFrontier:
+    def _write_checked(
+        self, tx: LogTransaction, batch: Sequence[Pending]
+    ) -> _merkle.MerkleFrontier:
         """The checked path: read the stored tree state and look every dedupe key up under
         the write lock, then write what is new."""
-        with self._backend.transaction() as tx:
-            keys = [k for k in (dedupe_key(i.record) for i in batch) if k is not None]
-            state, existing = tx.begin_batch(keys)
-            if state is None:
-                frontier = _merkle.MerkleFrontier()
-            else:
-                frontier = _merkle.MerkleFrontier.from_state(
-                    _merkle.FrontierState.from_bytes(state[1])
+        keys = [k for k in (dedupe_key(i.record) for i in batch) if k is not None]
+        state, existing = tx.begin_batch(keys)
+        if state is None:
+            frontier = _merkle.MerkleFrontier()
+        else:
+            frontier = _merkle.MerkleFrontier.from_state(_merkle.FrontierState.from_bytes(state[1]))
+        rows: list[EntryRow] = []
+        blobs: list[tuple[str, bytes, bytes]] = []
+        for item in batch:
+            key = dedupe_key(item.record)
+            if key is not None and key in existing:
+                seq, leaf = existing[key]
+                item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex(), duplicate=True)
+                continue
+            seq = frontier.size
+            body = entry_bytes_from(seq, item.record_bytes)
+            leaf = _merkle.leaf_hash(body)
+            frontier.append(leaf)
+            rows.append(
+                EntryRow(
+                    seq,
+                    item.record.format,
+                    key,
+                    body,
+                    leaf,
+                    *index_columns(item.record),
+                    item.record.time_us,
                 )
-            rows: list[EntryRow] = []
-            blobs: list[tuple[str, bytes, bytes]] = []
-            for item in batch:
-                key = dedupe_key(item.record)
-                if key is not None and key in existing:
-                    seq, leaf = existing[key]
-                    item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex(), duplicate=True)
-                    continue
-                seq = frontier.size
-                body = entry_bytes_from(seq, item.record_bytes)
-                leaf = _merkle.leaf_hash(body)
-                frontier.append(leaf)
-                rows.append(
-                    EntryRow(
-                        seq,
-                        item.record.format,
-                        key,
-                        body,
-                        leaf,
-                        *index_columns(item.record),
-                        item.record.time_us,
-                    )
-                )
-                blobs.extend((b.ref, b.salt, b.content) for b in item.blobs)
-                item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex())
-                if key is not None:
-                    existing[key] = (seq, leaf)
-            if rows:
-                tx.finish_batch(blobs, rows, frontier.size, _state_bytes(frontier))
+            )
+            blobs.extend((b.ref, b.salt, b.content) for b in item.blobs)
+            item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex())
+            if key is not None:
+                existing[key] = (seq, leaf)
+        if rows:
+            tx.finish_batch(blobs, rows, frontier.size, _state_bytes(frontier))
         return frontier
 
 

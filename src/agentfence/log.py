@@ -112,6 +112,8 @@ class SignedLog:
         self._clock = clock or (lambda: time.time_ns() // 1000)
         self._lock = threading.Lock()  # guards the queue and the leader flag
         self._flush_due = threading.Condition(self._lock)  # wakes an idle flusher
+        self._batch_full = threading.Condition(self._lock)  # wakes a gathering leader
+        self._gathering = False
         self._commit_lock = threading.Lock()  # one writer of the backend at a time
         self._queue: list[Pending] = []
         self._leader = False
@@ -286,12 +288,15 @@ class SignedLog:
             # the lead because records are still queued.
             item.wake.wait()
         if not item.done:
-            # Group commit: when several writers were active in the last commit, wait a
-            # moment for them to queue their next record, so this commit carries them too.
-            # A lone writer never waits.
-            if self._last_batch > 1 and len(self._queue) < self._last_batch:
-                time.sleep(_GATHER_SECONDS)
             with self._lock:
+                if len(self._queue) < self._last_batch:
+                    # Group commit: when more writers were in the last commit than are
+                    # queued now, give them a moment to queue their next record, so this
+                    # commit carries them too; the last one to arrive wakes the leader. A
+                    # lone writer never waits.
+                    self._gathering = True
+                    self._batch_full.wait(_GATHER_SECONDS)
+                    self._gathering = False
                 batch, self._queue = self._queue, []
                 self._last_batch = len(batch)
             with self._commit_lock:
@@ -339,6 +344,8 @@ class SignedLog:
         if self._failed:
             raise LogError(self._failed)
         self._queue.append(item)
+        if self._gathering and len(self._queue) >= self._last_batch:
+            self._batch_full.notify()
 
     def _schedule_flush(self) -> None:
         """Have queued records committed within the flush window (hold ``self._lock``)."""
