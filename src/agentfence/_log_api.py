@@ -6,7 +6,6 @@ in-memory implementation. :mod:`agentfence.log` re-exports them beside :class:`S
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
@@ -203,8 +202,10 @@ class Wake:
 
     def set(self) -> None:
         """Wake the waiter (setting it again does nothing)."""
-        with contextlib.suppress(RuntimeError):  # already released: set before
+        try:  # noqa: SIM105  # suppress() would cost a context manager per record
             self._lock.release()
+        except RuntimeError:  # already released: set before
+            pass
 
     def wait(self) -> None:
         """Wait until :meth:`set` (for one waiter, once)."""
