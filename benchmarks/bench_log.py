@@ -4,7 +4,8 @@ Measures, in one run on this machine, each next to its floor:
 
 - (a) one writer, one durable commit per decision (floor: a bare SQLite insert + commit
   with the same ``synchronous=FULL`` WAL setting);
-- (b) 8 writer threads sharing group commits (floor: bare SQLite commits of 8 rows);
+- (b) 8 writer threads sharing group commits (floor: bare SQLite commits of 8 rows), and
+  2 writers beside it (never slower than case a's one);
 - (c) ``verify_log`` of a large log (floor: SHA-256 over the same entry bytes);
 - (d) ``replay`` of recorded decisions, per core (CPU time of one process; floor: cedarpy
   with pre-parsed handles on the same requests, one call each and in batches of 512).
@@ -111,7 +112,7 @@ def bare_commits(tmp: Path, n: int, rows_per_commit: int) -> float:
 
 
 def group_commit(tmp: Path, per_thread: int, threads: int) -> dict[str, float]:
-    log = SignedLog.open(tmp / "group.db", signer=Signer.generate("bench"))
+    log = SignedLog.open(tmp / f"group-{threads}.db", signer=Signer.generate("bench"))
     latencies: list[float] = []
     lock = threading.Lock()
 
@@ -309,7 +310,7 @@ def render(results: dict[str, Any], command: str) -> str:
                 "8 writers, group commit",
                 f"{b['rate']:,.0f}/s",
                 f"p50 {b['p50_ms']:.3f} ms, p99 {b['p99_ms']:.3f} ms, "
-                f"mean batch {b['mean_batch']:.1f}",
+                f"mean batch {b['mean_batch']:.1f}; 2 writers {results['pair']['rate']:,.0f}/s",
                 f"bare 8-row commits {results['bare8']:,.0f}/s",
                 f"{b['rate'] / results['bare8']:.2f}",
                 "≥ 10,000/s",
@@ -386,6 +387,8 @@ def main() -> None:
         if "b" in cases:
             results["bare8"] = bare_commits(tmp, args.appends * 2, 8)
             results["group"] = group_commit(tmp, args.appends // 4, 8)
+            # The other bound: two writers are never slower than one (case a).
+            results["pair"] = group_commit(tmp, args.appends // 2, 2)
         if "c" in cases:
             results["verify"] = verify_large(tmp, args.entries)
         if "d" in cases:

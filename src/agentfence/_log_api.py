@@ -186,6 +186,32 @@ class MemoryLog:
         return record, self.blob(record.result_blob) if record.result_blob else None
 
 
+class Wake:
+    """A one-shot signal a writer waits on until its record's commit is done.
+
+    A bare lock, taken at creation and released by :meth:`set`: the group commit makes one
+    per record, and a :class:`threading.Event` (a condition, a lock per wait) costs several
+    times as much to make, set and wait on.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        """Wake the waiter (setting it again does nothing)."""
+        try:  # noqa: SIM105  # suppress() would cost a context manager per record
+            self._lock.release()
+        except RuntimeError:  # already released: set before
+            pass
+
+    def wait(self) -> None:
+        """Wait until :meth:`set` (for one waiter, once)."""
+        self._lock.acquire()
+
+
 @dataclass
 class Pending:
     """One record on its way to a commit, and what its writer waits on."""
@@ -198,7 +224,7 @@ class Pending:
     receipt: Receipt | None = None
     error: BaseException | None = None
     done: bool = False
-    wake: threading.Event = field(default_factory=threading.Event)
+    wake: Wake = field(default_factory=Wake)
 
 
 def index_columns(record: LogRecord) -> tuple[str | None, str | None, str | None]:

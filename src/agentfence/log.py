@@ -36,8 +36,9 @@ from agentfence._log_api import (
     index_columns,
 )
 from agentfence._log_reader import LogReader, LogView, ThreadDecision, parse_entry
+from agentfence._sequencer import LocalSequencer
 from agentfence._storage.database import Location, parse_url
-from agentfence._storage.tables import CheckpointRow, EntryRow, LogBackend, ServerEntry
+from agentfence._storage.tables import CheckpointRow, LogBackend, ServerEntry
 from agentfence.errors import ConfigurationError, LogError, VerificationError
 from agentfence.records import (
     KEYCHANGE_KIND,
@@ -104,12 +105,15 @@ class SignedLog:
         self._flush_wanted = False
         self._flusher_idle = False
         self._view = LogView(backend)
+        self._sequencer = LocalSequencer(backend)  # SQLite: this process numbers entries
         self._signer = signer
         self._origin = origin
         self._interval = checkpoint_interval
         self._clock = clock or (lambda: time.time_ns() // 1000)
         self._lock = threading.Lock()  # guards the queue and the leader flag
         self._flush_due = threading.Condition(self._lock)  # wakes an idle flusher
+        self._batch_full = threading.Condition(self._lock)  # wakes a gathering leader
+        self._gathering = False
         self._commit_lock = threading.Lock()  # one writer of the backend at a time
         self._queue: list[Pending] = []
         self._leader = False
@@ -180,6 +184,7 @@ class SignedLog:
         with self._backend.snapshot():
             signed_size, frontier = self._read_tail()
         self._last_checkpoint_size = signed_size
+        self._sequencer.resume(frontier)
         if frontier.size != signed_size and self._key_is_current(frontier.size):
             self._sign_checkpoint(frontier)
 
@@ -283,12 +288,15 @@ class SignedLog:
             # the lead because records are still queued.
             item.wake.wait()
         if not item.done:
-            # Group commit: when several writers were active in the last commit, wait a
-            # moment for them to queue their next record, so this commit carries them too.
-            # A lone writer never waits.
-            if self._last_batch > 1 and len(self._queue) < self._last_batch:
-                time.sleep(_GATHER_SECONDS)
             with self._lock:
+                if len(self._queue) < self._last_batch:
+                    # Group commit: when more writers were in the last commit than are
+                    # queued now, give them a moment to queue their next record, so this
+                    # commit carries them too; the last one to arrive wakes the leader. A
+                    # lone writer never waits.
+                    self._gathering = True
+                    self._batch_full.wait(_GATHER_SECONDS)
+                    self._gathering = False
                 batch, self._queue = self._queue, []
                 self._last_batch = len(batch)
             with self._commit_lock:
@@ -336,6 +344,8 @@ class SignedLog:
         if self._failed:
             raise LogError(self._failed)
         self._queue.append(item)
+        if self._gathering and len(self._queue) >= self._last_batch:
+            self._batch_full.notify()
 
     def _schedule_flush(self) -> None:
         """Have queued records committed within the flush window (hold ``self._lock``)."""
@@ -480,45 +490,7 @@ class SignedLog:
     def _write(self, batch: list[Pending]) -> _merkle.MerkleFrontier:
         if self._backend.db.dialect.sequences_on_server:
             return self._write_on_server(batch)
-        with self._backend.transaction() as tx:
-            keys = [k for k in (dedupe_key(i.record) for i in batch) if k is not None]
-            state, existing = tx.begin_batch(keys)
-            if state is None:
-                frontier = _merkle.MerkleFrontier()
-            else:
-                frontier = _merkle.MerkleFrontier.from_state(
-                    _merkle.FrontierState.from_bytes(state[1])
-                )
-            rows: list[EntryRow] = []
-            blobs: list[tuple[str, bytes, bytes]] = []
-            for item in batch:
-                key = dedupe_key(item.record)
-                if key is not None and key in existing:
-                    seq, leaf = existing[key]
-                    item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex(), duplicate=True)
-                    continue
-                seq = frontier.size
-                body = entry_bytes_from(seq, item.record_bytes)
-                leaf = _merkle.leaf_hash(body)
-                frontier.append(leaf)
-                rows.append(
-                    EntryRow(
-                        seq,
-                        item.record.format,
-                        key,
-                        body,
-                        leaf,
-                        *index_columns(item.record),
-                        item.record.time_us,
-                    )
-                )
-                blobs.extend((b.ref, b.salt, b.content) for b in item.blobs)
-                item.receipt = Receipt(seq=seq, leaf_hash=leaf.hex())
-                if key is not None:
-                    existing[key] = (seq, leaf)
-            if rows:
-                tx.finish_batch(blobs, rows, frontier.size, frontier.state().to_bytes())
-        return frontier
+        return self._sequencer.write(batch)
 
     def _write_on_server(self, batch: list[Pending]) -> _merkle.MerkleFrontier:
         """Let the database number and hash the batch (PostgreSQL), then check its work.

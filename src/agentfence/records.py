@@ -309,11 +309,9 @@ def canonical_bytes(record: BaseModel) -> bytes:
     """The RFC 8785 canonical JSON bytes of a record."""
     data: Any = record.model_dump(mode="json")
     if isinstance(record, _PLAIN_RECORDS):
-        text = json.dumps(
-            data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-        if _WIDE.search(text) is None and all(
-            len(run) == 16 and int(run) <= _SAFE_INT for run in _LONG_DIGITS.findall(text)
+        text = _ENCODER.encode(data)
+        if (text.isascii() or _WIDE.search(text) is None) and all(
+            len(run) == 16 and run <= _SAFE_DIGITS for run in _LONG_DIGITS.findall(text)
         ):
             try:
                 return text.encode("utf-8")
@@ -329,9 +327,13 @@ def canonical_bytes(record: BaseModel) -> bytes:
 # integers within +-(2**53 - 1) (RFC 8785 section 3.2.2.3: I-JSON numbers) and object keys
 # below U+E000, where Python's code-point order equals RFC 8785's UTF-16 order (section
 # 3.2.3). The encoder's output is searched for what could break either (a number token above
-# 2**53 - 1, a character at or above U+E000) instead of walking the record; anything that
-# looks so, even inside a string, takes the reference implementation.
-_SAFE_INT = 2**53 - 1
+# 2**53 - 1, a character at or above U+E000; an all-ASCII text has none) instead of walking
+# the record; anything that looks so, even inside a string, takes the reference
+# implementation.
+_SAFE_DIGITS = str(2**53 - 1)  # 16 digits: runs of 16 digits compare as their numbers do
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)  # what json.dumps would make on every call with these options
 _LONG_DIGITS = re.compile("[:,\\[]-?([0-9]{16,})")  # a number token: after ":", "," or "["
 _WIDE = re.compile("[\ue000-\U0010ffff]")
 

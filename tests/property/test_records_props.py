@@ -126,7 +126,9 @@ def test_numbers_at_the_edge_of_i_json_and_digit_runs_in_text_encode_as_rfc8785_
     2**53 - 1 (RFC 8785 then writes it otherwise) or digit runs that merely look like one
     inside a string (a hex hash, ``code:1234…``) must still give RFC 8785's bytes."""
     edges = [2**53 - 1, 2**53, 2**53 + 1, -(2**53 - 1), -(2**53), 10**15, 10**16 - 1, 10**16]
-    texts = ["0" * 64, "code:12345678901234567", "[9007199254740993]", "\ue000key"]
+    # 16-digit runs are compared as text with 2**53 - 1: either side of it, by every digit.
+    edges += [9_000_000_000_000_000, 9_007_199_254_740_990, 9_100_000_000_000_000, 8 * 10**15]
+    texts = ["0" * 64, "code:12345678901234567", "[9007199254740993]", "\ue000key", "é😀 ü"]
     for number in edges:
         for words in texts:
             record = DecisionRecord(

@@ -345,29 +345,43 @@ def test_rotation_right_after_open_with_concurrent_writers_verifies(
     log = open_log(db, signer, checkpoint_interval=0)
     fence = make_fence(log=log)
     stop = threading.Event()
+    failures: list[BaseException] = []
+    appended = [0, 0, 0]
+    first = threading.Semaphore(0)  # released by each writer after its first append
 
     def write(k: int) -> None:
-        for i in range(150):
-            if stop.is_set():
-                return
-            decision = fence.decide(
-                "wipe",
-                {"path": f"/{k}/{i}"},
-                principal="alice",
-                thread=f"t{k}",
-                step=i,
-                tool_call_id=f"c{k}-{i}",
-            )
-            log.append(*fence._decision_record(decision))
+        try:
+            for i in range(150):
+                if stop.is_set():
+                    return
+                decision = fence.decide(
+                    "wipe",
+                    {"path": f"/{k}/{i}"},
+                    principal="alice",
+                    thread=f"t{k}",
+                    step=i,
+                    tool_call_id=f"c{k}-{i}",
+                )
+                log.append(*fence._decision_record(decision, None, None))
+                appended[k] += 1
+                if i == 0:
+                    first.release()
+        except BaseException as exc:  # a writer that fails must fail the test
+            failures.append(exc)
+            first.release()
 
     writers = [threading.Thread(target=write, args=(k,)) for k in range(3)]
     for w in writers:
         w.start()
-    log.rotate_key(new)
+    for _ in writers:
+        assert first.acquire(timeout=60)
+    log.rotate_key(new)  # while the writers are still appending
     stop.set()
     for w in writers:
         w.join()
     log.close()
+    assert failures == []
+    assert all(appended), appended
     reopened = open_log(db, new)  # its tail check trusts the new key
     size = reopened.size()
     reopened.close()

@@ -79,6 +79,7 @@ class Database:
         self._lock = threading.Lock()
         self._owned: dict[int, tuple[Any, weakref.ref[threading.Thread]]] = {}
         self._idle: list[Any] = []
+        self._dedicated: list[Any] = []
 
     @property
     def errors(self) -> tuple[type[BaseException], ...]:
@@ -95,6 +96,30 @@ class Database:
         conn = self._checkout()
         self._local.conn = conn
         return conn
+
+    def dedicated(self) -> Any:
+        """A new connection of its own, never pooled or handed to a thread (closed by
+        :meth:`close`); its user runs statements on it with :meth:`using`."""
+        conn = self.dialect.connect(self.location, readonly=self.readonly)
+        with self._lock:
+            self._dedicated.append(conn)
+        return conn
+
+    @contextmanager
+    def using(self, conn: Any) -> Iterator[None]:
+        """Run this thread's statements on ``conn`` inside the body (its callers take turns
+        on it under a lock of their own).
+
+        A log's commits all go through one dedicated connection whichever thread leads
+        them: its page cache stays warm, where each thread's own connection would find its
+        cache stale after every commit made on another and read the pages again.
+        """
+        previous = getattr(self._local, "conn", None)
+        self._local.conn = conn
+        try:
+            yield
+        finally:
+            self._local.conn = previous
 
     def _checkout(self) -> Any:
         conn = None
@@ -243,8 +268,8 @@ class Database:
     def close(self) -> None:
         """Close every connection this object opened."""
         with self._lock:
-            conns = [conn for conn, _ in self._owned.values()] + self._idle
-            self._owned, self._idle = {}, []
+            conns = [conn for conn, _ in self._owned.values()] + self._idle + self._dedicated
+            self._owned, self._idle, self._dedicated = {}, [], []
         for conn in conns:
             _close(conn)
         self._local = threading.local()

@@ -142,11 +142,24 @@ class LogTransaction:
             (size, frontier),
         )
 
+    def advance_tree_state(self, old_size: int, size: int, frontier: bytes) -> bool:
+        """Store the tree size and frontier after this batch if the stored size is still
+        ``old_size``; False (nothing changed) when another writer moved the tree on or there
+        is no tree state yet."""
+        cursor = self._db.execute(
+            "UPDATE tree_state SET size = ?, frontier = ? WHERE id = 1 AND size = ?",
+            (size, frontier, old_size),
+        )
+        return cursor.rowcount == 1
+
+    def insert_entry_tuples(self, rows: Sequence[Sequence[object]]) -> None:
+        """Insert entries given as tuples in :class:`EntryRow`'s field order."""
+        self._db.executemany(_INSERT_ENTRIES, rows)
+
     def insert_entries(self, rows: Sequence[EntryRow]) -> None:
         """Insert entries (their seqs follow the tree state)."""
         self._db.executemany(
-            "INSERT INTO entries (seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect,"
-            " time_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _INSERT_ENTRIES,
             [
                 (
                     r.seq,
@@ -376,6 +389,7 @@ class LogBackend:
 
 
 _ENTRY_COLUMNS = "seq, kind, dedupe_key, body, leaf_hash, thread, tool, effect, time_us"
+_INSERT_ENTRIES = f"INSERT INTO entries ({_ENTRY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608  # a constant column list
 
 
 class EntryFilters(TypedDict, total=False):
