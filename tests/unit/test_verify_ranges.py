@@ -367,3 +367,28 @@ DECISION = entry_bytes_from(
         )
     ),
 )
+
+
+def test_a_range_worker_loads_no_policy_engine_or_graph_stack() -> None:
+    """A worker imports what checking entries needs (the package's names load on first
+    use): not replay's Cedar engine, LangGraph or the log writer, each about a tenth of a
+    second of every worker's start."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "import agentfence.verify._entries\n"
+        "heavy = ('cedarpy', 'agentfence.policy', 'agentfence.verify._replay', "
+        "'agentfence.verify._check', 'langgraph', 'langchain_core')\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.startswith(heavy)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "LOADED []" in result.stdout, result.stdout
+    # The package's public names still import as before.
+    from agentfence.verify import ReplayReport, replay
+
+    assert replay.__module__ == "agentfence.verify._replay"
+    assert ReplayReport.__module__ == "agentfence.verify._replay"

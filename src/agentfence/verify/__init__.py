@@ -21,39 +21,49 @@ This package's ``__init__`` is its public face; the checks live in its private m
 ``_check`` (:func:`verify_log`), ``_results``, ``_receipts``, ``_evidence`` and ``_replay``, on
 top of ``_common`` (the numbered steps, progress, shared messages), ``_snapshot`` (reading a
 log), ``_key_schedule`` (which key may sign which checkpoint) and ``_order`` (the order
-rules).
+rules). Names are imported on first use (PEP 562): a worker process that checks a range of
+entries (``_entries``) loads what it needs, not replay's policy engine.
 """
 
 from __future__ import annotations
 
-from agentfence.errors import (
-    BlobError,
-    CheckpointError,
-    EntryError,
-    EvidenceError,
-    ForkError,
-    LogVerificationError,
-    OrderError,
-    RollbackError,
-)
-from agentfence.verify._check import LOG_STEPS, ErasedBlob, VerifiedLog, verify_log
-from agentfence.verify._common import Progress as Progress
-from agentfence.verify._common import VerifiedStep
+import importlib
+from typing import TYPE_CHECKING, Any
 
-# The `X as X` imports keep public names that are not in __all__ importable from here too.
-from agentfence.verify._evidence import EVIDENCE_FORMAT as EVIDENCE_FORMAT
-from agentfence.verify._evidence import (
-    EVIDENCE_STEPS,
-    EvidencePack,
-    VerifiedEvidence,
-    export_evidence,
-    verify_evidence,
-)
-from agentfence.verify._key_schedule import KeyChange
-from agentfence.verify._receipts import RECEIPT_FORMAT as RECEIPT_FORMAT
-from agentfence.verify._receipts import InclusionReceipt, VerifiedReceipt, prove, verify_receipt
-from agentfence.verify._replay import PARALLEL_REPLAY_FROM as PARALLEL_REPLAY_FROM
-from agentfence.verify._replay import NotReplayable, ReplayChange, ReplayReport, replay
+_EXPORTS: dict[str, str] = {
+    "BlobError": "agentfence.errors",
+    "CheckpointError": "agentfence.errors",
+    "EVIDENCE_FORMAT": "agentfence.verify._evidence",
+    "EVIDENCE_STEPS": "agentfence.verify._evidence",
+    "EntryError": "agentfence.errors",
+    "ErasedBlob": "agentfence.verify._check",
+    "EvidenceError": "agentfence.errors",
+    "EvidencePack": "agentfence.verify._evidence",
+    "ForkError": "agentfence.errors",
+    "InclusionReceipt": "agentfence.verify._receipts",
+    "KeyChange": "agentfence.verify._key_schedule",
+    "LOG_STEPS": "agentfence.verify._check",
+    "LogVerificationError": "agentfence.errors",
+    "NotReplayable": "agentfence.verify._replay",
+    "OrderError": "agentfence.errors",
+    "PARALLEL_REPLAY_FROM": "agentfence.verify._replay",
+    "Progress": "agentfence.verify._common",
+    "RECEIPT_FORMAT": "agentfence.verify._receipts",
+    "ReplayChange": "agentfence.verify._replay",
+    "ReplayReport": "agentfence.verify._replay",
+    "RollbackError": "agentfence.errors",
+    "VerifiedEvidence": "agentfence.verify._evidence",
+    "VerifiedLog": "agentfence.verify._check",
+    "VerifiedReceipt": "agentfence.verify._receipts",
+    "VerifiedStep": "agentfence.verify._common",
+    "export_evidence": "agentfence.verify._evidence",
+    "prove": "agentfence.verify._receipts",
+    "replay": "agentfence.verify._replay",
+    "verify_evidence": "agentfence.verify._evidence",
+    "verify_log": "agentfence.verify._check",
+    "verify_receipt": "agentfence.verify._receipts",
+}
+
 
 __all__ = [
     "EVIDENCE_STEPS",
@@ -84,3 +94,47 @@ __all__ = [
     "verify_log",
     "verify_receipt",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentfence.verify' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from agentfence.errors import (
+        BlobError,
+        CheckpointError,
+        EntryError,
+        EvidenceError,
+        ForkError,
+        LogVerificationError,
+        OrderError,
+        RollbackError,
+    )
+    from agentfence.verify._check import LOG_STEPS, ErasedBlob, VerifiedLog, verify_log
+    from agentfence.verify._common import Progress as Progress
+    from agentfence.verify._common import VerifiedStep
+
+    # The `X as X` imports keep public names that are not in __all__ importable from here too.
+    from agentfence.verify._evidence import EVIDENCE_FORMAT as EVIDENCE_FORMAT
+    from agentfence.verify._evidence import (
+        EVIDENCE_STEPS,
+        EvidencePack,
+        VerifiedEvidence,
+        export_evidence,
+        verify_evidence,
+    )
+    from agentfence.verify._key_schedule import KeyChange
+    from agentfence.verify._receipts import RECEIPT_FORMAT as RECEIPT_FORMAT
+    from agentfence.verify._receipts import InclusionReceipt, VerifiedReceipt, prove, verify_receipt
+    from agentfence.verify._replay import PARALLEL_REPLAY_FROM as PARALLEL_REPLAY_FROM
+    from agentfence.verify._replay import NotReplayable, ReplayChange, ReplayReport, replay
