@@ -27,8 +27,9 @@ entries (``_entries``) loads what it needs, not replay's policy engine.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from agentfence._lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "BlobError": "agentfence.errors",
@@ -96,17 +97,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'agentfence.verify' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports("agentfence.verify", _EXPORTS, globals(), __all__)
 
 
 if TYPE_CHECKING:
