@@ -30,7 +30,7 @@ import dataclasses
 import hashlib
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -608,15 +608,10 @@ class PolicyEngine:
                 errors=result.errors or ("NoDecision",),
                 request=request,
             )
-        # Cedar reports determining policies in no fixed order; sort them so that the same
-        # call gives the same decision record in every process.
-        determining = sorted(
-            (self._by_id[pid] for pid in result.determining if pid in self._by_id),
-            key=lambda p: p.policy_id,
-        )
-        if result.decision == "Allow":
-            holds = [p for p in determining if REQUIRE_APPROVAL in p.annotations]
-            effect = Effect.REQUIRE_APPROVAL if holds else Effect.ALLOW
+        determining = self._determining(result.determining)
+        plain = self._plain(result.decision, determining)
+        if plain is not None:
+            effect, holds = plain
             return self._decision(effect, decision_id, determining, holds, facts, request)
         if not determining:
             reason = (
@@ -646,6 +641,48 @@ class PolicyEngine:
                     request,
                 )
         return self._decision(Effect.DENY, decision_id, determining, [], facts, request)
+
+    def _determining(self, ids: Iterable[str]) -> list[_cedar.ParsedPolicy]:
+        # Cedar reports determining policies in no fixed order; sort them so that the same
+        # call gives the same decision record in every process.
+        return sorted(
+            (self._by_id[pid] for pid in ids if pid in self._by_id), key=lambda p: p.policy_id
+        )
+
+    @staticmethod
+    def _plain(
+        answer: str, determining: Sequence[_cedar.ParsedPolicy]
+    ) -> tuple[Effect, list[_cedar.ParsedPolicy]] | None:
+        """The effect of an error-free Cedar answer that needs nothing more, and the policies
+        that hold the call: an Allow (held when a determining permit has @require_approval)
+        or a Deny by forbids not all @overridable. ``None`` for a default deny or
+        overridable forbids, which :meth:`_evaluate` works out further."""
+        if answer == "Allow":
+            holds = [p for p in determining if REQUIRE_APPROVAL in p.annotations]
+            return (Effect.REQUIRE_APPROVAL if holds else Effect.ALLOW), holds
+        if determining and not all(OVERRIDABLE in p.annotations for p in determining):
+            return Effect.DENY, []
+        return None
+
+    def plain_outcome(
+        self, answer: str, determining: Iterable[str]
+    ) -> tuple[Effect, tuple[str, ...], tuple[str, ...]] | None:
+        """What :meth:`decide_request` makes of an error-free Cedar answer (``"Allow"`` or
+        ``"Deny"`` and its determining policy ids) when it needs no further evaluation: the
+        effect, the determining policy ids and the reasons, as a decision records them.
+        ``None`` for a default deny or forbids that are all @overridable (replay decides
+        those with :meth:`decide_recorded`)."""
+        policies = self._determining(determining)
+        plain = self._plain(answer, policies)
+        if plain is None:
+            return None
+        effect, holds = plain
+        shown = holds or policies
+        return (
+            effect,
+            tuple(p.policy_id for p in policies),
+            tuple(reason_of(p) for p in shown),
+        )
 
     def _deny(
         self,

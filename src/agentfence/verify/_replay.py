@@ -21,10 +21,9 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from agentfence import _cedar
-from agentfence._cedar import ParsedPolicy
-from agentfence._policy_files import OVERRIDABLE, REQUIRE_APPROVAL, read_directory, reason_of
+from agentfence._policy_files import read_directory
 from agentfence.errors import PolicyLoadError, VerificationError
-from agentfence.policy import CallFacts, Effect, EntityRef, PolicyEngine
+from agentfence.policy import CallFacts, EntityRef, PolicyEngine
 from agentfence.records import (
     ACTIVATION_KIND,
     DECISION_KIND,
@@ -260,7 +259,6 @@ class _Replay:
         self.replayed = 0
         self.catalog = ToolCatalog([])
         self.principals: dict[str, EntityRef] = {}
-        self.by_id: dict[str, dict[str, ParsedPolicy]] = {}
         self.outcomes: dict[
             tuple[str, str, frozenset[str]], tuple[str, tuple[str, ...], tuple[str, ...]] | None
         ] = {}
@@ -379,8 +377,8 @@ class _Replay:
     ) -> bool:
         """Whether Cedar's answer makes the engine decide exactly as recorded.
 
-        Only the plain outcomes are read here, by the rules the engine follows (policy
-        guide, "Outcomes"): an Allow (held when a determining permit has
+        Only the plain outcomes are read here, by the engine's own reading of them
+        (:meth:`PolicyEngine.plain_outcome`): an Allow (held when a determining permit has
         @require_approval) and a Deny by forbids not all @overridable, each with no error.
         Anything else (an error, no decision, a default deny, an overridable forbid) is
         left to the engine: this check can say "the same", never "changed".
@@ -397,39 +395,18 @@ class _Replay:
     def outcome(
         self, engine: PolicyEngine, answer: str, determining: tuple[str, ...]
     ) -> tuple[str, tuple[str, ...], tuple[str, ...]] | None:
-        """(effect, sorted policy ids, sorted reasons) for a plain Cedar answer, or None.
-
-        A function of the policy set and the answer alone, so it is kept per engine.
-        """
+        """(effect, sorted policy ids, sorted reasons) the engine makes of a plain Cedar
+        answer (:meth:`PolicyEngine.plain_outcome`), or None. A function of the policy set
+        and the answer alone, so it is kept per engine."""
         key = (engine.policy_hash, answer, frozenset(determining))
-        if key in self.outcomes:
-            return self.outcomes[key]
-        by_id = self.policies_by_id(engine)
-        result: tuple[str, tuple[str, ...], tuple[str, ...]] | None = None
-        if all(pid in by_id for pid in determining):
-            chosen = sorted((by_id[pid] for pid in set(determining)), key=lambda p: p.policy_id)
-            holds = [p for p in chosen if REQUIRE_APPROVAL in p.annotations]
-            if answer == "Allow":
-                effect = Effect.REQUIRE_APPROVAL if holds else Effect.ALLOW
-                shown = holds or chosen
-            elif chosen and not all(OVERRIDABLE in p.annotations for p in chosen):
-                effect, shown = Effect.DENY, chosen
-            else:
-                effect, shown = None, []
-            if effect is not None:
-                result = (
-                    effect.value,
-                    tuple(sorted(p.policy_id for p in chosen)),
-                    tuple(sorted(reason_of(p) for p in shown)),
-                )
-        self.outcomes[key] = result
-        return result
-
-    def policies_by_id(self, engine: PolicyEngine) -> dict[str, ParsedPolicy]:
-        found = self.by_id.get(engine.policy_hash)
-        if found is None:
-            found = self.by_id[engine.policy_hash] = {p.policy_id: p for p in engine.policies}
-        return found
+        if key not in self.outcomes:
+            plain = engine.plain_outcome(answer, determining)
+            self.outcomes[key] = (
+                None
+                if plain is None
+                else (plain[0].value, tuple(sorted(plain[1])), tuple(sorted(plain[2])))
+            )
+        return self.outcomes[key]
 
     def decide_one(self, seq: int, record: _Recorded, engine: PolicyEngine, content: bytes) -> None:
         """Decide one recorded request with the engine itself and compare it."""
