@@ -13,7 +13,7 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 
@@ -26,7 +26,7 @@ from agentfence.fence import Fence
 from agentfence.log import SignedLog
 from agentfence.records import Blob, DecisionRecord
 from agentfence.verify import replay
-from agentfence.verify._replay import _Replay, batch_request
+from agentfence.verify._replay import _Recorded, _Replay, batch_request
 from agentfence.verify._snapshot import Snapshot
 
 # Amounts around the demo's thresholds: routine up to 100, held above, refused above 10,000
@@ -291,3 +291,13 @@ def test_batch_request_hands_cedar_the_context_text_of_a_single_call() -> None:
     assert batch_request(request_bytes(with_entities)) is None
     assert batch_request(request_bytes([request, request])) is None
     assert batch_request(b"\xff\xfe") is None
+
+
+def test_the_fields_replay_reads_are_the_decision_records_own() -> None:
+    """Replay reads decision entries through a narrower shape than the record's model; a
+    field renamed or retyped in the record and not here would send every entry down the
+    slow path, or fail it. Each field replay reads has the record's own type."""
+    fields = DecisionRecord.model_fields
+    for name, hint in get_type_hints(_Recorded).items():
+        assert name in fields, name
+        assert hint == fields[name].annotation, (name, hint, fields[name].annotation)
