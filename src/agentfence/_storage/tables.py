@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
@@ -158,23 +158,7 @@ class LogTransaction:
 
     def insert_entries(self, rows: Sequence[EntryRow]) -> None:
         """Insert entries (their seqs follow the tree state)."""
-        self._db.executemany(
-            _INSERT_ENTRIES,
-            [
-                (
-                    r.seq,
-                    r.kind,
-                    r.dedupe_key,
-                    r.body,
-                    r.leaf_hash,
-                    r.thread,
-                    r.tool,
-                    r.effect,
-                    r.time_us,
-                )
-                for r in rows
-            ],
-        )
+        self.insert_entry_tuples([astuple(r) for r in rows])
 
     def insert_blobs(self, blobs: Sequence[tuple[str, bytes, bytes]]) -> None:
         """Insert blobs (ref, salt, content); a ref already stored is left as it is."""
