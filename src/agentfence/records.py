@@ -296,6 +296,15 @@ def canonical_or_repr(value: Any) -> bytes:
     For what the log stores or digests about values it does not control (delivered answers,
     tool results, argument diffs): whatever they hold, they get bytes, never an exception.
     """
+    if _plain_json(value, 0):
+        # No floats, exact types: orjson writes RFC 8785's bytes (see canonical_bytes).
+        try:
+            encoded = orjson.dumps(value, option=_ORJSON_OPTIONS)
+        except orjson.JSONEncodeError:  # an integer beyond I-JSON, a lone surrogate
+            pass
+        else:
+            if encoded.isascii() or _WIDE.search(encoded) is None:
+                return encoded
     try:
         return rfc8785.dumps(value)
     except Exception:  # not JSON (a set, a model, NaN, a lone surrogate): its text form
@@ -303,6 +312,23 @@ def canonical_or_repr(value: Any) -> bytes:
             return repr(value).encode("utf-8", "backslashreplace")
         except RecursionError:
             return b"<too deeply nested>"
+
+
+def _plain_json(value: Any, depth: int) -> bool:
+    """Whether a value is JSON made of exactly ``dict`` (``str`` keys), ``list``, ``str``,
+    ``int``, ``bool`` and ``None``, nested at most 64 deep: no floats (whose RFC 8785 form is
+    ECMAScript's, not orjson's) and no subclasses (an enum member, a ``str`` subclass), which
+    the reference encodes by its own rules."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if depth >= 64:
+        return False
+    if kind is dict:
+        return all(type(k) is str and _plain_json(v, depth + 1) for k, v in value.items())
+    if kind is list:
+        return all(_plain_json(v, depth + 1) for v in value)
+    return False
 
 
 def canonical_bytes(record: BaseModel) -> bytes:

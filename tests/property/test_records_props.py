@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 
 import pytest
@@ -14,6 +15,7 @@ from agentfence.records import (
     DecisionRecord,
     ErasureRecord,
     canonical_bytes,
+    canonical_or_repr,
     entry_bytes,
 )
 
@@ -160,3 +162,64 @@ def test_numbers_at_the_edge_of_i_json_and_digit_runs_in_text_encode_as_rfc8785_
                     canonical_bytes(record)
                 continue
             assert canonical_bytes(record) == expected, (number, words)
+
+
+def reference_or_repr(value: object) -> bytes:
+    """What canonical_or_repr gives by the RFC 8785 reference alone."""
+    try:
+        return rfc8785.dumps(value)
+    except Exception:
+        return repr(value).encode("utf-8", "backslashreplace")
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.sampled_from([2**53 - 1, 2**53, -(2**53 - 1), -(2**53), 2**64])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | text,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(text, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(value=json_values)
+def test_values_the_log_digests_get_the_reference_bytes(value: object) -> None:
+    """Arguments, results and answers the log digests (canonical_or_repr) take a fast encoder
+    for plain JSON; any value, floats, integers past I-JSON, keys past U+E000 and lone
+    surrogates included, must still get the reference's bytes (or its repr), or a digest
+    recorded by one version would not match the next."""
+    assert canonical_or_repr(value) == reference_or_repr(value)
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+class Name(str):
+    pass
+
+
+def deeply_nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"\ue000": 1, "\U00010000": 2},
+        {"colour": Colour.RED},
+        Name("alice"),
+        {"n": True, "m": 1},
+        (1, 2),
+        ["\ud800"],
+        deeply_nested(100),
+    ],
+)
+def test_values_outside_the_fast_path_get_the_reference_bytes(value: object) -> None:
+    assert canonical_or_repr(value) == reference_or_repr(value)
