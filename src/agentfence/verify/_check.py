@@ -54,7 +54,7 @@ from agentfence.verify._key_schedule import (
     trusted_verifiers,
     unique_keys,
 )
-from agentfence.verify._order import OrderCheck
+from agentfence.verify._order import Block, OrderCheck
 from agentfence.verify._results import ErasedBlob, VerifiedLog, check_activation
 from agentfence.verify._snapshot import Snapshot, parse_body
 
@@ -295,7 +295,6 @@ class _LogCheck:
         keys = frozenset(self.key_changes)
         compare = hmac.compare_digest
         order = self.order
-        decided, ran = order.decided, order.ran
         # The Merkle frontier as a plain list: the perfect-subtree roots of MerkleFrontier.
         stack: list[bytes] = []
         next_index = 0
@@ -306,14 +305,13 @@ class _LogCheck:
         bounds = range_bounds(self.snap.last_seq())
         for part in range_parts(self.snap, self.source, bounds, wanted, keys, self.workers):
             # 6./7. Collect the blob refs and order facts the later steps check, in order.
-            for fact in part.facts:
-                if len(fact) == 5:
-                    decided(*fact)
-                elif len(fact) == 3:
-                    ran(*fact)
+            for item in part.items:
+                if isinstance(item, Block):
+                    if not order.fold(item):
+                        self._one_by_one(item, keys)
                 else:
-                    order.see(*fact)
-                    self.other(*fact)
+                    order.see(*item)
+                    self.other(*item)
             position = part.start + part.done
             # 4. At each checkpoint size reached, the recomputed root must be the signed one:
             #    the frontier before the range joined to the range's own frontier there.
@@ -393,6 +391,33 @@ class _LogCheck:
             self.erasures[record.blob] = (seq, record.reason)
         elif isinstance(record, ActivationRecord):
             self.activations.append((seq, record))
+
+    def _one_by_one(self, block: Block, keys: frozenset[KeyChange]) -> None:
+        """Feed the order check a block's entries one at a time, read again from the snapshot.
+
+        :meth:`OrderCheck.fold` refused the block because one of its entries breaks an
+        order rule: read one by one, the first such entry is named exactly as the sequential
+        check names it.
+        """
+        order = self.order
+        cursor = self.snap.rows(block.start, block.end)
+        for position, row in enumerate(cursor, start=block.start):
+            _, fact = check_entry(row, position, keys, cursor.fetchone)
+            if len(fact) == 5:
+                order.decided(*fact)
+            elif len(fact) == 3:
+                order.ran(*fact)
+            else:
+                break  # a decision or outcome when read by the worker: the log changed
+        if order.problem is None:
+            # Fail closed: the entries read again are not the ones the range read.
+            raise EntryError(
+                f"entries {block.start} to {block.end - 1} broke an order rule when read by a "
+                "worker process but not when read again: the log changed while it was "
+                f"verified; verify it again and {KEEP_EVIDENCE}",
+                step=3,
+                attack="entry_modified",
+            )
 
     def _raise_at(self, position: int, keys: frozenset[KeyChange]) -> None:
         """Raise the error of the entry a range stopped at, read again from the snapshot.

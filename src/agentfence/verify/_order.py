@@ -6,6 +6,8 @@ Step 7 of :func:`~agentfence.verify.verify_log` and step 5 of
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from agentfence.records import (
     ActivationRecord,
     ApprovalAnswerRecord,
@@ -18,6 +20,60 @@ from agentfence.records import (
 
 _RAN = "RAN"  # the state of a decision once its outcome is on record
 _APPROVED = "APPROVED"  # the state of a held decision once an approver's answer is accepted
+_HELD = "REQUIRE_APPROVAL"
+
+
+@dataclass(slots=True)
+class Block:
+    """The order facts of a run of decision and outcome entries, folded where they were read.
+
+    A worker process folds each run of decisions and outcomes between entries of the other
+    kinds into one block, so the parent merges dictionaries instead of replaying every entry:
+    ``decided`` maps each decision id to its state at the end of the run (its effect, or
+    ``RAN`` once an outcome in the run followed it); ``open`` lists, in order, the outcomes
+    whose decision is not in the run; ``refs`` and ``hashes`` map each blob ref and policy set
+    hash to the first entry in the run naming it. ``clash`` says the run itself breaks a rule
+    (a decision recorded twice in it, an outcome after a decision it does not let run).
+    """
+
+    start: int
+    end: int = 0
+    decisions: int = 0
+    outcomes: int = 0
+    decided: dict[str, str] = field(default_factory=dict)
+    held: list[str] = field(default_factory=list)
+    open: list[tuple[int, str]] = field(default_factory=list)
+    refs: dict[str, int] = field(default_factory=dict)
+    hashes: dict[str, int] = field(default_factory=dict)
+    clash: bool = False
+
+    def decision(
+        self, seq: int, decision_id: str, effect: str, policy_hash: str, request_blob: str | None
+    ) -> None:
+        """Fold in a decision entry (the fields :meth:`OrderCheck.decided` reads)."""
+        self.decisions += 1
+        if request_blob is not None and request_blob not in self.refs:
+            self.refs[request_blob] = seq
+        if policy_hash not in self.hashes:
+            self.hashes[policy_hash] = seq
+        if decision_id in self.decided:
+            self.clash = True
+        self.decided[decision_id] = effect
+        if effect == _HELD:
+            self.held.append(decision_id)
+
+    def outcome(self, seq: int, decision_id: str, result_blob: str | None) -> None:
+        """Fold in an outcome entry (the fields :meth:`OrderCheck.ran` reads)."""
+        self.outcomes += 1
+        if result_blob is not None and result_blob not in self.refs:
+            self.refs[result_blob] = seq
+        state = self.decided.get(decision_id)
+        if state is None:
+            self.open.append((seq, decision_id))
+        elif state == "ALLOW":
+            self.decided[decision_id] = _RAN
+        else:
+            self.clash = True
 
 
 class OrderCheck:
@@ -86,11 +142,52 @@ class OrderCheck:
         elif self.problem is None:
             self.problem = _outcome_problem(seq, decision_id, state)
 
+    def fold(self, block: Block) -> bool:
+        """Take in a :class:`Block` as :meth:`decided` and :meth:`ran` would take in its
+        entries one at a time, and return ``True``; or change nothing and return ``False``
+        when one of them breaks a rule: the caller then feeds those entries one at a time, so
+        that the first problem is named exactly as the sequential check names it."""
+        states = self.states
+        pending: dict[str, str] = {}
+        if self.problem is None:
+            # With no problem so far, a run without one changes the states as the entries
+            # would one by one: its decisions are all new (not decided before, none twice),
+            # their policy sets were activated before the run (a run holds no activation),
+            # and each outcome follows a decision that lets it run, once.
+            if block.clash or not states.keys().isdisjoint(block.decided):
+                return False
+            activated = self.activated
+            for policy_hash in block.hashes:
+                if policy_hash not in activated:
+                    return False
+            for _, decision_id in block.open:
+                state = pending[decision_id] if decision_id in pending else states.get(decision_id)
+                if state != "ALLOW" and state != _APPROVED:
+                    return False
+                pending[decision_id] = _RAN
+        else:
+            # The first problem is found; the states only feed messages that are not given
+            # now, but the counts and the blob refs (step 6) stay exact.
+            pending = dict.fromkeys((decision_id for _, decision_id in block.open), _RAN)
+        self.decisions += block.decisions
+        self.outcomes += block.outcomes
+        refs = self.refs
+        if refs.keys().isdisjoint(block.refs):
+            refs.update(block.refs)
+        else:
+            for ref, seq in block.refs.items():
+                refs.setdefault(ref, seq)
+        states.update(block.decided)
+        states.update(pending)
+        self.held.update(block.held)
+        return True
+
     def without_outcome(self) -> int:
         """Decisions that let a tool run (allowed, or approved) with no outcome after them:
         the tool was let run and its result is not on record (it crashed, was cut off, or
         its outcome was lost in the last flush window before a crash)."""
-        return sum(1 for state in self.states.values() if state in ("ALLOW", _APPROVED))
+        states = list(self.states.values())
+        return states.count("ALLOW") + states.count(_APPROVED)
 
     def see(self, seq: int, record: LogRecord) -> None:
         if isinstance(record, DecisionRecord):
