@@ -273,7 +273,10 @@ class _LogCheck:
         return _Saved(note, body.size, body.root)
 
     def entries_and_roots(self, saved: _Saved | None) -> None:
-        total = self.snap.count()
+        last = self.snap.last_seq()
+        # The progress total is what the highest stored seq promises: counting the rows
+        # would read the whole table before any is checked.
+        total = max(last + 1, 0) if last is not None else 0
         sizes = [(size, root, frontier) for size, root, _, frontier in self.stored]
         if sizes and sizes[0][0] == 0:
             if not hmac.compare_digest(sizes[0][1], _merkle.EMPTY_ROOT):
@@ -302,13 +305,12 @@ class _LogCheck:
         last_good = 0
         position = 0
         self.run.tick("3. entries", 0, total)
-        bounds = range_bounds(self.snap.last_seq())
+        bounds = range_bounds(last)
         for part in range_parts(self.snap, self.source, bounds, wanted, keys, self.workers):
             # 6./7. Collect the blob refs and order facts the later steps check, in order.
             for item in part.items:
                 if isinstance(item, Block):
-                    if not order.fold(item):
-                        self._one_by_one(item, keys)
+                    order.fold(item)
                 else:
                     order.see(*item)
                     self.other(*item)
@@ -391,33 +393,6 @@ class _LogCheck:
             self.erasures[record.blob] = (seq, record.reason)
         elif isinstance(record, ActivationRecord):
             self.activations.append((seq, record))
-
-    def _one_by_one(self, block: Block, keys: frozenset[KeyChange]) -> None:
-        """Feed the order check a block's entries one at a time, read again from the snapshot.
-
-        :meth:`OrderCheck.fold` refused the block because one of its entries breaks an
-        order rule: read one by one, the first such entry is named exactly as the sequential
-        check names it.
-        """
-        order = self.order
-        cursor = self.snap.rows(block.start, block.end)
-        for position, row in enumerate(cursor, start=block.start):
-            _, fact = check_entry(row, position, keys, cursor.fetchone)
-            if len(fact) == 5:
-                order.decided(*fact)
-            elif len(fact) == 3:
-                order.ran(*fact)
-            else:
-                break  # a decision or outcome when read by the worker: the log changed
-        if order.problem is None:
-            # Fail closed: the entries read again are not the ones the range read.
-            raise EntryError(
-                f"entries {block.start} to {block.end - 1} broke an order rule when read by a "
-                "worker process but not when read again: the log changed while it was "
-                f"verified; verify it again and {KEEP_EVIDENCE}",
-                step=3,
-                attack="entry_modified",
-            )
 
     def _raise_at(self, position: int, keys: frozenset[KeyChange]) -> None:
         """Raise the error of the entry a range stopped at, read again from the snapshot.
@@ -603,6 +578,8 @@ class _LogCheck:
 
     def check_order(self) -> None:
         order = self.order
+        if order.recheck:
+            order = self._order_one_by_one()
         if order.problem is not None:
             raise OrderError(
                 f"the log's entries are out of order: {order.problem}; {KEEP_EVIDENCE}",
@@ -621,6 +598,33 @@ class _LogCheck:
                 if unrecorded
                 else ""
             ),
+        )
+
+    def _order_one_by_one(self) -> OrderCheck:
+        """Check the order again, one entry at a time as read from this process's snapshot.
+
+        The blocks folded in step 3 showed that some entry may break an order rule; read one
+        by one, the first that does is named exactly as the sequential check names it.
+        """
+        order = OrderCheck()
+        keys = frozenset(self.key_changes)
+        cursor = self.snap.rows(FIRST, self.count)
+        for position, row in enumerate(cursor):
+            _, fact = check_entry(row, position, keys, cursor.fetchone)
+            if len(fact) == 5:
+                order.decided(*fact)
+            elif len(fact) == 3:
+                order.ran(*fact)
+            else:
+                order.see(*fact)
+            if order.problem is not None:
+                return order
+        # Fail closed: the entries read again are not the ones step 3 read.
+        raise EntryError(
+            "an entry broke an order rule when read in step 3 but not when read again: the "
+            f"log changed while it was verified; verify it again and {KEEP_EVIDENCE}",
+            step=3,
+            attack="entry_modified",
         )
 
     def result(self, seconds: float) -> VerifiedLog:

@@ -396,15 +396,19 @@ def walk_range(
     entries form (at most) one perfect subtree of RFC 6962's tree and its frontier joins the
     frontier of everything before it without reference to it.
 
-    A canonical decision entry whose strings hold no escape is checked inline (the same
-    comparisons as :func:`check_entry`, which reads the same fields with the same regular
-    expression); any other row, or one that fails any of those comparisons, goes to
-    :func:`check_entry`, which decides.
+    A canonical decision or outcome entry whose strings hold no escape (but in the Cedar
+    entity ids and the policies' words, which it does not read) is checked here, with the
+    regular expression :func:`read_fast` uses narrowed to such strings and the comparisons
+    of :func:`check_entry`; any other row, or one that fails any of them, goes to
+    :func:`check_entry`, which decides. Either way the entry's order facts are folded into
+    the range's blocks (:class:`~agentfence.verify._order.Block`).
     """
     sha256 = hashlib.sha256
+    plain_decision = _PLAIN_DECISION
     position = start
     stack: list[bytes] = []
     block = Block(start)
+    decided, refs, hashes = block.decided, block.refs, block.hashes
     items: list[Item] = []
     stacks: dict[int, tuple[bytes, ...]] = {}
     wanted = {size for size in sizes if start < size <= end}
@@ -418,9 +422,33 @@ def walk_range(
             leaf = sha256(b"\x00" + body).digest()
             if seq == position and leaf == stored_leaf:
                 if kind == DECISION_KIND:
-                    read = _read_decision(
-                        block, body, position, dkey, thread, tool, effect, time_us
-                    )
+                    # Block.decision inline, for the entry check_entry would read so.
+                    match = plain_decision(body.decode())
+                    if match is not None:
+                        did, f_effect, policy_hash, blob, f_thread, f_time, f_tool, claimed = (
+                            match.groups()
+                        )
+                        if (
+                            thread == f_thread
+                            and tool == f_tool
+                            and effect == f_effect
+                            and dkey == DECISION_KEY + did
+                            and time_us == int(f_time)
+                            and int(claimed) == position
+                        ):
+                            read = True
+                            block.decisions += 1
+                            if blob != "null":
+                                blob = blob[1:-1]
+                                if blob not in refs:
+                                    refs[blob] = position
+                            if policy_hash not in hashes:
+                                hashes[policy_hash] = position
+                            if did in decided:
+                                block.clash = True
+                            decided[did] = _EFFECTS[f_effect]
+                            if f_effect == "REQUIRE_APPROVAL":
+                                block.held.append(did)
                 elif kind == OUTCOME_KIND:
                     read = _read_outcome(block, body, position, dkey, thread, tool, effect, time_us)
         except (TypeError, AttributeError, UnicodeDecodeError):
@@ -442,6 +470,7 @@ def walk_range(
                     items.append(block)
                 items.append((fact[0], fact[1]))
                 block = Block(position + 1)
+                decided, refs, hashes = block.decided, block.refs, block.hashes
         # 4. Fold the leaf into the range's tree (each trailing one bit of the entries
         #    folded so far is a perfect subtree to merge, as in MerkleFrontier.append).
         merged, carry = leaf, position - start
@@ -460,38 +489,10 @@ def walk_range(
     return RangePart(start, position - start, failed, items, stacks, tuple(stack))
 
 
-# What check_entry does for a canonical decision or outcome entry whose strings hold no
-# escape, without the calls: the same regular expression and the same comparisons, in the
-# same order of precedence for what is accepted (anything refused goes to check_entry). Each
-# returns whether it took the entry into ``block``; the row's seq and leaf hash were checked.
-
-
-def _read_decision(
-    block: Block,
-    body: bytes,
-    position: int,
-    dkey: Any,
-    thread: Any,
-    tool: Any,
-    effect: Any,
-    time_us: Any,
-) -> bool:
-    match = _PLAIN_DECISION(body.decode())
-    if match is None:
-        return False
-    did, f_effect, policy_hash, blob, f_thread, f_time, f_tool, claimed = match.groups()
-    blob = None if blob == "null" else blob[1:-1]
-    if (
-        thread == f_thread
-        and tool == f_tool
-        and effect == f_effect
-        and dkey == DECISION_KEY + did
-        and time_us == int(f_time)
-        and int(claimed) == position
-    ):
-        block.decision(position, did, _EFFECTS[f_effect], policy_hash, blob)
-        return True
-    return False
+# What check_entry does for a canonical outcome entry whose strings hold no escape, without
+# its calls (walk_range does the same inline for a decision): the same regular expression
+# and the same comparisons; anything refused goes to check_entry. Returns whether it took
+# the entry into ``block``; the caller checked the row's seq and leaf hash.
 
 
 def _read_outcome(

@@ -95,6 +95,7 @@ class OrderCheck:
         self.decisions = 0
         self.outcomes = 0
         self.problem: str | None = None
+        self.recheck = False  # a folded block may break a rule: check again one by one
 
     def decision(self, seq: int, record: DecisionRecord) -> None:
         self.decided(
@@ -142,33 +143,15 @@ class OrderCheck:
         elif self.problem is None:
             self.problem = _outcome_problem(seq, decision_id, state)
 
-    def fold(self, block: Block) -> bool:
+    def fold(self, block: Block) -> None:
         """Take in a :class:`Block` as :meth:`decided` and :meth:`ran` would take in its
-        entries one at a time, and return ``True``; or change nothing and return ``False``
-        when one of them breaks a rule: the caller then feeds those entries one at a time, so
-        that the first problem is named exactly as the sequential check names it."""
-        states = self.states
-        pending: dict[str, str] = {}
-        if self.problem is None:
-            # With no problem so far, a run without one changes the states as the entries
-            # would one by one: its decisions are all new (not decided before, none twice),
-            # their policy sets were activated before the run (a run holds no activation),
-            # and each outcome follows a decision that lets it run, once.
-            if block.clash or not states.keys().isdisjoint(block.decided):
-                return False
-            activated = self.activated
-            for policy_hash in block.hashes:
-                if policy_hash not in activated:
-                    return False
-            for _, decision_id in block.open:
-                state = pending[decision_id] if decision_id in pending else states.get(decision_id)
-                if state != "ALLOW" and state != _APPROVED:
-                    return False
-                pending[decision_id] = _RAN
-        else:
-            # The first problem is found; the states only feed messages that are not given
-            # now, but the counts and the blob refs (step 6) stay exact.
-            pending = dict.fromkeys((decision_id for _, decision_id in block.open), _RAN)
+        entries one at a time.
+
+        The counts and the blob refs are always exact. So are the states while no entry
+        breaks a rule; when one may, :attr:`recheck` is set: the order is then checked again
+        one entry at a time (``verify_log`` does so in step 7), so that the first problem is
+        named exactly as the sequential check names it.
+        """
         self.decisions += block.decisions
         self.outcomes += block.outcomes
         refs = self.refs
@@ -177,10 +160,30 @@ class OrderCheck:
         else:
             for ref, seq in block.refs.items():
                 refs.setdefault(ref, seq)
+        self.held.update(block.held)
+        if self.recheck or self.problem is not None:
+            return  # the first problem is named by then: the states no longer matter
+        # A run that breaks no rule changes the states as its entries would one by one: its
+        # decisions are all new (not decided before, none twice), their policy sets were
+        # activated before the run (a run holds no activation), and each outcome follows a
+        # decision that lets it run, once.
+        states = self.states
+        pending: dict[str, str] = {}
+        activated = self.activated
+        for _, decision_id in block.open:
+            state = pending[decision_id] if decision_id in pending else states.get(decision_id)
+            if state != "ALLOW" and state != _APPROVED:
+                self.recheck = True
+                return
+            pending[decision_id] = _RAN
+        size = len(states)
         states.update(block.decided)
         states.update(pending)
-        self.held.update(block.held)
-        return True
+        self.recheck = (
+            block.clash
+            or len(states) != size + len(block.decided)  # a decision recorded again
+            or not activated.keys() >= block.hashes.keys()
+        )
 
     def without_outcome(self) -> int:
         """Decisions that let a tool run (allowed, or approved) with no outcome after them:
