@@ -540,7 +540,7 @@ def check_range(
         return walk_range(snap.rows(first, end), start, end, sizes, key_changes)
 
 
-RANGE = 2**15
+RANGE = 2**14
 """Entries per range: a power of two, so that each full range is one perfect subtree."""
 
 
