@@ -100,7 +100,9 @@ def verify_log(
     process still folds the tree, checks every checkpoint and the order, and reports the
     failure of the lowest entry whichever process finds it. A PostgreSQL log is read in this
     process. Worker processes are spawned, so a script that asks for them must call
-    :func:`verify_log` under ``if __name__ == "__main__":``, as with :func:`replay`.
+    :func:`verify_log` under ``if __name__ == "__main__":``, as with :func:`replay`; each
+    worker first imports that script's module, so its top-level imports are paid once per
+    worker.
     """
     started = time.perf_counter()
     trusted = trusted_verifiers(keys)
