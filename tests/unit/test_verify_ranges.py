@@ -9,6 +9,7 @@ reports it: the same error type, message, step and attack.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -21,11 +22,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agentfence.errors import LogVerificationError, VerificationError
-from agentfence.records import DecisionRecord, OutcomeRecord, canonical_bytes, entry_bytes_from
-from agentfence.verify import EntryError, _entries, verify_log
+from agentfence.errors import LogVerificationError, OrderError, VerificationError
+from agentfence.log import parse_entry
+from agentfence.records import (
+    ActivationRecord,
+    ApprovalAnswerRecord,
+    ApprovalRequestRecord,
+    DecisionRecord,
+    OutcomeRecord,
+    canonical_bytes,
+    entry_bytes_from,
+)
+from agentfence.verify import EntryError, _check, _entries, verify_log
+from agentfence.verify._common import KEEP_EVIDENCE
+from agentfence.verify._order import Block, OrderCheck
 from agentfence.verify._snapshot import ENTRY_ADAPTER
-from tests.unit.test_verify import BuiltLog, build_log, copy_log, records, sql
+from tests.unit.test_verify import BuiltLog, append_signed, build_log, copy_log, records, sql
 
 SHORT = 8
 
@@ -392,3 +404,406 @@ def test_a_range_worker_loads_no_policy_engine_or_graph_stack() -> None:
 
     assert replay.__module__ == "agentfence.verify._replay"
     assert ReplayReport.__module__ == "agentfence.verify._replay"
+
+
+# --- blocks of decisions and outcomes fold as the entries would one by one -----------------
+
+_IDS = ["d0", "d1", "d2", "d3"]
+_HASHES = ["h0", "h1"]
+_BLOBS = [None, "sha256:b0", "sha256:b1", "sha256:b2"]
+_OP = st.one_of(
+    st.tuples(
+        st.just("decision"),
+        st.sampled_from(_IDS),
+        st.sampled_from(["ALLOW", "DENY", "REQUIRE_APPROVAL"]),
+        st.sampled_from(_HASHES),
+        st.sampled_from(_BLOBS),
+    ),
+    st.tuples(st.just("outcome"), st.sampled_from(_IDS), st.sampled_from(_BLOBS)),
+    st.tuples(st.just("activation"), st.sampled_from(_HASHES)),
+    st.tuples(st.just("request"), st.sampled_from(_IDS), st.sampled_from(["r0", "r1"])),
+    st.tuples(
+        st.just("answer"),
+        st.sampled_from(_IDS),
+        st.sampled_from(["r0", "r1"]),
+        st.sampled_from(["approve", "reject"]),
+        st.sampled_from(["accepted", "refused"]),
+    ),
+    st.tuples(st.just("range ends")),
+)
+
+
+def _other(op: tuple[Any, ...]) -> Any:
+    """The record an op other than a decision or an outcome stands for."""
+    if op[0] == "activation":
+        return ActivationRecord.model_construct(
+            policy_hash=op[1], file_blobs={}, schema_blob=None, generated_schema_blob=None
+        )
+    if op[0] == "request":
+        return ApprovalRequestRecord.model_construct(
+            request_id=op[2], decision_id=op[1], args_blob="sha256:args"
+        )
+    return ApprovalAnswerRecord.model_construct(
+        request_id=op[2],
+        decision_id=op[1],
+        answer=op[3],
+        verdict=op[4],
+        answer_blob=None,
+        args_diff_blob=None,
+    )
+
+
+def _fold_both_ways(ops: list[tuple[Any, ...]]) -> tuple[Any, Any]:
+    """The order check fed one entry at a time, and fed blocks as the ranges fold them."""
+    one, folded = OrderCheck(), OrderCheck()
+    block = Block(0)
+    seq = 0
+
+    def close() -> None:
+        nonlocal block
+        if block.decisions or block.outcomes:
+            block.end = seq
+            folded.fold(block)
+        block = Block(seq)
+
+    for op in ops:
+        if op[0] == "range ends":
+            close()
+            continue
+        if op[0] == "decision":
+            one.decided(seq, *op[1:])
+            block.decision(seq, *op[1:])
+        elif op[0] == "outcome":
+            one.ran(seq, *op[1:])
+            block.outcome(seq, *op[1:])
+        else:
+            close()
+            one.see(seq, _other(op))
+            folded.see(seq, _other(op))
+            block = Block(seq + 1)
+        seq += 1
+    close()
+    return one, folded
+
+
+@settings(max_examples=600, deadline=None)
+@given(ops=st.lists(_OP, max_size=24))
+def test_folded_blocks_name_the_first_order_problem_as_one_by_one(
+    ops: list[tuple[Any, ...]],
+) -> None:
+    one, folded = _fold_both_ways(ops)
+    # Counts and blob refs (step 6) are exact whatever the order.
+    assert (folded.decisions, folded.outcomes, folded.refs, folded.held) == (
+        one.decisions,
+        one.outcomes,
+        one.refs,
+        one.held,
+    )
+    # A block that may break a rule asks for the one-by-one check, and only then.
+    assert (folded.recheck or folded.problem is not None) == (one.problem is not None)
+    if not folded.recheck:
+        assert folded.problem == one.problem
+    if one.problem is None:
+        assert folded.states == one.states
+        assert folded.without_outcome() == one.without_outcome()
+
+
+def test_a_decision_recorded_again_in_a_later_block_asks_for_the_one_by_one_check() -> None:
+    ops: list[tuple[Any, ...]] = [
+        ("activation", "h0"),
+        ("decision", "d0", "ALLOW", "h0", None),
+        ("range ends",),
+        ("decision", "d1", "ALLOW", "h0", None),
+        ("decision", "d0", "ALLOW", "h0", None),
+    ]
+    one, folded = _fold_both_ways(ops)
+    assert one.problem == (
+        "decision d0 is recorded twice (again at entry 3); a call is decided and recorded once"
+    )
+    assert folded.recheck and folded.problem is None
+
+
+# --- the checks inline in walk_range decide as check_entry does ----------------------------
+
+
+def _row(source: bytes, **columns: Any) -> list[Any]:
+    """The row the writer stores for the entry ``source`` (its columns from the entry, or
+    defaults when ``parse=False``), with ``columns`` changed; the leaf hash is of the body."""
+    seq, record = parse_entry(source) if columns.pop("parse", True) else (3, None)
+    row: dict[str, Any] = {
+        "seq": seq,
+        "kind": getattr(record, "format", None),
+        "dedupe_key": f"{record.format}:{record.decision_id}" if record is not None else None,
+        "body": source,
+        "leaf_hash": None,
+        "thread": getattr(record, "thread", None),
+        "tool": getattr(record, "tool", None),
+        "effect": getattr(record, "effect", None),
+        "time_us": getattr(record, "time_us", 0),
+    }
+    row.update(columns)
+    if row["leaf_hash"] is None:
+        row["leaf_hash"] = hashlib.sha256(b"\x00" + row["body"]).digest()
+    return list(row.values())
+
+
+def _walked(row: list[Any]) -> Any:
+    """What walk_range makes of one row at its own position, and what check_entry makes."""
+    position = row[0] if isinstance(row[0], int) else 3
+    part = _entries.walk_range([row], position, position + 1, (), frozenset())
+    try:
+        leaf, fact = _entries.check_entry(row, position, frozenset(), lambda: None)
+    except EntryError:
+        return part, None
+    block = Block(position, position + 1)
+    if len(fact) == 5:
+        block.decision(*fact)
+    else:
+        block.outcome(*fact)
+    return part, (leaf, block)
+
+
+def _same_as_check_entry(row: list[Any]) -> Any:
+    part, expected = _walked(row)
+    if expected is None:
+        assert part.failed and part.done == 0
+        return None
+    leaf, block = expected
+    assert not part.failed and part.final == (leaf,)
+    assert part.items == [block]
+    return block
+
+
+def _outcome_body(base: BuiltLog) -> bytes:
+    seq, record = next((s, r) for s, r in records(base.path) if isinstance(r, OutcomeRecord))
+    return entry_bytes_from(seq, canonical_bytes(record))
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+def test_walk_range_refuses_what_check_entry_refuses(base: BuiltLog, name: str) -> None:
+    body = MALFORMED[name](_decision_body(base))
+    _same_as_check_entry(_row(body, parse=False))
+    _same_as_check_entry(_row(_decision_body(base), body=body))
+
+
+COLUMNS = {
+    "body stored as TEXT": {"body": lambda b: b.decode()},
+    "leaf hash stored as TEXT": {"leaf_hash": lambda b: "x" * 32},
+    "a leaf hash of other bytes": {"leaf_hash": lambda b: bytes(32)},
+    "time_us as TEXT": {"time_us": lambda b: "1"},
+    "time_us one later": {"time_us": lambda b: -1},
+    "thread as a BLOB": {"thread": lambda b: b"bench"},
+    "another effect": {"effect": lambda b: "DENY"},
+    "another kind": {"kind": lambda b: "agentfence.approval_request/v1"},
+    "another dedupe key": {"dedupe_key": lambda b: "agentfence.decision/v1:x"},
+    "another position": {"seq": lambda b: 40},
+    "another tool": {"tool": lambda b: "another-tool"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(COLUMNS))
+def test_walk_range_reads_the_index_columns_as_check_entry_does(base: BuiltLog, name: str) -> None:
+    for body in (_decision_body(base), _outcome_body(base)):
+        row = _row(body)
+        ((column, change),) = COLUMNS[name].items()
+        index = [
+            "seq",
+            "kind",
+            "dedupe_key",
+            "body",
+            "leaf_hash",
+            "thread",
+            "tool",
+            "effect",
+            "time_us",
+        ].index(column)
+        row[index] = change(body)
+        assert _same_as_check_entry(row) is None  # each is refused, by both
+
+
+def test_canonical_entries_with_escapes_are_read_by_check_entry_in_walk_range(
+    base: BuiltLog,
+) -> None:
+    decision = _decision_body(base).replace(b'"thread":"', b'"thread":"a\\"b')
+    block = _same_as_check_entry(_row(decision))
+    assert block is not None and block.decisions == 1
+    assert _same_as_check_entry(_row(_outcome_body(base))).outcomes == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.text(max_size=12),
+    field=st.sampled_from([b"thread", b"tool", b"decision_id", b"policy_hash", b"agent"]),
+)
+def test_any_string_value_walks_as_check_entry_reads_it(value: str, field: bytes) -> None:
+    body = DECISION.replace(
+        b'"' + field + b'":"' + (b"d1" if field == b"decision_id" else b"x") + b'"',
+        b'"'
+        + field
+        + b'":'
+        + json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+    )
+    if field == b"policy_hash":
+        body = DECISION.replace(
+            b'"policy_hash":"' + b"0" * 64 + b'"', b'"policy_hash":' + json.dumps(value).encode()
+        )
+    try:
+        record = DecisionRecord.model_validate_json(
+            body.split(b',"record":', 1)[1].rsplit(b',"seq":', 1)[0]
+        )
+    except ValidationError:
+        _same_as_check_entry(_row(body, parse=False))
+        return
+    _same_as_check_entry(
+        _row(
+            body,
+            kind=record.format,
+            dedupe_key=f"{record.format}:{record.decision_id}",
+            thread=record.thread,
+            tool=record.tool,
+            effect=record.effect,
+            time_us=record.time_us,
+        )
+    )
+
+
+def test_canonical_plain_entries_are_checked_inline(
+    base: BuiltLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_check(*args: Any) -> Any:
+        raise AssertionError("check_entry was called")
+
+    monkeypatch.setattr(_entries, "check_entry", no_check)
+    for body in (DECISION, _outcome_body(base)):
+        row = _row(body)
+        part = _entries.walk_range([row], row[0], row[0] + 1, (), frozenset())
+        assert part.done == 1 and not part.failed
+
+
+# --- order problems found by worker ranges ---------------------------------------------------
+
+
+def _sequential_problem(path: Path) -> str | None:
+    """The first order problem, the order check fed every entry one at a time."""
+    order = OrderCheck()
+    for seq, record in records(path):
+        order.see(seq, record)
+    return order.problem
+
+
+def _appended(built: BuiltLog, name: str) -> None:
+    decisions = [r for _, r in records(built.path) if isinstance(r, DecisionRecord)]
+    allowed = next(r for r in decisions if r.effect == "ALLOW")
+    denied = next(r for r in decisions if r.effect == "DENY")
+
+    def new(decision_id: str, **update: Any) -> DecisionRecord:
+        return allowed.model_copy(
+            update={"decision_id": decision_id, "request_blob": None, "time_us": 5, **update}
+        )
+
+    def outcome(decision_id: str) -> OutcomeRecord:
+        return OutcomeRecord(
+            decision_id=decision_id, status="success", result_digest="0" * 64, time_us=6
+        )
+
+    request = ApprovalRequestRecord(
+        request_id="r-1",
+        decision_id="f" * 32,
+        action_digest="0" * 64,
+        tool="refund",
+        tool_call_id="c",
+        args_blob=next(r.request_blob for r in decisions if r.request_blob),
+        principal='User::"alice"',
+        agent="support-bot",
+        thread="t",
+        policy_hash=allowed.policy_hash,
+        policy_ids=[],
+        reasons=[],
+        risk="high",
+        approvers=[],
+        created_us=7,
+        expires_us=8,
+        time_us=7,
+    )
+    unactivated = new("e" * 32, policy_hash="ab" * 32)
+    cases: dict[str, list[Any]] = {
+        "an outcome without its decision": [new("a" * 32), outcome("f" * 32)],
+        "an outcome of a denied call": [new("a" * 32), outcome(denied.decision_id)],
+        "an outcome before its decision": [outcome("a" * 32), new("a" * 32)],
+        "an outcome of a held call": [
+            new("a" * 32, effect="REQUIRE_APPROVAL"),
+            outcome("a" * 32),
+        ],
+        "an unactivated policy set": [new("a" * 32), unactivated],
+        "two problems, the lower named": [unactivated, outcome(denied.decision_id)],
+        "a request for no held decision after a bad outcome": [
+            outcome(denied.decision_id),
+            request,
+        ],
+        "a bad outcome after a request for no held decision": [
+            request,
+            outcome(denied.decision_id),
+        ],
+    }
+    append_signed(built, *cases[name])
+
+
+ORDER_CASES = [
+    "an outcome without its decision",
+    "an outcome of a denied call",
+    "an outcome before its decision",
+    "an outcome of a held call",
+    "an unactivated policy set",
+    "two problems, the lower named",
+    "a request for no held decision after a bad outcome",
+    "a bad outcome after a request for no held decision",
+]
+
+
+@pytest.mark.parametrize("name", ORDER_CASES)
+def test_order_problems_in_worker_ranges_are_named_as_one_by_one(
+    log: BuiltLog, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _appended(log, name)
+    problem = _sequential_problem(log.path)
+    assert problem is not None
+    rechecks: list[bool] = []
+    one_by_one = _check._LogCheck._order_one_by_one
+
+    def counted(self: Any) -> Any:
+        rechecks.append(True)
+        return one_by_one(self)
+
+    monkeypatch.setattr(_check._LogCheck, "_order_one_by_one", counted)
+    kind, message, step, attack = same_failure(log, monkeypatch)
+    # Only a problem an order check of single entries finds first leaves the blocks alone.
+    assert bool(rechecks) == (name != "a bad outcome after a request for no held decision")
+    assert (kind, step, attack) == (OrderError, 7, "out_of_order")
+    assert message == f"the log's entries are out of order: {problem}; {KEEP_EVIDENCE}"
+    if name == "two problems, the lower named":
+        assert "no earlier activation entry activated" in message
+    if name == "a request for no held decision after a bad outcome":
+        assert "which was DENY and not approved" in message
+    if name == "a bad outcome after a request for no held decision":
+        assert "the approval request at entry 22" in message
+
+
+def test_blocks_that_break_a_rule_the_entries_do_not_fail_closed(
+    base: BuiltLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 3 folded entries that broke an order rule, and read again they break none: the
+    log changed while it was verified, and it is not reported as verified."""
+    fold = OrderCheck.fold
+
+    def changed(self: OrderCheck, block: Block) -> None:
+        fold(self, block)
+        self.recheck = True
+
+    monkeypatch.setattr(OrderCheck, "fold", changed)
+    with pytest.raises(EntryError) as caught:
+        verify_log(base.path, [base.vkey], workers=1)
+    assert str(caught.value).startswith(
+        "an entry broke an order rule when read in step 3 but not when read again: the log "
+        "changed while it was verified; verify it again and keep this copy as evidence"
+    )
+    assert (caught.value.step, caught.value.attack) == (3, "entry_modified")

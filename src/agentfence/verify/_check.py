@@ -54,7 +54,7 @@ from agentfence.verify._key_schedule import (
     trusted_verifiers,
     unique_keys,
 )
-from agentfence.verify._order import OrderCheck
+from agentfence.verify._order import Block, OrderCheck
 from agentfence.verify._results import ErasedBlob, VerifiedLog, check_activation
 from agentfence.verify._snapshot import Snapshot, parse_body
 
@@ -100,7 +100,9 @@ def verify_log(
     process still folds the tree, checks every checkpoint and the order, and reports the
     failure of the lowest entry whichever process finds it. A PostgreSQL log is read in this
     process. Worker processes are spawned, so a script that asks for them must call
-    :func:`verify_log` under ``if __name__ == "__main__":``, as with :func:`replay`.
+    :func:`verify_log` under ``if __name__ == "__main__":``, as with :func:`replay`; each
+    worker first imports that script's module, so its top-level imports are paid once per
+    worker.
     """
     started = time.perf_counter()
     trusted = trusted_verifiers(keys)
@@ -273,7 +275,10 @@ class _LogCheck:
         return _Saved(note, body.size, body.root)
 
     def entries_and_roots(self, saved: _Saved | None) -> None:
-        total = self.snap.count()
+        last = self.snap.last_seq()
+        # The progress total is what the highest stored seq promises: counting the rows
+        # would read the whole table before any is checked.
+        total = max(last + 1, 0) if last is not None else 0
         sizes = [(size, root, frontier) for size, root, _, frontier in self.stored]
         if sizes and sizes[0][0] == 0:
             if not hmac.compare_digest(sizes[0][1], _merkle.EMPTY_ROOT):
@@ -295,7 +300,6 @@ class _LogCheck:
         keys = frozenset(self.key_changes)
         compare = hmac.compare_digest
         order = self.order
-        decided, ran = order.decided, order.ran
         # The Merkle frontier as a plain list: the perfect-subtree roots of MerkleFrontier.
         stack: list[bytes] = []
         next_index = 0
@@ -303,17 +307,15 @@ class _LogCheck:
         last_good = 0
         position = 0
         self.run.tick("3. entries", 0, total)
-        bounds = range_bounds(self.snap.last_seq())
+        bounds = range_bounds(last)
         for part in range_parts(self.snap, self.source, bounds, wanted, keys, self.workers):
             # 6./7. Collect the blob refs and order facts the later steps check, in order.
-            for fact in part.facts:
-                if len(fact) == 5:
-                    decided(*fact)
-                elif len(fact) == 3:
-                    ran(*fact)
+            for item in part.items:
+                if isinstance(item, Block):
+                    order.fold(item)
                 else:
-                    order.see(*fact)
-                    self.other(*fact)
+                    order.see(*item)
+                    self.other(*item)
             position = part.start + part.done
             # 4. At each checkpoint size reached, the recomputed root must be the signed one:
             #    the frontier before the range joined to the range's own frontier there.
@@ -578,6 +580,8 @@ class _LogCheck:
 
     def check_order(self) -> None:
         order = self.order
+        if order.recheck:
+            order = self._order_one_by_one()
         if order.problem is not None:
             raise OrderError(
                 f"the log's entries are out of order: {order.problem}; {KEEP_EVIDENCE}",
@@ -596,6 +600,33 @@ class _LogCheck:
                 if unrecorded
                 else ""
             ),
+        )
+
+    def _order_one_by_one(self) -> OrderCheck:
+        """Check the order again, one entry at a time as read from this process's snapshot.
+
+        The blocks folded in step 3 showed that some entry may break an order rule; read one
+        by one, the first that does is named exactly as the sequential check names it.
+        """
+        order = OrderCheck()
+        keys = frozenset(self.key_changes)
+        cursor = self.snap.rows(FIRST, self.count)
+        for position, row in enumerate(cursor):
+            _, fact = check_entry(row, position, keys, cursor.fetchone)
+            if len(fact) == 5:
+                order.decided(*fact)
+            elif len(fact) == 3:
+                order.ran(*fact)
+            else:
+                order.see(*fact)
+            if order.problem is not None:
+                return order
+        # Fail closed: the entries read again are not the ones step 3 read.
+        raise EntryError(
+            "an entry broke an order rule when read in step 3 but not when read again: the "
+            f"log changed while it was verified; verify it again and {KEEP_EVIDENCE}",
+            step=3,
+            attack="entry_modified",
         )
 
     def result(self, seconds: float) -> VerifiedLog:

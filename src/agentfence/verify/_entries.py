@@ -46,6 +46,7 @@ from agentfence.records import (
 )
 from agentfence.verify._common import KEEP_EVIDENCE, first_error
 from agentfence.verify._key_schedule import KeyChange
+from agentfence.verify._order import Block
 from agentfence.verify._snapshot import (
     DECISION_KEY,
     ENTRY_ADAPTER,
@@ -74,41 +75,55 @@ row stored below 0 is found where the sequential loop would find it."""
 # anything else a string may hold goes to strict validation. The unrolled, possessive form
 # keeps the regular expression engine in its character-class loop, never backtracking.
 _CHARS = r'[^"\\\x00-\x1f]*+(?:\\["\\][^"\\\x00-\x1f]*+)*+'
-_S = f'"{_CHARS}"'
-_SC = f'"({_CHARS})"'
-_NS = f"(?:null|{_S})"
-_NSC = f"(null|{_S})"
-_LS = rf"\[(?:{_S}(?:,{_S})*)?\]"
+# The same without escapes: what the checks inline in walk_range read (see there).
+_PLAIN = r'[^"\\\x00-\x1f]*+'
 # An integer as RFC 8785 writes one, up to 16 digits (well inside what both readers take).
 _INT = "(?:0|-?[1-9][0-9]{0,15})"
 _INTC = f"({_INT})"
 _EFFECT = "(?:ALLOW|DENY|REQUIRE_APPROVAL)"
-_METERED = rf'(?:null|\{{"amount":{_S},"meter":{_S}\}})'
-_SHADOW = rf'(?:null|\{{"effect":"{_EFFECT}","policy_ids":{_LS},"reasons":{_LS}\}})'
-_REDACTION = rf'\{{"count":{_INT},"kind":{_S}\}}'
 _HEAD = r'\{"format":"agentfence\.entry/v1","record":\{'
 _TAIL = rf'\}},"seq":{_INTC}\}}'
 
-# Every field of the record, in RFC 8785 key order (UTF-16 code units), each with its type.
-_DECISION = re.compile(
-    _HEAD
-    + f'"action":{_S},"agent":{_S},"approvers":{_LS},"decision_id":{_SC},'
-    + f'"effect":"({_EFFECT})","engine":{_S},"errors":{_LS},'
-    + f'"format":"agentfence\\.decision/v1","metered":{_METERED},"policy_hash":{_SC},'
-    + f'"policy_ids":{_LS},"principal":{_NS},"reasons":{_LS},"request_blob":{_NSC},'
-    + f'"resource":{_NS},"seed":{_INT},"shadow":{_SHADOW},"span_id":{_NS},"step":{_INT},'
-    + f'"thread":{_SC},"time_us":{_INTC},"tool":{_SC},"tool_call_id":{_S},"trace_id":{_NS}'
-    + _TAIL
-).fullmatch
-_OUTCOME = re.compile(
-    _HEAD
-    + f'"decision_id":{_SC},"format":"agentfence\\.outcome/v1","labels":{_LS},'
-    + f'"metered":{_METERED},"original_digest":{_NS},"original_salt_blob":{_NS},'
-    + rf'"redactions":\[(?:{_REDACTION}(?:,{_REDACTION})*)?\],"result_blob":{_NSC},'
-    + f'"result_digest":{_S},"status":"(?:success|error)","time_us":{_INTC}'
-    + _TAIL
-).fullmatch
+
+def _shapes(chars: str, read: str) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The decision and the outcome entry, each field with its type, in RFC 8785 key order
+    (UTF-16 code units); ``read`` are the characters of the strings other than the Cedar
+    entity ids (action, principal, resource) and the policies' words (reasons, errors),
+    ``chars`` theirs."""
+    s, p, pc = f'"{chars}"', f'"{read}"', f'"({read})"'
+    ns, np_, npc = f"(?:null|{s})", f"(?:null|{p})", f"(null|{p})"
+    ls, lp = rf"\[(?:{s}(?:,{s})*)?\]", rf"\[(?:{p}(?:,{p})*)?\]"
+    metered = rf'(?:null|\{{"amount":{p},"meter":{p}\}})'
+    shadow = rf'(?:null|\{{"effect":"{_EFFECT}","policy_ids":{lp},"reasons":{ls}\}})'
+    redaction = rf'\{{"count":{_INT},"kind":{p}\}}'
+    decision = re.compile(
+        _HEAD
+        + f'"action":{s},"agent":{p},"approvers":{lp},"decision_id":{pc},'
+        + f'"effect":"({_EFFECT})","engine":{p},"errors":{ls},'
+        + f'"format":"agentfence\\.decision/v1","metered":{metered},"policy_hash":{pc},'
+        + f'"policy_ids":{lp},"principal":{ns},"reasons":{ls},"request_blob":{npc},'
+        + f'"resource":{ns},"seed":{_INT},"shadow":{shadow},"span_id":{np_},"step":{_INT},'
+        + f'"thread":{pc},"time_us":{_INTC},"tool":{pc},"tool_call_id":{p},"trace_id":{np_}'
+        + _TAIL
+    )
+    outcome = re.compile(
+        _HEAD
+        + f'"decision_id":{pc},"format":"agentfence\\.outcome/v1","labels":{lp},'
+        + f'"metered":{metered},"original_digest":{np_},"original_salt_blob":{np_},'
+        + rf'"redactions":\[(?:{redaction}(?:,{redaction})*)?\],"result_blob":{npc},'
+        + f'"result_digest":{p},"status":"(?:success|error)","time_us":{_INTC}'
+        + _TAIL
+    )
+    return decision, outcome
+
+
+_DECISION_SHAPE, _OUTCOME_SHAPE = _shapes(_CHARS, _CHARS)
+_DECISION, _OUTCOME = _DECISION_SHAPE.fullmatch, _OUTCOME_SHAPE.fullmatch
+# Strings read without escapes: a match needs no unescaping, and one with an escape goes to
+# check_entry (whose reading above takes it).
+_PLAIN_DECISION, _PLAIN_OUTCOME = (shape.fullmatch for shape in _shapes(_CHARS, _PLAIN))
 _ESCAPE = re.compile(r"\\(.)")
+_EFFECTS = {effect: effect for effect in ("ALLOW", "DENY", "REQUIRE_APPROVAL")}
 
 
 def _text(value: str) -> str:
@@ -340,20 +355,26 @@ def _misplaced(position: int, claimed: int, after: Callable[[], Row | None]) -> 
 # --- a range of entries --------------------------------------------------------------------
 
 
+Item = Block | tuple[int, LogRecord]
+"""What the order check takes in, in order: a :class:`Block` of decisions and outcomes, or
+``(seq, record)`` for an entry of any other kind."""
+
+
 @dataclass(frozen=True)
 class RangePart:
     """What a range of entries hands back to the parent: everything but the errors' words.
 
     ``done`` entries from position ``start`` passed step 3; ``failed`` says the entry at
-    ``start + done`` failed it, or is missing although the range should hold it. ``stacks``
-    holds the range's own Merkle frontier (the perfect-subtree roots of its entries,
-    largest first) after each asked size, ``final`` the frontier after its last good entry.
+    ``start + done`` failed it, or is missing although the range should hold it. ``items``
+    are those entries' order facts (:data:`Item`). ``stacks`` holds the range's own Merkle
+    frontier (the perfect-subtree roots of its entries, largest first) after each asked size,
+    ``final`` the frontier after its last good entry.
     """
 
     start: int
     done: int
     failed: bool
-    facts: list[Fact]
+    items: list[Item]
     stacks: dict[int, tuple[bytes, ...]]
     final: tuple[bytes, ...]
 
@@ -374,24 +395,82 @@ def walk_range(
     ``start`` is a multiple of a power of two at least ``end - start``, so the range's
     entries form (at most) one perfect subtree of RFC 6962's tree and its frontier joins the
     frontier of everything before it without reference to it.
+
+    A canonical decision or outcome entry whose strings hold no escape (but in the Cedar
+    entity ids and the policies' words, which it does not read) is checked here, with the
+    regular expression :func:`read_fast` uses narrowed to such strings and the comparisons
+    of :func:`check_entry`; any other row, or one that fails any of them, goes to
+    :func:`check_entry`, which decides. Either way the entry's order facts are folded into
+    the range's blocks (:class:`~agentfence.verify._order.Block`).
     """
     sha256 = hashlib.sha256
+    plain_decision = _PLAIN_DECISION
     position = start
     stack: list[bytes] = []
-    facts: list[Fact] = []
+    block = Block(start)
+    decided, refs, hashes = block.decided, block.refs, block.hashes
+    items: list[Item] = []
     stacks: dict[int, tuple[bytes, ...]] = {}
     wanted = {size for size in sizes if start < size <= end}
     failed = False
     for row in rows:
         if position >= end:
             break
+        read = False
         try:
-            leaf, fact = check_entry(row, position, key_changes, _nothing)
-        except EntryError:
-            # The parent reads this entry again and raises the error itself.
-            failed = True
-            break
-        facts.append(fact)
+            seq, kind, dkey, body, stored_leaf, thread, tool, effect, time_us = row
+            leaf = sha256(b"\x00" + body).digest()
+            if seq == position and leaf == stored_leaf:
+                if kind == DECISION_KIND:
+                    # Block.decision inline, for the entry check_entry would read so.
+                    match = plain_decision(body.decode())
+                    if match is not None:
+                        did, f_effect, policy_hash, blob, f_thread, f_time, f_tool, claimed = (
+                            match.groups()
+                        )
+                        if (
+                            thread == f_thread
+                            and tool == f_tool
+                            and effect == f_effect
+                            and dkey == DECISION_KEY + did
+                            and time_us == int(f_time)
+                            and int(claimed) == position
+                        ):
+                            read = True
+                            block.decisions += 1
+                            if blob != "null":
+                                blob = blob[1:-1]
+                                if blob not in refs:
+                                    refs[blob] = position
+                            if policy_hash not in hashes:
+                                hashes[policy_hash] = position
+                            if did in decided:
+                                block.clash = True
+                            decided[did] = _EFFECTS[f_effect]
+                            if f_effect == "REQUIRE_APPROVAL":
+                                block.held.append(did)
+                elif kind == OUTCOME_KIND:
+                    read = _read_outcome(block, body, position, dkey, thread, tool, effect, time_us)
+        except (TypeError, AttributeError, UnicodeDecodeError):
+            read = False  # a body stored as TEXT, or not UTF-8: check_entry says what
+        if not read:
+            try:
+                leaf, fact = check_entry(row, position, key_changes, _nothing)
+            except EntryError:
+                # The parent reads this entry again and raises the error itself.
+                failed = True
+                break
+            if len(fact) == 5:
+                block.decision(*fact)
+            elif len(fact) == 3:
+                block.outcome(*fact)
+            else:
+                if block.decisions or block.outcomes:
+                    block.end = position
+                    items.append(block)
+                items.append((fact[0], fact[1]))
+                block = Block(position + 1)
+                decided, refs, hashes = block.decided, block.refs, block.hashes
         # 4. Fold the leaf into the range's tree (each trailing one bit of the entries
         #    folded so far is a perfect subtree to merge, as in MerkleFrontier.append).
         merged, carry = leaf, position - start
@@ -404,7 +483,44 @@ def walk_range(
             stacks[position] = tuple(stack)
     else:
         failed = position < end
-    return RangePart(start, position - start, failed, facts, stacks, tuple(stack))
+    if block.decisions or block.outcomes:
+        block.end = position
+        items.append(block)
+    return RangePart(start, position - start, failed, items, stacks, tuple(stack))
+
+
+# What check_entry does for a canonical outcome entry whose strings hold no escape, without
+# its calls (walk_range does the same inline for a decision): the same regular expression
+# and the same comparisons; anything refused goes to check_entry. Returns whether it took
+# the entry into ``block``; the caller checked the row's seq and leaf hash.
+
+
+def _read_outcome(
+    block: Block,
+    body: bytes,
+    position: int,
+    dkey: Any,
+    thread: Any,
+    tool: Any,
+    effect: Any,
+    time_us: Any,
+) -> bool:
+    match = _PLAIN_OUTCOME(body.decode())
+    if match is None:
+        return False
+    did, blob, f_time, claimed = match.groups()
+    blob = None if blob == "null" else blob[1:-1]
+    if (
+        thread is None
+        and tool is None
+        and effect is None
+        and dkey == OUTCOME_KEY + did
+        and time_us == int(f_time)
+        and int(claimed) == position
+    ):
+        block.outcome(position, did, blob)
+        return True
+    return False
 
 
 def check_range(
@@ -424,7 +540,7 @@ def check_range(
         return walk_range(snap.rows(first, end), start, end, sizes, key_changes)
 
 
-RANGE = 2**15
+RANGE = 2**14
 """Entries per range: a power of two, so that each full range is one perfect subtree."""
 
 
