@@ -240,18 +240,20 @@ def is_authorized(
     do not fit (a duplicate of a base entity, a type the schema does not allow as a parent)
     give no decision, which the caller denies.
     """
-    request = dict(request)
-    scoped = request.pop("entities", None)
-    if scoped:
-        try:
-            entities = entities.with_added_json_str(json.dumps(scoped), schema)
-        except ValueError as exc:
-            return Evaluation(
-                decision="NoDecision",
-                determining=(),
-                errors=(f"the request's own entities (the principal's groups): {exc}",),
-            )
-    result = cedarpy.is_authorized(request, policy_set, entities, schema=schema)
+    if "entities" in request:  # copied only then: most requests carry none
+        request = dict(request)
+        scoped = request.pop("entities")
+        if scoped:
+            try:
+                entities = entities.with_added_json_str(json.dumps(scoped), schema)
+            except ValueError as exc:
+                return Evaluation(
+                    decision="NoDecision",
+                    determining=(),
+                    errors=(f"the request's own entities (the principal's groups): {exc}",),
+                )
+    batch = [request if isinstance(request, dict) else dict(request)]
+    (result,) = cedarpy.is_authorized_batch(batch, policy_set, entities, schema=schema)
     diagnostics = result.diagnostics
     return Evaluation(
         decision=result.decision.value,

@@ -9,12 +9,11 @@ makes the decisions.
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from agentfence._ids import call_digest, derive_id
@@ -122,14 +121,42 @@ class CallFacts:
     """A private copy of the arguments as the call sent them, taken when they were bound:
     the tool receives a fresh copy of these, whose validation gives exactly ``args``."""
 
-    @functools.cached_property
+    @property
     def decision_id(self) -> str:
         """The deterministic id of this call's decision (computed once per facts value)."""
+        # Kept in the instance's own __dict__ (functools.cached_property takes a lock on every
+        # first read); :meth:`evolve` never carries it over to facts with other fields.
+        cached: str | None = self.__dict__.get(_DECISION_ID)
+        if cached is not None:
+            return cached
         principal = str(self.principal) if self.principal else ""
         if self.principal_parents:  # the groups decided with are part of what is decided
             principal += " in [" + ", ".join(map(str, self.principal_parents)) + "]"
         digest = call_digest(self.tool, self.args, principal, self.nonce)
-        return derive_id("decision", self.seed, self.thread, self.step, self.tool_call_id, digest)
+        value = derive_id("decision", self.seed, self.thread, self.step, self.tool_call_id, digest)
+        self.__dict__[_DECISION_ID] = value
+        return value
+
+    def evolve(self, **changes: Any) -> CallFacts:
+        """These facts with some fields changed (``dataclasses.replace``, without re-running
+        the generated ``__init__``): the hot path makes three such copies per call.
+
+        Only the fields are copied: the decision id depends on them, so it is worked out
+        again for the new value, never carried over.
+        """
+        unknown = changes.keys() - _CALL_FACTS_FIELDS
+        if unknown:
+            raise TypeError(f"CallFacts has no field(s) {', '.join(sorted(unknown))}")
+        new = object.__new__(CallFacts)
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.pop(_DECISION_ID, None)
+        state.update(changes)
+        return new
+
+
+_DECISION_ID = "_decision_id"
+_CALL_FACTS_FIELDS = frozenset(f.name for f in fields(CallFacts))
 
 
 @dataclass(frozen=True)

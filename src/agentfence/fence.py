@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import dataclasses
 import decimal
 import logging
 import os
@@ -95,6 +94,7 @@ __all__ = ["Clock", "Fence", "PrincipalResolver"]
 
 _logger = logging.getLogger("agentfence.fence")
 _W = TypeVar("_W")
+_R = TypeVar("_R", bound=LogRecord)
 
 
 class Fence:
@@ -357,7 +357,7 @@ class Fence:
             seed=seed,
         )
         if messages is not None and self._engine.flow.roots - {"usage"}:
-            facts = dataclasses.replace(facts, history=self._history.history("", list(messages)))
+            facts = facts.evolve(history=self._history.history("", list(messages)))
         with self._usage.lock:
             return self._engine.decide(usage_for(self._usage, self._engine, facts))
 
@@ -647,22 +647,24 @@ class Fence:
     # --- describing and recording --------------------------------------------------------
 
     def _append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
-        return self._timed(lambda: self._log.append(record, blobs))
+        return self._timed(self._log.append, record, blobs)
 
     def _append_outcome(self, record: OutcomeRecord, blobs: Sequence[Blob] = ()) -> None:
         """Record an outcome. It need not hold the call: a log that can defer it lets it ride
         the next commit (a decision's), within a bounded window (docs/log-format.md)."""
         later = self._append_later
         if later is not None:
-            self._timed(lambda: later(record, blobs))
+            self._timed(later, record, blobs)
         else:
             self._append(record, blobs)
 
-    def _timed(self, write: Callable[[], _W]) -> _W:
+    def _timed(
+        self, write: Callable[[_R, Sequence[Blob]], _W], record: _R, blobs: Sequence[Blob]
+    ) -> _W:
         """Run one write to the log, reporting its latency (and its error type) as a metric."""
         started = time.perf_counter()
         try:
-            result = write()
+            result = write(record, blobs)
         except Exception as exc:
             self._telemetry.log_append(time.perf_counter() - started, error_type=type(exc).__name__)
             raise
@@ -702,7 +704,7 @@ class Fence:
         if not self._engine.flow.roots - {"usage"}:
             return facts
         history = self._history.history(call.thread, list(messages_of(call.state)))
-        return dataclasses.replace(facts, history=history)
+        return facts.evolve(history=history)
 
     def _facts(
         self,

@@ -440,13 +440,13 @@ class PolicyEngine:
             try:
                 entry.bind(facts.args)  # names the argument when the schema can (nesting)
             except ArgumentError as named:
-                return dataclasses.replace(facts, problem=str(named))
-            return dataclasses.replace(facts, problem=f"arguments cannot be copied: {exc}")
+                return facts.evolve(problem=str(named))
+            return facts.evolve(problem=f"arguments cannot be copied: {exc}")
         try:
             bound = entry.bind(sent)
         except ArgumentError as exc:
-            return dataclasses.replace(facts, problem=str(exc), sent=sent)
-        return dataclasses.replace(facts, args=bound.values, bound=bound, sent=sent)
+            return facts.evolve(problem=str(exc), sent=sent)
+        return facts.evolve(args=bound.values, bound=bound, sent=sent)
 
     def result_labels(self, tool: str, resource: EntityRef | None) -> frozenset[str]:
         """The labels of what a call returns: the tool's, and its resource's (``entities.json``)."""

@@ -272,6 +272,51 @@ def test_engine_decides_facts_directly(policy_dir: Path, tools: list[BaseTool]) 
     assert engine.source_of("nope") is None
 
 
+def _facts(**changes: object) -> CallFacts:
+    base: dict[str, object] = {
+        "tool": "wipe",
+        "args": {"path": "/tmp/x"},
+        "principal": EntityRef("User", "alice"),
+        "agent": "a",
+        "thread": "t",
+        "step": 1,
+        "tool_call_id": "c",
+        "seed": 1,
+    }
+    return CallFacts(**{**base, **changes})  # type: ignore[arg-type]  # test values
+
+
+def test_rebound_arguments_never_reuse_the_decision_id_of_the_raw_ones() -> None:
+    # The id is cached on the facts; a copy with other arguments (binding, an edit) must not
+    # inherit it, or a different call would share a decision id and find the first call's
+    # record and outcome as its own.
+    raw = _facts()
+    raw_id = raw.decision_id
+    rebound = raw.evolve(args={"path": "/"})
+    assert rebound.decision_id == _facts(args={"path": "/"}).decision_id
+    assert rebound.decision_id != raw_id
+    assert raw.decision_id == raw_id == _facts().decision_id
+    assert raw.evolve(thread="t2").decision_id == _facts(thread="t2").decision_id
+
+
+def test_binding_after_the_id_was_read_decides_under_the_bound_arguments_id(
+    policy_dir: Path, tools: list[BaseTool]
+) -> None:
+    engine = PolicyEngine.load(policy_dir, ToolCatalog.from_tools(tools))
+    # Binding coerces "5" to 5.0 and fills in the default memo: other arguments, another id.
+    raw = _facts(tool="pay", args={"account": "a", "amount": "5"})
+    raw_id = raw.decision_id
+    bound = engine.bind(raw)
+    assert bound.bound is not None and bound.args == {"account": "a", "amount": 5.0, "memo": None}
+    assert bound.decision_id == _facts(tool="pay", args=dict(bound.args)).decision_id != raw_id
+    assert engine.decide(bound).decision_id == bound.decision_id
+
+
+def test_evolve_refuses_a_field_facts_do_not_have() -> None:
+    with pytest.raises(TypeError, match="CallFacts has no field"):
+        _facts().evolve(argz={})
+
+
 def test_entity_ref_parsing() -> None:
     assert EntityRef.parse('User::"a\\"b"', "User") == EntityRef("User", 'a"b')
     assert EntityRef.parse("bob", "User") == EntityRef("User", "bob")
