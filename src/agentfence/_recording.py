@@ -62,8 +62,14 @@ def decision_record(
     resource = request.get("resource")
     # A call of several resources stores all its requests (a JSON list), so that replay
     # decides each again; the record's resource is the one that determined the effect.
-    stored: Any = list(decision.requests) if decision.requests else request
-    blobs = [Blob.of(request_bytes(stored))] if request else []
+    made = decision.stored_request
+    if decision.requests:
+        content = request_bytes(list(decision.requests))
+    elif made is not None and made[0] is decision.request:
+        content = made[1]  # what the engine made of this very request while deciding it
+    else:
+        content = request_bytes(request)
+    blobs = [Blob.of(content)] if request else []
     record = DecisionRecord(
         decision_id=decision.decision_id,
         seed=facts.seed,
@@ -136,12 +142,7 @@ def request_bytes(request: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> b
 
     Not RFC 8785: Cedar longs may exceed the integer range RFC 8785 allows.
     """
-    return _REQUEST_ENCODER.encode(request).encode()
-
-
-# What json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False) builds on every
-# call, built once (one request is stored per decision).
-_REQUEST_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _cedar.stored_form(request)
 
 
 def digest_of(value: Any) -> str:

@@ -178,6 +178,11 @@ class Decision:
     that determined the effect); empty for a call of one resource."""
     shadow: ShadowDecision | None = None
     """What the ``@shadow`` policies would have decided, when it differs or one matched."""
+    stored_request: tuple[Mapping[str, Any], bytes] | None = field(
+        default=None, repr=False, compare=False
+    )
+    """``request`` and its stored form (the log's request blob), made from the one encoding
+    Cedar evaluated; the log uses it only while ``request`` is that same object."""
 
     @property
     def allowed(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from langchain_core.tools import BaseTool
 
 from agentfence import AgentfenceWarning, Effect, EntityRef, Fence, PolicyLoadError
+from agentfence._recording import decision_record, request_bytes
 from agentfence.policy import CallFacts, PolicyEngine
 from agentfence.tools import ToolCatalog
 
@@ -310,6 +312,27 @@ def test_binding_after_the_id_was_read_decides_under_the_bound_arguments_id(
     assert bound.bound is not None and bound.args == {"account": "a", "amount": 5.0, "memo": None}
     assert bound.decision_id == _facts(tool="pay", args=dict(bound.args)).decision_id != raw_id
     assert engine.decide(bound).decision_id == bound.decision_id
+
+
+def test_recorded_request_is_the_one_cedar_evaluated(make_fence: Callable[..., Fence]) -> None:
+    decision = decide(make_fence(), "pay", {"account": "a", "amount": "5"})
+    assert decision.stored_request is not None  # made from the text Cedar was given
+    _, blobs = decision_record(decision, time_us=1)
+    assert blobs[0].content == request_bytes(decision.request)
+
+
+def test_decision_given_another_request_records_that_request_not_the_first(
+    make_fence: Callable[..., Fence],
+) -> None:
+    # The stored form is kept with the request it was made from: a decision carrying another
+    # request must never put the first one's bytes on the log (replay would decide those).
+    decision = decide(make_fence(), "wipe", {"path": "/"})
+    assert decision.request is not None and decision.stored_request is not None
+    other = {**decision.request, "resource": {"type": "Tool", "id": "elsewhere"}}
+    moved = dataclasses.replace(decision, request=other)
+    record, blobs = decision_record(moved, time_us=1)
+    assert blobs[0].content == request_bytes(other) != decision.stored_request[1]
+    assert record.resource == 'Tool::"elsewhere"'
 
 
 def test_evolve_refuses_a_field_facts_do_not_have() -> None:
