@@ -555,10 +555,11 @@ class Fence:
             | self._engine.input_labels(verdict.facts)
         )
         plan = self._redaction_plan(decision)
-        counts: collections.Counter[str] = collections.Counter()
+        counts: collections.Counter[str] | dict[str, int] = {}
         original_digest = salt_blob = None
         blobs: list[Blob] = []
         if plan:
+            counts = collections.Counter()
             _, _, original = result_digest(result)
             redacted = mark_result(
                 result, call_id, {}, lambda content: redact_content(content, plan, counts)

@@ -313,7 +313,7 @@ class ToolEntry:
         if self.model is None:
             return self._bind_schema(args)
         try:
-            validated = self.model.model_validate(dict(args))
+            validated = self.model.model_validate(args if type(args) is dict else dict(args))
             # The same validated values, twice: Python values convert to Cedar (NaN and
             # infinities are refused there), JSON values are what is recorded and approved.
             native = self._renamed(validated.model_dump())
