@@ -10,7 +10,6 @@ through its pauses, resuming as approvers answer.
 from __future__ import annotations
 
 import asyncio
-import collections
 import decimal
 import logging
 import os
@@ -27,6 +26,7 @@ from agentfence._metering import reserve, usage_for
 from agentfence._policy_files import redaction_kinds_of
 from agentfence._provenance import HistoryCache, messages_of
 from agentfence._recording import (
+    ResultOutcome,
     activation_record,
     as_recorded,
     decision_record,
@@ -40,10 +40,7 @@ from agentfence._redaction import (
     RedactionPlan,
     check_redactions,
     known_kinds,
-    new_salt,
-    redact_content,
     result_plan,
-    salted_digest,
     span_values,
 )
 from agentfence._semconv import ERROR_FAIL_CLOSED
@@ -73,7 +70,6 @@ from agentfence.langgraph import (
     mark_result,
     recorded_result,
     refusal,
-    result_digest,
     result_messages,
 )
 from agentfence.log import DecisionLog, DeferringLog, Receipt
@@ -85,7 +81,6 @@ from agentfence.records import (
     LogRecord,
     Metered,
     OutcomeRecord,
-    RedactionNote,
 )
 from agentfence.tools import ToolCatalog
 from agentfence.tracing import Telemetry, ToolCallSpan, telemetry_settings_from_env
@@ -555,43 +550,14 @@ class Fence:
             | self._engine.input_labels(verdict.facts)
         )
         plan = self._redaction_plan(decision)
-        counts: collections.Counter[str] | dict[str, int] = {}
-        original_digest = salt_blob = None
-        blobs: list[Blob] = []
-        if plan:
-            counts = collections.Counter()
-            _, _, original = result_digest(result)
-            redacted = mark_result(
-                result, call_id, {}, lambda content: redact_content(content, plan, counts)
-            )
-            if counts:
-                salt = new_salt()
-                original_digest = salted_digest(salt, original)
-                salt_blob = Blob.of(salt)
-                blobs.append(salt_blob)
-                result = redacted
-        status, digest, content = result_digest(result)
-        blob = Blob.of(content)
-        blobs.insert(0, blob)
-        span.digested(result=digest)
+        done = ResultOutcome.of(result, call_id, plan)
+        span.digested(result=done.digest)
         metered = metered_call(self._engine, decision.facts.tool, args)
-        redactions = [RedactionNote(kind=k, count=n) for k, n in sorted(counts.items())]
         try:
-            self._append_outcome(
-                OutcomeRecord(
-                    decision_id=decision.decision_id,
-                    status=status,
-                    result_digest=digest,
-                    result_blob=blob.ref,
-                    time_us=self._clock(),
-                    labels=labels,
-                    redactions=redactions,
-                    original_digest=original_digest,
-                    original_salt_blob=salt_blob.ref if salt_blob else None,
-                    metered=metered,
-                ),
-                blobs,
+            outcome = done.record(
+                decision.decision_id, time_us=self._clock(), labels=labels, metered=metered
             )
+            self._append_outcome(outcome, done.blobs)
         except Exception as exc:
             # Fail closed: a result whose outcome is not on record is withheld from the model.
             # The tool did run, so the message says so, lest the model retry a side effect.
@@ -610,16 +576,16 @@ class Fence:
             )
         self._usage.settle(
             decision.decision_id,
-            succeeded=status == "success",
+            succeeded=done.status == "success",
             amount=decimal.Decimal(metered.amount) if metered else None,
         )
         facts: dict[str, Any] = {"labels": labels, "decision_id": decision.decision_id}
-        if redactions:
-            facts["redactions"] = [r.model_dump() for r in redactions]
-        result = mark_result(result, call_id, facts)
+        if outcome.redactions:
+            facts["redactions"] = [r.model_dump() for r in outcome.redactions]
+        result = mark_result(done.result, call_id, facts)
         self._trace_content(span, plan, args, result, call_id)
         span.finished(
-            "success" if status == "success" else "error",
+            "success" if done.status == "success" else "error",
             resources=[str(resource)] if resource else [],
             labels=labels,
         )
