@@ -134,6 +134,13 @@ class PolicyEngine:
         """The trusted directory: ``directory.json`` plus the one given in code."""
         self.extra_directory = extra_directory
         self._entity_labels = dict(entity_labels or {})
+        # Which arguments ``context.values`` describes, per tool: fixed by the tools and the
+        # policies, so worked out once for this engine (a reload builds another engine).
+        self._value_fields = (
+            {entry.name: value_fields(entry, flow.values) for entry in catalog}
+            if flow.values is not None
+            else {}
+        )
         self.can_hold = any(
             REQUIRE_APPROVAL in p.annotations or OVERRIDABLE in p.annotations for p in policies
         )
@@ -550,7 +557,9 @@ class PolicyEngine:
         selection = self.flow.values
         if selection is None:
             return {}
-        fields = value_fields(entry, selection)
+        fields = self._value_fields.get(entry.name)
+        if fields is None:  # a tool the catalog did not have when the engine was built
+            fields = value_fields(entry, selection)
         if not fields:
             return {}  # declared only for the tools whose arguments the policies name
         return {"values": _values.context_of(fields, args, selection)}

@@ -335,6 +335,33 @@ def test_decision_given_another_request_records_that_request_not_the_first(
     assert record.resource == 'Tool::"elsewhere"'
 
 
+def test_reload_naming_other_argument_values_decides_with_those_values(
+    make_fence: Callable[..., Fence], policy_dir: Path
+) -> None:
+    # Which arguments context.values describes is worked out per engine: after a reload the
+    # new policies' arguments are described, not the old ones' (a stale list would describe
+    # `body` to a schema that declares `to`, and fail every call closed).
+    (policy_dir / "values.cedar").write_text(
+        '@id("no-password-body")\n@reason("no passwords")\n'
+        'forbid (principal, action == Action::"send_email", resource)\n'
+        'when { context.values.body.compact like "*password*" };\n'
+    )
+    fence = make_fence()
+    args = {"to": "bob@corp.test", "body": "the password"}
+    before = decide(fence, "send_email", args)
+    assert (before.effect, before.policy_ids) == (Effect.DENY, ("no-password-body",))
+    (policy_dir / "values.cedar").write_text(
+        '@id("no-evil-domain")\n'
+        'forbid (principal, action == Action::"send_email", resource)\n'
+        'when { context.values.to.email_domain == "evil.test" };\n'
+    )
+    fence.reload()
+    after = decide(fence, "send_email", args)
+    assert (after.effect, after.policy_ids, after.errors) == (Effect.ALLOW, ("email-internal",), ())
+    denied = decide(fence, "send_email", {"to": "eve@evil.test", "body": "hi"})
+    assert denied.effect is Effect.DENY and "no-evil-domain" in denied.policy_ids
+
+
 def test_evolve_refuses_a_field_facts_do_not_have() -> None:
     with pytest.raises(TypeError, match="CallFacts has no field"):
         _facts().evolve(argz={})
