@@ -9,6 +9,7 @@ makes the decisions.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 import time
@@ -59,6 +60,12 @@ class EntityRef:
             return cls(kind, ident)
         if not isinstance(value, str) or not value:
             raise EntityError(f"an entity must be a non-empty string, got {value!r}")
+        if cls is EntityRef and type(value) is str and len(value) <= _PARSED_TEXT_LIMIT:
+            return _parsed_text(value, default_type)  # the same principal, call after call
+        return cls._from_text(value, default_type)
+
+    @classmethod
+    def _from_text(cls, value: str, default_type: str) -> EntityRef:
         match = _ENTITY.match(value)
         if match:
             ident = match.group(2)
@@ -67,13 +74,30 @@ class EntityRef:
         return cls(default_type, value)
 
     def __str__(self) -> str:
-        if _QUOTABLE.fullmatch(self.id):  # nothing JSON would escape: quote it as it is
-            return f'{self.type}::"{self.id}"'
-        return f"{self.type}::{json.dumps(self.id, ensure_ascii=False)}"
+        # Worked out once per value (a principal is shown in its decision id, its record and
+        # its usage); kept beside the fields, which alone make its equality and hash.
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            if _QUOTABLE.fullmatch(self.id):  # nothing JSON would escape: quote it as it is
+                text = f'{self.type}::"{self.id}"'
+            else:
+                text = f"{self.type}::{json.dumps(self.id, ensure_ascii=False)}"
+            self.__dict__["_text"] = text
+        return text
 
     def as_json(self) -> dict[str, str]:
         """The ``{"type": ..., "id": ...}`` form Cedar requests accept."""
         return {"type": self.type, "id": self.id}
+
+
+_PARSED_TEXT_LIMIT = 256  # longer texts are parsed each time rather than kept
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_text(value: str, default_type: str) -> EntityRef:
+    """:meth:`EntityRef.parse` of a text, kept: the value is frozen, and the key holds
+    everything the result depends on (a bare id takes ``default_type``)."""
+    return EntityRef._from_text(value, default_type)
 
 
 def parents_of(value: object, default_type: str = "Group") -> tuple[EntityRef, ...]:

@@ -376,6 +376,25 @@ def test_entity_ref_parsing() -> None:
         EntityRef.parse("", "User")
 
 
+def test_bare_principal_is_read_with_each_callers_default_type() -> None:
+    # Parsed texts are kept: the default type is part of the key, so a bare id read for one
+    # fence (User) is never handed to another whose principals are Services.
+    assert EntityRef.parse("alice", "User") == EntityRef("User", "alice")
+    assert EntityRef.parse("alice", "Service") == EntityRef("Service", "alice")
+    assert EntityRef.parse("alice", "User") == EntityRef("User", "alice")
+    long = "x" * 1000  # not kept, still read
+    assert EntityRef.parse(long, "User") == EntityRef("User", long)
+
+
+def test_entity_text_follows_the_fields_of_each_value() -> None:
+    ref = EntityRef.parse('User::"alice"', "User")
+    assert str(ref) == 'User::"alice"' == str(ref)
+    # A copy with another id is another value: its text is worked out afresh.
+    assert str(dataclasses.replace(ref, id="mallory")) == 'User::"mallory"'
+    assert str(EntityRef("User", 'a"b')) == 'User::"a\\"b"'
+    assert ref == EntityRef("User", "alice") and hash(ref) == hash(EntityRef("User", "alice"))
+
+
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
