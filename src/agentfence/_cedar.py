@@ -218,6 +218,42 @@ def parse_entities(text: str, schema: cedarpy.Schema, path: str) -> cedarpy.Enti
         raise ValueError(f"{path}: {exc}") from exc
 
 
+# The stored form of a Cedar request (the decision log's request blob): compact JSON, sorted
+# keys, UTF-8. Not RFC 8785: Cedar longs may exceed the integer range RFC 8785 allows.
+_STORED = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def stored_form(request: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> bytes:
+    """A request's (or a list of requests') stored form: compact JSON, sorted keys, UTF-8."""
+    return _STORED.encode(request).encode()
+
+
+def prepare(request: Mapping[str, Any]) -> tuple[Mapping[str, Any], bytes | None]:
+    """The request as it is given to Cedar, its context encoded once, and its stored form.
+
+    Both come from one encoding of the context: Cedar parses the context's JSON text (the
+    order of a record's keys means nothing to it), and the stored form is the same text
+    inside the request's, byte for byte what :func:`stored_form` makes of the request (a
+    JSON object with sorted keys is its keys in order, each with its value's encoding).
+    When the context is not a dict, or the text is not UTF-8 (a lone surrogate), the request
+    is given as it is and the stored form is left to :func:`stored_form` (``None``).
+    """
+    context = request.get("context")
+    if type(context) is not dict:
+        return request, None
+    text = _STORED.encode(context)
+    encode = _STORED.encode
+    members = [
+        encode(key) + ":" + (text if key == "context" else encode(request[key]))
+        for key in sorted(request)
+    ]
+    try:
+        stored = ("{" + ",".join(members) + "}").encode()
+    except UnicodeEncodeError:
+        return request, None
+    return {**request, "context": text}, stored
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """What Cedar answered for one request, before agentfence interprets it."""
@@ -238,20 +274,23 @@ def is_authorized(
     A request may carry ``entities`` of its own (a verified principal and its groups): they
     are added to the base set for this request only, validated by the schema. Entities that
     do not fit (a duplicate of a base entity, a type the schema does not allow as a parent)
-    give no decision, which the caller denies.
+    give no decision, which the caller denies. Its ``context`` may be its JSON text
+    (:func:`prepare`).
     """
-    request = dict(request)
-    scoped = request.pop("entities", None)
-    if scoped:
-        try:
-            entities = entities.with_added_json_str(json.dumps(scoped), schema)
-        except ValueError as exc:
-            return Evaluation(
-                decision="NoDecision",
-                determining=(),
-                errors=(f"the request's own entities (the principal's groups): {exc}",),
-            )
-    result = cedarpy.is_authorized(request, policy_set, entities, schema=schema)
+    if "entities" in request:  # copied only then: most requests carry none
+        request = dict(request)
+        scoped = request.pop("entities")
+        if scoped:
+            try:
+                entities = entities.with_added_json_str(json.dumps(scoped), schema)
+            except ValueError as exc:
+                return Evaluation(
+                    decision="NoDecision",
+                    determining=(),
+                    errors=(f"the request's own entities (the principal's groups): {exc}",),
+                )
+    batch = [request if isinstance(request, dict) else dict(request)]
+    (result,) = cedarpy.is_authorized_batch(batch, policy_set, entities, schema=schema)
     diagnostics = result.diagnostics
     return Evaluation(
         decision=result.decision.value,

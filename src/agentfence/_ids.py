@@ -44,19 +44,20 @@ def call_digest(tool: str, args: Any, principal: str, nonce: str = "") -> str:
     Arguments that are not JSON (NaN, objects) are digested through their ``repr``.
     """
     try:
-        body = json.dumps(
-            [tool, args, principal, nonce],
-            sort_keys=True,
-            allow_nan=False,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
+        body = _DIGESTED.encode([tool, args, principal, nonce])
     except (TypeError, ValueError, RecursionError):
         try:
             body = repr([tool, args, principal, nonce])
         except RecursionError:  # nested too deep to print: such calls are refused anyway
             body = repr([tool, "<too deeply nested>", principal, nonce])
     return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# What json.dumps(sort_keys=True, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+# would build on every call, built once: every call's decision id digests its arguments.
+_DIGESTED = json.JSONEncoder(
+    sort_keys=True, allow_nan=False, separators=(",", ":"), ensure_ascii=False
+)
 
 
 def check_seed(seed: int) -> int:

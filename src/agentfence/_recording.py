@@ -10,14 +10,18 @@ import decimal
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentfence import _cedar
+from agentfence._redaction import RedactionPlan, new_salt, redact_content, salted_digest
 from agentfence._signing import Signer, read_private_key
 from agentfence.decision import Decision, EntityRef
 from agentfence.errors import ConfigurationError, PrincipalRejected
+from agentfence.langgraph import ToolResult, mark_result, result_digest
 from agentfence.log import DecisionLog, LogReader, MemoryLog, SignedLog
 from agentfence.policy import CallFacts, Effect, PolicyEngine
 from agentfence.records import (
@@ -25,6 +29,8 @@ from agentfence.records import (
     Blob,
     DecisionRecord,
     Metered,
+    OutcomeRecord,
+    RedactionNote,
     ShadowVerdict,
     canonical_or_repr,
 )
@@ -32,6 +38,7 @@ from agentfence.records import (
 _logger = logging.getLogger("agentfence.fence")
 
 __all__ = [
+    "ResultOutcome",
     "activation_record",
     "amount_text",
     "as_recorded",
@@ -62,8 +69,14 @@ def decision_record(
     resource = request.get("resource")
     # A call of several resources stores all its requests (a JSON list), so that replay
     # decides each again; the record's resource is the one that determined the effect.
-    stored: Any = list(decision.requests) if decision.requests else request
-    blobs = [Blob.of(request_bytes(stored))] if request else []
+    made = decision.stored_request
+    if decision.requests:
+        content = request_bytes(list(decision.requests))
+    elif made is not None and made[0] is decision.request:
+        content = made[1]  # what the engine made of this very request while deciding it
+    else:
+        content = request_bytes(request)
+    blobs = [Blob.of(content)] if request else []
     record = DecisionRecord(
         decision_id=decision.decision_id,
         seed=facts.seed,
@@ -96,6 +109,59 @@ def decision_record(
         else None,
     )
     return record, blobs
+
+
+@dataclass(frozen=True)
+class ResultOutcome:
+    """What a call returned, as its outcome records it: the result the model may see (redacted
+    by the plan), its status, digest and blobs, and what was redacted."""
+
+    result: ToolResult
+    status: str  # "success" or "error"
+    digest: str
+    blobs: list[Blob]
+    redactions: list[RedactionNote]
+    original_digest: str | None = None
+    """A salted digest of the result before redaction (the salt is ``blobs[1]``)."""
+
+    @classmethod
+    def of(cls, result: ToolResult, call_id: str | None, plan: RedactionPlan) -> ResultOutcome:
+        """Redact ``result`` as ``plan`` says, then digest what is left."""
+        counts: Counter[str] | dict[str, int] = {}
+        original_digest = None
+        blobs: list[Blob] = []
+        if plan:
+            counts = Counter()
+            _, _, original = result_digest(result)
+            redacted = mark_result(
+                result, call_id, {}, lambda content: redact_content(content, plan, counts)
+            )
+            if counts:
+                salt = new_salt()
+                original_digest = salted_digest(salt, original)
+                blobs.append(Blob.of(salt))
+                result = redacted
+        status, digest, content = result_digest(result)
+        blobs.insert(0, Blob.of(content))
+        redactions = [RedactionNote(kind=k, count=n) for k, n in sorted(counts.items())]
+        return cls(result, status, digest, blobs, redactions, original_digest)
+
+    def record(
+        self, decision_id: str, *, time_us: int, labels: list[str], metered: Metered | None
+    ) -> OutcomeRecord:
+        """The outcome record of the call ``decision_id``."""
+        return OutcomeRecord(
+            decision_id=decision_id,
+            status=self.status,
+            result_digest=self.digest,
+            result_blob=self.blobs[0].ref,
+            time_us=time_us,
+            labels=labels,
+            redactions=self.redactions,
+            original_digest=self.original_digest,
+            original_salt_blob=self.blobs[1].ref if self.original_digest is not None else None,
+            metered=metered,
+        )
 
 
 def activation_record(engine: PolicyEngine, *, time_us: int) -> tuple[ActivationRecord, list[Blob]]:
@@ -136,7 +202,7 @@ def request_bytes(request: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> b
 
     Not RFC 8785: Cedar longs may exceed the integer range RFC 8785 allows.
     """
-    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _cedar.stored_form(request)
 
 
 def digest_of(value: Any) -> str:

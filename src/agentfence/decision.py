@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from agentfence._ids import call_digest, derive_id
@@ -60,6 +60,12 @@ class EntityRef:
             return cls(kind, ident)
         if not isinstance(value, str) or not value:
             raise EntityError(f"an entity must be a non-empty string, got {value!r}")
+        if cls is EntityRef and type(value) is str and len(value) <= _PARSED_TEXT_LIMIT:
+            return _parsed_text(value, default_type)  # the same principal, call after call
+        return cls._from_text(value, default_type)
+
+    @classmethod
+    def _from_text(cls, value: str, default_type: str) -> EntityRef:
         match = _ENTITY.match(value)
         if match:
             ident = match.group(2)
@@ -68,13 +74,30 @@ class EntityRef:
         return cls(default_type, value)
 
     def __str__(self) -> str:
-        if _QUOTABLE.fullmatch(self.id):  # nothing JSON would escape: quote it as it is
-            return f'{self.type}::"{self.id}"'
-        return f"{self.type}::{json.dumps(self.id, ensure_ascii=False)}"
+        # Worked out once per value (a principal is shown in its decision id, its record and
+        # its usage); kept beside the fields, which alone make its equality and hash.
+        text: str | None = self.__dict__.get("_text")
+        if text is None:
+            if _QUOTABLE.fullmatch(self.id):  # nothing JSON would escape: quote it as it is
+                text = f'{self.type}::"{self.id}"'
+            else:
+                text = f"{self.type}::{json.dumps(self.id, ensure_ascii=False)}"
+            self.__dict__["_text"] = text
+        return text
 
     def as_json(self) -> dict[str, str]:
         """The ``{"type": ..., "id": ...}`` form Cedar requests accept."""
         return {"type": self.type, "id": self.id}
+
+
+_PARSED_TEXT_LIMIT = 256  # longer texts are parsed each time rather than kept
+
+
+@functools.lru_cache(maxsize=1024)
+def _parsed_text(value: str, default_type: str) -> EntityRef:
+    """:meth:`EntityRef.parse` of a text, kept: the value is frozen, and the key holds
+    everything the result depends on (a bare id takes ``default_type``)."""
+    return EntityRef._from_text(value, default_type)
 
 
 def parents_of(value: object, default_type: str = "Group") -> tuple[EntityRef, ...]:
@@ -122,14 +145,42 @@ class CallFacts:
     """A private copy of the arguments as the call sent them, taken when they were bound:
     the tool receives a fresh copy of these, whose validation gives exactly ``args``."""
 
-    @functools.cached_property
+    @property
     def decision_id(self) -> str:
         """The deterministic id of this call's decision (computed once per facts value)."""
+        # Kept in the instance's own __dict__ (functools.cached_property takes a lock on every
+        # first read); :meth:`evolve` never carries it over to facts with other fields.
+        cached: str | None = self.__dict__.get(_DECISION_ID)
+        if cached is not None:
+            return cached
         principal = str(self.principal) if self.principal else ""
         if self.principal_parents:  # the groups decided with are part of what is decided
             principal += " in [" + ", ".join(map(str, self.principal_parents)) + "]"
         digest = call_digest(self.tool, self.args, principal, self.nonce)
-        return derive_id("decision", self.seed, self.thread, self.step, self.tool_call_id, digest)
+        value = derive_id("decision", self.seed, self.thread, self.step, self.tool_call_id, digest)
+        self.__dict__[_DECISION_ID] = value
+        return value
+
+    def evolve(self, **changes: Any) -> CallFacts:
+        """These facts with some fields changed (``dataclasses.replace``, without re-running
+        the generated ``__init__``): the hot path makes three such copies per call.
+
+        Only the fields are copied: the decision id depends on them, so it is worked out
+        again for the new value, never carried over.
+        """
+        unknown = changes.keys() - _CALL_FACTS_FIELDS
+        if unknown:
+            raise TypeError(f"CallFacts has no field(s) {', '.join(sorted(unknown))}")
+        new = object.__new__(CallFacts)
+        state = new.__dict__
+        state.update(self.__dict__)
+        state.pop(_DECISION_ID, None)
+        state.update(changes)
+        return new
+
+
+_DECISION_ID = "_decision_id"
+_CALL_FACTS_FIELDS = frozenset(f.name for f in fields(CallFacts))
 
 
 @dataclass(frozen=True)
@@ -151,6 +202,11 @@ class Decision:
     that determined the effect); empty for a call of one resource."""
     shadow: ShadowDecision | None = None
     """What the ``@shadow`` policies would have decided, when it differs or one matched."""
+    stored_request: tuple[Mapping[str, Any], bytes] | None = field(
+        default=None, repr=False, compare=False
+    )
+    """``request`` and its stored form (the log's request blob), made from the one encoding
+    Cedar evaluated; the log uses it only while ``request`` is that same object."""
 
     @property
     def allowed(self) -> bool:

@@ -10,8 +10,6 @@ through its pauses, resuming as approvers answer.
 from __future__ import annotations
 
 import asyncio
-import collections
-import dataclasses
 import decimal
 import logging
 import os
@@ -28,6 +26,7 @@ from agentfence._metering import reserve, usage_for
 from agentfence._policy_files import redaction_kinds_of
 from agentfence._provenance import HistoryCache, messages_of
 from agentfence._recording import (
+    ResultOutcome,
     activation_record,
     as_recorded,
     decision_record,
@@ -41,10 +40,7 @@ from agentfence._redaction import (
     RedactionPlan,
     check_redactions,
     known_kinds,
-    new_salt,
-    redact_content,
     result_plan,
-    salted_digest,
     span_values,
 )
 from agentfence._semconv import ERROR_FAIL_CLOSED
@@ -74,7 +70,6 @@ from agentfence.langgraph import (
     mark_result,
     recorded_result,
     refusal,
-    result_digest,
     result_messages,
 )
 from agentfence.log import DecisionLog, DeferringLog, Receipt
@@ -86,7 +81,6 @@ from agentfence.records import (
     LogRecord,
     Metered,
     OutcomeRecord,
-    RedactionNote,
 )
 from agentfence.tools import ToolCatalog
 from agentfence.tracing import Telemetry, ToolCallSpan, telemetry_settings_from_env
@@ -95,6 +89,7 @@ __all__ = ["Clock", "Fence", "PrincipalResolver"]
 
 _logger = logging.getLogger("agentfence.fence")
 _W = TypeVar("_W")
+_R = TypeVar("_R", bound=LogRecord)
 
 
 class Fence:
@@ -357,7 +352,7 @@ class Fence:
             seed=seed,
         )
         if messages is not None and self._engine.flow.roots - {"usage"}:
-            facts = dataclasses.replace(facts, history=self._history.history("", list(messages)))
+            facts = facts.evolve(history=self._history.history("", list(messages)))
         with self._usage.lock:
             return self._engine.decide(usage_for(self._usage, self._engine, facts))
 
@@ -555,42 +550,14 @@ class Fence:
             | self._engine.input_labels(verdict.facts)
         )
         plan = self._redaction_plan(decision)
-        counts: collections.Counter[str] = collections.Counter()
-        original_digest = salt_blob = None
-        blobs: list[Blob] = []
-        if plan:
-            _, _, original = result_digest(result)
-            redacted = mark_result(
-                result, call_id, {}, lambda content: redact_content(content, plan, counts)
-            )
-            if counts:
-                salt = new_salt()
-                original_digest = salted_digest(salt, original)
-                salt_blob = Blob.of(salt)
-                blobs.append(salt_blob)
-                result = redacted
-        status, digest, content = result_digest(result)
-        blob = Blob.of(content)
-        blobs.insert(0, blob)
-        span.digested(result=digest)
+        done = ResultOutcome.of(result, call_id, plan)
+        span.digested(result=done.digest)
         metered = metered_call(self._engine, decision.facts.tool, args)
-        redactions = [RedactionNote(kind=k, count=n) for k, n in sorted(counts.items())]
         try:
-            self._append_outcome(
-                OutcomeRecord(
-                    decision_id=decision.decision_id,
-                    status=status,
-                    result_digest=digest,
-                    result_blob=blob.ref,
-                    time_us=self._clock(),
-                    labels=labels,
-                    redactions=redactions,
-                    original_digest=original_digest,
-                    original_salt_blob=salt_blob.ref if salt_blob else None,
-                    metered=metered,
-                ),
-                blobs,
+            outcome = done.record(
+                decision.decision_id, time_us=self._clock(), labels=labels, metered=metered
             )
+            self._append_outcome(outcome, done.blobs)
         except Exception as exc:
             # Fail closed: a result whose outcome is not on record is withheld from the model.
             # The tool did run, so the message says so, lest the model retry a side effect.
@@ -609,16 +576,16 @@ class Fence:
             )
         self._usage.settle(
             decision.decision_id,
-            succeeded=status == "success",
+            succeeded=done.status == "success",
             amount=decimal.Decimal(metered.amount) if metered else None,
         )
         facts: dict[str, Any] = {"labels": labels, "decision_id": decision.decision_id}
-        if redactions:
-            facts["redactions"] = [r.model_dump() for r in redactions]
-        result = mark_result(result, call_id, facts)
+        if outcome.redactions:
+            facts["redactions"] = [r.model_dump() for r in outcome.redactions]
+        result = mark_result(done.result, call_id, facts)
         self._trace_content(span, plan, args, result, call_id)
         span.finished(
-            "success" if status == "success" else "error",
+            "success" if done.status == "success" else "error",
             resources=[str(resource)] if resource else [],
             labels=labels,
         )
@@ -647,22 +614,24 @@ class Fence:
     # --- describing and recording --------------------------------------------------------
 
     def _append(self, record: LogRecord, blobs: Sequence[Blob] = ()) -> Receipt:
-        return self._timed(lambda: self._log.append(record, blobs))
+        return self._timed(self._log.append, record, blobs)
 
     def _append_outcome(self, record: OutcomeRecord, blobs: Sequence[Blob] = ()) -> None:
         """Record an outcome. It need not hold the call: a log that can defer it lets it ride
         the next commit (a decision's), within a bounded window (docs/log-format.md)."""
         later = self._append_later
         if later is not None:
-            self._timed(lambda: later(record, blobs))
+            self._timed(later, record, blobs)
         else:
             self._append(record, blobs)
 
-    def _timed(self, write: Callable[[], _W]) -> _W:
+    def _timed(
+        self, write: Callable[[_R, Sequence[Blob]], _W], record: _R, blobs: Sequence[Blob]
+    ) -> _W:
         """Run one write to the log, reporting its latency (and its error type) as a metric."""
         started = time.perf_counter()
         try:
-            result = write()
+            result = write(record, blobs)
         except Exception as exc:
             self._telemetry.log_append(time.perf_counter() - started, error_type=type(exc).__name__)
             raise
@@ -702,7 +671,7 @@ class Fence:
         if not self._engine.flow.roots - {"usage"}:
             return facts
         history = self._history.history(call.thread, list(messages_of(call.state)))
-        return dataclasses.replace(facts, history=history)
+        return facts.evolve(history=history)
 
     def _facts(
         self,

@@ -134,6 +134,13 @@ class PolicyEngine:
         """The trusted directory: ``directory.json`` plus the one given in code."""
         self.extra_directory = extra_directory
         self._entity_labels = dict(entity_labels or {})
+        # Which arguments ``context.values`` describes, per tool: fixed by the tools and the
+        # policies, so worked out once for this engine (a reload builds another engine).
+        self._value_fields = (
+            {entry.name: value_fields(entry, flow.values) for entry in catalog}
+            if flow.values is not None
+            else {}
+        )
         self.can_hold = any(
             REQUIRE_APPROVAL in p.annotations or OVERRIDABLE in p.annotations for p in policies
         )
@@ -440,13 +447,13 @@ class PolicyEngine:
             try:
                 entry.bind(facts.args)  # names the argument when the schema can (nesting)
             except ArgumentError as named:
-                return dataclasses.replace(facts, problem=str(named))
-            return dataclasses.replace(facts, problem=f"arguments cannot be copied: {exc}")
+                return facts.evolve(problem=str(named))
+            return facts.evolve(problem=f"arguments cannot be copied: {exc}")
         try:
             bound = entry.bind(sent)
         except ArgumentError as exc:
-            return dataclasses.replace(facts, problem=str(exc), sent=sent)
-        return dataclasses.replace(facts, args=bound.values, bound=bound, sent=sent)
+            return facts.evolve(problem=str(exc), sent=sent)
+        return facts.evolve(args=bound.values, bound=bound, sent=sent)
 
     def result_labels(self, tool: str, resource: EntityRef | None) -> frozenset[str]:
         """The labels of what a call returns: the tool's, and its resource's (``entities.json``)."""
@@ -550,7 +557,9 @@ class PolicyEngine:
         selection = self.flow.values
         if selection is None:
             return {}
-        fields = value_fields(entry, selection)
+        fields = self._value_fields.get(entry.name)
+        if fields is None:  # a tool the catalog did not have when the engine was built
+            fields = value_fields(entry, selection)
         if not fields:
             return {}  # declared only for the tools whose arguments the policies name
         return {"values": _values.context_of(fields, args, selection)}
@@ -564,9 +573,12 @@ class PolicyEngine:
         """
         if decision_id is None:
             decision_id = facts.decision_id
-        decision = self._evaluate(self._compiled, facts, request, decision_id)
+        # The context is encoded once: Cedar evaluates that text, and the log stores it.
+        given, stored = _cedar.prepare(request)
+        made = (request, stored) if stored is not None else None
+        decision = self._evaluate(self._compiled, facts, request, decision_id, given, made)
         if self._shadow is not None:
-            would = self._evaluate(self._shadow, facts, request, decision_id)
+            would = self._evaluate(self._shadow, facts, request, decision_id, given, None)
             shadows = tuple(
                 pid for pid in would.policy_ids if SHADOW in self._by_id[pid].annotations
             )
@@ -583,9 +595,13 @@ class PolicyEngine:
         facts: CallFacts,
         request: Mapping[str, Any],
         decision_id: str,
+        given: Mapping[str, Any],
+        made: tuple[Mapping[str, Any], bytes] | None,
     ) -> Decision:
+        """Decide ``request`` as Cedar is ``given`` it (:func:`_cedar.prepare`); ``made`` is
+        the request with its stored form, kept with the decision for the log."""
         result = _cedar.is_authorized(
-            request, compiled.policy_set, compiled.entities, compiled.schema
+            given, compiled.policy_set, compiled.entities, compiled.schema
         )
         # Fail closed: any evaluation error or a request Cedar could not decide is a deny,
         # so a forbid policy that errors can never turn into an allow.
@@ -607,23 +623,24 @@ class PolicyEngine:
                 ),
                 errors=result.errors or ("NoDecision",),
                 request=request,
+                made=made,
             )
         determining = self._determining(result.determining)
         plain = self._plain(result.decision, determining)
         if plain is not None:
             effect, holds = plain
-            return self._decision(effect, decision_id, determining, holds, facts, request)
+            return self._decision(effect, decision_id, determining, holds, facts, request, made)
         if not determining:
             reason = (
                 f"no policy permits {facts.principal} to call {facts.tool!r} on "
                 f"{EntityRef.parse(request['resource'], 'Tool')} (default deny)"
             )
-            return self._deny(facts, decision_id, (reason,), request=request)
+            return self._deny(facts, decision_id, (reason,), request=request, made=made)
         if all(OVERRIDABLE in p.annotations for p in determining):
             # An approver may override these forbids only if, without them, some permit
             # would allow the call: overriding a forbid never creates a missing permit.
             again = _cedar.is_authorized(
-                request, compiled.without_overridable, compiled.entities, compiled.schema
+                given, compiled.without_overridable, compiled.entities, compiled.schema
             )
             if again.decision == "Allow" and not again.errors:
                 # A permit that itself needs approval adds its approver group too.
@@ -639,8 +656,9 @@ class PolicyEngine:
                     [*determining, *gated],
                     facts,
                     request,
+                    made,
                 )
-        return self._decision(Effect.DENY, decision_id, determining, [], facts, request)
+        return self._decision(Effect.DENY, decision_id, determining, [], facts, request, made)
 
     def _determining(self, ids: Iterable[str]) -> list[_cedar.ParsedPolicy]:
         # Cedar reports determining policies in no fixed order; sort them so that the same
@@ -692,6 +710,7 @@ class PolicyEngine:
         *,
         errors: Sequence[str] = (),
         request: Mapping[str, Any] | None = None,
+        made: tuple[Mapping[str, Any], bytes] | None = None,
     ) -> Decision:
         """A DENY that no policy determined: refused before Cedar, by default, or on error."""
         return Decision(
@@ -703,6 +722,7 @@ class PolicyEngine:
             facts=facts,
             errors=tuple(errors),
             request=request,
+            stored_request=made,
         )
 
     def _decision(
@@ -713,6 +733,7 @@ class PolicyEngine:
         holds: Sequence[_cedar.ParsedPolicy],
         facts: CallFacts,
         request: Mapping[str, Any],
+        made: tuple[Mapping[str, Any], bytes] | None,
     ) -> Decision:
         shown = [p for p in holds if p in determining] or determining
         reasons = tuple(reason_of(p) for p in shown)
@@ -734,6 +755,7 @@ class PolicyEngine:
             approvers=tuple(approvers),
             annotations={p.policy_id: p.annotations for p in determining},
             request=request,
+            stored_request=made,
         )
 
     @property

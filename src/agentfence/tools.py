@@ -267,6 +267,20 @@ class _InputKeys:
     fields: Mapping[str, tuple[str, ...]]  # schema name -> the input keys that fill it
     nested: Mapping[str, _InputKeys]  # schema name -> keys of a nested model (or list of them)
     open: bool  # extra="allow": unknown keys are kept, not dropped
+    # Worked out once from the three above: every input key they accept, and the spelling of
+    # each field when every field has exactly one (``None`` otherwise).
+    spellings: frozenset[str] = field(init=False, repr=False, compare=False)
+    single: tuple[tuple[str, str], ...] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        spelled = self.fields.values()
+        object.__setattr__(self, "spellings", frozenset(k for keys in spelled for k in keys))
+        single = all(len(keys) == 1 for keys in spelled)
+        object.__setattr__(
+            self,
+            "single",
+            tuple((name, keys[0]) for name, keys in self.fields.items()) if single else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -299,7 +313,7 @@ class ToolEntry:
         if self.model is None:
             return self._bind_schema(args)
         try:
-            validated = self.model.model_validate(dict(args))
+            validated = self.model.model_validate(args if type(args) is dict else dict(args))
             # The same validated values, twice: Python values convert to Cedar (NaN and
             # infinities are refused there), JSON values are what is recorded and approved.
             native = self._renamed(validated.model_dump())
@@ -309,11 +323,14 @@ class ToolEntry:
         except (RecursionError, ValueError, TypeError) as exc:
             raise ArgumentError("", f"arguments could not be validated: {exc}") from None
         keys = self.input_keys
-        given = (
-            frozenset(n for n, spelled in keys.fields.items() if any(k in args for k in spelled))
-            if keys is not None
-            else frozenset(args)
-        )
+        if keys is None:
+            given = frozenset(args)
+        elif keys.single is not None:
+            given = frozenset([n for n, k in keys.single if k in args])
+        else:
+            given = frozenset(
+                n for n, spelled in keys.fields.items() if any(k in args for k in spelled)
+            )
         return BoundArgs(values, given, record_to_cedar(native, self.args_type, ""))
 
     def _bind_schema(self, args: Mapping[str, Any]) -> BoundArgs:
@@ -427,6 +444,14 @@ class ProvenanceField:
 
 def _check_keys(args: Mapping[str, Any], keys: _InputKeys, path: str) -> None:
     """Refuse raw arguments whose meaning depends on how the tool's schema reads them."""
+    if (
+        keys.single is not None
+        and not keys.nested
+        and (keys.open or keys.spellings.issuperset(args))
+    ):
+        # One spelling per field and nothing nested: no field can be given twice, and every
+        # key is one the schema reads, so the checks below would find nothing.
+        return
     taken: set[str] = set()
     for name, spelled in keys.fields.items():
         present = [k for k in spelled if k in args]

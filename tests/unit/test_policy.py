@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from langchain_core.tools import BaseTool
 
 from agentfence import AgentfenceWarning, Effect, EntityRef, Fence, PolicyLoadError
+from agentfence._recording import decision_record, request_bytes
 from agentfence.policy import CallFacts, PolicyEngine
 from agentfence.tools import ToolCatalog
 
@@ -272,6 +274,99 @@ def test_engine_decides_facts_directly(policy_dir: Path, tools: list[BaseTool]) 
     assert engine.source_of("nope") is None
 
 
+def _facts(**changes: object) -> CallFacts:
+    base: dict[str, object] = {
+        "tool": "wipe",
+        "args": {"path": "/tmp/x"},
+        "principal": EntityRef("User", "alice"),
+        "agent": "a",
+        "thread": "t",
+        "step": 1,
+        "tool_call_id": "c",
+        "seed": 1,
+    }
+    return CallFacts(**{**base, **changes})  # type: ignore[arg-type]  # test values
+
+
+def test_rebound_arguments_never_reuse_the_decision_id_of_the_raw_ones() -> None:
+    # The id is cached on the facts; a copy with other arguments (binding, an edit) must not
+    # inherit it, or a different call would share a decision id and find the first call's
+    # record and outcome as its own.
+    raw = _facts()
+    raw_id = raw.decision_id
+    rebound = raw.evolve(args={"path": "/"})
+    assert rebound.decision_id == _facts(args={"path": "/"}).decision_id
+    assert rebound.decision_id != raw_id
+    assert raw.decision_id == raw_id == _facts().decision_id
+    assert raw.evolve(thread="t2").decision_id == _facts(thread="t2").decision_id
+
+
+def test_binding_after_the_id_was_read_decides_under_the_bound_arguments_id(
+    policy_dir: Path, tools: list[BaseTool]
+) -> None:
+    engine = PolicyEngine.load(policy_dir, ToolCatalog.from_tools(tools))
+    # Binding coerces "5" to 5.0 and fills in the default memo: other arguments, another id.
+    raw = _facts(tool="pay", args={"account": "a", "amount": "5"})
+    raw_id = raw.decision_id
+    bound = engine.bind(raw)
+    assert bound.bound is not None and bound.args == {"account": "a", "amount": 5.0, "memo": None}
+    assert bound.decision_id == _facts(tool="pay", args=dict(bound.args)).decision_id != raw_id
+    assert engine.decide(bound).decision_id == bound.decision_id
+
+
+def test_recorded_request_is_the_one_cedar_evaluated(make_fence: Callable[..., Fence]) -> None:
+    decision = decide(make_fence(), "pay", {"account": "a", "amount": "5"})
+    assert decision.stored_request is not None  # made from the text Cedar was given
+    _, blobs = decision_record(decision, time_us=1)
+    assert blobs[0].content == request_bytes(decision.request)
+
+
+def test_decision_given_another_request_records_that_request_not_the_first(
+    make_fence: Callable[..., Fence],
+) -> None:
+    # The stored form is kept with the request it was made from: a decision carrying another
+    # request must never put the first one's bytes on the log (replay would decide those).
+    decision = decide(make_fence(), "wipe", {"path": "/"})
+    assert decision.request is not None and decision.stored_request is not None
+    other = {**decision.request, "resource": {"type": "Tool", "id": "elsewhere"}}
+    moved = dataclasses.replace(decision, request=other)
+    record, blobs = decision_record(moved, time_us=1)
+    assert blobs[0].content == request_bytes(other) != decision.stored_request[1]
+    assert record.resource == 'Tool::"elsewhere"'
+
+
+def test_reload_naming_other_argument_values_decides_with_those_values(
+    make_fence: Callable[..., Fence], policy_dir: Path
+) -> None:
+    # Which arguments context.values describes is worked out per engine: after a reload the
+    # new policies' arguments are described, not the old ones' (a stale list would describe
+    # `body` to a schema that declares `to`, and fail every call closed).
+    (policy_dir / "values.cedar").write_text(
+        '@id("no-password-body")\n@reason("no passwords")\n'
+        'forbid (principal, action == Action::"send_email", resource)\n'
+        'when { context.values.body.compact like "*password*" };\n'
+    )
+    fence = make_fence()
+    args = {"to": "bob@corp.test", "body": "the password"}
+    before = decide(fence, "send_email", args)
+    assert (before.effect, before.policy_ids) == (Effect.DENY, ("no-password-body",))
+    (policy_dir / "values.cedar").write_text(
+        '@id("no-evil-domain")\n'
+        'forbid (principal, action == Action::"send_email", resource)\n'
+        'when { context.values.to.email_domain == "evil.test" };\n'
+    )
+    fence.reload()
+    after = decide(fence, "send_email", args)
+    assert (after.effect, after.policy_ids, after.errors) == (Effect.ALLOW, ("email-internal",), ())
+    denied = decide(fence, "send_email", {"to": "eve@evil.test", "body": "hi"})
+    assert denied.effect is Effect.DENY and "no-evil-domain" in denied.policy_ids
+
+
+def test_evolve_refuses_a_field_facts_do_not_have() -> None:
+    with pytest.raises(TypeError, match="CallFacts has no field"):
+        _facts().evolve(argz={})
+
+
 def test_entity_ref_parsing() -> None:
     assert EntityRef.parse('User::"a\\"b"', "User") == EntityRef("User", 'a"b')
     assert EntityRef.parse("bob", "User") == EntityRef("User", "bob")
@@ -279,6 +374,25 @@ def test_entity_ref_parsing() -> None:
     assert str(EntityRef("User", 'a"b')) == 'User::"a\\"b"'
     with pytest.raises(ValueError, match="non-empty string"):
         EntityRef.parse("", "User")
+
+
+def test_bare_principal_is_read_with_each_callers_default_type() -> None:
+    # Parsed texts are kept: the default type is part of the key, so a bare id read for one
+    # fence (User) is never handed to another whose principals are Services.
+    assert EntityRef.parse("alice", "User") == EntityRef("User", "alice")
+    assert EntityRef.parse("alice", "Service") == EntityRef("Service", "alice")
+    assert EntityRef.parse("alice", "User") == EntityRef("User", "alice")
+    long = "x" * 1000  # not kept, still read
+    assert EntityRef.parse(long, "User") == EntityRef("User", long)
+
+
+def test_entity_text_follows_the_fields_of_each_value() -> None:
+    ref = EntityRef.parse('User::"alice"', "User")
+    assert str(ref) == 'User::"alice"' == str(ref)
+    # A copy with another id is another value: its text is worked out afresh.
+    assert str(dataclasses.replace(ref, id="mallory")) == 'User::"mallory"'
+    assert str(EntityRef("User", 'a"b')) == 'User::"a\\"b"'
+    assert ref == EntityRef("User", "alice") and hash(ref) == hash(EntityRef("User", "alice"))
 
 
 @pytest.mark.parametrize(

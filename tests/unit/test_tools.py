@@ -9,7 +9,7 @@ from typing import Any, Literal
 import cedarpy
 import pytest
 from langchain_core.tools import StructuredTool, tool
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from agentfence import Resource, ToolSpec, ToolSpecError, govern
 from agentfence._schema import generate_schema
@@ -215,3 +215,38 @@ def test_metadata_with_unknown_keys_is_refused() -> None:
 def test_duplicate_tool_names_are_refused() -> None:
     with pytest.raises(ToolSpecError, match="two tools are named 'everything'"):
         ToolCatalog.from_tools([everything, everything])
+
+
+@tool
+def transfer(account: str, amount: int, memo: str = "") -> str:
+    """A flat tool: one spelling per argument, nothing nested."""
+    return "ok"
+
+
+class _OpenArgs(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    account: str
+
+
+def test_key_smuggled_beside_plainly_spelled_arguments_is_refused() -> None:
+    found = ToolCatalog.from_tools([transfer]).get("transfer")
+    assert found is not None and found.input_keys is not None
+    assert found.input_keys.single is not None  # the quick check applies to this tool
+    with pytest.raises(ArgumentError, match=r"unknown argument\(s\) 'bcc'") as info:
+        found.bind({"account": "a", "amount": 1, "bcc": "x"})
+    assert "its arguments are 'account', 'amount', 'memo'" in str(info.value)
+    with pytest.raises(ArgumentError, match=r"unknown argument\(s\) '3'"):
+        found.bind({"account": "a", "amount": 1, 3: "x"})
+    bound = found.bind({"account": "a", "amount": 1})
+    assert bound.given == {"account", "amount"}  # memo came from the tool's default
+    assert bound.values == {"account": "a", "amount": 1, "memo": ""}
+
+
+def test_open_model_keeps_unknown_keys_under_the_quick_check() -> None:
+    open_tool = StructuredTool.from_function(
+        func=lambda **kw: "ok", name="open", description="open", args_schema=_OpenArgs
+    )
+    found = ToolCatalog.from_tools([open_tool]).get("open")
+    assert found is not None and found.input_keys is not None
+    assert found.input_keys.single is not None and found.input_keys.open
+    assert found.bind({"account": "a", "note": "kept"}).given == {"account"}
