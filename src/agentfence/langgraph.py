@@ -314,30 +314,8 @@ def result_digest(result: ToolResult) -> tuple[str, str, bytes]:
         content: Any = result.content
     else:
         status, content = "success", repr(result)
-    data = text_bytes(content) if type(content) is str else None
-    if data is None:
-        data = canonical_or_repr(content)  # content that is not JSON: its text form
+    data = canonical_or_repr(content)  # content that is not JSON: its text form
     return status, hashlib.sha256(data).hexdigest(), data
-
-
-def text_bytes(text: str) -> bytes | None:
-    r"""RFC 8785 canonical JSON of a string (section 3.2.2.2), or ``None`` when it holds a
-    lone surrogate (not UTF-8: :func:`~agentfence.records.canonical_or_repr` says what then).
-
-    The standard library's C encoder escapes exactly what RFC 8785 escapes (``"``, ``\``,
-    and control characters: ``\b \f \n \r \t`` in short form, the rest as lowercase
-    ``\u00xx``) and, without ``ensure_ascii``, leaves every other character as it is; the
-    pure-Python reference calls back into Python once per escaped character, which for a
-    long JSON-looking tool result costs more than the rest of the call. A property test
-    holds the two equal.
-    """
-    try:
-        return _TEXT.encode(text).encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-
-
-_TEXT = json.JSONEncoder(ensure_ascii=False)
 
 
 def result_messages(result: ToolResult, call_id: str | None) -> list[ToolMessage]:
