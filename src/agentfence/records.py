@@ -296,15 +296,10 @@ def canonical_or_repr(value: Any) -> bytes:
     For what the log stores or digests about values it does not control (delivered answers,
     tool results, argument diffs): whatever they hold, they get bytes, never an exception.
     """
-    if _plain_json(value, 0):
-        # No floats, exact types: orjson writes RFC 8785's bytes (see canonical_bytes).
-        try:
-            encoded = orjson.dumps(value, option=_ORJSON_OPTIONS)
-        except orjson.JSONEncodeError:  # an integer beyond I-JSON, a lone surrogate
-            pass
-        else:
-            if encoded.isascii() or _WIDE.search(encoded) is None:
-                return encoded
+    if _plain_json(value, 0):  # no floats, exact types
+        encoded = _fast_canonical(value)
+        if encoded is not None:
+            return encoded
     try:
         return rfc8785.dumps(value)
     except Exception:  # not JSON (a set, a model, NaN, a lone surrogate): its text form
@@ -335,14 +330,20 @@ def canonical_bytes(record: BaseModel) -> bytes:
     """The RFC 8785 canonical JSON bytes of a record."""
     data: Any = record.model_dump(mode="json")
     if isinstance(record, _PLAIN_RECORDS):
-        try:
-            encoded = orjson.dumps(data, option=_ORJSON_OPTIONS)
-        except orjson.JSONEncodeError:  # an integer beyond I-JSON, a lone surrogate
-            pass
-        else:
-            if encoded.isascii() or _WIDE.search(encoded) is None:
-                return encoded
+        encoded = _fast_canonical(data)
+        if encoded is not None:
+            return encoded
     return rfc8785.dumps(data)
+
+
+def _fast_canonical(data: Any) -> bytes | None:
+    """RFC 8785 bytes of JSON that holds no floats, by orjson; ``None`` where they could
+    differ from the reference's (see below) or orjson refuses the value."""
+    try:
+        encoded = orjson.dumps(data, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:  # an integer beyond I-JSON, a lone surrogate
+        return None
+    return encoded if encoded.isascii() or _WIDE.search(encoded) is None else None
 
 
 # Records hold no floats (by their field types), so for them RFC 8785 reduces to sorted keys,
