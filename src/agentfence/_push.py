@@ -34,13 +34,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Literal, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from agentfence._siem import Format, dumps, follow, render
+from agentfence._siem import Format, StopFlag, dumps, follow, render
 from agentfence._storage.tables import EntryRow, LogBackend
 from agentfence.errors import AgentfenceError, ConfigurationError
 
 if TYPE_CHECKING:
-    import threading
-
     import httpx
 
 __all__ = [
@@ -238,7 +236,7 @@ class Pusher:
         backend: LogBackend,
         url: str,
         *,
-        stop: threading.Event,
+        stop: StopFlag,
         cursor_file: Path | None = None,
         batch: int = 100,
         form: Format = "jsonl",

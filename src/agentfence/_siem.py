@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import datetime
 import json
+import select
 import signal
-import threading
+import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import FrameType
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from agentfence._storage.tables import EntryRow, LogBackend
 from agentfence.records import RECORD_KINDS
@@ -30,6 +31,8 @@ __all__ = [
     "ECS_VERSION",
     "FORMATS",
     "Format",
+    "SignalStop",
+    "StopFlag",
     "dumps",
     "ecs_event",
     "entry_json",
@@ -138,7 +141,7 @@ def follow(
     backend: LogBackend,
     start: int,
     *,
-    stop: threading.Event,
+    stop: StopFlag,
     poll_interval: float,
     batch: int = 500,
 ) -> Iterator[list[EntryRow]]:
@@ -157,11 +160,56 @@ def follow(
         stop.wait(poll_interval)
 
 
+class StopFlag(Protocol):
+    """What a following loop asks of its stop signal (``threading.Event`` is one)."""
+
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class SignalStop:
+    """A stop flag that a signal handler sets without taking a lock.
+
+    A ``threading.Event`` is not one: its ``set`` takes the lock that its ``wait`` holds for
+    a moment on the way in and out, and a handler runs in the main thread between two of its
+    bytecodes, so a Ctrl-C landing in that moment waits for a lock its own thread holds,
+    forever. Here ``set`` writes a flag and one byte to a socket pair, and ``wait`` is a
+    ``select`` on it (which the byte ends at once, retried or not after the signal).
+    """
+
+    def __init__(self) -> None:
+        self._set = False
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)
+
+    def set(self) -> None:
+        """Stop: safe to call from a signal handler."""
+        self._set = True
+        with suppress(OSError):  # the pair's buffer is full: a byte is there already
+            self._write.send(b"\0")
+
+    def is_set(self) -> bool:
+        """Whether :meth:`set` was called."""
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until :meth:`set` is called or ``timeout`` seconds pass; whether it was."""
+        if not self._set:
+            select.select([self._read], [], [], timeout)
+        return self._set
+
+    def close(self) -> None:
+        """Release the socket pair."""
+        self._read.close()
+        self._write.close()
+
+
 @contextmanager
-def stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT (Ctrl-C) or SIGTERM while the block runs, so a loop can end
+def stop_on_signals() -> Iterator[SignalStop]:
+    """A stop flag set by SIGINT (Ctrl-C) or SIGTERM while the block runs, so a loop can end
     cleanly after the step it is in; the previous handlers come back afterwards."""
-    stop = threading.Event()
+    stop = SignalStop()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         stop.set()
@@ -172,3 +220,4 @@ def stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+        stop.close()

@@ -4,6 +4,9 @@ JSON Lines form, and following a log as it grows."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from agentfence._siem import ECS_VERSION, ecs_event, entry_json, follow, iso_time, render
+from agentfence._siem import (
+    ECS_VERSION,
+    SignalStop,
+    ecs_event,
+    entry_json,
+    follow,
+    iso_time,
+    render,
+)
 from agentfence._storage.tables import EntryRow, LogBackend
 from tests.siem import append, new_log
 from tests.unit.test_verify import BuiltLog, build_log
@@ -132,3 +143,41 @@ def test_follow_yields_every_appended_entry_once_in_order(tmp_path: Path) -> Non
         if seen[-1] == 5:
             stop.set()
     assert seen == [1, 2, 3, 4, 5]
+
+
+def test_a_ctrl_c_landing_while_the_stop_flag_is_busy_stops_instead_of_hanging() -> None:
+    """A signal handler runs in the main thread between two bytecodes, also in the middle of
+    the stop flag's own wait. A flag whose ``set`` takes a lock that ``wait`` holds there (a
+    ``threading.Event``'s condition) makes Ctrl-C wait for its own thread: ``log export
+    --follow`` then never ends. Here the handler runs with whatever lock the flag has held."""
+    script = textwrap.dedent(
+        """
+        import contextlib, signal
+        from agentfence._siem import stop_on_signals
+
+        with stop_on_signals() as stop:
+            busy = getattr(stop, "_cond", None) or contextlib.nullcontext()
+            with busy:  # the flag's wait is under way
+                signal.raise_signal(signal.SIGINT)  # the handler runs here
+            assert stop.is_set() and stop.wait(0)
+        print("stopped")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "stopped"
+
+
+def test_the_stop_flag_wakes_a_wait_at_once_and_stays_set() -> None:
+    stop = SignalStop()
+    try:
+        assert not stop.is_set()
+        assert stop.wait(0) is False
+        stop.set()
+        stop.set()  # twice is fine
+        assert stop.wait(None) is True  # no timeout: returns because it is set
+        assert stop.is_set()
+    finally:
+        stop.close()
