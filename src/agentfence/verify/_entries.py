@@ -408,7 +408,6 @@ def walk_range(
     position = start
     stack: list[bytes] = []
     block = Block(start)
-    decided, refs, hashes = block.decided, block.refs, block.hashes
     items: list[Item] = []
     stacks: dict[int, tuple[bytes, ...]] = {}
     wanted = {size for size in sizes if start < size <= end}
@@ -422,7 +421,7 @@ def walk_range(
             leaf = sha256(b"\x00" + body).digest()
             if seq == position and leaf == stored_leaf:
                 if kind == DECISION_KIND:
-                    # Block.decision inline, for the entry check_entry would read so.
+                    # check_entry's reading and comparisons, for an entry without escapes.
                     match = plain_decision(body.decode())
                     if match is not None:
                         did, f_effect, policy_hash, blob, f_thread, f_time, f_tool, claimed = (
@@ -437,18 +436,8 @@ def walk_range(
                             and int(claimed) == position
                         ):
                             read = True
-                            block.decisions += 1
-                            if blob != "null":
-                                blob = blob[1:-1]
-                                if blob not in refs:
-                                    refs[blob] = position
-                            if policy_hash not in hashes:
-                                hashes[policy_hash] = position
-                            if did in decided:
-                                block.clash = True
-                            decided[did] = _EFFECTS[f_effect]
-                            if f_effect == "REQUIRE_APPROVAL":
-                                block.held.append(did)
+                            blob = None if blob == "null" else blob[1:-1]
+                            block.decision(position, did, _EFFECTS[f_effect], policy_hash, blob)
                 elif kind == OUTCOME_KIND:
                     read = _read_outcome(block, body, position, dkey, thread, tool, effect, time_us)
         except (TypeError, AttributeError, UnicodeDecodeError):
@@ -470,7 +459,6 @@ def walk_range(
                     items.append(block)
                 items.append((fact[0], fact[1]))
                 block = Block(position + 1)
-                decided, refs, hashes = block.decided, block.refs, block.hashes
         # 4. Fold the leaf into the range's tree (each trailing one bit of the entries
         #    folded so far is a perfect subtree to merge, as in MerkleFrontier.append).
         merged, carry = leaf, position - start
@@ -490,7 +478,7 @@ def walk_range(
 
 
 # What check_entry does for a canonical outcome entry whose strings hold no escape, without
-# its calls (walk_range does the same inline for a decision): the same regular expression
+# its calls (walk_range does the same for a decision): the same regular expression
 # and the same comparisons; anything refused goes to check_entry. Returns whether it took
 # the entry into ``block``; the caller checked the row's seq and leaf hash.
 
