@@ -36,8 +36,8 @@ from typing import Any
 import cedarpy
 
 from agentfence import Fence
+from agentfence._cedar import stored_form
 from agentfence._log_api import Pending
-from agentfence._recording import request_bytes
 from agentfence._signing import Signer
 from agentfence.demo import policy_dir
 from agentfence.demo.tools import TOOLS
@@ -239,7 +239,7 @@ def replay_bench(tmp: Path, n: int) -> dict[str, float]:
             step=i,
             tool_call_id=f"c{i}",
         )
-        blob = Blob.of(request_bytes(d.request or {}))
+        blob = Blob.of(stored_form(d.request or {}))
         requests.append(d.request)
         record, _ = fence._decision_record(d, None, None)  # the fence's own record
         record = record.model_copy(update={"request_blob": blob.ref})
@@ -250,7 +250,7 @@ def replay_bench(tmp: Path, n: int) -> dict[str, float]:
     if batch:
         log._commit(batch)  # type: ignore[attr-defined]
     fence.close()
-    distinct = len({request_bytes(r or {}) for r in requests})
+    distinct = len({stored_form(r or {}) for r in requests})
     started, cpu = time.perf_counter(), time.process_time()
     one = replay(path, workers=1)
     one_wall, one_cpu = time.perf_counter() - started, time.process_time() - cpu

@@ -46,7 +46,7 @@ from bench_log import (  # the same record, percentiles, machine line and sectio
 )
 
 from agentfence import Fence
-from agentfence._recording import request_bytes
+from agentfence._cedar import stored_form
 from agentfence._signing import Signer, read_private_key, write_private_key
 from agentfence.demo import policy_dir
 from agentfence.demo.tools import TOOLS
@@ -62,7 +62,7 @@ TARGET = 5000  # decisions/s, aggregate over the 4 x 4 writers
 def request(i: int) -> bytes:
     """The Cedar request the fence stores as a decision's request blob (as ``replay`` reads)."""
     amount = (5.0, 40.0, 99.0)[i % 3]
-    return request_bytes(
+    return stored_form(
         {
             "principal": {"type": "User", "id": "alice"},
             "action": {"type": "Action", "id": "refund"},

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,6 @@ __all__ = [
     "failure_facts",
     "metered_call",
     "open_log",
-    "request_bytes",
 ]
 
 
@@ -71,11 +70,11 @@ def decision_record(
     # decides each again; the record's resource is the one that determined the effect.
     made = decision.stored_request
     if decision.requests:
-        content = request_bytes(list(decision.requests))
+        content = _cedar.stored_form(list(decision.requests))
     elif made is not None and made[0] is decision.request:
         content = made[1]  # what the engine made of this very request while deciding it
     else:
-        content = request_bytes(request)
+        content = _cedar.stored_form(request)
     blobs = [Blob.of(content)] if request else []
     record = DecisionRecord(
         decision_id=decision.decision_id,
@@ -195,14 +194,6 @@ def metered_call(engine: PolicyEngine, tool: str, args: Any) -> Metered | None:
 def amount_text(value: decimal.Decimal) -> str:
     """An amount as recorded: four decimal places, rounded half to even."""
     return f"{value.quantize(decimal.Decimal('0.0001'), rounding=decimal.ROUND_HALF_EVEN):f}"
-
-
-def request_bytes(request: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> bytes:
-    """The stored form of a Cedar request: compact JSON, sorted keys, UTF-8.
-
-    Not RFC 8785: Cedar longs may exceed the integer range RFC 8785 allows.
-    """
-    return _cedar.stored_form(request)
 
 
 def digest_of(value: Any) -> str:

@@ -11,7 +11,8 @@ import pytest
 from langchain_core.tools import BaseTool
 
 from agentfence import AgentfenceWarning, Effect, EntityRef, Fence, PolicyLoadError
-from agentfence._recording import decision_record, request_bytes
+from agentfence._cedar import stored_form
+from agentfence._recording import decision_record
 from agentfence.policy import CallFacts, PolicyEngine
 from agentfence.tools import ToolCatalog
 
@@ -318,7 +319,7 @@ def test_recorded_request_is_the_one_cedar_evaluated(make_fence: Callable[..., F
     decision = decide(make_fence(), "pay", {"account": "a", "amount": "5"})
     assert decision.stored_request is not None  # made from the text Cedar was given
     _, blobs = decision_record(decision, time_us=1)
-    assert blobs[0].content == request_bytes(decision.request)
+    assert blobs[0].content == stored_form(decision.request)
 
 
 def test_decision_given_another_request_records_that_request_not_the_first(
@@ -331,7 +332,7 @@ def test_decision_given_another_request_records_that_request_not_the_first(
     other = {**decision.request, "resource": {"type": "Tool", "id": "elsewhere"}}
     moved = dataclasses.replace(decision, request=other)
     record, blobs = decision_record(moved, time_us=1)
-    assert blobs[0].content == request_bytes(other) != decision.stored_request[1]
+    assert blobs[0].content == stored_form(other) != decision.stored_request[1]
     assert record.resource == 'Tool::"elsewhere"'
 
 

@@ -18,7 +18,8 @@ from typing import Any, get_type_hints
 import pytest
 
 from agentfence import _cedar
-from agentfence._recording import decision_record, request_bytes
+from agentfence._cedar import stored_form
+from agentfence._recording import decision_record
 from agentfence._signing import Signer
 from agentfence.demo import policy_dir
 from agentfence.demo.tools import TOOLS
@@ -176,7 +177,7 @@ def test_the_batch_reading_agrees_with_the_engine_on_every_kind_of_outcome(
                 request: dict[str, Any] = dict(decision.request or {})
                 handles = engine.compiled
                 (answer,) = _cedar.is_authorized_batch(
-                    [batch_request(request_bytes(request)) or {}],
+                    [batch_request(stored_form(request)) or {}],
                     handles.policy_set,
                     handles.entities,
                     handles.schema,
@@ -285,11 +286,11 @@ def test_batch_request_hands_cedar_the_context_text_of_a_single_call() -> None:
         "principal": {"id": "alice", "type": "User"},
         "resource": {"id": "c-1", "type": "Customer"},
     }
-    taken = batch_request(request_bytes(request))
+    taken = batch_request(stored_form(request))
     assert taken == {**request, "context": json.dumps(request["context"])}
     with_entities = {**request, "entities": [{"uid": {"type": "User", "id": "alice"}}]}
-    assert batch_request(request_bytes(with_entities)) is None
-    assert batch_request(request_bytes([request, request])) is None
+    assert batch_request(stored_form(with_entities)) is None
+    assert batch_request(stored_form([request, request])) is None
     assert batch_request(b"\xff\xfe") is None
 
 
